@@ -1,0 +1,34 @@
+"""facepcl: pretrained facial features from PCL (Pose-disentangled Contrastive Learning, CVPR 2023).
+
+``facepcl.load`` gets a model, ``facepcl.embed`` turns images into per-face
+face (F_f), pose (F_p) and trunk (F) embeddings.
+"""
+
+from ._version import __version__
+from .config import DetectorConfig, PCLConfig, PreprocessConfig
+from .convert import convert_checkpoint
+from .errors import CheckpointError, FacePCLError, ImageLoadError, ModelLoadError, NoFaceError
+from .hub import load, push_to_hub, save_pretrained
+from .model import PCLFeatures, PCLModel
+from .registry import ModelInfo, list_models, register_model
+
+__all__ = [
+    "CheckpointError",
+    "DetectorConfig",
+    "FacePCLError",
+    "ImageLoadError",
+    "ModelInfo",
+    "ModelLoadError",
+    "NoFaceError",
+    "PCLConfig",
+    "PCLFeatures",
+    "PCLModel",
+    "PreprocessConfig",
+    "__version__",
+    "convert_checkpoint",
+    "list_models",
+    "load",
+    "push_to_hub",
+    "register_model",
+    "save_pretrained",
+]

@@ -1,0 +1,23 @@
+"""``facepcl convert OFFICIAL.pth OUT_DIR``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("convert", help="convert an official PCL checkpoint (best.pth) to a facepcl model folder",
+                       description="Read an official PCL checkpoint without executing pickled code, check "
+                                   "every key and shape, and write config.json + model.safetensors + README.md.")
+    p.add_argument("checkpoint", help="official checkpoint (.pth)")
+    p.add_argument("out_dir", help="folder to write; load it with facepcl.load(OUT_DIR)")
+    p.add_argument("--name", default="pcl-vox-official", help="model name written to config.json")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..convert import convert_checkpoint
+
+    out = convert_checkpoint(args.checkpoint, args.out_dir, name=args.name)
+    print(f"wrote {out} (config.json, model.safetensors, README.md); load it with facepcl.load({str(out)!r})")
+    return 0

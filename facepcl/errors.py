@@ -1,0 +1,23 @@
+"""Exceptions raised by facepcl. Each message names the input, the problem and the fix."""
+
+from __future__ import annotations
+
+
+class FacePCLError(Exception):
+    """Base class of facepcl's own errors."""
+
+
+class ModelLoadError(FacePCLError, ValueError):
+    """Weights or config could not be found, read or matched to the network."""
+
+
+class CheckpointError(ModelLoadError):
+    """A checkpoint given to :func:`facepcl.convert_checkpoint` is not an official PCL checkpoint."""
+
+
+class ImageLoadError(FacePCLError, ValueError):
+    """An input could not be turned into an image (corrupt, truncated, empty, wrong mode, too large)."""
+
+
+class NoFaceError(FacePCLError):
+    """No face was found in an image and ``on_no_face='raise'`` was asked for."""

@@ -1,0 +1,407 @@
+"""Load and save models in the facepcl Hub format.
+
+A model is a folder (local, or a Hugging Face Hub repository) holding
+``config.json`` (:class:`facepcl.config.PCLConfig`), ``model.safetensors``
+(our key names, see :mod:`facepcl._keymap`) and a model card ``README.md``.
+Downloads go through huggingface_hub, so ``HF_HOME``, ``HF_HUB_CACHE``,
+``HF_HUB_OFFLINE``, ``HF_ENDPOINT`` and ``HF_TOKEN`` behave as it documents.
+Loading is strict: missing, unexpected or mis-shaped keys are an error that
+names them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from . import registry
+from ._device import resolve_device, resolve_dtype
+from ._keymap import component_of
+from ._version import __version__
+from .config import COMPONENTS, PCLConfig
+from .errors import ModelLoadError
+from .model import PCLModel
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model's files were found.
+
+    Attributes:
+        model_id: What the user asked for, normalised (registry name, Hub id or folder).
+        kind: "package", "hf-hub" or "local-dir".
+        folder: Local folder that holds ``config.json`` and ``model.safetensors``.
+        revision: Hub commit the files came from (None for local folders).
+    """
+
+    model_id: str
+    kind: str
+    folder: Path
+    revision: str | None
+
+    @property
+    def config_path(self) -> Path:
+        return self.folder / CONFIG_NAME
+
+    @property
+    def weights_path(self) -> Path:
+        return self.folder / WEIGHTS_NAME
+
+
+def default_model_name() -> str:
+    """The model used when none is named: ``$FACEPCL_MODEL``, else the bundled ``pcl-demo``."""
+    return os.environ.get("FACEPCL_MODEL") or registry.DEFAULT_MODEL
+
+
+def resolve(name_or_path: str | os.PathLike | None = None, *, revision: str | None = None,
+            cache_dir: str | os.PathLike | None = None, local_files_only: bool | None = None,
+            token: str | bool | None = None, force_download: bool = False) -> ResolvedModel:
+    """Find (and download if needed) the files of a model.
+
+    Args:
+        name_or_path: Registered name (see :func:`facepcl.list_models`),
+            ``hf-hub:ORG/NAME`` or ``ORG/NAME``, ``local-dir:PATH`` or a folder
+            path. None: :func:`default_model_name`.
+        revision: Hub branch, tag or commit; overrides the registry's pin.
+        cache_dir: Hub cache folder (default: huggingface_hub's).
+        local_files_only: Never touch the network; None follows
+            huggingface_hub (``HF_HUB_OFFLINE``).
+        token: Hub token for private repositories.
+        force_download: Download again even if cached.
+
+    Returns:
+        A :class:`ResolvedModel`.
+    """
+    name = str(name_or_path) if name_or_path is not None else default_model_name()
+    kind, _, rest = name.partition(":")
+    if kind in ("hf-hub", "local-dir", "package") and rest:
+        info = registry.ModelInfo(name=name, source=name)
+        kind, where = info.location()
+    elif (info := registry.get_model_info(name)) is not None:
+        kind, where = info.location()
+        revision = revision or info.revision
+        if kind != "hf-hub" and not os.path.isdir(where):
+            hint = f" To get it: {info.how_to_get}." if info.how_to_get else ""
+            raise ModelLoadError(f"model {name!r} is registered at {where}, but that folder does not exist."
+                                 f"{hint}")
+    elif os.path.isdir(os.path.expanduser(name)):
+        kind, where = "local-dir", os.path.expanduser(name)
+    elif re.fullmatch(r"[\w.\-]+/[\w.\-]+", name) and not os.path.exists(name):
+        kind, where = "hf-hub", name
+    else:
+        known = ", ".join(m.name for m in registry.list_models())
+        raise ModelLoadError(f"model {name!r} is not a registered name ({known}), an existing folder or a Hub "
+                             "id of the form ORG/NAME; check the spelling or the path")
+    if kind == "hf-hub":
+        return _resolve_hub(name, where, revision, cache_dir, local_files_only, token, force_download)
+    folder = Path(where)
+    for fname in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (folder / fname).is_file():
+            raise ModelLoadError(f"model folder {folder} has no {fname}; a facepcl model folder holds "
+                                 f"{CONFIG_NAME} and {WEIGHTS_NAME} (write one with save_pretrained or "
+                                 "`facepcl convert`)")
+    return ResolvedModel(name, kind, folder, None)
+
+
+def _resolve_hub(name: str, repo_id: str, revision: str | None, cache_dir, local_files_only, token,
+                 force_download: bool) -> ResolvedModel:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    kwargs = {"repo_id": repo_id, "revision": revision, "cache_dir": cache_dir, "token": token,
+              "force_download": force_download, "library_name": "facepcl", "library_version": __version__}
+    if local_files_only is not None:
+        kwargs["local_files_only"] = local_files_only
+    at = f"{repo_id}@{revision or 'main'}"
+    paths = {}
+    for fname in (CONFIG_NAME, WEIGHTS_NAME):
+        try:
+            paths[fname] = Path(hf_hub_download(filename=fname, **kwargs))
+        except GatedRepoError as e:
+            raise ModelLoadError(f"Hub repository {repo_id} is gated: accept its terms on the Hub and pass "
+                                 "token= (or set HF_TOKEN)") from e
+        except RepositoryNotFoundError as e:
+            raise ModelLoadError(f"Hub repository {repo_id} was not found (or is private): check the id, or "
+                                 "pass token= for a private repository") from e
+        except RevisionNotFoundError as e:
+            raise ModelLoadError(f"Hub repository {repo_id} has no revision {revision!r}: pass an existing "
+                                 "branch, tag or commit") from e
+        except LocalEntryNotFoundError as e:
+            raise ModelLoadError(f"{fname} of {at} is not in the local cache and the Hub cannot be reached "
+                                 "(offline, HF_HUB_OFFLINE=1 or local_files_only=True): run `facepcl download "
+                                 f"{repo_id}` once while online, or point to a local folder") from e
+        except EntryNotFoundError as e:
+            raise ModelLoadError(f"Hub repository {at} has no {fname}: it is not a facepcl model "
+                                 f"(expected {CONFIG_NAME} and {WEIGHTS_NAME})") from e
+    folder = paths[CONFIG_NAME].parent
+    if paths[WEIGHTS_NAME].parent != folder:
+        raise ModelLoadError(f"{at}: {CONFIG_NAME} and {WEIGHTS_NAME} resolved to different snapshots "
+                             f"({folder} and {paths[WEIGHTS_NAME].parent}); pin a commit with revision=")
+    commit = folder.name if _COMMIT_RE.fullmatch(folder.name) else None
+    return ResolvedModel(name, "hf-hub", folder, commit)
+
+
+def _parse_components(components: str | Iterable[str] | None, config: PCLConfig) -> list[str]:
+    if components is None:
+        return ["encoder"]
+    if components == "all":
+        return list(config.components)
+    comps = [components] if isinstance(components, str) else list(components)
+    bad = sorted(set(comps) - set(COMPONENTS))
+    if bad:
+        raise ValueError(f"unknown components {bad}; choose from {list(COMPONENTS)} or 'all'")
+    return [c for c in COMPONENTS if c in comps or c == "encoder"]
+
+
+def load(name_or_path: str | os.PathLike | None = None, *, revision: str | None = None,
+         device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+         cache_dir: str | os.PathLike | None = None, local_files_only: bool | None = None,
+         components: str | Iterable[str] | None = None, token: str | bool | None = None,
+         force_download: bool = False) -> PCLModel:
+    """Load a PCL model from the Hub, a local folder, or a registered name.
+
+    Args:
+        name_or_path: See :func:`resolve`. None loads ``$FACEPCL_MODEL`` or
+            the bundled ``pcl-demo`` model.
+        revision: Hub branch, tag or commit to pin.
+        device: Torch device; None picks CUDA when available, else CPU.
+        dtype: Parameter dtype (float32 default; "bf16"/"fp16" cast after loading).
+        cache_dir: Hub cache folder.
+        local_files_only: Never touch the network (None: huggingface_hub's default).
+        components: Which parts to load besides the encoder: any of
+            "face_head", "pose_head", "decoder", or "all". Inference needs
+            only the encoder, which is the default.
+        token: Hub token.
+        force_download: Download again even if cached.
+
+    Returns:
+        A :class:`facepcl.PCLModel` in eval mode, with ``model.provenance``
+        (model id, kind, revision, folder, config hash).
+
+    Raises:
+        ModelLoadError: The model cannot be found, or its weights do not
+            match the network (the message lists the offending keys).
+    """
+    resolved = resolve(name_or_path, revision=revision, cache_dir=cache_dir,
+                       local_files_only=local_files_only, token=token, force_download=force_download)
+    return load_folder(resolved, device=device, dtype=dtype, components=components)
+
+
+def load_folder(resolved: ResolvedModel | str | os.PathLike, *, device=None, dtype=None,
+                components: str | Iterable[str] | None = None) -> PCLModel:
+    """Load a model from a folder already on disk (strictly); see :func:`load`."""
+    if not isinstance(resolved, ResolvedModel):
+        resolved = resolve(f"local-dir:{resolved}")
+    config = PCLConfig.from_json_file(resolved.config_path)
+    wanted = _parse_components(components, config)
+    absent = [c for c in wanted if c not in config.components]
+    if absent:
+        raise ModelLoadError(f"{resolved.model_id}: asked for {absent}, but this model holds only "
+                             f"{config.components} (config.json 'components')")
+    state = _read_weights(resolved.weights_path, config, wanted)
+    model_config = PCLConfig.from_dict({**config.to_dict(), "components": wanted})
+    model = PCLModel(model_config)
+    _check_state(model, state, resolved.weights_path)
+    model.load_state_dict(state, strict=True)
+    model.provenance = {
+        "model_id": resolved.model_id, "kind": resolved.kind, "revision": resolved.revision,
+        "folder": str(resolved.folder), "config_hash": config.hash(), "components": wanted,
+    }
+    model.eval()
+    return model.to(device=resolve_device(device), dtype=resolve_dtype(dtype))
+
+
+def _read_weights(path: Path, config: PCLConfig, wanted: list[str]) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            stray = sorted(k for k in keys if component_of(k) not in config.components)
+            if stray:
+                raise ModelLoadError(f"{path}: unexpected keys that belong to no component listed in "
+                                     f"config.json {config.components}: {_few(stray)}")
+            return {k: f.get_tensor(k) for k in keys if component_of(k) in wanted}
+    except ModelLoadError:
+        raise
+    except Exception as e:  # safetensors raises its own error types for corrupt or truncated files
+        raise ModelLoadError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e}); the file is "
+                             "corrupt or truncated: delete it, or load again with force_download=True") from e
+
+
+def _check_state(model: PCLModel, state: dict[str, torch.Tensor], path: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+                    for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_few(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_few(unexpected)}")
+    if shapes:
+        problems.append(f"mis-shaped keys: {_few(shapes)}")
+    if problems:
+        raise ModelLoadError(f"{path}: weights do not match the PCL network of its config.json; "
+                             + "; ".join(problems))
+
+
+def _few(items: list[str], n: int = 8) -> str:
+    shown = ", ".join(items[:n])
+    return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+
+
+def save_pretrained(model: PCLModel, save_directory: str | os.PathLike, *, config: PCLConfig | None = None,
+                    model_card: bool = True) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and a model card ``README.md``.
+
+    Every component the model holds is saved (encoder, heads, decoder), in
+    the parameters' own dtype, so a save/load round trip is bit-exact.
+
+    Args:
+        model: The model to save.
+        save_directory: Folder to write (created if needed).
+        config: Config to write instead of ``model.config`` (its components
+            are set from the model).
+        model_card: Also write ``README.md``.
+
+    Returns:
+        The folder.
+    """
+    out = Path(save_directory)
+    out.mkdir(parents=True, exist_ok=True)
+    config = config or model.config
+    present = [c for c in COMPONENTS if c == "encoder" or getattr(model, c, None) is not None]
+    config = PCLConfig.from_dict({**config.to_dict(), "components": present, "facepcl_version": __version__})
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    _atomic_write(out / WEIGHTS_NAME, lambda p: save_file(state, p, metadata={
+        "format": "pt", "facepcl_version": __version__, "config_hash": config.hash()}))
+    _atomic_write(out / CONFIG_NAME, lambda p: Path(p).write_text(config.to_json(), encoding="utf-8"))
+    if model_card:
+        card = model_card_text(config, getattr(model, "provenance", None))
+        _atomic_write(out / CARD_NAME, lambda p: Path(p).write_text(card, encoding="utf-8"))
+    return out
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _hub_license(license: str) -> str:
+    known = {"apache-2.0", "mit", "cc-by-4.0", "cc-by-nc-4.0", "cc-by-sa-4.0", "bsd-3-clause", "cc0-1.0"}
+    return license.lower() if license.lower() in known else "other"
+
+
+def model_card_text(config: PCLConfig, provenance: dict | None = None) -> str:
+    """The model card (``README.md``) for a model folder: licence, provenance, preprocessing, usage."""
+    pre = config.preprocess
+    lines = [
+        "---",
+        f"license: {_hub_license(config.license)}",
+        "library_name: facepcl",
+        "tags: [face, self-supervised, contrastive-learning, pcl, feature-extraction]",
+        "pipeline_tag: image-feature-extraction",
+        "---",
+        "",
+        f"# {config.name}",
+        "",
+        "A PCL (Pose-disentangled Contrastive Learning, Liu et al., CVPR 2023) face encoder in the "
+        "[facepcl](https://github.com/facepcl/facepcl) format.",
+        "",
+        f"- **Licence of the weights:** {config.license}",
+        f"- **Source / provenance:** {config.source or 'not recorded'}",
+        f"- **Components:** {', '.join(config.components)}",
+        f"- **Input:** {config.input_size} px, {pre.color_order} in {pre.value_range}, aligned "
+        f"{pre.crop_size}x{pre.crop_size} crops ({pre.interpolation} similarity warp onto a 5-point template)",
+        f"- **Features:** trunk F, face F_f and pose F_p, {config.feature_dim} floats each at "
+        f"{config.input_size} px",
+        f"- **Written by:** facepcl {config.facepcl_version}",
+    ]
+    if provenance and provenance.get("model_id"):
+        lines.append(f"- **Converted or saved from:** {provenance['model_id']}"
+                     + (f" @ {provenance['revision']}" if provenance.get("revision") else ""))
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "import facepcl",
+        "model = facepcl.load(\"<this repo id or folder>\")",
+        "result = facepcl.embed(\"photo.jpg\", model=model)",
+        "result.face, result.pose, result.trunk  # one row per detected face",
+        "```",
+        "",
+        "## Citation",
+        "",
+        "```bibtex",
+        "@inproceedings{liu2023pcl,",
+        "  title={Pose-disentangled Contrastive Learning for Self-supervised Facial Representation},",
+        "  author={Liu, Yuanyuan and Wang, Wenbin and Zhan, Yibing and Feng, Shaoze and Liu, Kejun and "
+        "Chen, Zhe},",
+        "  booktitle={CVPR},",
+        "  year={2023}",
+        "}",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def push_to_hub(model: PCLModel, repo_id: str, *, revision: str | None = None, private: bool | None = None,
+                token: str | None = None, commit_message: str = "Upload facepcl model",
+                create_pr: bool = False) -> str:
+    """Upload a model to the Hugging Face Hub in the same format as :func:`save_pretrained`.
+
+    Args:
+        model: The model to upload.
+        repo_id: ``ORG/NAME``; created if it does not exist.
+        revision: Branch to push to.
+        private: Create the repository as private.
+        token: Hub token (default: the logged-in one / ``HF_TOKEN``).
+        commit_message: Commit message.
+        create_pr: Open a pull request instead of pushing to the branch.
+
+    Returns:
+        The URL of the commit (or pull request).
+    """
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_pretrained(model, tmp)
+        info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision,
+                                 commit_message=commit_message, create_pr=create_pr)
+    return str(getattr(info, "pr_url", None) or getattr(info, "commit_url", info))
+
+
+def download(name_or_path: str, *, revision: str | None = None, cache_dir=None, token=None,
+             force_download: bool = False) -> ResolvedModel:
+    """Fill the cache with a model's files for later offline use (``facepcl download``)."""
+    return resolve(name_or_path, revision=revision, cache_dir=cache_dir, token=token,
+                   force_download=force_download, local_files_only=False)
