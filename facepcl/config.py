@@ -149,14 +149,14 @@ class PCLConfig:
 
     def __post_init__(self) -> None:
         if self.architecture != ARCHITECTURE:
-            raise ValueError(f"config.json: architecture {self.architecture!r} is not {ARCHITECTURE!r}; "
+            raise ValueError(f"architecture {self.architecture!r} is not {ARCHITECTURE!r}; "
                              "this is not a facepcl model config")
         unknown = sorted(set(self.components) - set(COMPONENTS))
         if unknown or "encoder" not in self.components:
-            raise ValueError(f"config.json: components {self.components} must include 'encoder' and only "
+            raise ValueError(f"components {self.components} must include 'encoder' and only "
                              f"name {list(COMPONENTS)} (unknown: {unknown})")
         if self.input_size <= 0:
-            raise ValueError(f"config.json: input_size must be positive, got {self.input_size}")
+            raise ValueError(f"input_size must be positive, got {self.input_size}")
         self.components = [c for c in COMPONENTS if c in self.components]
 
     @property
@@ -178,14 +178,14 @@ class PCLConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"config.json: unknown keys {unknown}; this facepcl ({__version__}) knows "
+            raise ValueError(f"unknown keys {unknown}; this facepcl ({__version__}) knows "
                              f"{sorted(known)}. Upgrade facepcl if the model was written by a newer one.")
         pre = data.pop("preprocess", None) or {}
         det = data.pop("detector", None) or {}
         cfg = cls(preprocess=_strict(PreprocessConfig, pre, "preprocess"),
                   detector=_strict(DetectorConfig, det, "detector"), **data)
         if stored_dim is not None and stored_dim != cfg.feature_dim:
-            raise ValueError(f"config.json: feature_dim {stored_dim} does not match input_size "
+            raise ValueError(f"feature_dim {stored_dim} does not match input_size "
                              f"{cfg.input_size} (expected {cfg.feature_dim})")
         return cfg
 

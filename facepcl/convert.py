@@ -53,7 +53,7 @@ def read_official_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.T
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        if "Unsupported global" in str(e) or "GLOBAL" in str(e):
             why = ("it contains pickled Python objects other than tensors, which facepcl never executes; "
                    "an official PCL checkpoint holds only tensors and an epoch number")
         else:
@@ -72,7 +72,7 @@ def read_official_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.T
                               "{'epoch': int, 'state_dict': {...}} or a bare state dict of tensors")
 
     keys = [k[len(OFFICIAL_WRAPPER):] if k.startswith(OFFICIAL_WRAPPER) else k for k in sd]
-    tensors = dict(zip(keys, sd.values()))
+    tensors = dict(zip(keys, sd.values(), strict=True))
     if len(tensors) != len(sd):
         raise CheckpointError(f"{path}: keys collide once the 'module.' prefix is removed")
 

@@ -211,7 +211,10 @@ def load_folder(resolved: ResolvedModel | str | os.PathLike, *, device=None, dty
     """Load a model from a folder already on disk (strictly); see :func:`load`."""
     if not isinstance(resolved, ResolvedModel):
         resolved = resolve(f"local-dir:{resolved}")
-    config = PCLConfig.from_json_file(resolved.config_path)
+    try:
+        config = PCLConfig.from_json_file(resolved.config_path)
+    except ValueError as e:
+        raise ModelLoadError(str(e)) from e
     wanted = _parse_components(components, config)
     absent = [c for c in wanted if c not in config.components]
     if absent:

@@ -14,6 +14,7 @@ ceil(n/2), so every feature map is ``128 x ceil(H/16) x ceil(W/16)``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import NamedTuple
 
@@ -171,7 +172,7 @@ class Decoder(nn.Module):
         self.fc = nn.Linear(in_dim, width)
         chans = [width, width // 2, width // 2, width // 2, width // 2, width // 4]
         layers: list[nn.Module] = [nn.ReLU()]
-        for cin, cout in zip(chans[:-1], chans[1:]):
+        for cin, cout in itertools.pairwise(chans):
             layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
                        nn.Conv2d(cin, cout, 3, 1, 1), nn.BatchNorm2d(cout), nn.ReLU()]
         layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),

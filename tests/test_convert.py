@@ -1,0 +1,208 @@
+"""Conversion of official PCL checkpoints: every tensor lands in the right place, bad files are refused."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import facepcl
+from facepcl._keymap import PREFIXES, ours_to_official
+from facepcl.convert import official_layout, read_official_checkpoint
+from facepcl.errors import CheckpointError
+from tests._official import (
+    official_state_dict,
+    reference_decoder,
+    reference_encoder,
+    reference_projection,
+)
+
+
+@pytest.fixture(scope="module")
+def official(tmp_path_factory) -> tuple[Path, dict]:
+    sd = official_state_dict(seed=3)
+    path = tmp_path_factory.mktemp("ckpt") / "best.pth"
+    torch.save({"epoch": 801, "state_dict": OrderedDict(sd)}, path)
+    return path, sd
+
+
+@pytest.fixture(scope="module")
+def converted(official, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("converted") / "pcl"
+    facepcl.convert_checkpoint(official[0], out)
+    return out
+
+
+def test_layout_matches_reference_document(official) -> None:
+    _, sd = official
+    layout = official_layout()
+    assert {f"module.{k}" for k in layout} == set(sd)
+    for k, shape in layout.items():
+        assert tuple(sd[f"module.{k}"].shape) == shape, k
+    assert layout["encoder.conv1.0.weight"] == (64, 3, 7, 7)
+    assert layout["encoder.layer3_1.0.weight"] == (256, 128, 3, 3)
+    assert layout["encoder.layer3_1.2.weight"] == (128, 256, 3, 3)
+
+
+def test_every_tensor_lands_in_the_right_parameter(official, converted) -> None:
+    _, sd = official
+    model = facepcl.load(converted, components="all", device="cpu")
+    ours = model.state_dict()
+    assert len(ours) == len(sd)
+    for key, value in ours.items():
+        torch.testing.assert_close(value, sd[f"module.{ours_to_official(key)}"], rtol=0, atol=0, msg=key)
+    # spot checks written out by hand, independent of the key map
+    assert torch.equal(model.encoder.trunk.stem[0].weight, sd["module.encoder.conv1.0.weight"])
+    assert torch.equal(model.encoder.trunk.stage2[2].theta.weight, sd["module.encoder.layer2_1.2.theta.weight"])
+    assert torch.equal(model.encoder.face_branch[2].bias, sd["module.encoder.layer3_2_exp.2.bias"])
+    assert torch.equal(model.face_head[3].running_var, sd["module.exp_fc.3.running_var"])
+    assert torch.equal(model.decoder.layers[22].weight, sd["module.decoder.model.22.weight"])
+
+
+def test_outputs_equal_a_direct_forward_over_the_official_tensors(official, converted) -> None:
+    _, sd = official
+    model = facepcl.load(converted, components="all", device="cpu")
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        feats = model(x)
+        ref_trunk, ref_exp, ref_pose = reference_encoder(sd, x)
+        assert (feats.trunk - ref_trunk).abs().max() <= 1e-5
+        assert (feats.face - ref_exp).abs().max() <= 1e-5
+        assert (feats.pose - ref_pose).abs().max() <= 1e-5
+        torch.testing.assert_close(model.project_face(feats.face), reference_projection(sd, "exp_fc", ref_exp),
+                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(model.project_pose(feats.pose), reference_projection(sd, "pose_fc", ref_pose),
+                                   atol=1e-4, rtol=1e-4)
+        code = F.normalize(ref_exp.flip(0) + ref_pose, dim=1)
+        assert (model.reconstruct(feats.face.flip(0), feats.pose) - reference_decoder(sd, code)).abs().max() <= 1e-5
+
+
+def test_converted_folder_format(converted) -> None:
+    assert sorted(p.name for p in converted.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    cfg = facepcl.PCLConfig.from_json_file(converted / "config.json")
+    assert cfg.components == ["encoder", "face_head", "pose_head", "decoder"]
+    assert "epoch 801" in cfg.source and "DreamMr/PCL" in cfg.source
+    assert cfg.license.startswith("unknown")
+    card = (converted / "README.md").read_text()
+    assert "license: other" in card and "DreamMr/PCL" in card
+
+
+@pytest.mark.parametrize("form", ["bare", "unprefixed", "wrapped_unprefixed"])
+def test_accepts_bare_and_unprefixed_forms(official, tmp_path, form) -> None:
+    _, sd = official
+    unprefixed = OrderedDict((k[len("module."):], v) for k, v in sd.items())
+    obj = {"bare": OrderedDict(sd), "unprefixed": unprefixed,
+           "wrapped_unprefixed": {"epoch": 5, "state_dict": unprefixed}}[form]
+    torch.save(obj, tmp_path / "ckpt.pth")
+    state, info = read_official_checkpoint(tmp_path / "ckpt.pth")
+    assert info["components"] == ["encoder", "face_head", "pose_head", "decoder"]
+    assert torch.equal(state["encoder.trunk.stem.0.weight"], sd["module.encoder.conv1.0.weight"])
+
+
+def test_encoder_only_checkpoint_converts(official, tmp_path) -> None:
+    _, sd = official
+    enc = {k: v for k, v in sd.items() if k.startswith("module.encoder.")}
+    torch.save({"epoch": 1, "state_dict": enc}, tmp_path / "enc.pth")
+    out = facepcl.convert_checkpoint(tmp_path / "enc.pth", tmp_path / "out")
+    model = facepcl.load(out, device="cpu")
+    assert model.config.components == ["encoder"]
+    with pytest.raises(facepcl.ModelLoadError, match="holds only"):
+        facepcl.load(out, components=["decoder"], device="cpu")
+
+
+def _expect(path: Path, *patterns: str) -> str:
+    with pytest.raises(CheckpointError) as info:
+        read_official_checkpoint(path)
+    msg = str(info.value)
+    assert str(path) in msg
+    for p in patterns:
+        assert p in msg, msg
+    return msg
+
+
+def test_truncated_file(official, tmp_path) -> None:
+    data = official[0].read_bytes()
+    bad = tmp_path / "truncated.pth"
+    bad.write_bytes(data[: len(data) // 3])
+    _expect(bad, "truncated")
+
+
+def test_empty_and_missing_files(tmp_path) -> None:
+    (tmp_path / "empty.pth").write_bytes(b"")
+    _expect(tmp_path / "empty.pth", "empty")
+    _expect(tmp_path / "nope.pth", "no such file")
+
+
+def test_pickled_code_is_never_executed(tmp_path) -> None:
+    path = tmp_path / "evil.pth"
+    marker = tmp_path / "marker"
+    # A checkpoint whose unpickling would create a file if code were executed.
+    payload = {"state_dict": {}, "evil": _Touch(str(marker))}
+    torch.save(payload, path, pickle_module=pickle)
+    _expect(path, "pickled Python objects")
+    assert not marker.exists()
+
+
+class _Touch:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+def test_linear_probe_checkpoint_is_refused(official, tmp_path) -> None:
+    _, sd = official
+    probe = OrderedDict((k[len("module.encoder."):], v) for k, v in sd.items() if k.startswith("module.encoder."))
+    probe["linear_classifier.weight"] = torch.zeros(7, 6272)
+    probe["linear_classifier.bias"] = torch.zeros(7)
+    torch.save({"epoch": 300, "state_dict": probe}, tmp_path / "probe.pth")
+    _expect(tmp_path / "probe.pth", "linear-probe", "(7, 6272)", "module.encoder.")
+
+
+def test_unrelated_model_is_refused(tmp_path) -> None:
+    torch.save(torch.nn.Linear(3, 2).state_dict(), tmp_path / "linear.pth")
+    _expect(tmp_path / "linear.pth", "not part of the PCL layout", "module.encoder.conv1.0.weight")
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    _expect(tmp_path / "list.pth", "found list")
+
+
+def test_wrong_shapes_and_incomplete_parts_are_refused(official, tmp_path) -> None:
+    _, sd = official
+    bad = dict(sd)
+    bad["module.encoder.layer3_1.0.weight"] = torch.zeros(128, 128, 3, 3)
+    torch.save({"state_dict": bad}, tmp_path / "shape.pth")
+    _expect(tmp_path / "shape.pth", "encoder.layer3_1.0.weight", "(256, 128, 3, 3)")
+    partial = {k: v for k, v in sd.items() if k != "module.decoder.model.22.bias"}
+    torch.save({"state_dict": partial}, tmp_path / "partial.pth")
+    _expect(tmp_path / "partial.pth", "decoder is incomplete", "decoder.model.22.bias")
+
+
+def test_key_map_is_one_to_one() -> None:
+    layout = official_layout()
+    ours = [facepcl.PCLModel(facepcl.PCLConfig(components=["encoder", "face_head", "pose_head", "decoder"]))
+            .state_dict().keys()]
+    assert len(set(layout)) == len(list(ours[0]))
+    assert len({p[0] for p in PREFIXES}) == len(PREFIXES) == len({p[1] for p in PREFIXES})
+
+
+def test_cli_convert(official, tmp_path) -> None:
+    out = tmp_path / "cli_out"
+    proc = subprocess.run([sys.executable, "-m", "facepcl", "convert", str(official[0]), str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "model.safetensors").is_file()
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    proc = subprocess.run([sys.executable, "-m", "facepcl", "convert", str(bad), str(tmp_path / "x")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "bad.pth" in proc.stderr and "truncated, corrupt or not a PyTorch checkpoint" in proc.stderr
+    assert not (tmp_path / "x").exists()
