@@ -1,0 +1,289 @@
+"""Compute encoder features of a dataset once and cache them on disk.
+
+Linear probes train for hundreds of epochs on frozen features, so features
+are computed once per (model weights, images, feature choice, input size,
+interpolation, alignment) and stored as ``.npy`` files that are memory-mapped
+when read. The cache key hashes all of these, including the encoder's
+weights themselves and every image file's path, size and modification time
+(or the source file of images held in an array), so changing any of them
+gives a new entry; a stale entry is never read.
+
+With ``align="detect"`` each image's best face is found by the model's
+detector (:class:`facepcl.pipeline.FaceEmbedder`) and warped by
+:func:`facepcl.align.align_faces` straight to the input size; images without
+a face are marked in ``valid`` (their rows are zero).
+
+Layout: ``CACHE/<key>/{trunk,face,pose}.npy`` (float32 or float16,
+``(N, D)``) plus ``meta.json``. ``CACHE`` is ``facepcl_home()/features``
+unless a folder is given. Entries are written to a temporary folder and
+renamed into place, so an interrupted run leaves no half-written entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._device import resolve_device
+from .._paths import facepcl_home
+from .._version import __version__
+from ..heads._inputs import FEATURES, check_features, to_model_input
+from ..model import PCLModel
+from .datasets._base import ImageSource
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+ALIGN_MODES = ("none", "detect")
+
+
+def default_cache_dir() -> Path:
+    """``facepcl_home()/features``."""
+    return facepcl_home() / "features"
+
+
+def weights_digest(model: PCLModel) -> str:
+    """SHA-256 of the encoder's parameters (names, shapes, dtypes and bytes)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.encoder.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}\0{tuple(t.shape)}\0{t.dtype}\n".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@dataclass
+class FeatureSet:
+    """Cached features of N images.
+
+    Attributes:
+        arrays: Feature name -> ``(N, D)`` array (memory-mapped when cached).
+        valid: ``(N,)`` bool; False where no face was found (``align="detect"``).
+        key: Cache key.
+        folder: Cache entry folder (None when not cached).
+        meta: What the key was computed from.
+    """
+
+    arrays: dict[str, np.ndarray]
+    valid: np.ndarray
+    key: str
+    folder: Path | None
+    meta: dict
+
+    def __len__(self) -> int:
+        return len(self.valid)
+
+    def matrix(self, features: Sequence[str]) -> np.ndarray:
+        """The chosen features side by side, ``(N, sum of D)``; one feature stays memory-mapped."""
+        features = check_features(features)
+        missing = [f for f in features if f not in self.arrays]
+        if missing:
+            raise KeyError(f"features {missing} were not computed (have {sorted(self.arrays)})")
+        if len(features) == 1:
+            return self.arrays[features[0]]
+        return np.concatenate([np.asarray(self.arrays[f]) for f in features], axis=1)
+
+
+def feature_key(model: PCLModel, images: ImageSource, *, features: Sequence[str], input_size: int,
+                interpolation: str, align: str, dtype: str) -> tuple[str, dict]:
+    """The cache key of a feature computation and the facts it hashes."""
+    prov = getattr(model, "provenance", None) or {}
+    meta = {
+        "cache_version": CACHE_VERSION,
+        "weights_sha256": weights_digest(model),
+        "config_hash": model.config.hash(),
+        "model_id": prov.get("model_id"),
+        "revision": prov.get("revision"),
+        "images": images.fingerprint(),
+        "num_images": len(images),
+        "features": list(features),
+        "input_size": int(input_size),
+        "interpolation": interpolation,
+        "align": align,
+        "dtype": dtype,
+    }
+    # model_id is provenance only: the same weights under another name give the same features.
+    hashed = {k: v for k, v in meta.items() if k not in ("model_id",)}
+    return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:32], meta
+
+
+def extract_features(model: PCLModel, images: ImageSource, *, features: str | Sequence[str] = ("trunk",),
+                     input_size: int, interpolation: str = "bilinear", align: str = "none",
+                     batch_size: int = 64, device: str | torch.device | None = None, cache: bool = True,
+                     cache_dir: str | os.PathLike | None = None, dtype: str = "float32",
+                     progress: bool = False) -> FeatureSet:
+    """Features of every image, computed once and cached.
+
+    Args:
+        model: The encoder (only ``model.encoder`` is used; it is moved to
+            ``device`` and put in eval mode).
+        images: The images.
+        features: Which of "trunk", "face", "pose" to keep.
+        input_size: Network input side in pixels (images are resized to it).
+        interpolation: "bilinear" or "bicubic".
+        align: "none" (images are already aligned face crops: resize only) or
+            "detect" (detect and align each face with the model's pipeline).
+        batch_size: Images per forward pass.
+        device: Torch device (None: CUDA if available, else CPU).
+        cache: Read and write the on-disk cache.
+        cache_dir: Cache folder (default :func:`default_cache_dir`).
+        dtype: Stored dtype, "float32" or "float16" (halves the disk for
+            large sets such as 300W-LP at 256 px).
+        progress: Show a progress bar on stderr.
+
+    Returns:
+        A :class:`FeatureSet`.
+    """
+    feats = check_features(features)
+    if align not in ALIGN_MODES:
+        raise ValueError(f"align must be one of {ALIGN_MODES}, got {align!r}")
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
+    if len(images) == 0:
+        raise ValueError("no images to compute features of")
+    key, meta = feature_key(model, images, features=feats, input_size=input_size, interpolation=interpolation,
+                            align=align, dtype=dtype)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = root / key
+    if cache:
+        hit = _read_entry(folder, meta)
+        if hit is not None:
+            log.info("features: cache hit %s", folder)
+            return hit
+    dev = resolve_device(device)
+    model.encoder.to(dev).eval()
+    dim = encoder_dim(model, input_size)
+    np_dtype = np.dtype(dtype)
+    tmp = None
+    if cache:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+        arrays = {f: np.lib.format.open_memmap(tmp / f"{f}.npy", mode="w+", dtype=np_dtype,
+                                               shape=(len(images), dim)) for f in feats}
+    else:
+        arrays = {f: np.empty((len(images), dim), np_dtype) for f in feats}
+    valid = np.ones(len(images), bool)
+    try:
+        _fill(model, images, arrays, valid, feats, input_size, interpolation, align, batch_size, dev, progress)
+        if not cache:
+            return FeatureSet(arrays, valid, key, None, meta)
+        assert tmp is not None
+        for a in arrays.values():
+            a.flush()
+        del arrays
+        np.save(tmp / "valid.npy", valid)
+        meta = {**meta, "dim": dim, "facepcl_version": __version__}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            # Another process wrote the same entry first (or a stale folder is in the way).
+            if _read_entry(folder, meta) is None:
+                shutil.rmtree(folder, ignore_errors=True)
+                os.replace(tmp, folder)
+        tmp = None
+        out = _read_entry(folder, meta)
+        if out is None:
+            raise RuntimeError(f"feature cache entry {folder} could not be read back after writing")
+        return out
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def encoder_dim(model: PCLModel, input_size: int) -> int:
+    """Flattened size of each feature at ``input_size``."""
+    from ..config import feature_dim
+
+    return feature_dim(input_size)
+
+
+def _fill(model, images, arrays, valid, feats, input_size, interpolation, align, batch_size, dev, progress):
+    if align == "detect":
+        _fill_detect(model, images, arrays, valid, feats, input_size, batch_size, dev, progress)
+        return
+    from tqdm.auto import tqdm
+
+    pre = model.config.preprocess
+    param = next(model.encoder.parameters())
+    bar = tqdm(total=len(images), desc="features", unit="img", disable=not progress)
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            idx = range(start, min(start + batch_size, len(images)))
+            batch = [images.read(i) for i in idx]
+            x = to_model_input(batch, input_size, interpolation, pre, dev, param.dtype)
+            out = model.encoder(x)
+            for f in feats:
+                arrays[f][start : start + len(batch)] = getattr(out, f).float().cpu().numpy()
+            bar.update(len(batch))
+    bar.close()
+
+
+def _fill_detect(model, images, arrays, valid, feats, input_size, batch_size, dev, progress):
+    """Detect faces with the pipeline's detector, warp the best face straight to ``input_size``, encode."""
+    from tqdm.auto import tqdm
+
+    from ..align import align_faces
+    from ..pipeline import FaceEmbedder
+
+    embedder = FaceEmbedder(model, device=dev, max_faces=1, on_no_face="skip")
+    pre = model.config.preprocess
+    param = next(model.encoder.parameters())
+    bar = tqdm(total=len(images), desc="detect+features", unit="img", disable=not progress)
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            idx = list(range(start, min(start + batch_size, len(images))))
+            batch = [images.read(i) for i in idx]
+            crops, rows = [], []
+            for i, img, det in zip(idx, batch, embedder.detect(batch), strict=True):
+                if det is None or not len(det):
+                    valid[i] = False
+                    log.warning("features: no face in %s; recorded as skipped", images.describe(i))
+                    continue
+                best = int(np.argmax(det.scores))
+                crops.append(align_faces(img, det.kps[best : best + 1], pre, crop_size=input_size)[0][0])
+                rows.append(i)
+            if crops:
+                x = to_model_input(crops, input_size, "bilinear", pre, dev, param.dtype)
+                out = model.encoder(x)
+                for f in feats:
+                    arrays[f][rows] = getattr(out, f).float().cpu().numpy()
+            for f in feats:
+                missing = [i for i in idx if not valid[i]]
+                if missing:
+                    arrays[f][missing] = 0.0
+            bar.update(len(idx))
+    bar.close()
+
+
+def _read_entry(folder: Path, meta: dict) -> FeatureSet | None:
+    try:
+        stored = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if any(stored.get(k) != v for k, v in meta.items() if k != "model_id"):
+        return None
+    try:
+        arrays = {f: np.load(folder / f"{f}.npy", mmap_mode="r") for f in meta["features"]}
+        valid = np.load(folder / "valid.npy")
+    except (OSError, ValueError) as e:
+        log.warning("feature cache entry %s is unreadable (%s); computing again", folder, e)
+        return None
+    n = meta["num_images"]
+    if len(valid) != n or any(a.shape[0] != n for a in arrays.values()):
+        return None
+    return FeatureSet(arrays, valid, folder.name, folder, stored)
+
+
+__all__ = ["ALIGN_MODES", "FEATURES", "FeatureSet", "default_cache_dir", "extract_features", "feature_key",
+           "weights_digest"]

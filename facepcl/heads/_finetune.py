@@ -1,0 +1,127 @@
+"""Full fine-tuning: the encoder and a head trained together, each with its own learning rate.
+
+Images are streamed (read, resized to the task's input size, encoded) every
+epoch, since the features change as the encoder trains. Training code:
+inference modules never import this.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from .._device import resolve_device
+from ..model import PCLModel
+from ._inputs import select_features, to_model_input
+from ._spec import TaskHead
+from ._train import FitResult, TrainConfig, task_loss, task_metrics, train_loop
+
+log = logging.getLogger(__name__)
+
+AUGMENTS = ("none", "flip")
+
+
+class FineTuner:
+    """Train ``model.encoder`` and a head end to end on labelled images.
+
+    Args:
+        model: The model whose encoder is fine-tuned (in place).
+        head: The head (its spec gives the task, features and input size).
+        config: Optimisation settings; ``config.lr`` is the head's learning
+            rate, ``config.encoder_lr`` the encoder's (default lr / 10).
+        augment: "none", or "flip" (random horizontal flip; for pose
+            regression with [yaw, pitch, roll] outputs, yaw and roll change sign).
+        device: Training device (None: CUDA if available, else CPU).
+
+    Example:
+        >>> tuner = FineTuner(model, head, TrainConfig(lr=1e-3, encoder_lr=1e-4, epochs=10))
+        >>> result = tuner.fit(train_set, val=val_set)
+    """
+
+    def __init__(self, model: PCLModel, head: TaskHead, config: TrainConfig, *, augment: str = "none",
+                 device: str | torch.device | None = None) -> None:
+        if head.spec.task == "verification":
+            raise NotImplementedError("full fine-tuning is implemented for classification, multilabel and "
+                                      "regression heads; for verification train a probe on frozen features")
+        if augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+        self.model, self.head, self.config, self.augment = model, head, config, augment
+        self.device = resolve_device(device)
+        self.encoder_lr = config.encoder_lr if config.encoder_lr is not None else config.lr / 10
+
+    def _encode(self, images: list[np.ndarray]) -> torch.Tensor:
+        spec = self.head.spec
+        x = to_model_input(images, spec.input_size, spec.interpolation, self.model.config.preprocess, self.device)
+        return select_features(self.model.encoder(x), spec.features)
+
+    def _batch(self, data, idx: np.ndarray, rng: np.random.Generator) -> tuple[list[np.ndarray], torch.Tensor]:
+        imgs = [data.images.read(int(i)) for i in idx]
+        y = torch.as_tensor(np.asarray(data.labels[idx]), device=self.device)
+        if self.augment == "flip":
+            flip = rng.random(len(imgs)) < 0.5
+            imgs = [np.ascontiguousarray(im[:, ::-1]) if f else im
+                    for im, f in zip(imgs, flip, strict=True)]
+            if self.head.spec.task == "regression":
+                sign = torch.ones(y.shape[1], device=self.device)
+                if list(self.head.spec.label_names) == ["yaw", "pitch", "roll"]:
+                    sign[[0, 2]] = -1.0
+                else:
+                    raise ValueError("flip augmentation of regression targets is defined only for "
+                                     "[yaw, pitch, roll]; use augment='none'")
+                y = y.float()
+                y[torch.as_tensor(flip, device=self.device)] *= sign
+        return imgs, y
+
+    def predict(self, data, batch_size: int | None = None) -> np.ndarray:
+        """Raw head outputs ``(N, out_dim)`` for every image of ``data`` (eval mode)."""
+        bs = batch_size or self.config.batch_size
+        self.model.encoder.eval()
+        self.head.eval()
+        out = []
+        with torch.no_grad():
+            for s in range(0, len(data), bs):
+                imgs = [data.images.read(i) for i in range(s, min(s + bs, len(data)))]
+                out.append(self.head(self._encode(imgs)).float().cpu().numpy())
+        return np.concatenate(out)
+
+    def fit(self, train, val=None, *, selection: str = "val", progress: bool = False) -> FitResult:
+        """Fine-tune on ``train`` (a :class:`~facepcl.eval.datasets.LabelledImages`).
+
+        Args:
+            train: Training images and labels.
+            val: Scored after every epoch to keep the best epoch (None: last epoch).
+            selection: What ``val`` is, for the record ("val" or "test").
+            progress: Log every epoch.
+        """
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        self.model.encoder.to(self.device)
+        self.head.to(self.device)
+        task = self.head.spec.task
+
+        def batches(epoch: int):
+            order = rng.permutation(len(train)) if cfg.shuffle else np.arange(len(train))
+            for s in range(0, len(order), cfg.batch_size):
+                idx = order[s : s + cfg.batch_size]
+                if len(idx) == 1 and s > 0:
+                    continue
+                yield self._batch(train, idx, rng)
+
+        def step(batch) -> torch.Tensor:
+            imgs, y = batch
+            return task_loss(task, self.head(self._encode(imgs)), y)
+
+        score = None
+        if val is not None:
+            def score() -> dict[str, float]:
+                return task_metrics(task, self.predict(val), np.asarray(val.labels), self.head.spec.label_names)
+
+        groups = [{"params": self.model.encoder.parameters(), "lr": self.encoder_lr},
+                  {"params": self.head.parameters(), "lr": cfg.lr}]
+        result = train_loop([self.model.encoder, self.head], groups, cfg, batches, step, score,
+                            selection if val is not None else "last", progress)
+        self.model.eval()
+        return result

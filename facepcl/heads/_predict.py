@@ -1,0 +1,152 @@
+"""Using heads at inference: attach them to a model, predict from aligned crops.
+
+Inference only: nothing here imports training code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ModelLoadError
+from ..model import PCLModel
+from ._inputs import to_model_input
+from ._spec import HeadPrediction, TaskHead
+
+ATTR = "task_heads"
+
+
+def attach_head(model: PCLModel, head: TaskHead | str | os.PathLike, name: str | None = None, *,
+                check_encoder: bool = True, **load_kwargs) -> PCLModel:
+    """Attach a head to a model so that predictions come with its embeddings.
+
+    Heads are kept in ``model.task_heads`` (a plain dict, name -> TaskHead,
+    not a registered submodule, so ``save_pretrained`` keeps writing only
+    the encoder), and moved to the encoder's device and dtype.
+
+    Args:
+        model: A loaded model.
+        head: A :class:`TaskHead`, or anything :func:`load_head` accepts.
+        name: Head name when ``head`` is a folder or Hub id holding several.
+        check_encoder: Refuse a head trained on other encoder weights (its
+            ``head.json`` records their SHA-256). A head on different
+            weights reads features it was not trained on.
+        **load_kwargs: Passed to :func:`load_head`.
+
+    Returns:
+        The same model.
+    """
+    if not isinstance(head, TaskHead):
+        from ._io import load_head
+
+        head = load_head(head, name, **load_kwargs)
+    want = head.spec.encoder.get("weights_sha256")
+    if check_encoder and want:
+        from ..eval.features import weights_digest
+
+        have = weights_digest(model)
+        if have != want:
+            raise ModelLoadError(f"head {head.spec.name!r} was trained on encoder weights {want[:12]}… "
+                                 f"({head.spec.encoder.get('model_id')}), but this model's are {have[:12]}…: load "
+                                 "the encoder saved with the head, or pass check_encoder=False to use it anyway")
+    param = next(model.encoder.parameters())
+    head = head.to(device=param.device, dtype=param.dtype).eval()
+    heads = dict(getattr(model, ATTR, None) or {})
+    heads[head.spec.name] = head
+    object.__setattr__(model, ATTR, heads)  # bypass nn.Module registration on purpose (see docstring)
+    return model
+
+
+def load_with_head(name_or_path: str | os.PathLike | None = None, head: str | Sequence[str] | None = None, *,
+                   head_source: str | os.PathLike | None = None, check_encoder: bool = True, **load_kwargs) -> PCLModel:
+    """``facepcl.load`` plus heads: what ``facepcl.load(..., head=...)`` does.
+
+    Args:
+        name_or_path: Model, as for :func:`facepcl.load`.
+        head: Name(s) of heads stored with the model (``head-<name>/`` in its
+            folder or Hub repository), e.g. "fer" or ["fer", "pose"].
+        head_source: Where the heads are when not with the model (a head
+            folder, a folder holding ``head-<name>/``, or a Hub id).
+        check_encoder: See :func:`attach_head`.
+        **load_kwargs: Passed to :func:`facepcl.load` (revision, device, ...);
+            revision, cache_dir, local_files_only and token also apply to the heads.
+
+    Returns:
+        The model with the heads attached.
+    """
+    from ..hub import load, resolve
+
+    model = load(name_or_path, **load_kwargs)
+    if head is None:
+        return model
+    names = [head] if isinstance(head, str) else list(head)
+    hub_kwargs = {k: load_kwargs[k] for k in ("revision", "cache_dir", "local_files_only", "token") if k in load_kwargs}
+    if head_source is None:
+        resolved = resolve(name_or_path, **{k: v for k, v in hub_kwargs.items() if k != "revision"},
+                           revision=hub_kwargs.get("revision"))
+        # Hub models: the heads come from the same repository and revision as the encoder.
+        head_source = resolved.folder if resolved.kind != "hf-hub" else resolved.model_id.removeprefix("hf-hub:")
+        if resolved.kind == "hf-hub" and resolved.revision:
+            hub_kwargs["revision"] = resolved.revision
+    for n in names:
+        attach_head(model, head_source, n, check_encoder=check_encoder,
+                    device=next(model.encoder.parameters()).device, **hub_kwargs)
+    return model
+
+
+def attached_heads(model: PCLModel) -> dict[str, TaskHead]:
+    """The heads attached to ``model`` (empty dict if none)."""
+    return dict(getattr(model, ATTR, None) or {})
+
+
+@torch.no_grad()
+def predict_crops(model: PCLModel, crops: torch.Tensor | np.ndarray, names: Sequence[str] | None = None,
+                  heads: dict[str, TaskHead] | None = None) -> dict[str, HeadPrediction]:
+    """Run attached heads on aligned face crops.
+
+    Each head sees the crops resized to its own ``input_size`` (features at
+    100 px for expression, 256 px for pose), prepared exactly as in
+    training; the encoder runs once per distinct input size.
+
+    Args:
+        model: Model with heads attached (:func:`attach_head`).
+        crops: Aligned RGB crops: a float tensor ``(B, 3, H, W)`` in [0, 1], or
+            uint8 ``(B, H, W, 3)`` (numpy or tensor; ``EmbeddingResult.crops``).
+        names: Which heads (default all attached).
+        heads: Use these heads instead of the attached ones.
+
+    Returns:
+        Head name -> :class:`HeadPrediction` (B rows each).
+    """
+    heads = heads if heads is not None else attached_heads(model)
+    if names is not None:
+        unknown = sorted(set(names) - set(heads))
+        if unknown:
+            raise KeyError(f"no heads {unknown} attached (have {sorted(heads)})")
+        heads = {n: heads[n] for n in names}
+    if isinstance(crops, np.ndarray):
+        crops = torch.from_numpy(np.array(crops, copy=True))
+    if crops.dtype == torch.uint8 and crops.ndim == 4 and crops.shape[3] == 3:
+        crops = crops.permute(0, 3, 1, 2).float() / 255.0
+    if crops.ndim != 4 or crops.shape[1] != 3 or not crops.is_floating_point():
+        raise ValueError(f"crops must be float (B, 3, H, W) RGB in [0, 1] or uint8 (B, H, W, 3), got "
+                         f"{crops.dtype} {tuple(crops.shape)}")
+    param = next(model.encoder.parameters())
+    was = model.encoder.training
+    model.encoder.eval()
+    out: dict[str, HeadPrediction] = {}
+    try:
+        by_input: dict[tuple[int, str], list[str]] = {}
+        for n, h in heads.items():
+            by_input.setdefault((h.spec.input_size, h.spec.interpolation), []).append(n)
+        for (size, interp), group in by_input.items():
+            x = to_model_input(crops, size, interp, model.config.preprocess, param.device, param.dtype)
+            feats = model.encoder(x)
+            for n in group:
+                out[n] = heads[n].predict(feats)
+    finally:
+        model.encoder.train(was)
+    return out
