@@ -45,12 +45,14 @@ class ResolvedModel:
         kind: "package", "hf-hub" or "local-dir".
         folder: Local folder that holds ``config.json`` and ``model.safetensors``.
         revision: Hub commit the files came from (None for local folders).
+        repo_id: Hub repository id (None for local folders).
     """
 
     model_id: str
     kind: str
     folder: Path
     revision: str | None
+    repo_id: str | None = None
 
     @property
     def config_path(self) -> Path:
@@ -157,7 +159,7 @@ def _resolve_hub(name: str, repo_id: str, revision: str | None, cache_dir, local
         raise ModelLoadError(f"{at}: {CONFIG_NAME} and {WEIGHTS_NAME} resolved to different snapshots "
                              f"({folder} and {paths[WEIGHTS_NAME].parent}); pin a commit with revision=")
     commit = folder.name if _COMMIT_RE.fullmatch(folder.name) else None
-    return ResolvedModel(name, "hf-hub", folder, commit)
+    return ResolvedModel(name, "hf-hub", folder, commit, repo_id)
 
 
 def _parse_components(components: str | Iterable[str] | None, config: PCLConfig) -> list[str]:
@@ -176,7 +178,8 @@ def load(name_or_path: str | os.PathLike | None = None, *, revision: str | None 
          device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
          cache_dir: str | os.PathLike | None = None, local_files_only: bool | None = None,
          components: str | Iterable[str] | None = None, token: str | bool | None = None,
-         force_download: bool = False) -> PCLModel:
+         force_download: bool = False, head: str | Iterable[str] | None = None,
+         head_source: str | os.PathLike | None = None) -> PCLModel:
     """Load a PCL model from the Hub, a local folder, or a registered name.
 
     Args:
@@ -192,10 +195,17 @@ def load(name_or_path: str | os.PathLike | None = None, *, revision: str | None 
             only the encoder, which is the default.
         token: Hub token.
         force_download: Download again even if cached.
+        head: Name(s) of task heads to attach (see :mod:`facepcl.heads`), e.g.
+            "fer": ``head-fer/`` next to the weights (same folder, or same Hub
+            repository and revision). :func:`facepcl.embed` then also returns
+            the heads' predictions.
+        head_source: Where the heads are when not next to the weights (a head
+            folder, a folder holding ``head-<name>/``, or a Hub id).
 
     Returns:
         A :class:`facepcl.PCLModel` in eval mode, with ``model.provenance``
-        (model id, kind, revision, folder, config hash).
+        (model id, kind, revision, folder, config hash) and the heads, if
+        any, in ``model.task_heads``.
 
     Raises:
         ModelLoadError: The model cannot be found, or its weights do not
@@ -203,7 +213,19 @@ def load(name_or_path: str | os.PathLike | None = None, *, revision: str | None 
     """
     resolved = resolve(name_or_path, revision=revision, cache_dir=cache_dir,
                        local_files_only=local_files_only, token=token, force_download=force_download)
-    return load_folder(resolved, device=device, dtype=dtype, components=components)
+    model = load_folder(resolved, device=device, dtype=dtype, components=components)
+    if head is not None:
+        from .heads._predict import attach_head
+
+        hub = {"cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
+        if head_source is None:  # the heads live next to the encoder, at the same commit
+            head_source = resolved.repo_id if resolved.kind == "hf-hub" else str(resolved.folder)
+            hub["revision"] = resolved.revision
+        else:
+            hub["revision"] = revision
+        for name in [head] if isinstance(head, str) else list(head):
+            attach_head(model, head_source, name, **hub)
+    return model
 
 
 def load_folder(resolved: ResolvedModel | str | os.PathLike, *, device=None, dtype=None,
@@ -227,7 +249,7 @@ def load_folder(resolved: ResolvedModel | str | os.PathLike, *, device=None, dty
     model.load_state_dict(state, strict=True)
     model.provenance = {
         "model_id": resolved.model_id, "kind": resolved.kind, "revision": resolved.revision,
-        "folder": str(resolved.folder), "config_hash": config.hash(), "components": wanted,
+        "repo_id": resolved.repo_id, "folder": str(resolved.folder), "config_hash": config.hash(), "components": wanted,
     }
     model.eval()
     return model.to(device=resolve_device(device), dtype=resolve_dtype(dtype))

@@ -77,23 +77,18 @@ def load_with_head(name_or_path: str | os.PathLike | None = None, head: str | Se
     Returns:
         The model with the heads attached.
     """
-    from ..hub import load, resolve
+    from ..hub import load
 
+    if check_encoder or head is None:
+        return load(name_or_path, head=head, head_source=head_source, **load_kwargs)
     model = load(name_or_path, **load_kwargs)
-    if head is None:
-        return model
-    names = [head] if isinstance(head, str) else list(head)
-    hub_kwargs = {k: load_kwargs[k] for k in ("revision", "cache_dir", "local_files_only", "token") if k in load_kwargs}
-    if head_source is None:
-        resolved = resolve(name_or_path, **{k: v for k, v in hub_kwargs.items() if k != "revision"},
-                           revision=hub_kwargs.get("revision"))
-        # Hub models: the heads come from the same repository and revision as the encoder.
-        head_source = resolved.folder if resolved.kind != "hf-hub" else resolved.model_id.removeprefix("hf-hub:")
-        if resolved.kind == "hf-hub" and resolved.revision:
-            hub_kwargs["revision"] = resolved.revision
-    for n in names:
-        attach_head(model, head_source, n, check_encoder=check_encoder,
-                    device=next(model.encoder.parameters()).device, **hub_kwargs)
+    hub = {k: load_kwargs[k] for k in ("revision", "cache_dir", "local_files_only", "token") if k in load_kwargs}
+    prov = model.provenance
+    if head_source is None and prov["kind"] == "hf-hub":
+        hub["revision"] = prov["revision"]
+    source = head_source if head_source is not None else (prov["repo_id"] or prov["folder"])
+    for n in [head] if isinstance(head, str) else list(head):
+        attach_head(model, source, n, check_encoder=False, **hub)
     return model
 
 
