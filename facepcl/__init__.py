@@ -5,16 +5,23 @@ face (F_f), pose (F_p) and trunk (F) embeddings.
 """
 
 from ._version import __version__
+from .align import align_faces
 from .config import DetectorConfig, PCLConfig, PreprocessConfig
 from .convert import convert_checkpoint
+from .detection import FaceDetector
 from .errors import CheckpointError, FacePCLError, ImageLoadError, ModelLoadError, NoFaceError
 from .hub import load, push_to_hub, save_pretrained
+from .io import load_image
 from .model import PCLFeatures, PCLModel
+from .pipeline import EmbeddingResult, FaceEmbedder, embed
 from .registry import ModelInfo, list_models, register_model
 
 __all__ = [
     "CheckpointError",
     "DetectorConfig",
+    "EmbeddingResult",
+    "FaceDetector",
+    "FaceEmbedder",
     "FacePCLError",
     "ImageLoadError",
     "ModelInfo",
@@ -25,9 +32,12 @@ __all__ = [
     "PCLModel",
     "PreprocessConfig",
     "__version__",
+    "align_faces",
     "convert_checkpoint",
+    "embed",
     "list_models",
     "load",
+    "load_image",
     "push_to_hub",
     "register_model",
     "save_pretrained",

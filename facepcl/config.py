@@ -25,16 +25,20 @@ COMPONENTS = ("encoder", "face_head", "pose_head", "decoder")
 
 # The 5-point template (left eye, right eye, nose tip, left mouth corner,
 # right mouth corner; "left" is the image's left), as fractions of the crop
-# side. Chosen so that a crop is framed like RAF-DB's aligned 100x100 images
-# and VoxCeleb's aligned face tracks that PCL was trained and evaluated on:
-# a tight face, eyes a little above the middle, chin near the bottom edge.
-# See docs/alignment.md for the picture and the reasoning.
+# side. Framed like RAF-DB's aligned 100x100 images (PCL's FER benchmark) and
+# the aligned VoxCeleb tracks it was trained on: a tight, complete face, the
+# top edge near the hairline, the chin just above the bottom edge, cheeks and
+# ears at the sides. The eyes are 0.30 of the side apart on the line y=0.37;
+# nose and mouth follow the mean-face proportions of the widely used 5-point
+# ArcFace template (nose 0.571, mouth 1.155 eye distances below the eyes,
+# mouth 0.828 eye distances wide), so only scale and placement are our choice.
+# See docs/alignment.md for the figure and the reasoning.
 DEFAULT_TEMPLATE_UNIT: tuple[tuple[float, float], ...] = (
-    (0.3390, 0.3800),
-    (0.6610, 0.3800),
-    (0.5000, 0.5600),
-    (0.3650, 0.7300),
-    (0.6350, 0.7300),
+    (0.3500, 0.3700),
+    (0.6500, 0.3700),
+    (0.5000, 0.5413),
+    (0.3758, 0.7165),
+    (0.6242, 0.7165),
 )
 
 
@@ -46,9 +50,10 @@ def default_template(crop_size: int) -> list[list[float]]:
 
     Returns:
         Five ``[x, y]`` pixel positions (5 x 2), for pixel centres at
-        integer coordinates (OpenCV's convention).
+        integer coordinates (OpenCV's convention), so the unit square's
+        centre 0.5 maps to ``crop_size / 2 - 0.5``.
     """
-    return [[round(x * crop_size, 4), round(y * crop_size, 4)] for x, y in DEFAULT_TEMPLATE_UNIT]
+    return [[round(x * crop_size - 0.5, 4), round(y * crop_size - 0.5, 4)] for x, y in DEFAULT_TEMPLATE_UNIT]
 
 
 def feature_dim(height: int, width: int | None = None) -> int:
@@ -91,7 +96,8 @@ class PreprocessConfig:
     def resized(self, crop_size: int) -> PreprocessConfig:
         """The same preprocessing at another crop size (the template scales with it)."""
         scale = crop_size / self.crop_size
-        template = [[round(x * scale, 4), round(y * scale, 4)] for x, y in self.template]
+        # pixel centres sit at integer coordinates: scale about the image corner (-0.5, -0.5)
+        template = [[round((x + 0.5) * scale - 0.5, 4), round((y + 0.5) * scale - 0.5, 4)] for x, y in self.template]
         return dataclasses.replace(self, crop_size=crop_size, template=template)
 
 

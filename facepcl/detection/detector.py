@@ -1,0 +1,215 @@
+"""Batched RetinaFace face detection on images of any sizes."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torchvision
+
+from .._device import resolve_device
+from ..config import DetectorConfig
+from ..io import load_image
+from . import _retinaface
+
+SORT_KEYS = ("score", "size")
+
+
+@dataclass
+class Detections:
+    """The faces found in one image, in original image pixels.
+
+    Coordinates follow OpenCV (pixel centres at integers). Boxes are not
+    clipped to the image: a face cut by the border keeps its full extent.
+
+    Attributes:
+        boxes: ``(N, 4)`` float32, x1, y1, x2, y2.
+        kps: ``(N, 5, 2)`` float32 landmarks: left eye, right eye, nose tip,
+            left and right mouth corner ("left" is the image's left).
+        scores: ``(N,)`` float32 face scores in [0, 1].
+    """
+
+    boxes: np.ndarray
+    kps: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), np.zeros((0,), np.float32))
+
+
+class FaceDetector:
+    """RetinaFace detector that batches images of different sizes.
+
+    Each image is shrunk (never enlarged) so that its longer side is at most
+    ``max_size``, with area averaging, and padded at the right and bottom to
+    a canvas whose sides are multiples of ``max_size / 4`` (rounded up to a
+    multiple of 32). Images sharing a canvas shape go through the network
+    together; decoded boxes and landmarks are mapped back to the original
+    pixels. Because an image's canvas depends only on its own size, its
+    detections are the same whichever images share its batch.
+
+    Args:
+        name: "retinaface_mobile0.25" (default; weights ship with facepcl, no
+            download ever) or "retinaface_resnet50" (facexlib's release file,
+            downloaded once into ``facepcl_home()/detectors``, or ``weights=``).
+        weights: Local weights file (``.safetensors`` or ``.pth``) instead of the default.
+        device: Torch device (None: CUDA if available, else CPU). The detector
+            always computes in float32.
+        conf_threshold: Minimum face score.
+        nms_threshold: IoU above which a lower-scored box is suppressed.
+        max_size: Longer image side, in pixels, that detection works at.
+        min_face_size: Drop faces whose box's shorter side is below this many
+            original pixels (0 keeps all).
+        max_faces: Keep at most this many faces per image (after sorting).
+        sort_by: "score" (default, highest first) or "size" (largest box area first).
+        batch_size: Images per network forward.
+        download: Allow downloading weights that are not cached (resnet50 only).
+    """
+
+    def __init__(self, name: str = "retinaface_mobile0.25", *, weights: str | os.PathLike | None = None,
+                 device: str | torch.device | None = None, conf_threshold: float = 0.8, nms_threshold: float = 0.4,
+                 max_size: int = 640, min_face_size: float = 0.0, max_faces: int | None = None,
+                 sort_by: str = "score", batch_size: int = 8, download: bool = True) -> None:
+        if not 0.0 <= conf_threshold <= 1.0:
+            raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
+        if not 0.0 < nms_threshold <= 1.0:
+            raise ValueError(f"nms_threshold must be in (0, 1], got {nms_threshold}")
+        if max_size < 32:
+            raise ValueError(f"max_size must be at least 32 pixels, got {max_size}")
+        if max_faces is not None and max_faces < 1:
+            raise ValueError(f"max_faces must be a positive integer or None, got {max_faces}")
+        if sort_by not in SORT_KEYS:
+            raise ValueError(f"sort_by must be one of {SORT_KEYS}, got {sort_by!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.name = name
+        self.device = resolve_device(device)
+        self.conf_threshold = float(conf_threshold)
+        self.nms_threshold = float(nms_threshold)
+        self.max_size = int(max_size)
+        self.min_face_size = float(min_face_size)
+        self.max_faces = max_faces
+        self.sort_by = sort_by
+        self.batch_size = int(batch_size)
+        self.net = _retinaface.build(name, weights, download=download).to(self.device)
+        self._mean = torch.tensor(_retinaface.BGR_MEAN, device=self.device).view(1, 3, 1, 1)
+
+    @classmethod
+    def from_config(cls, config: DetectorConfig, **kwargs: Any) -> FaceDetector:
+        """A detector with a model config's detector defaults; ``kwargs`` override them."""
+        opts = {"conf_threshold": config.conf_threshold, "nms_threshold": config.nms_threshold,
+                "max_size": config.max_size}
+        opts.update(kwargs)
+        return cls(opts.pop("name", config.name), **opts)
+
+    @property
+    def quantum(self) -> int:
+        """Canvas sides are multiples of this many pixels (a multiple of the network's stride 32)."""
+        return 32 * math.ceil(self.max_size / 4 / 32)
+
+    def __repr__(self) -> str:
+        return (f"FaceDetector({self.name!r}, device={str(self.device)!r}, conf_threshold={self.conf_threshold}, "
+                f"nms_threshold={self.nms_threshold}, max_size={self.max_size})")
+
+    def detect(self, image: Any) -> Detections:
+        """Detect the faces of one image.
+
+        Args:
+            image: Anything :func:`facepcl.io.load_image` accepts; usually an
+                ``(H, W, 3)`` uint8 RGB array.
+
+        Returns:
+            :class:`Detections` in original pixels.
+        """
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Sequence[Any]) -> list[Detections]:
+        """Detect the faces of several images of any sizes, in batches.
+
+        Args:
+            images: Images (``(H, W, 3)`` uint8 RGB arrays, or anything
+                :func:`facepcl.io.load_image` accepts, which raises on bad input).
+
+        Returns:
+            One :class:`Detections` per image, in order.
+        """
+        arrays = [load_image(im) for im in images]
+        prepared = [self._prepare(a) for a in arrays]
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, (_, _, canvas) in enumerate(prepared):
+            groups[canvas].append(i)
+        results: list[Detections | None] = [None] * len(arrays)
+        for canvas, members in groups.items():
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start:start + self.batch_size]
+                outs = self._forward([prepared[i][0] for i in chunk], canvas)
+                for i, (boxes, kps, scores) in zip(chunk, outs, strict=True):
+                    h, w = arrays[i].shape[:2]
+                    results[i] = self._finish(boxes, kps, scores, prepared[i][1], (h, w))
+        return results  # type: ignore[return-value]
+
+    def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
+        h, w = image.shape[:2]
+        s = min(1.0, self.max_size / max(h, w))
+        nw, nh = max(1, round(w * s)), max(1, round(h * s))
+        small = image if (nw, nh) == (w, h) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+        q = self.quantum
+        canvas = (q * math.ceil(nh / q), q * math.ceil(nw / q))
+        return small, (nw / w, nh / h), canvas
+
+    @torch.inference_mode()
+    def _forward(self, images: list[np.ndarray], canvas: tuple[int, int]):
+        hc, wc = canvas
+        batch = torch.zeros((len(images), 3, hc, wc), dtype=torch.float32, device=self.device)
+        for b, im in enumerate(images):
+            t = torch.from_numpy(np.ascontiguousarray(im[..., ::-1].transpose(2, 0, 1))).to(self.device)
+            # Padding stays 0 after the mean is removed from the image part only: padding reads as mean grey.
+            batch[b, :, :im.shape[0], :im.shape[1]] = t.float() - self._mean[0]
+        loc, conf, landmarks = self.net(batch)
+        anchors = _retinaface.priors(hc, wc).to(self.device)
+        boxes, points = _retinaface.decode(loc.float(), landmarks.float(), anchors)
+        scale = torch.tensor([wc, hc], dtype=torch.float32, device=self.device)
+        boxes = boxes * scale.repeat(2)
+        points = points * scale
+        scores = conf[..., 1].float()
+        outs = []
+        for b in range(len(images)):
+            keep = scores[b] > self.conf_threshold
+            bx, pt, sc = boxes[b][keep], points[b][keep], scores[b][keep]
+            order = torchvision.ops.nms(bx, sc, self.nms_threshold)  # sorted by decreasing score
+            outs.append((bx[order].cpu().numpy(), pt[order].cpu().numpy(), sc[order].cpu().numpy()))
+        return outs
+
+    def _finish(self, boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, scale: tuple[float, float],
+                size: tuple[int, int]) -> Detections:
+        sx, sy = scale
+        if (sx, sy) != (1.0, 1.0):
+            # Pixel centres at integers: resized pixel r came from original (r + 0.5) / s - 0.5.
+            factor = np.array([sx, sy], dtype=np.float64)
+            kps = (kps + 0.5) / factor - 0.5
+            boxes = ((boxes.reshape(-1, 2, 2) + 0.5) / factor - 0.5).reshape(-1, 4)
+        det = Detections(boxes.astype(np.float32), kps.astype(np.float32), scores.astype(np.float32))
+        if self.min_face_size > 0 and len(det):
+            side = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
+            det = _take(det, np.nonzero(side >= self.min_face_size)[0])
+        if self.sort_by == "size" and len(det):
+            area = (det.boxes[:, 2] - det.boxes[:, 0]) * (det.boxes[:, 3] - det.boxes[:, 1])
+            det = _take(det, np.argsort(-area, kind="stable"))
+        if self.max_faces is not None and len(det) > self.max_faces:
+            det = _take(det, np.arange(self.max_faces))
+        return det
+
+
+def _take(det: Detections, index: np.ndarray) -> Detections:
+    return Detections(det.boxes[index], det.kps[index], det.scores[index])

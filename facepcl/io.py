@@ -1,0 +1,292 @@
+"""The one image loader: anything a user may hand us becomes an RGB ``uint8`` array.
+
+Accepted inputs (see :func:`load_image`):
+
+- a file path (``str`` or ``os.PathLike``) or the encoded bytes of a file
+  (``bytes``, ``bytearray``, ``memoryview``), decoded with Pillow; the EXIF
+  orientation tag is applied, so the pixels are upright as a viewer shows them;
+- a ``PIL.Image.Image``;
+- a ``numpy.ndarray`` of shape ``H x W``, ``H x W x 1``, ``H x W x 3`` or
+  ``H x W x 4``, dtype ``uint8`` (0-255), ``uint16`` (0-65535) or floating
+  point (0-1); RGB(A) channel order unless ``color_order="BGR"`` is given
+  (for OpenCV's ``cv2.imread`` output);
+- a ``torch.Tensor`` of shape ``C x H x W`` (torchvision's layout, C in 1, 3, 4)
+  or ``H x W``, with the same dtypes and ranges.
+
+Modes and scaling:
+
+- grayscale (``L``, ``1``, ``I;16``, ``I``) is repeated into three channels;
+- palette images and images with transparency (``P``, ``PA``, ``LA``,
+  ``RGBA``, 4-channel arrays) are composited over black, the colour the
+  alignment warp also uses for pixels outside the image;
+- 16-bit values are divided by 257 (65535 -> 255) and rounded; floats are
+  multiplied by 255 and rounded, and must lie in [0, 1];
+- 32-bit float images (Pillow mode ``F``) have no defined value range and are
+  refused: scale them to [0, 1] yourself and pass a numpy array.
+
+Decompression bombs: an encoded image whose header announces more pixels
+than ``PIL.Image.MAX_IMAGE_PIXELS`` (Pillow's own knob, about 89.5 million by
+default) raises :class:`~facepcl.errors.ImageLoadError` before any pixel is
+decoded. To read larger images, raise that limit:
+``PIL.Image.MAX_IMAGE_PIXELS = 300_000_000`` (``None`` disables the check).
+
+Every failure raises :class:`~facepcl.errors.ImageLoadError` naming the input.
+The functions keep no state, so they can run in worker threads or processes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageLoadError
+
+COLOR_ORDERS = ("RGB", "BGR")
+_BYTES = (bytes, bytearray, memoryview)
+# Pillow modes we convert; anything else is refused with a clear message.
+_GRAY_MODES = {"1", "L", "I", "I;16", "I;16L", "I;16B", "I;16N"}
+_ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
+_COLOR_MODES = {"RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+_FLOAT_TOLERANCE = 1e-3  # floats this far outside [0, 1] are rounding noise, not another range
+
+
+def describe(source: Any) -> str:
+    """A short human-readable name for an input, used in errors and failure records.
+
+    Args:
+        source: Anything :func:`load_image` accepts (or not).
+
+    Returns:
+        The path for files, else the type with its size, e.g.
+        ``"<numpy.ndarray shape=(480, 640, 3) dtype=uint8>"``.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, _BYTES):
+        return f"<{type(source).__name__} of {memoryview(source).nbytes} bytes>"
+    if isinstance(source, Image.Image):
+        name = getattr(source, "filename", "") or ""
+        where = f" from {name}" if name else ""
+        return f"<PIL.Image mode={source.mode} size={source.size[0]}x{source.size[1]}{where}>"
+    if isinstance(source, np.ndarray):
+        return f"<numpy.ndarray shape={tuple(source.shape)} dtype={source.dtype}>"
+    if _is_tensor(source):
+        return f"<torch.Tensor shape={tuple(source.shape)} dtype={source.dtype}>"
+    return f"<{type(source).__module__}.{type(source).__qualname__}>"
+
+
+def load_image(source: Any, *, color_order: str = "RGB", name: str | None = None) -> np.ndarray:
+    """Turn one input into a canonical RGB image.
+
+    Args:
+        source: A path, encoded bytes, PIL image, numpy array or torch tensor
+            (see the module docstring for shapes, dtypes and ranges).
+        color_order: Channel order of numpy arrays and tensors with 3 or 4
+            channels: "RGB" (default) or "BGR" (OpenCV). Files and PIL images
+            carry their own colour order and ignore this.
+        name: How to call the input in error messages (default: :func:`describe`).
+
+    Returns:
+        A C-contiguous ``uint8`` array of shape ``(H, W, 3)``, RGB, upright.
+
+    Raises:
+        ImageLoadError: The input cannot be read or is not a supported image;
+            the message names the input, the problem and the fix.
+    """
+    order = str(color_order).upper()
+    if order not in COLOR_ORDERS:
+        raise ValueError(f"color_order must be one of {COLOR_ORDERS}, got {color_order!r}")
+    label = name or describe(source)
+    if isinstance(source, (str, os.PathLike)):
+        return _from_pil(_open_file(source, label), label)
+    if isinstance(source, _BYTES):
+        return _from_pil(_open_bytes(bytes(source), label), label)
+    if isinstance(source, Image.Image):
+        return _from_pil(_upright(source, label), label)
+    if isinstance(source, np.ndarray):
+        return _from_array(source, label, order, channels_last=True)
+    if _is_tensor(source):
+        t = source.detach().cpu()
+        if t.dtype.is_floating_point:
+            t = t.float()  # numpy has no bfloat16
+        return _from_array(t.numpy(), label, order, channels_last=False)
+    raise ImageLoadError(f"{label}: not an image input; pass a path, bytes, a PIL image, a numpy array or a "
+                         "torch tensor")
+
+
+def _is_tensor(x: Any) -> bool:
+    # Checked by name so that the loader works (and pickles) without importing torch.
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach") and hasattr(x, "shape")
+
+
+def _open_file(path: str | os.PathLike, label: str) -> Image.Image:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ImageLoadError(f"{label}: no such file; check the path")
+    if p.is_dir():
+        raise ImageLoadError(f"{label}: is a folder, not an image file; pass the files inside it")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ImageLoadError(f"{label}: cannot read the file ({e.strerror or e})") from e
+    return _open_bytes(data, label)
+
+
+def _open_bytes(data: bytes, label: str) -> Image.Image:
+    if not data:
+        raise ImageLoadError(f"{label}: empty file (0 bytes); the file was not fully written or is not an image")
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice its limit: refuse that range too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            _check_pixels(img, label, limit)
+            img.load()
+            # exif_transpose reads the EXIF orientation tag and returns an upright copy.
+            img = ImageOps.exif_transpose(img)
+    except ImageLoadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _bomb_error(label, str(e), limit) from e
+    except UnidentifiedImageError as e:
+        raise ImageLoadError(f"{label}: not a recognised image format ({len(data)} bytes; Pillow cannot identify "
+                             "it); pass a JPEG, PNG, WebP, BMP, TIFF or GIF file") from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        # Pillow reports truncated or corrupt data as OSError ("image file is truncated", "broken data stream").
+        raise ImageLoadError(f"{label}: corrupt or truncated image data ({type(e).__name__}: {e}); re-export or "
+                             "re-download the file") from e
+    return img
+
+
+def _upright(img: Image.Image, label: str) -> Image.Image:
+    # A PIL image opened by the caller still carries its EXIF orientation; applying it twice is a no-op
+    # because exif_transpose removes the tag from the image it returns.
+    try:
+        return ImageOps.exif_transpose(img)
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise ImageLoadError(f"{label}: corrupt or truncated image data ({type(e).__name__}: {e}); re-export or "
+                             "re-download the file") from e
+
+
+def _check_pixels(img: Image.Image, label: str, limit: int | None) -> None:
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise ImageLoadError(f"{label}: the image has zero size ({w}x{h})")
+    if limit is not None and w * h > limit:
+        raise _bomb_error(label, f"{w}x{h} = {w * h:,} pixels", limit)
+
+
+def _bomb_error(label: str, detail: str, limit: int | None) -> ImageLoadError:
+    return ImageLoadError(f"{label}: image too large ({detail}; limit PIL.Image.MAX_IMAGE_PIXELS = {limit:,}), "
+                          "refused as a possible decompression bomb. If the file is trusted, raise the limit: "
+                          "`PIL.Image.MAX_IMAGE_PIXELS = <pixels>` (None disables the check)")
+
+
+def _from_pil(img: Image.Image, label: str) -> np.ndarray:
+    mode = img.mode
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise ImageLoadError(f"{label}: the image has zero size ({w}x{h})")
+    try:
+        if mode == "RGB":
+            return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+        if mode == "P":
+            # Palette images may carry transparency in their palette: go through RGBA.
+            img = img.convert("RGBA")
+            mode = "RGBA"
+        if mode in _ALPHA_MODES:
+            return _composite(np.asarray(img.convert("RGBA")))
+        if mode in _GRAY_MODES:
+            arr = np.asarray(img)
+            if mode == "1":
+                arr = arr.astype(np.uint8) * 255
+            elif mode != "L":
+                arr = _scale_16bit(arr, label)
+            return _to_rgb(arr, label, "RGB")
+        if mode in _COLOR_MODES:
+            return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+    except ImageLoadError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise ImageLoadError(f"{label}: corrupt or truncated image data ({type(e).__name__}: {e}); re-export or "
+                             "re-download the file") from e
+    if mode == "F":
+        raise ImageLoadError(f"{label}: unsupported image mode 'F' (32-bit float pixels have no defined range); "
+                             "scale the pixels to [0, 1] yourself and pass a float numpy array")
+    raise ImageLoadError(f"{label}: unsupported image mode {mode!r}; convert it to RGB first "
+                         "(e.g. `img.convert('RGB')`)")
+
+
+def _scale_16bit(arr: np.ndarray, label: str) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise ImageLoadError(f"{label}: integer pixels outside 0-65535 (min {arr.min()}, max {arr.max()}); "
+                             "scale them to uint8 or uint16 first")
+    return np.rint(arr.astype(np.float64) / 257.0).astype(np.uint8)
+
+
+def _composite(rgba: np.ndarray) -> np.ndarray:
+    """RGBA uint8 over black: ``rgb * alpha / 255`` (transparent pixels become black)."""
+    rgb = rgba[..., :3].astype(np.float32)
+    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+    return np.ascontiguousarray(np.rint(rgb * alpha).astype(np.uint8))
+
+
+def _from_array(arr: np.ndarray, label: str, order: str, channels_last: bool) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and not channels_last:
+        if arr.shape[0] not in (1, 3, 4):
+            raise ImageLoadError(f"{label}: a 3-D tensor must be C x H x W with C in (1, 3, 4) (torchvision's "
+                                 f"layout); got shape {tuple(arr.shape)}. Permute it with `t.permute(2, 0, 1)`")
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.ndim not in (2, 3):
+        raise ImageLoadError(f"{label}: expected one image of shape H x W or H x W x C, got {arr.ndim} dimensions "
+                             f"{tuple(arr.shape)}; pass a batch as a list of images")
+    if arr.ndim == 3 and arr.shape[2] not in (1, 3, 4):
+        raise ImageLoadError(f"{label}: unsupported number of channels {arr.shape[2]} (shape {tuple(arr.shape)}); "
+                             "expected 1 (gray), 3 (RGB/BGR) or 4 (RGBA/BGRA)")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageLoadError(f"{label}: zero-size image (shape {tuple(arr.shape)})")
+    arr = _to_uint8(arr, label)
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        if order == "BGR":
+            arr = arr[..., [2, 1, 0, 3]]
+        return _composite(arr)
+    return _to_rgb(arr, label, order)
+
+
+def _to_uint8(arr: np.ndarray, label: str) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.uint16:
+        return _scale_16bit(arr, label)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.floating):
+        data = arr.astype(np.float32)
+        if not np.isfinite(data).all():
+            raise ImageLoadError(f"{label}: the array holds NaN or infinite values")
+        lo, hi = float(data.min()), float(data.max())
+        if lo < -_FLOAT_TOLERANCE or hi > 1.0 + _FLOAT_TOLERANCE:
+            raise ImageLoadError(f"{label}: float pixels must lie in [0, 1], found [{lo:.4g}, {hi:.4g}]; "
+                                 "for 0-255 data divide by 255 or convert to uint8 (`arr.astype(np.uint8)`)")
+        return np.rint(np.clip(data, 0.0, 1.0) * 255.0).astype(np.uint8)
+    raise ImageLoadError(f"{label}: unsupported dtype {arr.dtype}; use uint8 (0-255), uint16 (0-65535) or "
+                         "float (0-1), e.g. `arr.astype(np.uint8)`")
+
+
+def _to_rgb(arr: np.ndarray, label: str, order: str) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif order == "BGR":
+        arr = arr[..., ::-1]
+    return np.ascontiguousarray(arr, dtype=np.uint8)

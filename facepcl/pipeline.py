@@ -1,0 +1,506 @@
+"""From images to per-face PCL embeddings: decode, detect, align, encode.
+
+``facepcl.embed(images)`` is the one-call entry point; :class:`FaceEmbedder`
+holds a model, a detector and the options for repeated calls. The four steps
+stay separate so that bulk tools can run them apart (for example decode in
+worker processes and feed :meth:`FaceEmbedder.embed_loaded`):
+
+1. decode: :func:`facepcl.io.load_image` (path, bytes, PIL, numpy, tensor -> RGB uint8);
+2. detect: :class:`facepcl.detection.FaceDetector` (batched, any image sizes);
+3. align: :func:`facepcl.align.align_faces` (similarity warp onto the model's template);
+4. encode: the model's encoder on batches of crops -> face (F_f), pose (F_p), trunk (F).
+
+Bad inputs never sink a batch: a list of inputs records each unreadable one
+in ``result.failures`` and returns every other result; a single input raises
+:class:`~facepcl.errors.ImageLoadError` naming it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import hub, registry
+from ._device import resolve_device, resolve_dtype
+from ._version import __version__
+from .align import align_faces, full_image_matrix, warp
+from .align import template as template_points
+from .config import DOWNSAMPLE, PCLConfig, PreprocessConfig, feature_dim
+from .detection import Detections, FaceDetector
+from .errors import ImageLoadError, ModelLoadError, NoFaceError
+from .io import describe, load_image
+from .model import PCLModel
+
+ON_NO_FACE = ("skip", "raise", "full_image")
+FEATURES = ("face", "pose", "trunk")
+
+
+class Failure(NamedTuple):
+    """An input that was skipped.
+
+    Attributes:
+        index: Position of the input in the call.
+        input: Description of the input (its path, or type and shape).
+        reason: Why it was skipped (the error message).
+    """
+
+    index: int
+    input: str
+    reason: str
+
+
+@dataclass
+class EmbeddingResult:
+    """Per-face embeddings of a call, one row per face, faces of image 0 first.
+
+    Attributes:
+        face: ``(N, D)`` float32 face features F_f (pose-unrelated branch).
+        pose: ``(N, D)`` float32 pose features F_p.
+        trunk: ``(N, D)`` float32 trunk features F (the paper's linear-probe feature).
+            ``D = 128 * (S/16)^2`` for crop side ``S``: 2048 at 64 px.
+        bbox: ``(N, 4)`` float32 face boxes x1, y1, x2, y2 in pixels of the
+            input image as decoded (upright after its EXIF orientation; the
+            whole image for faces that were not detected).
+        kps: ``(N, 5, 2)`` float32 landmarks in original pixels (left eye, right
+            eye, nose, left and right mouth corner); NaN where not detected.
+        det_score: ``(N,)`` float32 detector scores; NaN where not detected.
+        image_index: ``(N,)`` int64 index of the input each face comes from.
+        crops: ``(N, S, S, 3)`` uint8 RGB aligned crops, if asked for, else None.
+        failures: Inputs that were skipped, with the reason.
+        no_face: Indices of readable inputs in which no face was found
+            (skipped, or embedded whole with ``on_no_face="full_image"``).
+        num_images: Number of inputs.
+        info: Provenance: model id, revision, config hash, crop size, detector, facepcl version.
+    """
+
+    face: np.ndarray
+    pose: np.ndarray
+    trunk: np.ndarray
+    bbox: np.ndarray
+    kps: np.ndarray
+    det_score: np.ndarray
+    image_index: np.ndarray
+    crops: np.ndarray | None = None
+    failures: list[Failure] = field(default_factory=list)
+    no_face: list[int] = field(default_factory=list)
+    num_images: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.image_index)
+
+    def __repr__(self) -> str:
+        dim = self.face.shape[1] if self.face.ndim == 2 else "?"
+        faces, images = len(self), self.num_images
+        return (f"EmbeddingResult({faces} face{'s' * (faces != 1)} from {images} image{'s' * (images != 1)}, "
+                f"dim={dim}, failures={len(self.failures)}, no_face={len(self.no_face)})")
+
+    @classmethod
+    def empty(cls, dim: int, crop_size: int | None = None, **kwargs: Any) -> EmbeddingResult:
+        """A result with no faces (``crop_size`` given: an empty ``crops`` array too)."""
+        crops = None if crop_size is None else np.zeros((0, crop_size, crop_size, 3), np.uint8)
+        return cls(face=np.zeros((0, dim), np.float32), pose=np.zeros((0, dim), np.float32),
+                   trunk=np.zeros((0, dim), np.float32), bbox=np.zeros((0, 4), np.float32),
+                   kps=np.zeros((0, 5, 2), np.float32), det_score=np.zeros((0,), np.float32),
+                   image_index=np.zeros((0,), np.int64), crops=crops, **kwargs)
+
+    def select(self, rows: np.ndarray | Sequence[int] | slice) -> EmbeddingResult:
+        """The faces at ``rows`` (indices, boolean mask or slice); failures and counts are kept."""
+        return replace(self, face=self.face[rows], pose=self.pose[rows], trunk=self.trunk[rows],
+                       bbox=self.bbox[rows], kps=self.kps[rows], det_score=self.det_score[rows],
+                       image_index=self.image_index[rows], crops=None if self.crops is None else self.crops[rows])
+
+    def for_image(self, index: int) -> EmbeddingResult:
+        """The faces of input ``index`` (possibly none)."""
+        return self.select(np.nonzero(self.image_index == index)[0])
+
+    def per_image(self) -> list[EmbeddingResult]:
+        """One result per input, in input order (empty for failed or face-less inputs)."""
+        return [self.for_image(i) for i in range(self.num_images)]
+
+    @classmethod
+    def concatenate(cls, results: Sequence[EmbeddingResult]) -> EmbeddingResult:
+        """Join results whose ``image_index`` values are already global (e.g. chunks of one stream)."""
+        if not results:
+            raise ValueError("nothing to concatenate")
+        with_crops = [r.crops is not None for r in results]
+        if any(with_crops) and not all(with_crops):
+            raise ValueError("cannot concatenate results with and without crops")
+        cat = {name: np.concatenate([getattr(r, name) for r in results])
+               for name in (*FEATURES, "bbox", "kps", "det_score", "image_index")}
+        crops = np.concatenate([r.crops for r in results]) if all(with_crops) else None
+        return cls(**cat, crops=crops, failures=[f for r in results for f in r.failures],
+                   no_face=[i for r in results for i in r.no_face], num_images=sum(r.num_images for r in results),
+                   info=dict(results[0].info))
+
+
+class FaceEmbedder:
+    """Reusable image -> per-face embedding pipeline.
+
+    Args:
+        model: A :class:`~facepcl.PCLModel`, a name / Hub id / folder for
+            :func:`facepcl.load`, or None for :func:`facepcl.hub.default_model_name`
+            (``$FACEPCL_MODEL``, else the bundled ``pcl-demo``).
+        detector: A :class:`~facepcl.detection.FaceDetector`, a detector name,
+            or None for the model config's detector (``config.detector``).
+        device: Torch device for detector and encoder (None: CUDA if available,
+            else CPU; a given model stays where it is unless device is set).
+        dtype: Encoder compute dtype: None/"float32" (default) or "bf16"/"fp16",
+            run under ``torch.autocast``; features are returned as float32.
+        crop_size: Aligned crop side (default: the config's, 64 px for PCL); a
+            multiple of 16. The template scales with it.
+        align: False for inputs that are already aligned face crops: no
+            detection, each input is one face, resized to the crop.
+        max_faces: Keep at most this many faces per image (highest scores first).
+        min_face_size: Ignore faces whose box's shorter side is below this (pixels).
+        on_no_face: "skip" (record the image in ``no_face``), "raise"
+            (:class:`~facepcl.errors.NoFaceError`) or "full_image" (embed the
+            whole image as one face, also recorded in ``no_face``).
+        color_order: Channel order of numpy/tensor inputs: "RGB" or "BGR".
+        return_crops: Keep the aligned crops in the result.
+        conf_threshold: Detector score threshold (default: the config's).
+        batch_size: Crops per encoder forward.
+        detect_batch_size: Images per detector forward.
+        chunk_size: Inputs decoded and detected at a time, which bounds memory
+            for long lists and generators.
+    """
+
+    def __init__(self, model: PCLModel | str | os.PathLike | None = None, *,
+                 detector: FaceDetector | str | None = None, device: str | torch.device | None = None,
+                 dtype: str | torch.dtype | None = None, crop_size: int | None = None, align: bool = True,
+                 max_faces: int | None = None, min_face_size: float = 0.0, on_no_face: str = "skip",
+                 color_order: str = "RGB", return_crops: bool = False, conf_threshold: float | None = None,
+                 batch_size: int = 64, detect_batch_size: int = 8, chunk_size: int = 32) -> None:
+        if on_no_face not in ON_NO_FACE:
+            raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
+        if color_order.upper() not in ("RGB", "BGR"):
+            raise ValueError(f"color_order must be 'RGB' or 'BGR', got {color_order!r}")
+        if max_faces is not None and max_faces < 1:
+            raise ValueError(f"max_faces must be a positive integer or None, got {max_faces}")
+        if min(batch_size, detect_batch_size, chunk_size) < 1:
+            raise ValueError("batch_size, detect_batch_size and chunk_size must be positive")
+        if isinstance(detector, FaceDetector) and (max_faces is not None or min_face_size or conf_threshold):
+            raise ValueError("max_faces, min_face_size and conf_threshold configure the detector this embedder "
+                             "builds; with your own FaceDetector, set them on it instead")
+        self.model = _resolve_model(model, device)
+        self.device = _param_device(self.model)
+        self.dtype = resolve_dtype(dtype)
+        config: PCLConfig = self.model.config
+        size = int(crop_size or config.preprocess.crop_size)
+        if size <= 0 or size % DOWNSAMPLE:
+            raise ValueError(f"crop_size must be a positive multiple of {DOWNSAMPLE}, got {crop_size}")
+        self.preprocess: PreprocessConfig = (config.preprocess if size == config.preprocess.crop_size
+                                             else config.preprocess.resized(size))
+        self.crop_size = size
+        self.template = template_points(self.preprocess)
+        self.align = bool(align)
+        self.max_faces = max_faces
+        self.min_face_size = float(min_face_size)
+        self.on_no_face = on_no_face
+        self.color_order = color_order.upper()
+        self.return_crops = bool(return_crops)
+        self.conf_threshold = conf_threshold
+        self.batch_size = int(batch_size)
+        self.detect_batch_size = int(detect_batch_size)
+        self.chunk_size = int(chunk_size)
+        self._detector = detector if isinstance(detector, FaceDetector) else None
+        self._detector_name = detector if isinstance(detector, str) else None
+
+    # -- configuration -------------------------------------------------------------------------------------
+
+    @property
+    def detector(self) -> FaceDetector:
+        """The face detector, built on first use (never with ``align=False``)."""
+        if self._detector is None:
+            opts: dict[str, Any] = {"device": self.device, "min_face_size": self.min_face_size,
+                                    "max_faces": self.max_faces, "batch_size": self.detect_batch_size}
+            if self.conf_threshold is not None:
+                opts["conf_threshold"] = self.conf_threshold
+            if self._detector_name:
+                opts["name"] = self._detector_name
+            self._detector = FaceDetector.from_config(self.model.config.detector, **opts)
+        return self._detector
+
+    @property
+    def dim(self) -> int:
+        """Feature size D of each of face, pose and trunk at this crop size."""
+        return feature_dim(self.crop_size)
+
+    def info(self) -> dict[str, Any]:
+        """Provenance recorded with every result."""
+        prov = getattr(self.model, "provenance", None) or {}
+        det = self._detector
+        return {
+            "model_id": prov.get("model_id"), "revision": prov.get("revision"),
+            "config_hash": prov.get("config_hash") or self.model.config.hash(),
+            "crop_size": self.crop_size, "template": self.template.tolist(), "align": self.align,
+            "detector": None if not self.align else (det.name if det else self._detector_name
+                                                     or self.model.config.detector.name),
+            "on_no_face": self.on_no_face, "dtype": str(self.dtype).removeprefix("torch."),
+            "facepcl_version": __version__,
+        }
+
+    # -- the four steps ------------------------------------------------------------------------------------
+
+    def load(self, source: Any) -> np.ndarray:
+        """Step 1: decode one input to an ``(H, W, 3)`` uint8 RGB array (raises ImageLoadError)."""
+        return load_image(source, color_order=self.color_order)
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """Step 2: faces of decoded images, batched (see :meth:`FaceDetector.detect_batch`)."""
+        return self.detector.detect_batch(images)
+
+    def crop(self, image: np.ndarray, kps: np.ndarray | None) -> np.ndarray:
+        """Step 3: ``(N, S, S, 3)`` uint8 aligned crops for landmarks ``(N, 5, 2)``; None: the whole image."""
+        if kps is None:
+            m = full_image_matrix(image.shape[0], image.shape[1], self.crop_size)
+            out = warp(image, m, self.crop_size, interpolation=self.preprocess.interpolation,
+                       border=self.preprocess.border)
+            return out[None]
+        return align_faces(image, kps, self.preprocess)[0]
+
+    @torch.inference_mode()
+    def encode(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+        """Step 4: features of aligned crops.
+
+        Args:
+            crops: ``(N, S, S, 3)`` uint8 RGB crops.
+
+        Returns:
+            ``{"face", "pose", "trunk"}``, each ``(N, D)`` float32.
+        """
+        out = {k: np.zeros((len(crops), self.dim), np.float32) for k in FEATURES}
+        param_dtype = next(self.model.parameters()).dtype
+        use_autocast = self.dtype != torch.float32 and param_dtype == torch.float32
+        for start in range(0, len(crops), self.batch_size):
+            x = _to_input(crops[start:start + self.batch_size], self.preprocess, self.device).to(param_dtype)
+            ctx = (torch.autocast(self.device.type, dtype=self.dtype) if use_autocast
+                   else contextlib.nullcontext())
+            with ctx:
+                feats = self.model.encoder(x)
+            for k in FEATURES:
+                out[k][start:start + len(x)] = getattr(feats, k).float().cpu().numpy()
+        return out
+
+    # -- whole pipeline ------------------------------------------------------------------------------------
+
+    def embed_loaded(self, images: Sequence[np.ndarray], *, indices: Sequence[int] | None = None,
+                     names: Sequence[str] | None = None) -> EmbeddingResult:
+        """Detect, align and encode images that are already decoded.
+
+        Args:
+            images: ``(H, W, 3)`` uint8 RGB arrays (from :meth:`load`).
+            indices: The ``image_index`` of each image (default ``0..n-1``), so
+                that chunks of one stream get global indices (join them with
+                :meth:`EmbeddingResult.concatenate`).
+            names: How to call each image in errors (default: ``image <index>``).
+
+        Returns:
+            An :class:`EmbeddingResult` with ``num_images == len(images)``.
+        """
+        images = list(images)
+        indices = list(range(len(images))) if indices is None else [int(i) for i in indices]
+        if len(indices) != len(images):
+            raise ValueError(f"got {len(images)} images but {len(indices)} indices")
+        found = self.detect(images) if self.align else [None] * len(images)
+        crops, boxes, kps, scores, index, no_face = [], [], [], [], [], []
+        for i, (image, det) in enumerate(zip(images, found, strict=True)):
+            h, w = image.shape[:2]
+            gi = indices[i]
+            if det is not None and len(det):
+                crops.append(self.crop(image, det.kps))
+                boxes.append(det.boxes)
+                kps.append(det.kps)
+                scores.append(det.scores)
+                index.append(np.full(len(det), gi, np.int64))
+                continue
+            if det is not None:  # detection ran and found nothing
+                no_face.append(gi)
+                if self.on_no_face == "raise":
+                    name = names[i] if names is not None else f"image {gi}"
+                    raise NoFaceError(f"{name}: no face found ({self.detector!r}); pass on_no_face='skip' or "
+                                      "'full_image', lower conf_threshold, or align=False if the image is already "
+                                      "an aligned face crop")
+                if self.on_no_face == "skip":
+                    continue
+            crops.append(self.crop(image, None))
+            boxes.append(np.array([[0.0, 0.0, w, h]], np.float32))
+            kps.append(np.full((1, 5, 2), np.nan, np.float32))
+            scores.append(np.full((1,), np.nan, np.float32))
+            index.append(np.array([gi], np.int64))
+        info = self.info()
+        if not crops:
+            return EmbeddingResult.empty(self.dim, self.crop_size if self.return_crops else None,
+                                         no_face=no_face, num_images=len(images), info=info)
+        all_crops = np.concatenate(crops)
+        feats = self.encode(all_crops)
+        return EmbeddingResult(**feats, bbox=np.concatenate(boxes).astype(np.float32),
+                               kps=np.concatenate(kps).astype(np.float32),
+                               det_score=np.concatenate(scores).astype(np.float32),
+                               image_index=np.concatenate(index), crops=all_crops if self.return_crops else None,
+                               no_face=no_face, num_images=len(images), info=info)
+
+    def embed(self, images: Any) -> EmbeddingResult:
+        """Embed every face of one input or of a list (or iterable) of inputs.
+
+        Args:
+            images: One input (path, bytes, PIL image, ``H x W (x C)`` array,
+                ``C x H x W`` tensor) or a list/tuple/iterable of them; a 4-D
+                array ``(B, H, W, C)`` or tensor ``(B, C, H, W)`` is a batch.
+
+        Returns:
+            An :class:`EmbeddingResult`.
+
+        Raises:
+            ImageLoadError: A single input cannot be read (in a list, the input
+                is recorded in ``failures`` instead).
+            NoFaceError: ``on_no_face="raise"`` and an image has no face.
+        """
+        single, stream = _as_stream(images)
+        parts: list[EmbeddingResult] = []
+        failures: list[Failure] = []
+        count = 0
+        for chunk in _chunks(stream, self.chunk_size):
+            loaded, names, at = [], [], []
+            for i, source in chunk:
+                name = describe(source)
+                try:
+                    loaded.append(self.load(source))
+                except ImageLoadError as e:
+                    if single:
+                        raise
+                    failures.append(Failure(i, name, str(e)))
+                    continue
+                names.append(name)
+                at.append(i)
+            count = chunk[-1][0] + 1
+            if loaded:
+                parts.append(self.embed_loaded(loaded, indices=at, names=names))
+        result = (EmbeddingResult.concatenate(parts) if parts
+                  else EmbeddingResult.empty(self.dim, self.crop_size if self.return_crops else None, info=self.info()))
+        result.failures = sorted(result.failures + failures)
+        result.num_images = count
+        return result
+
+    __call__ = embed
+
+
+_DEFAULT_CACHE: collections.OrderedDict[tuple, FaceEmbedder] = collections.OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 2
+
+
+def embed(images: Any, *, model: PCLModel | str | os.PathLike | None = None, **options: Any) -> EmbeddingResult:
+    """Embed every face in one image or a list of images.
+
+    Args:
+        images: See :meth:`FaceEmbedder.embed`.
+        model: A :class:`~facepcl.PCLModel`, a name / Hub id / folder, or None:
+            ``$FACEPCL_MODEL``, else the bundled ``pcl-demo`` model.
+        **options: Any :class:`FaceEmbedder` option (device, dtype, crop_size,
+            align, max_faces, min_face_size, on_no_face, color_order,
+            return_crops, conf_threshold, batch sizes).
+
+    Returns:
+        An :class:`EmbeddingResult`. The embedder (model and detector) is
+        cached, so repeated calls with the same model and options are cheap.
+
+    Example:
+        >>> result = facepcl.embed("group.jpg")            # doctest: +SKIP
+        >>> result.face.shape, result.bbox.shape             # doctest: +SKIP
+        ((5, 2048), (5, 4))
+    """
+    key_model: Any = model
+    if model is None:
+        key_model = ("default", hub.default_model_name())
+    elif isinstance(model, (str, os.PathLike)):
+        key_model = ("name", os.fspath(model))
+    else:
+        key_model = ("object", id(model))
+    key = (key_model, tuple(sorted((k, _hashable(v)) for k, v in options.items())))
+    with _CACHE_LOCK:
+        embedder = _DEFAULT_CACHE.get(key)
+        if embedder is not None:
+            _DEFAULT_CACHE.move_to_end(key)
+    if embedder is None:
+        embedder = FaceEmbedder(model, **options)
+        with _CACHE_LOCK:
+            _DEFAULT_CACHE[key] = embedder
+            while len(_DEFAULT_CACHE) > _CACHE_SIZE:
+                _DEFAULT_CACHE.popitem(last=False)
+    return embedder.embed(images)
+
+
+def _hashable(v: Any) -> Any:
+    return v if isinstance(v, (str, int, float, bool, type(None))) else (type(v).__name__, id(v))
+
+
+def _resolve_model(model: PCLModel | str | os.PathLike | None, device) -> PCLModel:
+    if isinstance(model, PCLModel):
+        if device is not None:
+            model.to(resolve_device(device))
+        return model
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model must be a PCLModel, a name, a Hub id or a folder; got {type(model).__name__}")
+    name = hub.default_model_name() if model is None else model
+    try:
+        return hub.load(name, device=device)
+    except ModelLoadError as e:
+        if model is None and not os.environ.get("FACEPCL_MODEL") and name == registry.DEFAULT_MODEL:
+            raise ModelLoadError(f"no model was named and the default model {name!r}, which ships inside facepcl, "
+                                 f"is not in this installation ({e}). Pass model= (a facepcl.load name, Hub id "
+                                 "or folder, or a PCLModel) or set FACEPCL_MODEL") from e
+        raise
+
+
+def _param_device(model: PCLModel) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _to_input(crops: np.ndarray, pre: PreprocessConfig, device: torch.device) -> torch.Tensor:
+    """uint8 ``(B, S, S, 3)`` RGB -> float ``(B, 3, S, S)`` as the config says (order, range, mean/std)."""
+    x = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float() / 255.0
+    if pre.color_order.upper() == "BGR":
+        x = x.flip(1)
+    lo, hi = pre.value_range
+    if (lo, hi) != (0.0, 1.0):
+        x = x * (hi - lo) + lo
+    if pre.mean is not None:
+        x = x - torch.tensor(pre.mean, device=device).view(1, 3, 1, 1)
+    if pre.std is not None:
+        x = x / torch.tensor(pre.std, device=device).view(1, 3, 1, 1)
+    return x.contiguous()
+
+
+def _is_single(x: Any) -> bool:
+    if isinstance(x, (str, bytes, bytearray, memoryview, os.PathLike, Image.Image)):
+        return True
+    if isinstance(x, (np.ndarray, torch.Tensor)):
+        return x.ndim != 4
+    return not isinstance(x, Iterable)
+
+
+def _as_stream(images: Any) -> tuple[bool, Iterator[tuple[int, Any]]]:
+    if _is_single(images):
+        return True, iter([(0, images)])
+    return False, enumerate(images)
+
+
+def _chunks(stream: Iterator[tuple[int, Any]], size: int) -> Iterator[list[tuple[int, Any]]]:
+    chunk: list[tuple[int, Any]] = []
+    for item in stream:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

