@@ -31,6 +31,7 @@ from PIL import Image
 
 from . import hub, registry
 from ._device import resolve_device, resolve_dtype
+from ._preprocess import crops_to_input
 from ._version import __version__
 from .align import align_faces, full_image_matrix, warp
 from .align import template as template_points
@@ -80,6 +81,9 @@ class EmbeddingResult:
             (skipped, or embedded whole with ``on_no_face="full_image"``).
         num_images: Number of inputs.
         info: Provenance: model id, revision, config hash, crop size, detector, facepcl version.
+        predictions: Head name -> ``HeadPrediction`` (one row per face) when the
+            model has task heads attached (``facepcl.load(..., head="fer")``);
+            each head sees the face aligned at its own input size.
     """
 
     face: np.ndarray
@@ -94,6 +98,7 @@ class EmbeddingResult:
     no_face: list[int] = field(default_factory=list)
     num_images: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    predictions: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.image_index)
@@ -117,7 +122,8 @@ class EmbeddingResult:
         """The faces at ``rows`` (indices, boolean mask or slice); failures and counts are kept."""
         return replace(self, face=self.face[rows], pose=self.pose[rows], trunk=self.trunk[rows],
                        bbox=self.bbox[rows], kps=self.kps[rows], det_score=self.det_score[rows],
-                       image_index=self.image_index[rows], crops=None if self.crops is None else self.crops[rows])
+                       image_index=self.image_index[rows], crops=None if self.crops is None else self.crops[rows],
+                       predictions={n: _rows(p, rows) for n, p in self.predictions.items()})
 
     def for_image(self, index: int) -> EmbeddingResult:
         """The faces of input ``index`` (possibly none)."""
@@ -138,7 +144,10 @@ class EmbeddingResult:
         cat = {name: np.concatenate([getattr(r, name) for r in results])
                for name in (*FEATURES, "bbox", "kps", "det_score", "image_index")}
         crops = np.concatenate([r.crops for r in results]) if all(with_crops) else None
-        return cls(**cat, crops=crops, failures=[f for r in results for f in r.failures],
+        with_preds = [r for r in results if len(r)]
+        preds = {n: _cat_rows([r.predictions[n] for r in with_preds])
+                 for n in (with_preds[0].predictions if with_preds else {})}
+        return cls(**cat, crops=crops, predictions=preds, failures=[f for r in results for f in r.failures],
                    no_face=[i for r in results for i in r.no_face], num_images=sum(r.num_images for r in results),
                    info=dict(results[0].info))
 
@@ -259,14 +268,17 @@ class FaceEmbedder:
         """Step 2: faces of decoded images, batched (see :meth:`FaceDetector.detect_batch`)."""
         return self.detector.detect_batch(images)
 
-    def crop(self, image: np.ndarray, kps: np.ndarray | None) -> np.ndarray:
-        """Step 3: ``(N, S, S, 3)`` uint8 aligned crops for landmarks ``(N, 5, 2)``; None: the whole image."""
+    def crop(self, image: np.ndarray, kps: np.ndarray | None, size: int | None = None) -> np.ndarray:
+        """Step 3: ``(N, S, S, 3)`` uint8 aligned crops for landmarks ``(N, 5, 2)``; None: the whole image.
+
+        ``size`` overrides the crop side S (the template scales with it).
+        """
+        size = size or self.crop_size
+        pre = self.preprocess if size == self.crop_size else self.preprocess.resized(size)
         if kps is None:
-            m = full_image_matrix(image.shape[0], image.shape[1], self.crop_size)
-            out = warp(image, m, self.crop_size, interpolation=self.preprocess.interpolation,
-                       border=self.preprocess.border)
-            return out[None]
-        return align_faces(image, kps, self.preprocess)[0]
+            m = full_image_matrix(image.shape[0], image.shape[1], size)
+            return warp(image, m, size, interpolation=pre.interpolation, border=pre.border)[None]
+        return align_faces(image, kps, pre)[0]
 
     @torch.inference_mode()
     def encode(self, crops: np.ndarray) -> dict[str, np.ndarray]:
@@ -282,7 +294,7 @@ class FaceEmbedder:
         param_dtype = next(self.model.parameters()).dtype
         use_autocast = self.dtype != torch.float32 and param_dtype == torch.float32
         for start in range(0, len(crops), self.batch_size):
-            x = _to_input(crops[start:start + self.batch_size], self.preprocess, self.device).to(param_dtype)
+            x = crops_to_input(crops[start:start + self.batch_size], self.preprocess, self.device).to(param_dtype)
             ctx = (torch.autocast(self.device.type, dtype=self.dtype) if use_autocast
                    else contextlib.nullcontext())
             with ctx:
@@ -312,11 +324,12 @@ class FaceEmbedder:
         if len(indices) != len(images):
             raise ValueError(f"got {len(images)} images but {len(indices)} indices")
         found = self.detect(images) if self.align else [None] * len(images)
-        crops, boxes, kps, scores, index, no_face = [], [], [], [], [], []
+        crops, boxes, kps, scores, index, no_face, sources = [], [], [], [], [], [], []
         for i, (image, det) in enumerate(zip(images, found, strict=True)):
             h, w = image.shape[:2]
             gi = indices[i]
             if det is not None and len(det):
+                sources.append((image, det.kps))
                 crops.append(self.crop(image, det.kps))
                 boxes.append(det.boxes)
                 kps.append(det.kps)
@@ -332,6 +345,7 @@ class FaceEmbedder:
                                       "an aligned face crop")
                 if self.on_no_face == "skip":
                     continue
+            sources.append((image, None))
             crops.append(self.crop(image, None))
             boxes.append(np.array([[0.0, 0.0, w, h]], np.float32))
             kps.append(np.full((1, 5, 2), np.nan, np.float32))
@@ -343,11 +357,28 @@ class FaceEmbedder:
                                          no_face=no_face, num_images=len(images), info=info)
         all_crops = np.concatenate(crops)
         feats = self.encode(all_crops)
-        return EmbeddingResult(**feats, bbox=np.concatenate(boxes).astype(np.float32),
+        preds = self._predict_heads(sources, all_crops)
+        return EmbeddingResult(**feats, predictions=preds, bbox=np.concatenate(boxes).astype(np.float32),
                                kps=np.concatenate(kps).astype(np.float32),
                                det_score=np.concatenate(scores).astype(np.float32),
                                image_index=np.concatenate(index), crops=all_crops if self.return_crops else None,
                                no_face=no_face, num_images=len(images), info=info)
+
+    def _predict_heads(self, sources: list[tuple[np.ndarray, np.ndarray | None]],
+                       crops: np.ndarray) -> dict[str, Any]:
+        """Predictions of the model's task heads, each on faces aligned at the head's own input size."""
+        heads = getattr(self.model, "task_heads", None)
+        if not heads:
+            return {}
+        from .heads import predict_crops
+
+        out: dict[str, Any] = {}
+        for size in sorted({h.spec.input_size for h in heads.values()}):
+            at_size = crops if size == self.crop_size else np.concatenate([
+                self.crop(image, kps, size) for image, kps in sources])
+            names = [n for n, h in heads.items() if h.spec.input_size == size]
+            out.update(predict_crops(self.model, at_size, names=names))
+        return out
 
     def embed(self, images: Any) -> EmbeddingResult:
         """Embed every face of one input or of a list (or iterable) of inputs.
@@ -440,6 +471,15 @@ def embed(images: Any, *, model: PCLModel | str | os.PathLike | None = None, **o
     return embedder.embed(images)
 
 
+def _rows(pred: Any, rows: Any) -> Any:
+    return replace(pred, scores=pred.scores[rows], labels=None if pred.labels is None else pred.labels[rows])
+
+
+def _cat_rows(preds: list[Any]) -> Any:
+    labels = None if preds[0].labels is None else np.concatenate([p.labels for p in preds])
+    return replace(preds[0], scores=np.concatenate([p.scores for p in preds]), labels=labels)
+
+
 def _hashable(v: Any) -> Any:
     return v if isinstance(v, (str, int, float, bool, type(None))) else (type(v).__name__, id(v))
 
@@ -464,21 +504,6 @@ def _resolve_model(model: PCLModel | str | os.PathLike | None, device) -> PCLMod
 
 def _param_device(model: PCLModel) -> torch.device:
     return next(model.parameters()).device
-
-
-def _to_input(crops: np.ndarray, pre: PreprocessConfig, device: torch.device) -> torch.Tensor:
-    """uint8 ``(B, S, S, 3)`` RGB -> float ``(B, 3, S, S)`` as the config says (order, range, mean/std)."""
-    x = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float() / 255.0
-    if pre.color_order.upper() == "BGR":
-        x = x.flip(1)
-    lo, hi = pre.value_range
-    if (lo, hi) != (0.0, 1.0):
-        x = x * (hi - lo) + lo
-    if pre.mean is not None:
-        x = x - torch.tensor(pre.mean, device=device).view(1, 3, 1, 1)
-    if pre.std is not None:
-        x = x / torch.tensor(pre.std, device=device).view(1, 3, 1, 1)
-    return x.contiguous()
 
 
 def _is_single(x: Any) -> bool:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._preprocess import normalize
 from ..config import PreprocessConfig
 from ..model import PCLFeatures
 
@@ -73,14 +74,4 @@ def to_model_input(images: Sequence[np.ndarray] | torch.Tensor, size: int, inter
             t = F.interpolate(t, size=(size, size), mode=interpolation, align_corners=False, antialias=True)
             t = t.clamp(0.0, 1.0)  # bicubic overshoots; the network never saw values outside [0, 1]
         out.append(t)
-    x = torch.cat(out)
-    lo, hi = preprocess.value_range
-    if (lo, hi) != (0.0, 1.0):
-        x = x * (hi - lo) + lo
-    if preprocess.mean is not None:
-        mean = torch.tensor(preprocess.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(preprocess.std or [1.0, 1.0, 1.0], device=x.device).view(1, 3, 1, 1)
-        x = (x - mean) / std
-    if preprocess.color_order.upper() == "BGR":
-        x = x.flip(1)
-    return x.to(dtype)
+    return normalize(torch.cat(out), preprocess).to(dtype)
