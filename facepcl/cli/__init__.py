@@ -18,10 +18,14 @@ from ..errors import FacePCLError
 
 # Order here is the order in `facepcl --help`.
 SUBCOMMANDS = (
+    "embed",
     "convert",
     "models",
     "download",
     "info",
+    "finetune",
+    "evaluate",
+    "train",
 )
 
 

@@ -38,20 +38,36 @@ def collect() -> dict:
         "torch": torch.__version__,
         "torchvision": version("torchvision"),
         "numpy": numpy.__version__,
+        "pillow": version("PIL"),
+        "opencv": version("cv2"),
+        "pyarrow": version("pyarrow"),
         "facexlib": version("facexlib"),
         "huggingface_hub": version("huggingface_hub"),
         "threads": torch.get_num_threads(),
         "cpu_capability": cpu,
         "cpu_bf16": bool({"avx512_bf16", "amx_bf16"} & flags),
         "cpu_amx": "amx_tile" in flags,
+        "torch_cuda_build": torch.version.cuda,
         "cuda_available": torch.cuda.is_available(),
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "cuda_bf16": bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()),
         "default_model": default_model_name(),
         "hf_home": str(hf_home()),
+        "hf_hub_cache": _hub_setting("HF_HUB_CACHE"),
+        "hf_hub_offline": _hub_setting("HF_HUB_OFFLINE"),
         "facepcl_home": str(facepcl_home()),
     }
     return info
+
+
+def _hub_setting(name: str):
+    """huggingface_hub's resolved setting (it reads HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE at import)."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return None
+    value = getattr(constants, name, None)
+    return value if isinstance(value, bool) or value is None else str(value)
 
 
 def _cpu_flags() -> set[str]:

@@ -1,0 +1,392 @@
+"""The ``facepcl embed`` loop: stream inputs, decode ahead, embed in batches, commit shards in order.
+
+One pass per rank: the input stream (sliced for this rank, minus what
+earlier runs committed) is decoded by worker threads, batched, run through
+the face pipeline, and turned into rows. Rows and skipped inputs accumulate
+in the shard in flight, which is committed (atomically) when it holds
+``shard_size`` rows or records, after ``shard_seconds``, at the end, on
+Ctrl-C / SIGTERM, and before a fatal error propagates. Nothing but the
+in-flight shard is lost when the process is killed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._dist import DistInfo, barrier_and_close, from_env, rank_device, reduce_at_end
+from ._inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputItem, check_arguments, iter_inputs, select
+from ._progress import Progress, count_items, progress_wanted, summary_line
+from ._state import (
+    ERRORS_FILE,
+    STAT_KEYS,
+    Cursor,
+    ExportStateError,
+    RankState,
+    Stats,
+    check_fresh,
+    run_settings_check,
+    write_errors,
+    write_index,
+)
+from ._stream import Unit, iter_units
+from ._writers import FEATURES, RowBuffer
+
+# Settings that decide the rows: a resumed run (and every rank) must use the same.
+IDENTITY = ("weights_sha256", "config_hash", "preprocess", "crop_size", "feature_dim", "features", "dtype",
+            "detect", "detector", "on_no_face", "max_faces", "facepcl_version")
+
+
+@dataclass
+class EmbedOptions:
+    """Options of one ``facepcl embed`` run (see ``facepcl embed --help`` and docs/cli.md)."""
+
+    inputs: list[str]
+    out: str
+    model: str | None = None
+    revision: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    batch_size: int = 32
+    num_workers: int | None = None
+    max_faces: int | None = None
+    on_no_face: str = "skip"
+    features: list[str] = field(default_factory=lambda: list(FEATURES))
+    format: str = "parquet"
+    every: int = 1
+    detect: bool = True
+    conf_threshold: float | None = None
+    min_face_size: float = 0.0
+    shard_size: int = 2048
+    shard_seconds: float = 300.0
+    resume: bool = False
+    progress: bool = True
+    quiet: bool = False
+
+    def check(self) -> None:
+        """Raise ValueError naming the first bad option."""
+        for name in ("batch_size", "every", "shard_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.num_workers is not None and self.num_workers < 1:
+            raise ValueError(f"--num-workers must be at least 1, got {self.num_workers}")
+        if self.max_faces is not None and self.max_faces < 1:
+            raise ValueError(f"--max-faces must be at least 1, got {self.max_faces}")
+        if self.shard_seconds <= 0:
+            raise ValueError(f"--shard-seconds must be positive, got {self.shard_seconds}")
+        bad = sorted(set(self.features) - set(FEATURES))
+        if bad or not self.features:
+            raise ValueError(f"--features takes a comma-separated subset of {','.join(FEATURES)}; got "
+                             f"{','.join(self.features) or 'nothing'}")
+        if not self.inputs:
+            raise ValueError("no INPUT given; pass files, folders, glob patterns or @list.txt files")
+
+
+def default_workers(info: DistInfo) -> int:
+    """Decoding threads per process: the cores of this machine shared by its ranks, at most 4."""
+    return max(1, min(4, (os.cpu_count() or 2) // info.local_world_size))
+
+
+class _Signals:
+    """First Ctrl-C (or SIGTERM) asks to stop after the current batch; a second Ctrl-C aborts at once."""
+
+    def __init__(self, say) -> None:
+        self.requested: int | None = None
+        self._say = say
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signum
+        self._say("stopping after the current batch and saving it (Ctrl-C again to stop at once; "
+                  "--resume continues either way)")
+
+
+def _skip_done(items: Iterator[InputItem], cursor: Cursor) -> Iterator[InputItem]:
+    """Drop what earlier runs committed; prove the inputs are the same up to the cursor."""
+    checked = cursor.item < 0
+    for item in items:
+        if item.index < cursor.item:
+            continue
+        if item.index == cursor.item:
+            if item.digest != cursor.digest:
+                raise ExportStateError(
+                    f"the inputs differ from those of the run being resumed: input #{item.index} is now "
+                    f"{item.path!r}, it was {cursor.path!r} (or a file before it was added, removed or renamed). "
+                    "Resume with the same inputs in the same order (new inputs may only be added at the end), or "
+                    "write to a new folder")
+            checked = True
+            if cursor.complete:
+                continue
+        yield item
+    if not checked:
+        raise ExportStateError(f"the inputs differ from those of the run being resumed: it had reached input "
+                               f"#{cursor.item} ({cursor.path!r}), but there are fewer inputs now. Resume with the "
+                               "same inputs, or write to a new folder")
+
+
+class _Shard:
+    """The shard in flight: rows, skipped-input records, counts, and the cursor range it covers."""
+
+    def __init__(self, features: list[str], dim: int, start: Cursor) -> None:
+        self.rows = RowBuffer(features, dim)
+        self.errors: list[dict] = []
+        self.stats = Stats()
+        self.start = self.end = start
+        self.opened = time.monotonic()
+
+    @property
+    def size(self) -> int:
+        return len(self.rows) + len(self.errors)
+
+    @property
+    def empty(self) -> bool:
+        return self.end == self.start
+
+
+def run_embed(opts: EmbedOptions) -> int:
+    """Run ``facepcl embed``; returns the exit code (0 done, 130/143 interrupted and resumable).
+
+    Raises:
+        FacePCLError, ValueError, FileNotFoundError: Fatal problems (bad options,
+            model not loadable, output folder not resumable as asked); the
+            command line turns them into exit code 1.
+    """
+    opts.check()
+    info = from_env()
+    check_arguments(opts.inputs)
+    say = (lambda msg: None) if opts.quiet else (lambda msg: print(f"facepcl embed: {msg}", file=sys.stderr,
+                                                                   flush=True))
+    workers = opts.num_workers or default_workers(info)
+    # Fail fast, before the model loads: a folder that would be overwritten, or nothing to read at all.
+    check_fresh(opts.out, opts.resume, info.rank)
+    if next(iter_inputs(opts.inputs), None) is None:
+        raise FileNotFoundError(
+            f"no input files found in {' '.join(opts.inputs)}; folders and patterns take files with the extensions "
+            f"{' '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))} (name any other file directly)")
+
+    from ._adapter import Embedder
+
+    embedder = Embedder(opts.model, revision=opts.revision, device=rank_device(opts.device, info), dtype=opts.dtype,
+                        detect=opts.detect, max_faces=opts.max_faces, on_no_face=opts.on_no_face,
+                        conf_threshold=opts.conf_threshold, min_face_size=opts.min_face_size,
+                        batch_size=opts.batch_size, features=opts.features)
+    meta = embedder.metadata()
+    settings = {k: meta[k] for k in IDENTITY} | {"format": opts.format, "every": opts.every,
+                                                  "world_size": info.world_size}
+    shard_meta = meta | {"format": opts.format, "every": opts.every, "world_size": info.world_size,
+                         "cwd": os.getcwd()}
+    os.makedirs(opts.out, exist_ok=True)
+    run_settings_check(opts.out, settings, opts.resume, info.rank)
+    state = RankState(opts.out, info.rank, opts.format)
+    state.lock()
+    threads = _share_cores(workers)
+    try:
+        return _run(opts, info, embedder, state, shard_meta, workers, say)
+    finally:
+        state.unlock()
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+
+
+def _share_cores(workers: int) -> int | None:
+    """Leave cores to the decoding threads unless ``OMP_NUM_THREADS`` says otherwise; returns the old count.
+
+    torch starts one compute thread per core, and its OpenMP threads wait for
+    each other at every operation: when decoding threads take a core away,
+    every small convolution waits for a descheduled thread. On a 2-core
+    machine this made detection 10x slower (docs/benchmarks.md). torch keeps
+    at least half the cores.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None  # the user (or torchrun, which sets 1) decided
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, before - min(workers, before // 2)))
+    return before
+
+
+def _run(opts: EmbedOptions, info: DistInfo, embedder, state: RankState, shard_meta: dict, workers: int,
+         say) -> int:
+    point = state.scan()
+    cursor = point.cursor
+    if point.next_shard:
+        say(f"resuming rank {info.rank}: {point.next_shard} shards with {point.rows} faces and "
+            f"{point.done.inputs} finished inputs are already in {opts.out}")
+    items = _skip_done(select(iter_inputs(opts.inputs), info.rank, info.world_size), cursor)
+    partial = None if cursor.complete else (cursor.item, cursor.frame)
+
+    def remaining() -> int:
+        return count_items(x for x in select(iter_inputs(opts.inputs), info.rank, info.world_size)
+                           if not cursor.done(x.index))
+
+    progress = Progress(progress_wanted(not opts.progress, opts.quiet, info.rank), remaining,
+                        desc="embed" if not info.distributed else f"embed rank 0/{info.world_size}")
+    features, dim = embedder.features, embedder.dim
+    shard = _Shard(features, dim, cursor)
+    next_shard = point.next_shard
+    session = Stats()
+    started = time.monotonic()
+
+    def commit() -> None:
+        nonlocal shard, next_shard
+        if shard.empty:
+            return
+        state.commit(next_shard, shard.rows.take(), features, dim, shard_meta, shard.start, shard.end,
+                     shard.stats, shard.errors)
+        next_shard += 1
+        shard = _Shard(features, dim, shard.end)
+
+    def process(batch: list[Unit]) -> None:
+        stats, errors, block = _embed_batch(embedder, batch, features)
+        shard.rows.add(block)
+        shard.errors.extend(errors)
+        shard.stats.add(stats)
+        session.add(stats)
+        last = batch[-1]
+        shard.end = Cursor(last.item.index, -1 if last.end else last.frame, last.end, last.item.digest,
+                           last.item.path)
+        progress.update(stats.inputs, session)
+
+    stop_decoding = threading.Event()
+    units = iter_units(items, embedder.load, every=opts.every, workers=workers,
+                       lookahead=opts.batch_size + 2 * workers, partial=partial, stop=stop_decoding)
+    batch: list[Unit] = []
+    images = 0
+    stopped = False
+    with _Signals(say) as signals:
+        try:
+            for unit in units:
+                batch.append(unit)
+                images += unit.image is not None
+                if images >= opts.batch_size or len(batch) >= 4 * opts.batch_size:
+                    process(batch)
+                    batch, images = [], 0
+                    if (shard.size >= opts.shard_size
+                            or time.monotonic() - shard.opened >= opts.shard_seconds):
+                        commit()
+                    if signals.requested is not None:
+                        stopped = True
+                        break
+            if batch:
+                process(batch)
+                batch = []
+            commit()
+        except BaseException:
+            # Whatever stops the run (a fatal error, a second Ctrl-C), the rows already made are kept.
+            try:
+                commit()
+            finally:
+                progress.close()
+                units.close()
+            raise
+        finally:
+            units.close()
+            progress.close()
+    interrupted = signals.requested if stopped else None  # a signal after the last batch changes nothing
+    seconds = time.monotonic() - started
+    return _finish(opts, info, session, seconds, interrupted, point.done.inputs, say)
+
+
+def _finish(opts: EmbedOptions, info: DistInfo, session: Stats, seconds: float, interrupted: int | None,
+            done_before: int, say) -> int:
+    counts, synced = session.as_list(), False
+    if interrupted is None:
+        counts, seconds, synced = reduce_at_end(info, counts, seconds)
+        if info.distributed and not synced:
+            say("WORLD_SIZE > 1 but no torchrun rendezvous (MASTER_ADDR/MASTER_PORT unset): this rank's counts "
+                f"only, and {ERRORS_FILE} may miss other ranks' records until a later --resume rebuilds it")
+    try:
+        if info.rank == 0:
+            write_errors(opts.out)
+            if opts.format != "parquet":
+                write_index(opts.out, opts.format)
+    finally:
+        barrier_and_close(info, synced)
+    total = Stats(**dict(zip(STAT_KEYS, counts, strict=True)))
+    if info.rank == 0 or not synced:
+        say(summary_line(total, seconds, opts.out, interrupted=interrupted is not None,
+                         ranks=info.world_size if synced else 1, errors_file=os.path.join(opts.out, ERRORS_FILE),
+                         resumed_from=done_before if not info.distributed else 0))
+    if interrupted is not None:
+        return 128 + int(interrupted)
+    return 0
+
+
+def _embed_batch(embedder, batch: list[Unit], features: list[str]) -> tuple[Stats, list[dict], dict]:
+    """Rows, skipped-input records and counts of one batch of units (in unit order)."""
+    stats = Stats()
+    errors: list[dict] = []
+    pictures = [u for u in batch if u.image is not None]
+    faces = embedder([u.image for u in pictures], [_name(u) for u in pictures]) if pictures else None
+    no_face = set(faces.no_face) if faces is not None else set()
+    pos = 0
+    for u in batch:
+        if u.end:
+            stats.inputs += 1
+            stats.videos += u.item.kind == "video"
+        if u.item.kind == "image":
+            stats.images += 1
+        elif u.frame >= 0:
+            stats.frames += 1
+        if u.error is not None:
+            errors.append(_record(u, "unreadable", u.error))
+        elif u.image is not None:
+            if pos in no_face:
+                errors.append(_record(u, "no_face", f"{_name(u)}: no face found"))
+            pos += 1
+    stats.skipped = len(errors)
+    if faces is None or len(faces.image_index) == 0:
+        return stats, errors, {"path": []}
+    idx = faces.image_index
+    n = len(idx)
+    stats.faces = n
+    src = [pictures[i] for i in idx]
+    block = {
+        "item": np.array([u.item.index for u in src], np.int64),
+        "path": [u.item.path for u in src],
+        "frame": np.array([u.frame for u in src], np.int64),
+        "timestamp": np.array([u.timestamp for u in src], np.float64),
+        # faces of one image are contiguous: number them from that image's first row
+        "face_index": (np.arange(n) - np.searchsorted(idx, idx, side="left")).astype(np.int32),
+        "width": np.array([u.image.shape[1] for u in src], np.int32),
+        "height": np.array([u.image.shape[0] for u in src], np.int32),
+        "bbox": faces.bbox.reshape(n, 4),
+        "kps": faces.kps.reshape(n, 10),
+        "det_score": faces.det_score.reshape(n),
+    }
+    for f in features:
+        block[f] = faces.features[f]
+    return stats, errors, block
+
+
+def _name(u: Unit) -> str:
+    return u.item.path if u.frame < 0 else f"{u.item.path} frame {u.frame}"
+
+
+def _record(u: Unit, kind: str, reason: str) -> dict:
+    ts = None if math.isnan(u.timestamp) else u.timestamp
+    return {"item": u.item.index, "path": u.item.path, "frame": u.frame, "timestamp": ts, "kind": kind,
+            "reason": reason}
