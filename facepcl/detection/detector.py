@@ -12,7 +12,6 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-import torchvision
 
 from .._device import resolve_device
 from ..config import DetectorConfig
@@ -187,7 +186,7 @@ class FaceDetector:
         for b in range(len(images)):
             keep = scores[b] > self.conf_threshold
             bx, pt, sc = boxes[b][keep], points[b][keep], scores[b][keep]
-            order = torchvision.ops.nms(bx, sc, self.nms_threshold)  # sorted by decreasing score
+            order = _nms(bx, sc, self.nms_threshold)  # sorted by decreasing score
             outs.append((bx[order].cpu().numpy(), pt[order].cpu().numpy(), sc[order].cpu().numpy()))
         return outs
 
@@ -213,3 +212,10 @@ class FaceDetector:
 
 def _take(det: Detections, index: np.ndarray) -> Detections:
     return Detections(det.boxes[index], det.kps[index], det.scores[index])
+
+
+def _nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float) -> torch.Tensor:
+    # torchvision is imported here, not at module level: it costs about a second at `import facepcl`.
+    from torchvision.ops import nms
+
+    return nms(boxes, scores, iou)
