@@ -85,7 +85,10 @@ def load_head(source: str | os.PathLike, name: str | None = None, *, revision: s
             (``hf-hub:ORG/NAME`` also accepted).
         name: Which head of a model folder or repository; may be omitted
             when a local folder holds exactly one.
-        revision, cache_dir, local_files_only, token: As for :func:`facepcl.load`.
+        revision: As for :func:`facepcl.load`.
+        cache_dir: As for :func:`facepcl.load`.
+        local_files_only: As for :func:`facepcl.load`.
+        token: As for :func:`facepcl.load`.
         device: Where to put the head (None: CUDA if available, else CPU).
 
     Returns:
@@ -190,7 +193,10 @@ def push_head_to_hub(head: TaskHead, repo_id: str, *, model=None, revision: str 
             own repository puts the head next to it.
         model: Also upload this encoder (``config.json``, ``model.safetensors``,
             model card); needed when the encoder was fine-tuned.
-        revision, private, token, create_pr: As for :func:`facepcl.push_to_hub`.
+        revision: As for :func:`facepcl.push_to_hub`.
+        private: As for :func:`facepcl.push_to_hub`.
+        token: As for :func:`facepcl.push_to_hub`.
+        create_pr: As for :func:`facepcl.push_to_hub`.
         commit_message: Default "Upload facepcl head <name>".
 
     Returns:
