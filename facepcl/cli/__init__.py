@@ -26,6 +26,8 @@ SUBCOMMANDS = (
     "finetune",
     "evaluate",
     "train",
+    "swap",
+    "plot",
 )
 
 

@@ -1,0 +1,200 @@
+"""Checkpoints: atomic writes, full resume state, export to the facepcl Hub format.
+
+A checkpoint (``OUTPUT_DIR/checkpoints/step-00001234.pt``) holds everything
+a resumed run needs to continue exactly as an uninterrupted one: model,
+optimizer, LR scheduler, grad scaler, DWA history, the running epoch sums,
+the position (epoch, iteration, global step) and the RNG states of Python,
+numpy and torch. It is written to a temporary file in the same folder and
+renamed into place, so a crash never leaves half a checkpoint; the file
+``latest`` names the newest one. Checkpoints hold only tensors and plain
+Python values and are read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._version import __version__
+from ..errors import CheckpointError
+
+FORMAT = "facepcl-train-1"
+LATEST = "latest"
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (temporary file + rename)."""
+    _atomic(Path(path), lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` atomically."""
+    _atomic(Path(path), lambda f: torch.save(obj, f))
+
+
+def rng_state() -> dict[str, Any]:
+    """RNG states of Python, numpy (global) and torch (CPU and every CUDA device), as plain values."""
+    version, state, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    out = {
+        "python": {"version": version, "state": list(state), "gauss": gauss},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class CheckpointDir:
+    """The checkpoints of one run.
+
+    Args:
+        folder: ``OUTPUT_DIR/checkpoints``.
+        keep_last: Keep this many newest checkpoints (0: all).
+    """
+
+    def __init__(self, folder: str | os.PathLike, keep_last: int = 3) -> None:
+        self.folder = Path(folder)
+        self.keep_last = keep_last
+
+    def path_for(self, global_step: int) -> Path:
+        return self.folder / f"step-{global_step:08d}.pt"
+
+    def all(self) -> list[Path]:
+        """Existing checkpoints, oldest first."""
+        return sorted(self.folder.glob("step-*.pt")) if self.folder.is_dir() else []
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint (the one ``latest`` names, else the highest step)."""
+        pointer = self.folder / LATEST
+        if pointer.is_file():
+            p = self.folder / pointer.read_text(encoding="utf-8").strip()
+            if p.is_file():
+                return p
+        found = self.all()
+        return found[-1] if found else None
+
+    def save(self, state: dict[str, Any], global_step: int) -> Path:
+        """Write a checkpoint, point ``latest`` at it and prune old ones."""
+        path = self.path_for(global_step)
+        atomic_save({"format": FORMAT, "facepcl_version": __version__, **state}, path)
+        atomic_write_text(self.folder / LATEST, path.name + "\n")
+        if self.keep_last:
+            for old in self.all()[:-self.keep_last]:
+                if old != path:
+                    old.unlink(missing_ok=True)
+        return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training checkpoint (on the CPU).
+
+    Raises:
+        CheckpointError: The file is missing, unreadable or not a facepcl
+            training checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(e).__name__}: {e}); it is corrupt or "
+                              "not a facepcl training checkpoint; resume from an older one or start a new run") from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a facepcl training checkpoint (format {FORMAT!r} expected); to load "
+                              "official PCL weights use `facepcl convert`")
+    return state
+
+
+def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, run_config: dict[str, Any],
+                 position: dict[str, int]) -> Path:
+    """Write a trained model in the Hub format (``config.json``, ``model.safetensors``, model card).
+
+    Args:
+        model: The :class:`facepcl.PCLModel` (all components; its BatchNorms
+            may be the distributed variant, whose state is the same).
+        out_dir: Target folder.
+        run_config: The resolved run config as a dict (export settings and provenance).
+        position: ``epoch``, ``iteration`` and ``global_step`` of the weights.
+
+    Returns:
+        The folder; ``facepcl.load(folder)`` reads it.
+    """
+    from ..config import PCLConfig, PreprocessConfig
+    from ..hub import save_pretrained
+    from ..model import PCLModel
+
+    size = run_config["data"]["image_size"]
+    exp = run_config["export"]
+    preprocess = PreprocessConfig(**exp["preprocess"]) if exp.get("preprocess") else PreprocessConfig().resized(size)
+    done = position["epoch"] - 1 if position["iteration"] == 0 else position["epoch"]
+    provenance = (f"trained with `facepcl train` (facepcl {__version__}), seed {run_config['seed']}, "
+                  f"{position['global_step']} iterations (epoch {done}); "
+                  f"loss.pose_negatives={run_config['loss']['pose_negatives']}")
+    source = f"{exp['source']}; {provenance}" if exp.get("source") else provenance
+    m = run_config["model"]
+    config = PCLConfig(input_size=size, components=["encoder", "face_head", "pose_head", "decoder"],
+                       projection_hidden_dim=m["projection_hidden_dim"], projection_dim=m["projection_dim"],
+                       decoder_dim=m["decoder_dim"], preprocess=preprocess, name=exp["name"],
+                       license=exp["license"], source=source)
+    plain = PCLModel(config)
+    plain.load_state_dict(model.state_dict(), strict=True)
+    return save_pretrained(plain, out_dir, config=config)
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Export a training checkpoint to the Hub format so ``facepcl.load(out_dir)`` reads it.
+
+    Args:
+        checkpoint: A ``step-*.pt`` file written by ``facepcl train``.
+        out_dir: Target folder.
+
+    Returns:
+        The folder.
+    """
+    from ..config import PCLConfig
+    from ..model import PCLModel
+
+    state = load_checkpoint(checkpoint)
+    cfg = state["config"]
+    m = cfg["model"]
+    model = PCLModel(PCLConfig(input_size=cfg["data"]["image_size"],
+                               components=["encoder", "face_head", "pose_head", "decoder"],
+                               projection_hidden_dim=m["projection_hidden_dim"], projection_dim=m["projection_dim"],
+                               decoder_dim=m["decoder_dim"]))
+    model.load_state_dict(state["model"], strict=True)
+    return export_model(model, out_dir, cfg, state["position"])
