@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from . import registry
+from ._atomic import atomic_write
 from ._device import resolve_device, resolve_dtype
 from ._keymap import component_of
 from ._version import __version__
@@ -317,24 +318,13 @@ def save_pretrained(model: PCLModel, save_directory: str | os.PathLike, *, confi
     present = [c for c in COMPONENTS if c == "encoder" or getattr(model, c, None) is not None]
     config = PCLConfig.from_dict({**config.to_dict(), "components": present, "facepcl_version": __version__})
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(out / WEIGHTS_NAME, lambda p: save_file(state, p, metadata={
+    atomic_write(out / WEIGHTS_NAME, lambda p: save_file(state, p, metadata={
         "format": "pt", "facepcl_version": __version__, "config_hash": config.hash()}))
-    _atomic_write(out / CONFIG_NAME, lambda p: Path(p).write_text(config.to_json(), encoding="utf-8"))
+    atomic_write(out / CONFIG_NAME, lambda p: Path(p).write_text(config.to_json(), encoding="utf-8"))
     if model_card:
         card = model_card_text(config, getattr(model, "provenance", None))
-        _atomic_write(out / CARD_NAME, lambda p: Path(p).write_text(card, encoding="utf-8"))
+        atomic_write(out / CARD_NAME, lambda p: Path(p).write_text(card, encoding="utf-8"))
     return out
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _hub_license(license: str) -> str:

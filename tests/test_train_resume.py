@@ -107,8 +107,9 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch) -> None:
     assert [p.name for p in folder.all()] == ["step-00000002.pt", "step-00000003.pt"]  # pruned
     assert load_checkpoint(folder.latest())["x"].tolist() == [3.0, 3.0]
 
-    def broken_save(obj, f):
-        f.write(b"partial")
+    def broken_save(obj, path):
+        with open(path, "wb") as f:
+            f.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)

@@ -34,11 +34,12 @@ paths as a JSON list under ``path``), and the ``__metadata__`` entry of an
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from .._atomic import atomic_write
 
 FEATURES = ("face", "pose", "trunk")
 KPS_DIM = 10
@@ -246,36 +247,5 @@ def get_format(name: str):
 
 
 def write_atomic(dest: str, write) -> None:
-    """Write a file under a temporary name, flush it to disk, then rename it to ``dest``.
-
-    The temporary name starts with ``.`` so readers of the folder (pyarrow
-    datasets, pandas, ``glob("part-*")``) never see a half-written file, and a
-    run that is killed leaves either the whole file or none of it.
-
-    Args:
-        dest: Final path.
-        write: Callable taking the temporary path and writing the file there.
-    """
-    folder, name = os.path.split(dest)
-    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        _fsync(tmp)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    _fsync(folder or ".", directory=True)
-
-
-def _fsync(path: str, directory: bool = False) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems do not support fsync on folders; the rename is still atomic
-    finally:
-        os.close(fd)
+    """Write ``dest`` atomically and durably (see :func:`facepcl._atomic.atomic_write`)."""
+    atomic_write(dest, write)

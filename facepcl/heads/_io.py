@@ -19,6 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .._atomic import atomic_write
 from .._device import resolve_device
 from .._version import __version__
 from ..errors import ModelLoadError
@@ -49,20 +50,9 @@ def save_head(head: TaskHead, directory: str | os.PathLike) -> Path:
     state = {k: v.detach().to("cpu").contiguous() for k, v in head.net.state_dict().items()}
     spec = head.spec.to_dict()
     spec["facepcl_version"] = __version__
-    _atomic(out / HEAD_WEIGHTS, lambda p: save_file(state, p, metadata={"format": "pt", "head": head.spec.name}))
-    _atomic(out / HEAD_CONFIG, lambda p: Path(p).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8"))
+    atomic_write(out / HEAD_WEIGHTS, lambda p: save_file(state, p, metadata={"format": "pt", "head": head.spec.name}))
+    atomic_write(out / HEAD_CONFIG, lambda p: Path(p).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8"))
     return out
-
-
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def list_heads(folder: str | os.PathLike) -> list[str]:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .._atomic import atomic_write
 from .._version import __version__
 from ..errors import CheckpointError
 
@@ -28,28 +28,14 @@ FORMAT = "facepcl-train-1"
 LATEST = "latest"
 
 
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a text file atomically (temporary file + rename)."""
-    _atomic(Path(path), lambda f: f.write(text.encode("utf-8")))
+    atomic_write(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
 
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` atomically."""
-    _atomic(Path(path), lambda f: torch.save(obj, f))
+    atomic_write(path, lambda p: torch.save(obj, p))
 
 
 def rng_state() -> dict[str, Any]:
