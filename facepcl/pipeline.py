@@ -30,13 +30,15 @@ import torch
 from PIL import Image
 
 from . import hub, registry
-from ._device import resolve_device, resolve_dtype
+from ._accel import EncoderRunner, encoder_plan
+from ._device import resolve_device
+from ._parallel import default_workers, prefetch, shared_cores
 from ._preprocess import crops_to_input
 from ._version import __version__
 from .align import align_faces, full_image_matrix, warp
 from .align import template as template_points
 from .config import DOWNSAMPLE, PCLConfig, PreprocessConfig, feature_dim
-from .detection import Detections, FaceDetector
+from .detection import Detections, FaceDetector, Prepared
 from .errors import ImageLoadError, ModelLoadError, NoFaceError
 from .io import describe, load_image
 from .model import PCLModel
@@ -163,8 +165,23 @@ class FaceEmbedder:
             or None for the model config's detector (``config.detector``).
         device: Torch device for detector and encoder (None: CUDA if available,
             else CPU; a given model stays where it is unless device is set).
-        dtype: Encoder compute dtype: None/"float32" (default) or "bf16"/"fp16",
-            run under ``torch.autocast``; features are returned as float32.
+        dtype: Encoder compute dtype: None/"float32" (default, exact) or
+            "bf16"/"fp16": a copy of the encoder in that dtype and in
+            channels_last memory format (see :mod:`facepcl._accel`); features
+            are returned as float32 either way.
+        compile: ``torch.compile`` the encoder copy (inductor; one
+            compilation, 10-60 s on a CPU, serves every batch size). It
+            pays off only when encoding dominates a long run (aligned crops
+            with ``align=False``); with detection, the detector dominates.
+        fast: The fast path: bf16 where the hardware computes it natively
+            (CUDA, or a CPU with AVX512-BF16/AMX; else float32),
+            channels_last, and the fast detector (BatchNorm folded,
+            channels_last, bf16 where native). ``dtype`` and
+            ``detector_dtype``, when given, override its choices. Embeddings
+            stay within cosine similarity 0.999 of the exact path;
+            ``result.info["accel"]`` records what ran.
+        detector_dtype: Detector compute dtype (None: float32, or with
+            ``fast`` bf16 where native); see :class:`~facepcl.detection.FaceDetector`.
         crop_size: Aligned crop side (default: the config's, 64 px for PCL); a
             multiple of 16. The template scales with it.
         align: False for inputs that are already aligned face crops: no
@@ -181,14 +198,22 @@ class FaceEmbedder:
         detect_batch_size: Images per detector forward.
         chunk_size: Inputs decoded and detected at a time, which bounds memory
             for long lists and generators.
+        num_workers: Threads that decode (and resize for detection) the
+            inputs of a list ahead of the model, so that decoding overlaps
+            detection and encoding. None: the machine's cores, at most 4; 0:
+            decode in the calling thread. While they run on a CPU, torch
+            computes on the cores they leave free (at least half; not when
+            ``OMP_NUM_THREADS`` is set), restored after the call.
     """
 
     def __init__(self, model: PCLModel | str | os.PathLike | None = None, *,
                  detector: FaceDetector | str | None = None, device: str | torch.device | None = None,
-                 dtype: str | torch.dtype | None = None, crop_size: int | None = None, align: bool = True,
+                 dtype: str | torch.dtype | None = None, compile: bool = False, fast: bool = False,
+                 detector_dtype: str | torch.dtype | None = None, crop_size: int | None = None, align: bool = True,
                  max_faces: int | None = None, min_face_size: float = 0.0, on_no_face: str = "skip",
                  color_order: str = "RGB", return_crops: bool = False, conf_threshold: float | None = None,
-                 batch_size: int = 64, detect_batch_size: int = 8, chunk_size: int = 32) -> None:
+                 batch_size: int = 64, detect_batch_size: int = 8, chunk_size: int = 32,
+                 num_workers: int | None = None) -> None:
         if on_no_face not in ON_NO_FACE:
             raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
         if color_order.upper() not in ("RGB", "BGR"):
@@ -197,12 +222,19 @@ class FaceEmbedder:
             raise ValueError(f"max_faces must be a positive integer or None, got {max_faces}")
         if min(batch_size, detect_batch_size, chunk_size) < 1:
             raise ValueError("batch_size, detect_batch_size and chunk_size must be positive")
-        if isinstance(detector, FaceDetector) and (max_faces is not None or min_face_size or conf_threshold):
-            raise ValueError("max_faces, min_face_size and conf_threshold configure the detector this embedder "
-                             "builds; with your own FaceDetector, set them on it instead")
+        if num_workers is not None and num_workers < 0:
+            raise ValueError(f"num_workers must be 0 or more (or None), got {num_workers}")
+        if isinstance(detector, FaceDetector) and (max_faces is not None or min_face_size or conf_threshold
+                                                   or detector_dtype is not None):
+            raise ValueError("max_faces, min_face_size, conf_threshold and detector_dtype configure the detector "
+                             "this embedder builds; with your own FaceDetector, set them on it instead")
         self.model = _resolve_model(model, device)
         self.device = _param_device(self.model)
-        self.dtype = resolve_dtype(dtype)
+        self.fast = bool(fast)
+        self.plan = encoder_plan(self.device, dtype=dtype, compile=compile, fast=self.fast)
+        self.dtype = self.plan.dtype
+        self._detector_dtype = detector_dtype
+        self._runner = EncoderRunner(self.model.encoder, self.device, self.plan)
         config: PCLConfig = self.model.config
         size = int(crop_size or config.preprocess.crop_size)
         if size <= 0 or size % DOWNSAMPLE:
@@ -221,6 +253,7 @@ class FaceEmbedder:
         self.batch_size = int(batch_size)
         self.detect_batch_size = int(detect_batch_size)
         self.chunk_size = int(chunk_size)
+        self.num_workers = default_workers() if num_workers is None else int(num_workers)
         self._detector = detector if isinstance(detector, FaceDetector) else None
         self._detector_name = detector if isinstance(detector, str) else None
 
@@ -231,7 +264,8 @@ class FaceEmbedder:
         """The face detector, built on first use (never with ``align=False``)."""
         if self._detector is None:
             opts: dict[str, Any] = {"device": self.device, "min_face_size": self.min_face_size,
-                                    "max_faces": self.max_faces, "batch_size": self.detect_batch_size}
+                                    "max_faces": self.max_faces, "batch_size": self.detect_batch_size,
+                                    "dtype": self._detector_dtype, "fast": self.fast}
             if self.conf_threshold is not None:
                 opts["conf_threshold"] = self.conf_threshold
             if self._detector_name:
@@ -255,14 +289,40 @@ class FaceEmbedder:
             "detector": None if not self.align else (det.name if det else self._detector_name
                                                      or self.model.config.detector.name),
             "on_no_face": self.on_no_face, "dtype": str(self.dtype).removeprefix("torch."),
-            "facepcl_version": __version__,
+            "accel": self.accel_info(), "facepcl_version": __version__,
         }
+
+    def accel_info(self) -> dict[str, Any]:
+        """Which path ran: ``{"fast", "encoder": {dtype, channels_last, compile}, "detector": {...} or None}``."""
+        detector = None
+        if self.align:
+            det = self.detector
+            detector = {**det.plan.describe(), "canvas_step": det.quantum}
+        return {"fast": self.fast, "encoder": self.plan.describe(), "detector": detector}
 
     # -- the four steps ------------------------------------------------------------------------------------
 
     def load(self, source: Any) -> np.ndarray:
         """Step 1: decode one input to an ``(H, W, 3)`` uint8 RGB array (raises ImageLoadError)."""
         return load_image(source, color_order=self.color_order)
+
+    def prepare(self, image: np.ndarray) -> Prepared | Detections | None:
+        """The per-image part of detection, for worker threads; hand the results to :meth:`embed_loaded`.
+
+        The exact detector only resizes here (it detects in batches later).
+        The fast detector also detects here, one image per forward: on a CPU
+        that is as fast per image as a batch, and worker threads then detect
+        in parallel, each on one core, without waiting for each other.
+
+        Returns:
+            :class:`~facepcl.detection.Prepared` or :class:`~facepcl.detection.Detections`;
+            None when ``align=False``.
+        """
+        if not self.align:
+            return None
+        det = self.detector
+        ready = det.prepare(image)
+        return ready if det.plan.exact else det.detect_prepared([ready])[0]
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Step 2: faces of decoded images, batched (see :meth:`FaceDetector.detect_batch`)."""
@@ -291,22 +351,18 @@ class FaceEmbedder:
             ``{"face", "pose", "trunk"}``, each ``(N, D)`` float32.
         """
         out = {k: np.zeros((len(crops), self.dim), np.float32) for k in FEATURES}
-        param_dtype = next(self.model.parameters()).dtype
-        use_autocast = self.dtype != torch.float32 and param_dtype == torch.float32
         for start in range(0, len(crops), self.batch_size):
-            x = crops_to_input(crops[start:start + self.batch_size], self.preprocess, self.device).to(param_dtype)
-            ctx = (torch.autocast(self.device.type, dtype=self.dtype) if use_autocast
-                   else contextlib.nullcontext())
-            with ctx:
-                feats = self.model.encoder(x)
+            x = crops_to_input(crops[start:start + self.batch_size], self.preprocess, self.device)
+            feats = self._runner(x)
             for k in FEATURES:
-                out[k][start:start + len(x)] = getattr(feats, k).float().cpu().numpy()
+                out[k][start:start + len(x)] = getattr(feats, k).cpu().numpy()
         return out
 
     # -- whole pipeline ------------------------------------------------------------------------------------
 
     def embed_loaded(self, images: Sequence[np.ndarray], *, indices: Sequence[int] | None = None,
-                     names: Sequence[str] | None = None) -> EmbeddingResult:
+                     names: Sequence[str] | None = None,
+                     prepared: Sequence[Prepared | Detections] | None = None) -> EmbeddingResult:
         """Detect, align and encode images that are already decoded.
 
         Args:
@@ -315,6 +371,9 @@ class FaceEmbedder:
                 that chunks of one stream get global indices (join them with
                 :meth:`EmbeddingResult.concatenate`).
             names: How to call each image in errors (default: ``image <index>``).
+            prepared: :meth:`prepare` of each image, when already computed
+                (bulk tools do it in their decoding threads): the detector's
+                resized input, or the image's detections.
 
         Returns:
             An :class:`EmbeddingResult` with ``num_images == len(images)``.
@@ -323,7 +382,17 @@ class FaceEmbedder:
         indices = list(range(len(images))) if indices is None else [int(i) for i in indices]
         if len(indices) != len(images):
             raise ValueError(f"got {len(images)} images but {len(indices)} indices")
-        found = self.detect(images) if self.align else [None] * len(images)
+        if prepared is not None and len(prepared) != len(images):
+            raise ValueError(f"got {len(images)} images but {len(prepared)} prepared images")
+        if not self.align:
+            found: list[Detections | None] = [None] * len(images)
+        elif prepared is not None:
+            found = list(prepared)  # type: ignore[arg-type]
+            todo = [i for i, p in enumerate(prepared) if not isinstance(p, Detections)]
+            for i, det in zip(todo, self.detector.detect_prepared([prepared[i] for i in todo]), strict=True):
+                found[i] = det
+        else:
+            found = list(self.detect(images))
         crops, boxes, kps, scores, index, no_face, sources = [], [], [], [], [], [], []
         for i, (image, det) in enumerate(zip(images, found, strict=True)):
             h, w = image.shape[:2]
@@ -397,25 +466,41 @@ class FaceEmbedder:
             NoFaceError: ``on_no_face="raise"`` and an image has no face.
         """
         single, stream = _as_stream(images)
+        workers = 0 if single else self.num_workers
+        if self.align:
+            self.detector  # noqa: B018 (built here, not in a worker thread)
+
+        def decode(item: tuple[int, Any]) -> tuple[int, str, Any, ImageLoadError | None]:
+            i, source = item
+            name = describe(source)
+            try:
+                image = self.load(source)
+            except ImageLoadError as e:
+                return i, name, None, e
+            return i, name, (image, self.prepare(image)), None
+
         parts: list[EmbeddingResult] = []
         failures: list[Failure] = []
         count = 0
-        for chunk in _chunks(stream, self.chunk_size):
-            loaded, names, at = [], [], []
-            for i, source in chunk:
-                name = describe(source)
-                try:
-                    loaded.append(self.load(source))
-                except ImageLoadError as e:
-                    if single:
-                        raise
-                    failures.append(Failure(i, name, str(e)))
-                    continue
-                names.append(name)
-                at.append(i)
-            count = chunk[-1][0] + 1
-            if loaded:
-                parts.append(self.embed_loaded(loaded, indices=at, names=names))
+        decoded = prefetch(decode, stream, workers=workers, lookahead=self.chunk_size + 2 * workers)
+        cores = shared_cores(workers) if self.device.type == "cpu" else contextlib.nullcontext()
+        with cores, contextlib.closing(decoded):
+            for chunk in _chunks(decoded, self.chunk_size):
+                loaded, prepared, names, at = [], [], [], []
+                for i, name, value, error in chunk:
+                    if error is not None:
+                        if single:
+                            raise error
+                        failures.append(Failure(i, name, str(error)))
+                        continue
+                    loaded.append(value[0])
+                    prepared.append(value[1])
+                    names.append(name)
+                    at.append(i)
+                count = chunk[-1][0] + 1
+                if loaded:
+                    parts.append(self.embed_loaded(loaded, indices=at, names=names,
+                                                   prepared=prepared if self.align else None))
         result = (EmbeddingResult.concatenate(parts) if parts
                   else EmbeddingResult.empty(self.dim, self.crop_size if self.return_crops else None, info=self.info()))
         result.failures = sorted(result.failures + failures)

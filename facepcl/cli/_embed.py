@@ -43,8 +43,18 @@ def add_parser(sub) -> None:
     m.add_argument("--revision", default=None, help="Hub branch, tag or commit to pin")
     m.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if "
                                                   "available, else cpu; under torchrun cuda:LOCAL_RANK)")
-    m.add_argument("--dtype", default=None, help="encoder compute dtype: float32 (default), bf16 or fp16; "
+    m.add_argument("--dtype", default=None, help="encoder compute dtype: float32 (default, exact), bf16 or fp16; "
                                                  "stored embeddings are float32 either way")
+    m.add_argument("--compile", action="store_true",
+                   help="torch.compile the encoder (one compilation, 10-60 s on a CPU, serves every batch size); "
+                        "pays off on long runs where encoding dominates, e.g. with --no-detect")
+    m.add_argument("--detector-dtype", default=None,
+                   help="detector compute dtype: float32 (default, exact) or bf16 (BatchNorm folded, channels_last)")
+    m.add_argument("--fast", action="store_true",
+                   help="the fast path: bf16 where the hardware computes it natively (CUDA, or a CPU with "
+                        "AVX512-BF16/AMX), channels_last, and the fast detector; embeddings stay within cosine "
+                        "0.999 of the exact path (see docs/benchmarks.md). --dtype and --detector-dtype override "
+                        "its choices")
     f = p.add_argument_group("faces")
     f.add_argument("--no-detect", dest="detect", action="store_false",
                    help="inputs are already aligned face crops: no detection, one row per image")
@@ -82,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
     opts = EmbedOptions(
         inputs=list(args.inputs), out=args.out, model=args.model, revision=args.revision, device=args.device,
-        dtype=args.dtype, batch_size=args.batch_size, num_workers=args.num_workers, max_faces=args.max_faces,
+        dtype=args.dtype, compile=args.compile, fast=args.fast, detector_dtype=args.detector_dtype,
+        batch_size=args.batch_size, num_workers=args.num_workers, max_faces=args.max_faces,
         on_no_face=args.on_no_face, features=args.features, format=args.format, every=args.every,
         detect=args.detect, conf_threshold=args.conf_threshold, min_face_size=args.min_face_size,
         shard_size=args.shard_size, shard_seconds=args.shard_seconds, resume=args.resume,

@@ -8,6 +8,6 @@ never downloads anything.
 """
 
 from ._retinaface import DETECTORS, detector_dir
-from .detector import Detections, FaceDetector
+from .detector import Detections, FaceDetector, Prepared
 
-__all__ = ["DETECTORS", "Detections", "FaceDetector", "detector_dir"]
+__all__ = ["DETECTORS", "Detections", "FaceDetector", "Prepared", "detector_dir"]

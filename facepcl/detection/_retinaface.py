@@ -28,6 +28,8 @@ DETECTORS: dict[str, tuple[str, str | None, str | None]] = {
 STEPS = (8, 16, 32)
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))
 VARIANCE = (0.1, 0.2)
+# facexlib's output heads (ModuleLists, one conv per pyramid level); the fast path keeps them float32.
+HEADS = ("ClassHead", "BboxHead", "LandmarkHead")
 # The networks were trained on BGR pixels in [0, 255] minus this mean.
 BGR_MEAN = (104.0, 117.0, 123.0)
 

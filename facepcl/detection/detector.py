@@ -7,18 +7,36 @@ import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 import torch
 
+from .._accel import Plan, detector_plan, flip_input_channels, prepare_detector_net
 from .._device import resolve_device
 from ..config import DetectorConfig
 from ..io import load_image
 from . import _retinaface
 
 SORT_KEYS = ("score", "size")
+
+
+class Prepared(NamedTuple):
+    """An image made ready for the detector network by :meth:`FaceDetector.prepare`.
+
+    Attributes:
+        image: ``(h, w, 3)`` uint8 RGB, the image shrunk so that its longer
+            side is at most ``max_size`` (the input itself if it was small enough).
+        scale: ``(sx, sy)``, resized pixels per original pixel.
+        canvas: ``(H, W)`` of the padded network input it goes into.
+        size: ``(height, width)`` of the original image.
+    """
+
+    image: np.ndarray
+    scale: tuple[float, float]
+    canvas: tuple[int, int]
+    size: tuple[int, int]
 
 
 @dataclass
@@ -63,8 +81,22 @@ class FaceDetector:
             download ever) or "retinaface_resnet50" (facexlib's release file,
             downloaded once into ``facepcl_home()/detectors``, or ``weights=``).
         weights: Local weights file (``.safetensors`` or ``.pth``) instead of the default.
-        device: Torch device (None: CUDA if available, else CPU). The detector
-            always computes in float32.
+        device: Torch device (None: CUDA if available, else CPU).
+        dtype: Compute dtype. None/"float32" (default): the network as
+            published, float32, exact. "bf16" (or "fp16" on CUDA): a copy
+            with BatchNorm folded into the convolutions, channels_last, in
+            that dtype; it finds the same faces with boxes and landmarks
+            within about a pixel (checked in the tests on real photos).
+        fast: Use the fast network: BatchNorm folded, channels_last, and
+            bf16 where the device computes it natively (float32 elsewhere,
+            or the ``dtype`` given); and canvases in steps of 32 pixels
+            (``canvas_step``) unless ``canvas_step`` is given.
+        canvas_step: Canvas sides are multiples of this many pixels (a
+            multiple of 32). None: ``max_size / 4`` rounded up to a multiple
+            of 32 (160 at 640), which lets images of similar sizes share a
+            batch; with ``fast``, 32, which pads less (a 512 x 512 photo is
+            detected on 512 x 512, not 640 x 640, 36 % less work) and gives
+            the same faces with boxes within a pixel (checked in the tests).
         conf_threshold: Minimum face score.
         nms_threshold: IoU above which a lower-scored box is suppressed.
         max_size: Longer image side, in pixels, that detection works at.
@@ -79,7 +111,9 @@ class FaceDetector:
     def __init__(self, name: str = "retinaface_mobile0.25", *, weights: str | os.PathLike | None = None,
                  device: str | torch.device | None = None, conf_threshold: float = 0.8, nms_threshold: float = 0.4,
                  max_size: int = 640, min_face_size: float = 0.0, max_faces: int | None = None,
-                 sort_by: str = "score", batch_size: int = 8, download: bool = True) -> None:
+                 sort_by: str = "score", batch_size: int = 8, download: bool = True,
+                 dtype: str | torch.dtype | None = None, fast: bool = False,
+                 canvas_step: int | None = None) -> None:
         if not 0.0 <= conf_threshold <= 1.0:
             raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
         if not 0.0 < nms_threshold <= 1.0:
@@ -92,6 +126,8 @@ class FaceDetector:
             raise ValueError(f"sort_by must be one of {SORT_KEYS}, got {sort_by!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if canvas_step is not None and (canvas_step < 32 or canvas_step % 32):
+            raise ValueError(f"canvas_step must be a positive multiple of 32 (the network's stride), got {canvas_step}")
         self.name = name
         self.device = resolve_device(device)
         self.conf_threshold = float(conf_threshold)
@@ -101,7 +137,13 @@ class FaceDetector:
         self.max_faces = max_faces
         self.sort_by = sort_by
         self.batch_size = int(batch_size)
+        self.canvas_step = canvas_step if canvas_step is not None else (32 if fast else None)
         self.net = _retinaface.build(name, weights, download=download).to(self.device)
+        self.plan: Plan = detector_plan(self.device, dtype=dtype, fast=fast)
+        self._run = prepare_detector_net(self.net, self.device, self.plan, keep_float32=_retinaface.HEADS)
+        if not self.plan.exact:
+            # The fast path feeds RGB (no channel flip per image): its copy's first convolution takes RGB instead.
+            flip_input_channels(self._run)
         self._mean = torch.tensor(_retinaface.BGR_MEAN, device=self.device).view(1, 3, 1, 1)
 
     @classmethod
@@ -115,11 +157,14 @@ class FaceDetector:
     @property
     def quantum(self) -> int:
         """Canvas sides are multiples of this many pixels (a multiple of the network's stride 32)."""
-        return 32 * math.ceil(self.max_size / 4 / 32)
+        return self.canvas_step or 32 * math.ceil(self.max_size / 4 / 32)
 
     def __repr__(self) -> str:
+        dtype = "" if self.plan.exact else f", dtype={str(self.plan.dtype).removeprefix('torch.')!r}, fast=True"
+        if self.canvas_step:
+            dtype += f", canvas_step={self.canvas_step}"
         return (f"FaceDetector({self.name!r}, device={str(self.device)!r}, conf_threshold={self.conf_threshold}, "
-                f"nms_threshold={self.nms_threshold}, max_size={self.max_size})")
+                f"nms_threshold={self.nms_threshold}, max_size={self.max_size}{dtype})")
 
     def detect(self, image: Any) -> Detections:
         """Detect the faces of one image.
@@ -143,45 +188,66 @@ class FaceDetector:
         Returns:
             One :class:`Detections` per image, in order.
         """
-        arrays = [load_image(im) for im in images]
-        prepared = [self._prepare(a) for a in arrays]
-        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for i, (_, _, canvas) in enumerate(prepared):
-            groups[canvas].append(i)
-        results: list[Detections | None] = [None] * len(arrays)
-        for canvas, members in groups.items():
-            for start in range(0, len(members), self.batch_size):
-                chunk = members[start:start + self.batch_size]
-                outs = self._forward([prepared[i][0] for i in chunk], canvas)
-                for i, (boxes, kps, scores) in zip(chunk, outs, strict=True):
-                    h, w = arrays[i].shape[:2]
-                    results[i] = self._finish(boxes, kps, scores, prepared[i][1], (h, w))
-        return results  # type: ignore[return-value]
+        return self.detect_prepared([self.prepare(load_image(im)) for im in images])
 
-    def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
+    def prepare(self, image: np.ndarray) -> Prepared:
+        """Resize one image for the network (the CPU-heavy part of detection before the network; thread-safe).
+
+        Bulk tools call this from worker threads, then hand the results to
+        :meth:`detect_prepared` in batches.
+
+        Args:
+            image: ``(H, W, 3)`` uint8 RGB array (see :func:`facepcl.io.load_image`).
+
+        Returns:
+            A :class:`Prepared`.
+        """
         h, w = image.shape[:2]
         s = min(1.0, self.max_size / max(h, w))
         nw, nh = max(1, round(w * s)), max(1, round(h * s))
         small = image if (nw, nh) == (w, h) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
         q = self.quantum
         canvas = (q * math.ceil(nh / q), q * math.ceil(nw / q))
-        return small, (nw / w, nh / h), canvas
+        return Prepared(small, (nw / w, nh / h), canvas, (h, w))
+
+    def detect_prepared(self, prepared: Sequence[Prepared]) -> list[Detections]:
+        """Detect the faces of prepared images (from :meth:`prepare`), batching images of equal canvas.
+
+        Returns:
+            One :class:`Detections` per image, in order, in original pixels.
+        """
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, p in enumerate(prepared):
+            groups[p.canvas].append(i)
+        results: list[Detections | None] = [None] * len(prepared)
+        for canvas, members in groups.items():
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start:start + self.batch_size]
+                outs = self._forward([prepared[i].image for i in chunk], canvas)
+                for i, (boxes, kps, scores) in zip(chunk, outs, strict=True):
+                    results[i] = self._finish(boxes, kps, scores, prepared[i].scale, prepared[i].size)
+        return results  # type: ignore[return-value]
 
     @torch.inference_mode()
     def _forward(self, images: list[np.ndarray], canvas: tuple[int, int]):
         hc, wc = canvas
-        batch = torch.zeros((len(images), 3, hc, wc), dtype=torch.float32, device=self.device)
-        for b, im in enumerate(images):
-            t = torch.from_numpy(np.ascontiguousarray(im[..., ::-1].transpose(2, 0, 1))).to(self.device)
-            # Padding stays 0 after the mean is removed from the image part only: padding reads as mean grey.
-            batch[b, :, :im.shape[0], :im.shape[1]] = t.float() - self._mean[0]
-        loc, conf, landmarks = self.net(batch)
+        if self.plan.exact:
+            batch = torch.zeros((len(images), 3, hc, wc), dtype=torch.float32, device=self.device)
+            for b, im in enumerate(images):
+                t = torch.from_numpy(np.ascontiguousarray(im[..., ::-1].transpose(2, 0, 1))).to(self.device)
+                # Padding stays 0 after the mean is removed from the image part only: padding reads as mean grey.
+                batch[b, :, :im.shape[0], :im.shape[1]] = t.float() - self._mean[0]
+        else:
+            batch = self._channels_last_batch(images, canvas)
+        loc, conf, landmarks = self._run(batch)
         anchors = _retinaface.priors(hc, wc).to(self.device)
-        boxes, points = _retinaface.decode(loc.float(), landmarks.float(), anchors)
         scale = torch.tensor([wc, hc], dtype=torch.float32, device=self.device)
+        scores = conf[..., 1].float()
+        if not self.plan.exact:
+            return self._decode_kept(loc, landmarks, scores, anchors, scale)
+        boxes, points = _retinaface.decode(loc.float(), landmarks.float(), anchors)
         boxes = boxes * scale.repeat(2)
         points = points * scale
-        scores = conf[..., 1].float()
         outs = []
         for b in range(len(images)):
             keep = scores[b] > self.conf_threshold
@@ -189,6 +255,42 @@ class FaceDetector:
             order = _nms(bx, sc, self.nms_threshold)  # sorted by decreasing score
             outs.append((bx[order].cpu().numpy(), pt[order].cpu().numpy(), sc[order].cpu().numpy()))
         return outs
+
+    def _decode_kept(self, loc: torch.Tensor, landmarks: torch.Tensor, scores: torch.Tensor, anchors: torch.Tensor,
+                     scale: torch.Tensor):
+        """The fast path's decoding: only the anchors above the threshold (a few of tens of thousands)."""
+        outs = []
+        for b in range(len(scores)):
+            keep = torch.nonzero(scores[b] > self.conf_threshold).squeeze(1)
+            bx, pt = _retinaface.decode(loc[b, keep].float(), landmarks[b, keep].float(), anchors[keep])
+            bx, pt, sc = bx * scale.repeat(2), pt * scale, scores[b, keep]
+            order = _nms(bx, sc, self.nms_threshold)  # sorted by decreasing score
+            outs.append((bx[order].cpu().numpy(), pt[order].cpu().numpy(), sc[order].cpu().numpy()))
+        return outs
+
+    def _channels_last_batch(self, images: list[np.ndarray], canvas: tuple[int, int]) -> torch.Tensor:
+        """The fast path's input: RGB pixels minus the mean, padding 0, in an NHWC buffer of the compute dtype.
+
+        The values are those of the exact path (in RGB order, which the fast
+        network's first convolution expects): differences of 8-bit pixels
+        and the integer means are small integers, exact in bfloat16 and
+        float16. Two passes over the batch: one conversion per image, one
+        subtraction for all (the padding is set to the mean first, so that it
+        ends at 0).
+        """
+        hc, wc = canvas
+        dtype = self.plan.dtype
+        mean = self._mean.view(3).flip(0).to(dtype)  # RGB order
+        batch = torch.empty((len(images), hc, wc, 3), dtype=dtype, device=self.device)
+        for b, im in enumerate(images):
+            h, w = im.shape[:2]
+            batch[b, :h, :w].copy_(torch.from_numpy(np.require(im, requirements=("C", "W"))).to(self.device))
+            batch[b, h:] = mean
+            batch[b, :h, w:] = mean
+        # One row of means (W*3 values) keeps the subtraction vectorised; a (3,) broadcast over an inner
+        # dimension of 3 is an order of magnitude slower.
+        batch.view(len(images), hc, wc * 3).sub_(mean.repeat(wc))
+        return batch.permute(0, 3, 1, 2)  # (B, 3, H, W) in channels_last memory, no copy
 
     def _finish(self, boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, scale: tuple[float, float],
                 size: tuple[int, int]) -> Detections:

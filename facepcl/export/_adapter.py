@@ -47,7 +47,10 @@ class Embedder:
         model: ``facepcl.load`` name, Hub id or folder (None: the default model).
         revision: Hub revision to pin.
         device: Torch device (None: CUDA if available, else CPU).
-        dtype: Encoder compute dtype ("float32", "bf16", "fp16").
+        dtype: Encoder compute dtype ("float32", "bf16", "fp16"); None: float32, or with ``fast`` bf16 where native.
+        compile: ``torch.compile`` the encoder.
+        fast: The fast path (see :class:`facepcl.FaceEmbedder`).
+        detector_dtype: Detector compute dtype (None: float32, or with ``fast`` bf16 where native).
         detect: False for inputs that are already aligned face crops.
         max_faces: Keep at most this many faces per image (highest scores first).
         on_no_face: "skip", "full_image" or "error".
@@ -58,7 +61,8 @@ class Embedder:
     """
 
     def __init__(self, model: str | None, *, revision: str | None = None, device: str | None = None,
-                 dtype: str | None = None, detect: bool = True, max_faces: int | None = None,
+                 dtype: str | None = None, compile: bool = False, fast: bool = False,
+                 detector_dtype: str | None = None, detect: bool = True, max_faces: int | None = None,
                  on_no_face: str = "skip", conf_threshold: float | None = None, min_face_size: float = 0.0,
                  batch_size: int = 32, features: Sequence[str] = FEATURES) -> None:
         from .. import hub
@@ -79,7 +83,8 @@ class Embedder:
             raise ModelLoadError(f"no --model was given, and the default model {hub.default_model_name()!r} cannot "
                                  f"be loaded ({e}). Pass --model NAME|HUB_ID|FOLDER or set FACEPCL_MODEL") from e
         self.embedder = FaceEmbedder(
-            loaded, dtype=dtype, align=detect, max_faces=max_faces,
+            loaded, dtype=dtype, compile=compile, fast=fast, detector_dtype=detector_dtype if detect else None,
+            align=detect, max_faces=max_faces,
             on_no_face={"error": "raise"}.get(on_no_face, on_no_face), conf_threshold=conf_threshold,
             min_face_size=min_face_size, batch_size=batch_size, detect_batch_size=max(1, min(batch_size, 16)))
         self.detect = detect
@@ -93,13 +98,19 @@ class Embedder:
         """Decode one image file (runs in worker threads)."""
         return self.embedder.load(path)
 
-    def __call__(self, images: Sequence[np.ndarray], names: Sequence[str]) -> BatchFaces:
-        """Detect, align and encode decoded images.
+    def prepare(self, image: np.ndarray) -> Any:
+        """The per-image part of detection (runs in worker threads; see ``FaceEmbedder.prepare``)."""
+        return self.embedder.prepare(image)
+
+    def __call__(self, images: Sequence[np.ndarray], names: Sequence[str],
+                 prepared: Sequence[Any] | None = None) -> BatchFaces:
+        """Detect, align and encode decoded images (``prepared``: :meth:`prepare` of each, if done already).
 
         Raises:
             NoFaceError: ``on_no_face="error"`` and an image has no face.
         """
-        result = self.embedder.embed_loaded(images, names=names)
+        ready = prepared if self.detect and prepared is not None and all(p is not None for p in prepared) else None
+        result = self.embedder.embed_loaded(images, names=names, prepared=ready)
         order = np.argsort(result.image_index, kind="stable")  # faces grouped by image, in image order
         no_face = [] if self.on_no_face == "full_image" else sorted(result.no_face)
         return BatchFaces(result.image_index[order], result.bbox[order], result.kps[order],
@@ -116,7 +127,8 @@ class Embedder:
         if self.detect:
             d = emb.detector
             det = {"name": d.name, "conf_threshold": d.conf_threshold, "nms_threshold": d.nms_threshold,
-                   "max_size": d.max_size, "min_face_size": d.min_face_size, "max_faces": d.max_faces}
+                   "max_size": d.max_size, "min_face_size": d.min_face_size, "max_faces": d.max_faces,
+                   "dtype": str(d.plan.dtype).removeprefix("torch."), "canvas_step": d.quantum}
         return {
             "format_version": 1,
             "model_id": info.get("model_id"), "revision": info.get("revision"),
@@ -125,7 +137,7 @@ class Embedder:
             "facepcl_version": info.get("facepcl_version"),
             "preprocess": dataclasses.asdict(emb.preprocess), "crop_size": emb.crop_size,
             "input_size": config.input_size, "feature_dim": self.dim, "features": self.features,
-            "dtype": info.get("dtype"), "detect": self.detect, "detector": det,
+            "dtype": info.get("dtype"), "accel": info.get("accel"), "detect": self.detect, "detector": det,
             "on_no_face": self.on_no_face, "max_faces": self.max_faces,
         }
 

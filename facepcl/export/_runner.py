@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import _parallel
 from ._dist import DistInfo, barrier_and_close, from_env, rank_device, reduce_at_end
 from ._inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputItem, check_arguments, iter_inputs, select
 from ._progress import Progress, count_items, progress_wanted, summary_line
@@ -41,7 +42,7 @@ from ._stream import Unit, iter_units
 from ._writers import FEATURES, RowBuffer
 
 # Settings that decide the rows: a resumed run (and every rank) must use the same.
-IDENTITY = ("weights_sha256", "config_hash", "preprocess", "crop_size", "feature_dim", "features", "dtype",
+IDENTITY = ("weights_sha256", "config_hash", "preprocess", "crop_size", "feature_dim", "features", "dtype", "accel",
             "detect", "detector", "on_no_face", "max_faces", "facepcl_version")
 
 
@@ -55,6 +56,9 @@ class EmbedOptions:
     revision: str | None = None
     device: str | None = None
     dtype: str | None = None
+    compile: bool = False
+    fast: bool = False
+    detector_dtype: str | None = None
     batch_size: int = 32
     num_workers: int | None = None
     max_faces: int | None = None
@@ -92,7 +96,7 @@ class EmbedOptions:
 
 def default_workers(info: DistInfo) -> int:
     """Decoding threads per process: the cores of this machine shared by its ranks, at most 4."""
-    return max(1, min(4, (os.cpu_count() or 2) // info.local_world_size))
+    return _parallel.default_workers(info.local_world_size)
 
 
 class _Signals:
@@ -187,6 +191,7 @@ def run_embed(opts: EmbedOptions) -> int:
     from ._adapter import Embedder
 
     embedder = Embedder(opts.model, revision=opts.revision, device=rank_device(opts.device, info), dtype=opts.dtype,
+                        compile=opts.compile, fast=opts.fast, detector_dtype=opts.detector_dtype,
                         detect=opts.detect, max_faces=opts.max_faces, on_no_face=opts.on_no_face,
                         conf_threshold=opts.conf_threshold, min_face_size=opts.min_face_size,
                         batch_size=opts.batch_size, features=opts.features)
@@ -224,7 +229,7 @@ def _share_cores(workers: int) -> int | None:
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, before - min(workers, before // 2)))
+    torch.set_num_threads(_parallel.torch_threads_beside(workers, before))
     return before
 
 
@@ -272,7 +277,8 @@ def _run(opts: EmbedOptions, info: DistInfo, embedder, state: RankState, shard_m
 
     stop_decoding = threading.Event()
     units = iter_units(items, embedder.load, every=opts.every, workers=workers,
-                       lookahead=opts.batch_size + 2 * workers, partial=partial, stop=stop_decoding)
+                       lookahead=opts.batch_size + 2 * workers, partial=partial, stop=stop_decoding,
+                       prepare=embedder.prepare if embedder.detect else None)
     batch: list[Unit] = []
     images = 0
     stopped = False
@@ -340,7 +346,8 @@ def _embed_batch(embedder, batch: list[Unit], features: list[str]) -> tuple[Stat
     stats = Stats()
     errors: list[dict] = []
     pictures = [u for u in batch if u.image is not None]
-    faces = embedder([u.image for u in pictures], [_name(u) for u in pictures]) if pictures else None
+    faces = (embedder([u.image for u in pictures], [_name(u) for u in pictures], [u.prepared for u in pictures])
+             if pictures else None)
     no_face = set(faces.no_face) if faces is not None else set()
     pos = 0
     for u in batch:

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,8 @@ class Unit:
         image: ``(H, W, 3)`` uint8 RGB, or None.
         error: Why this image or frame (or the whole input, with ``frame == -1``) was skipped.
         end: Whether the input is finished with this unit.
+        prepared: What ``prepare(image)`` returned in the decoding thread (the
+            detector's resized input), or None.
     """
 
     item: InputItem
@@ -48,6 +51,7 @@ class Unit:
     image: np.ndarray | None = None
     error: str | None = None
     end: bool = True
+    prepared: Any = None
 
 
 _DONE = object()
@@ -56,8 +60,10 @@ _DONE = object()
 class _VideoJob:
     """Decodes one video in a thread into a bounded queue of units."""
 
-    def __init__(self, item: InputItem, every: int, after: int, buffer: int, stop: threading.Event) -> None:
+    def __init__(self, item: InputItem, every: int, after: int, buffer: int, stop: threading.Event,
+                 prepare: Callable[[np.ndarray], Any] | None = None) -> None:
         self.item, self.every, self.after = item, every, after
+        self.prepare = prepare
         self.queue: queue.Queue = queue.Queue(maxsize=max(1, buffer))
         self.stop = stop
         self.thread: threading.Thread | None = None
@@ -74,8 +80,9 @@ class _VideoJob:
     def _run(self) -> None:
         try:
             for fr in iter_frames(self.item.path, self.every, self.after):
+                ready = self.prepare(fr.image) if self.prepare is not None and fr.image is not None else None
                 unit = Unit(self.item, fr.index, fr.timestamp, fr.image,
-                            None if fr.error is None else str(fr.error), end=False)
+                            None if fr.error is None else str(fr.error), end=False, prepared=ready)
                 if not self._put(unit):
                     return
             self._put(Unit(self.item))
@@ -96,9 +103,11 @@ class _VideoJob:
             yield unit
 
 
-def _decode(load: Callable[[str], np.ndarray], item: InputItem) -> Unit:
+def _decode(load: Callable[[str], np.ndarray], prepare: Callable[[np.ndarray], Any] | None,
+            item: InputItem) -> Unit:
     try:
-        return Unit(item, image=load(item.path))
+        image = load(item.path)
+        return Unit(item, image=image, prepared=prepare(image) if prepare is not None else None)
     except ImageLoadError as e:
         return Unit(item, error=str(e))
     except Exception as e:  # e.g. a decoder bug on a hostile file: record it, keep going
@@ -107,7 +116,8 @@ def _decode(load: Callable[[str], np.ndarray], item: InputItem) -> Unit:
 
 def iter_units(items: Iterable[InputItem], load: Callable[[str], np.ndarray], *, every: int = 1,
                workers: int = 2, lookahead: int = 32, partial: tuple[int, int] | None = None,
-               stop: threading.Event | None = None) -> Iterator[Unit]:
+               stop: threading.Event | None = None,
+               prepare: Callable[[np.ndarray], Any] | None = None) -> Iterator[Unit]:
     """Decoded units of ``items``, in order.
 
     Args:
@@ -120,6 +130,8 @@ def iter_units(items: Iterable[InputItem], load: Callable[[str], np.ndarray], *,
         partial: ``(item index, last frame done)`` of a video to continue part way.
         stop: Set it to make video threads give up early (the generator also
             stops them when closed).
+        prepare: Run on each decoded image or frame in the decoding thread
+            (the detector's resize), its result kept in ``Unit.prepared``.
 
     Yields:
         :class:`Unit`: one per still image; one per kept video frame then an
@@ -144,9 +156,9 @@ def iter_units(items: Iterable[InputItem], load: Callable[[str], np.ndarray], *,
                 pending.append(Unit(item, error=f"{item.path}: {item.error}"))
             elif item.kind == "video":
                 after = partial[1] if partial is not None and partial[0] == item.index else -1
-                pending.append(_VideoJob(item, every, after, buffer, stop))
+                pending.append(_VideoJob(item, every, after, buffer, stop, prepare))
             else:
-                pending.append(pool.submit(_decode, load, item))
+                pending.append(pool.submit(_decode, load, prepare, item))
             while len(pending) > lookahead:
                 yield from drain(pending.popleft())
         while pending:

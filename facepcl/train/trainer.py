@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._accel import native_bf16
 from ..config import PCLConfig
 from ..model import PCLModel
 from . import distributed as D
@@ -44,10 +45,7 @@ COMPONENTS = ["encoder", "face_head", "pose_head", "decoder"]
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU runs bf16 natively (AVX512-BF16 or AMX) through oneDNN."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return native_bf16("cpu")
 
 
 def resolve_precision(name: str, device: torch.device) -> str:

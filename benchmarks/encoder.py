@@ -1,0 +1,108 @@
+"""Encoder forward throughput: the reference way (fp32, eager, NCHW) against facepcl's paths, side by side.
+
+For each input size (64, 100, 256 px) and batch (1, 64), in one process and
+interleaved rounds:
+
+- ``reference``: the PCL encoder in float32, eager, NCHW under
+  ``torch.no_grad`` (benchmarks/_reference.py);
+- ``fast``: facepcl's ``fast=True`` path (a bf16 -- float32 where bf16 is
+  not native -- channels_last copy of the encoder, eager);
+- ``fast+compile``: ``fast=True, compile=True`` (the same, compiled with
+  ``torch.compile``, one compilation per input size for every batch size).
+
+Reported: images/s, the ratio to the reference, and the achieved GFLOP/s
+(the encoder's FLOPs, counted with ``torch.utils.flop_counter``, times
+images/s) as a fraction of the matrix-multiply peak of the dtype used.
+Weights are random (speed does not depend on them).
+
+Usage::
+
+    python benchmarks/encoder.py                 # every size and batch
+    python benchmarks/encoder.py --sizes 64 --batches 64
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import _bench
+import torch
+from _reference import reference_encoder_forward
+
+
+def encoder_gflop(model, size: int) -> float:
+    """GFLOP of one image through the encoder at ``size`` px (convolutions and attention matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.encoder(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops() / 1e9
+
+
+def run(device: torch.device, sizes=(64, 100, 256), batches=(1, 64), rounds: int = 3, min_time: float = 1.0,
+        peak: dict[str, float] | None = None) -> dict[str, Any]:
+    from facepcl import PCLConfig, PCLModel
+    from facepcl._accel import EncoderRunner, encoder_plan
+
+    torch.manual_seed(0)
+    model = PCLModel(PCLConfig(name="random-benchmark")).eval()
+    flops = {s: encoder_gflop(model, s) for s in sizes}
+    model.to(device)
+    eager = EncoderRunner(model.encoder, device, encoder_plan(device, fast=True))
+    fast = EncoderRunner(model.encoder, device, encoder_plan(device, fast=True, compile=True))
+    rows = []
+    for size in sizes:
+        for batch in batches:
+            x = torch.rand(batch, 3, size, size, device=device)
+            _bench.say(f"encoder {size} px, batch {batch}")
+            with torch.inference_mode():
+                sec = _bench.compare({
+                    "reference": lambda x=x: reference_encoder_forward(model, x),
+                    "fast": lambda x=x: eager(x),
+                    "fast+compile": lambda x=x: fast(x),
+                }, device, rounds=rounds, min_time=min_time, warmup=2, log=_bench.say)
+            for path, s in sec.items():
+                ips = batch / s
+                dtype = "fp32" if path == "reference" or not _native(device) else "bf16"
+                gflops = ips * flops[size]
+                rows.append({"size": size, "batch": batch, "path": path, "dtype": dtype, "images_per_s": ips,
+                             "ratio": sec["reference"] / s, "gflops": gflops,
+                             "peak_fraction": gflops / peak[dtype] if peak else None})
+    return {"flops_per_image_gflop": flops, "rows": rows, "compilations": fast.compilations[0]}
+
+
+def _native(device: torch.device) -> bool:
+    from facepcl._accel import native_bf16
+
+    return native_bf16(device)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    rows = [[r["size"], r["batch"], r["path"], r["dtype"], r["images_per_s"], f"{r['ratio']:.2f}x", r["gflops"],
+             "" if r["peak_fraction"] is None else f"{100 * r['peak_fraction']:.0f}%"] for r in result["rows"]]
+    flops = ", ".join(f"{s} px {g:.2f}" for s, g in result["flops_per_image_gflop"].items())
+    return (_bench.table(["px", "batch", "path", "dtype", "images/s", "vs reference", "GFLOP/s", "of matmul peak"],
+                         rows) + f"\n\nEncoder GFLOP per image: {flops}.")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _bench.add_common_args(p)
+    p.add_argument("--sizes", type=int, nargs="+", default=[64, 100, 256])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    a = p.parse_args()
+    device = _bench.pick_device(a.device)
+    peak = _bench.peaks(device)
+    result = run(device, a.sizes, a.batches, a.rounds, a.min_time, peak)
+    result["peak_gflops"] = peak
+    print(markdown(result))
+    print(f"\nmatmul peak (2048^3): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s; "
+          f"{_bench.other_load()}")
+    _bench.write_json(a.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""Every benchmark of docs/benchmarks.md in one run: machine, matmul peaks, encoder, end to end, CLI, training.
+
+Prints a Markdown report (and writes it with ``--out``), with the targets of
+the performance issue checked:
+
+- encoder forward, 64 px, batch 64: >= 4x the reference (fp32, eager, NCHW);
+- end to end on real photos: >= 3x the naive facexlib loop;
+- one training iteration: >= 2.5x the reference-style step.
+
+Training runs last: facepcl's trainer changes glibc's allocator for the rest
+of the process.
+
+Usage::
+
+    python benchmarks/run_all.py --out /tmp/report.md --json /tmp/report.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import _bench
+import cli
+import encoder
+import end_to_end
+import train_step
+
+TARGETS = {"encoder": 4.0, "end_to_end": 3.0, "training": 2.5}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _bench.add_common_args(p)
+    p.add_argument("--out", default=None, help="write the Markdown report here too")
+    p.add_argument("--repeat", type=int, default=5, help="end to end: times the 11 photos are repeated")
+    p.add_argument("--cli-repeat", type=int, default=10, help="CLI: copies of the 11 photos in the folder")
+    p.add_argument("--batches", default="64,64,8,32", help="training: REC,FACE,POSE,M")
+    p.add_argument("--skip", nargs="*", default=[], choices=["encoder", "end_to_end", "cli", "training"])
+    a = p.parse_args()
+    device = _bench.pick_device(a.device)
+    started = time.time()
+    report: dict = {"machine": _bench.machine(), "device": str(device), "load_before": _bench.other_load()}
+    _bench.say(f"machine: {report['machine']}")
+    peak = _bench.peaks(device)
+    report["peak_gflops"] = peak
+    _bench.say(f"matmul peak: {peak}")
+    parts: list[str] = []
+    summary: list[list] = []
+    if "encoder" not in a.skip:
+        enc = encoder.run(device, rounds=a.rounds, min_time=a.min_time, peak=peak)
+        report["encoder"] = enc
+        parts.append("### Encoder forward\n\n" + encoder.markdown(enc))
+        for path in ("fast+compile", "fast"):
+            row = next(r for r in enc["rows"] if r["size"] == 64 and r["batch"] == 64 and r["path"] == path)
+            summary.append([f"encoder 64 px, batch 64 ({path})", f"{row['ratio']:.2f}x", f">= {TARGETS['encoder']}x",
+                            "met" if row["ratio"] >= TARGETS["encoder"] else "not met",
+                            f"{row['gflops']:.0f} GFLOP/s = {100 * row['peak_fraction']:.0f}% of {row['dtype']} peak"])
+    if "end_to_end" not in a.skip:
+        e2e = end_to_end.run(device, repeat=a.repeat, rounds=a.rounds)
+        report["end_to_end"] = e2e
+        parts.append("### End to end on real photos\n\n" + end_to_end.markdown(e2e))
+        for path in ("fast", "default"):
+            row = next(r for r in e2e["rows"] if r["path"] == path)
+            summary.append([f"end to end ({path})", f"{row['ratio']:.2f}x", f">= {TARGETS['end_to_end']}x",
+                            "met" if row["ratio"] >= TARGETS["end_to_end"] else "not met",
+                            f"{row['images_per_s']:.1f} images/s"])
+    if "cli" not in a.skip:
+        c = cli.run(device, repeat=a.cli_repeat)
+        report["cli"] = c
+        parts.append("### `facepcl embed` on a folder\n\n" + cli.markdown(c))
+        for row in c["rows"][1:]:
+            summary.append([row["command"], f"{row['ratio']:.2f}x", "", "", f"{row['images_per_s']:.1f} images/s"])
+    if "training" not in a.skip:
+        batches = tuple(int(v) for v in a.batches.split(","))
+        tr = train_step.run(device, batches, rounds=a.rounds, peak=peak)
+        report["training"] = tr
+        parts.append("### One training iteration\n\n" + train_step.markdown(tr))
+        row = next(r for r in tr["rows"] if r["path"] == "facepcl")
+        summary.append(["training iteration (facepcl, precision auto)", f"{row['ratio']:.2f}x",
+                        f">= {TARGETS['training']}x", "met" if row["ratio"] >= TARGETS["training"] else "not met",
+                        f"{row['gflops']:.0f} GFLOP/s = {100 * row['peak_fraction']:.0f}% of "
+                        f"{'bf16' if row['precision'] == 'bf16' else 'fp32'} peak"])
+    report["load_after"] = _bench.other_load()
+    report["minutes"] = round((time.time() - started) / 60, 1)
+    m = report["machine"]
+    head = (f"Machine: {m.get('cpu')} ({m['cpus']} CPUs; flags {', '.join(m.get('cpu_flags', []))}; oneDNN ISA: "
+            f"{m.get('onednn_isa')}){'; GPU ' + m['gpu'] if m.get('gpu') else ''}; device {device}; "
+            f"torch {m['torch']} ({m['torch_threads']} threads), Python {m['python']}, facepcl {m['facepcl']}; "
+            f"{m['date']}. Matmul peak (2048^3): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s. "
+            f"Before: {report['load_before']}; after: {report['load_after']}; {report['minutes']} minutes.")
+    text = "\n\n".join([head, "### Targets\n\n" + _bench.table(["measure", "ratio", "target", "", "achieved"], summary),
+                        *parts]) + "\n"
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text, encoding="utf-8")
+    _bench.write_json(a.json, report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

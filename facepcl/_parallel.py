@@ -1,0 +1,92 @@
+"""Decode ahead of the model in worker threads, and share the CPU cores between those threads and torch.
+
+Threads, not processes: Pillow and OpenCV release the GIL while they decode
+and resize, and a process pool would pay for pickling every decoded image
+back (measured in docs/benchmarks.md). torch starts one compute thread per
+core and its OpenMP threads wait for one another at every operation, so
+when decoding threads take a core, every convolution waits for a
+descheduled thread; :func:`shared_cores` gives torch the cores the decoders
+leave free while they run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def default_workers(processes: int = 1) -> int:
+    """Decoding threads per process: this machine's cores shared by ``processes``, at most 4."""
+    return max(1, min(4, (os.cpu_count() or 2) // max(1, processes)))
+
+
+def torch_threads_beside(workers: int, available: int) -> int:
+    """torch threads to run beside ``workers`` busy decoding threads: the rest of the cores, at least half."""
+    return max(1, available - min(workers, available // 2))
+
+
+@contextlib.contextmanager
+def shared_cores(workers: int) -> Iterator[int | None]:
+    """Within the block, run torch on the cores that ``workers`` decoding threads leave free.
+
+    Nothing changes when ``OMP_NUM_THREADS`` is set (the user, or torchrun,
+    decided) or when there are no workers. torch's thread count is restored
+    on exit.
+
+    Yields:
+        The previous thread count, or None when nothing was changed.
+    """
+    if workers < 1 or os.environ.get("OMP_NUM_THREADS"):
+        yield None
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    wanted = torch_threads_beside(workers, before)
+    if wanted == before:
+        yield None
+        return
+    torch.set_num_threads(wanted)
+    try:
+        yield before
+    finally:
+        torch.set_num_threads(before)
+
+
+def prefetch(fn: Callable[[T], R], items: Iterable[T], *, workers: int, lookahead: int) -> Iterator[R]:
+    """``map(fn, items)`` computed ahead in ``workers`` threads, yielded in input order.
+
+    At most ``lookahead`` results are in flight or waiting, which bounds
+    memory whatever the number of items. ``fn`` should not raise (return an
+    error value instead); if it does, the exception is raised here, at that
+    item. Closing the generator cancels what has not started.
+
+    Args:
+        fn: Work for one item (e.g. decode a file).
+        items: Inputs, consumed lazily.
+        workers: Threads (0: compute in the calling thread, one at a time).
+        lookahead: Results computed ahead of the consumer (at least 1).
+    """
+    if workers < 1:
+        yield from map(fn, items)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facepcl-decode")
+    pending: deque[Future[Any]] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            while len(pending) > max(1, lookahead):
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for f in pending:
+            f.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,320 @@
+"""The fast path (facepcl._accel): bf16, channels_last, compiled encoder, fast detector, decode threads.
+
+Reduced precision and compilation must keep the embeddings of real faces
+within cosine similarity 0.999 of the exact float32 path, find the same
+faces with boxes within a pixel, and be switchable off: the default path
+runs the model's own modules, unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import facepcl
+from facepcl import PCLConfig, PCLModel, _accel, _parallel, _samples
+from facepcl.detection import FaceDetector
+from facepcl.io import load_image
+from facepcl.pipeline import FaceEmbedder
+from facepcl.registry import get_model_info
+
+FACES = ["multi_face.jpg", "single_face.jpg", "BWPictureHuman.jpg", "Image_with_alpha.png", "0-f1-su-ph.jpg",
+         "45-m7-di-ph.jpg"]
+MIN_COSINE = 0.999
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.fixture(scope="module")
+def face_photos() -> list[np.ndarray]:
+    """Real photos with 11 faces in all (5 in the group photo), decoded."""
+    return [load_image(_samples.pyfeat(n)) for n in FACES] + [load_image(_samples.astronaut())]
+
+
+def _models(random_pcl_model) -> list[tuple[str, PCLModel]]:
+    models = [("random", random_pcl_model)]
+    info = get_model_info("pcl-demo")
+    if info is not None and info.available():  # the trained bundled model, once it ships
+        models.append(("pcl-demo", facepcl.load("pcl-demo", device="cpu")))
+    return models
+
+
+# -- plans: the switches -------------------------------------------------------------------------------------
+
+
+def test_default_plan_is_exact_and_fast_picks_native_bf16():
+    cpu = torch.device("cpu")
+    assert _accel.encoder_plan(cpu).exact and _accel.detector_plan(cpu).exact
+    fast = _accel.encoder_plan(cpu, fast=True)
+    assert fast.dtype == (torch.bfloat16 if _accel.native_bf16(cpu) else torch.float32)
+    assert fast.channels_last and not fast.compile and not fast.exact
+    # explicit options override the fast defaults
+    assert _accel.encoder_plan(cpu, fast=True, dtype="float32", compile=True) == _accel.Plan(
+        torch.float32, channels_last=True, compile=True)
+    assert _accel.encoder_plan(cpu, dtype="bf16") == _accel.Plan(torch.bfloat16, channels_last=True, compile=False)
+    det = _accel.detector_plan(cpu, fast=True)
+    assert not det.compile and det.channels_last and det.dtype == fast.dtype
+
+
+def test_default_path_runs_the_models_own_modules(random_pcl_model, face_photos):
+    emb = FaceEmbedder(random_pcl_model, device="cpu")
+    assert emb.plan.exact and emb.detector.plan.exact and emb.detector._run is emb.detector.net
+    res = emb.embed(face_photos[1])
+    with torch.inference_mode():
+        from facepcl._preprocess import crops_to_input
+
+        crops = emb.crop(face_photos[1], res.kps)
+        direct = random_pcl_model.encoder(crops_to_input(crops, emb.preprocess, "cpu"))
+    np.testing.assert_array_equal(res.face, direct.face.numpy())  # bit for bit
+    assert emb._runner._module is None  # no copy was made
+    assert res.info["accel"] == {"fast": False,
+                                 "encoder": {"dtype": "float32", "channels_last": False, "compile": False},
+                                 "detector": {"dtype": "float32", "channels_last": False, "compile": False,
+                                              "canvas_step": 160}}
+
+
+def test_reduced_precision_works_on_a_copy(random_pcl_model, face_photos):
+    before = {k: v.clone() for k, v in random_pcl_model.state_dict().items()}
+    emb = FaceEmbedder(random_pcl_model, device="cpu", dtype="bf16")
+    res = emb.embed(face_photos[1])
+    assert res.info["dtype"] == "bfloat16" and res.face.dtype == np.float32
+    copy = emb._runner._module
+    assert next(copy.parameters()).dtype == torch.bfloat16
+    assert copy.trunk.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    for k, v in random_pcl_model.state_dict().items():  # the user's model is untouched
+        assert v.dtype == before[k].dtype and torch.equal(v, before[k])
+
+
+def test_runner_follows_weight_changes(random_pcl_model):
+    model = PCLModel(PCLConfig(name="changing")).eval()
+    model.load_state_dict(random_pcl_model.state_dict())
+    runner = _accel.EncoderRunner(model.encoder, torch.device("cpu"), _accel.Plan(torch.bfloat16, True, False))
+    x = torch.rand(3, 3, 64, 64)
+    with torch.inference_mode():
+        first = runner(x).trunk
+        with torch.no_grad():
+            for p in model.encoder.parameters():
+                p.mul_(0.5)
+        second = runner(x).trunk
+        want = model.encoder(x).trunk
+    assert not torch.allclose(first, second)
+    assert _cosine(second.numpy(), want.numpy()).min() > MIN_COSINE
+
+
+# -- accuracy on real faces ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("plan", [_accel.Plan(torch.bfloat16, True, False), _accel.Plan(torch.float32, True, False)],
+                         ids=["bf16-channels_last", "fp32-channels_last"])
+def test_encoder_plans_keep_cosine_on_real_faces(random_pcl_model, face_photos, plan):
+    for name, model in _models(random_pcl_model):
+        exact = FaceEmbedder(model, device="cpu", num_workers=0)
+        res = exact.embed(face_photos)
+        assert len(res) == 11, name
+        crops = np.concatenate([exact.crop(face_photos[i], res.kps[res.image_index == i])
+                                for i in range(len(face_photos))])
+        ref = exact.encode(crops)
+        fast = FaceEmbedder(model, device="cpu")
+        fast._runner = _accel.EncoderRunner(model.encoder, torch.device("cpu"), plan)
+        got = fast.encode(crops)
+        for k in ("face", "pose", "trunk"):
+            cos = _cosine(ref[k], got[k])
+            assert cos.min() >= MIN_COSINE, (name, k, cos.min())
+            if plan.dtype == torch.float32:
+                assert cos.min() > 1 - 1e-6
+
+
+def test_fast_detector_finds_the_same_faces(face_photos):
+    exact = FaceDetector(device="cpu", conf_threshold=0.5)
+    fast = FaceDetector(device="cpu", conf_threshold=0.5, fast=True)
+    assert fast._run is not fast.net and "fast=True" in repr(fast)
+    for image, a, b in zip(face_photos, exact.detect_batch(face_photos), fast.detect_batch(face_photos),
+                           strict=True):
+        assert len(a) == len(b)
+        # faces are sorted by score; match them by box centre in case two scores swap
+        ca, cb = a.boxes.reshape(-1, 2, 2).mean(1), b.boxes.reshape(-1, 2, 2).mean(1)
+        order = [int(np.argmin(((cb - c) ** 2).sum(1))) for c in ca]
+        scale = min(1.0, exact.max_size / max(image.shape[:2]))  # detector pixels per image pixel
+        assert np.abs(a.boxes - b.boxes[order]).max() * scale <= 1.0
+        assert np.abs(a.kps - b.kps[order]).max() * scale <= 1.0
+        assert np.abs(a.scores - b.scores[order]).max() < 0.01
+
+
+def test_fast_pipeline_keeps_cosine_end_to_end(random_pcl_model, face_photos):
+    for name, model in _models(random_pcl_model):
+        ref = FaceEmbedder(model, device="cpu").embed(face_photos)
+        fast = FaceEmbedder(model, device="cpu", fast=True).embed(face_photos)
+        assert fast.info["accel"]["fast"] and fast.info["accel"]["detector"]["channels_last"]
+        np.testing.assert_array_equal(ref.image_index, fast.image_index)
+        for k in ("face", "pose", "trunk"):
+            cos = _cosine(getattr(ref, k), getattr(fast, k))
+            assert cos.min() >= MIN_COSINE, (name, k, cos.min())
+
+
+@pytest.mark.slow
+def test_compiled_encoder_is_close_and_compiles_once_for_all_batch_sizes(random_pcl_model):
+    runner = _accel.EncoderRunner(random_pcl_model.encoder, torch.device("cpu"),
+                                  _accel.encoder_plan("cpu", fast=True, compile=True))
+    x = torch.rand(9, 3, 64, 64)
+    with torch.inference_mode():
+        want = random_pcl_model.encoder(x)
+        outs = [runner(x[:n]) for n in (9, 1, 4, 2)]
+    assert runner.compilations[0] == 1  # one graph with a dynamic batch serves every size
+    for out, n in zip(outs, (9, 1, 4, 2), strict=True):
+        assert out.trunk.shape == (n, 2048) and out.trunk.dtype == torch.float32
+        for k in ("face", "pose", "trunk"):
+            assert _cosine(getattr(want, k)[:n].numpy(), getattr(out, k).numpy()).min() >= MIN_COSINE
+
+
+# -- building blocks -------------------------------------------------------------------------------------
+
+
+def test_fold_batchnorm_and_flip_input_channels():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    net[1].running_mean.normal_()
+    net[1].running_var.uniform_(0.5, 2.0)
+    net.eval()
+    folded = _accel.fold_batchnorm(net)
+    assert isinstance(folded[1], nn.Identity) and isinstance(net[1], nn.BatchNorm2d)  # a copy
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(folded(x), net(x), rtol=1e-5, atol=1e-5)
+    _accel.flip_input_channels(folded)
+    torch.testing.assert_close(folded(x.flip(1)), net(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="3 input channels"):
+        _accel.flip_input_channels(nn.Sequential(nn.Conv2d(4, 4, 1)))
+
+
+def test_prefetch_keeps_order_and_bounds_lookahead():
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def work(i: int) -> int:
+        with lock:
+            started.append(i)
+        time.sleep(0.002 * (i % 3))  # finish out of order
+        return i * i
+
+    gen = _parallel.prefetch(work, range(40), workers=3, lookahead=5)
+    got = [next(gen) for _ in range(3)]
+    time.sleep(0.05)
+    with lock:
+        assert len(started) <= 3 + 5 + 1  # consumed + in flight + the one being submitted
+    got += list(gen)
+    assert got == [i * i for i in range(40)]
+    assert list(_parallel.prefetch(work, range(5), workers=0, lookahead=1)) == [0, 1, 4, 9, 16]
+
+
+def test_shared_cores_restores_and_respects_omp_num_threads(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    with _parallel.shared_cores(2):
+        inside = torch.get_num_threads()
+    assert torch.get_num_threads() == before
+    assert inside == _parallel.torch_threads_beside(2, before)
+    assert _parallel.torch_threads_beside(2, 2) == 1 and _parallel.torch_threads_beside(4, 16) == 12
+    monkeypatch.setenv("OMP_NUM_THREADS", str(before))
+    with _parallel.shared_cores(2) as old:
+        assert old is None and torch.get_num_threads() == before
+
+
+def test_threaded_decoding_gives_the_same_result_and_records_failures(random_pcl_model, photo_paths, tmp_path,
+                                                                     monkeypatch):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    inputs = [photo_paths["astronaut.png"], bad, photo_paths["multi_face.jpg"], photo_paths["single_face.jpg"]] * 2
+    serial = FaceEmbedder(random_pcl_model, device="cpu", num_workers=0, chunk_size=3).embed(inputs)
+    threaded = FaceEmbedder(random_pcl_model, device="cpu", num_workers=2, chunk_size=3)
+    shared = threaded.embed(iter(inputs))  # a generator works too
+    assert [f.index for f in shared.failures] == [1, 5] == [f.index for f in serial.failures]
+    assert shared.num_images == len(inputs) and shared.no_face == serial.no_face
+    np.testing.assert_array_equal(serial.image_index, shared.image_index)
+    # torch runs on fewer threads while the decoders work: the same numbers up to float rounding (which can
+    # move a landmark by 1e-5 px and so round a crop pixel the other way)
+    np.testing.assert_allclose(serial.bbox, shared.bbox, rtol=1e-5, atol=1e-3)
+    assert _cosine(serial.face, shared.face).min() > 0.99999
+    # with torch's threads left alone, decoding in threads changes nothing at all
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    same = threaded.embed(inputs)
+    np.testing.assert_array_equal(serial.bbox, same.bbox)
+    np.testing.assert_array_equal(serial.face, same.face)
+
+
+@pytest.mark.photos
+def test_cli_fast_records_its_path_and_keeps_cosine(random_model_dir, photo_paths, tmp_path, capsys):
+    import shutil
+
+    from facepcl.cli import main
+    from facepcl.export import column_to_numpy, read_embeddings, read_metadata
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("multi_face.jpg", "single_face.jpg", "astronaut.png", "free-mountain-vector-01.jpg"):
+        shutil.copy(photo_paths[name], folder / name)
+    common = [str(folder), "--model", str(random_model_dir), "--device", "cpu", "--no-progress", "-q"]
+    assert main(["embed", *common, "-o", str(tmp_path / "exact")]) == 0
+    assert main(["embed", *common, "-o", str(tmp_path / "fast"), "--fast", "--num-workers", "2"]) == 0
+    exact, fast = read_metadata(tmp_path / "exact"), read_metadata(tmp_path / "fast")
+    assert exact["accel"]["encoder"]["dtype"] == "float32" and not exact["accel"]["fast"]
+    assert fast["accel"]["fast"] and fast["accel"]["encoder"]["channels_last"]
+    assert fast["detector"]["dtype"] == fast["accel"]["detector"]["dtype"]
+    a, b = read_embeddings(tmp_path / "exact"), read_embeddings(tmp_path / "fast")
+    assert a.num_rows == b.num_rows == 7
+    assert a.column("path").to_pylist() == b.column("path").to_pylist()
+    for k in ("face", "pose", "trunk"):
+        assert _cosine(column_to_numpy(a, k), column_to_numpy(b, k)).min() >= MIN_COSINE
+    # a resumed export must keep the path it started with: its rows would differ otherwise
+    capsys.readouterr()
+    assert main(["embed", *common, "-o", str(tmp_path / "exact"), "--fast", "--resume"]) == 1
+    assert "accel" in capsys.readouterr().err
+
+
+def test_feature_extraction_fast_path_is_close_and_keyed_apart(random_pcl_model, face_photos, tmp_path):
+    from facepcl.eval.datasets._base import ArrayImages
+    from facepcl.eval.features import extract_features
+
+    src = ArrayImages(np.stack([_crop(im) for im in face_photos]), "RGB", "faces")
+    exact = extract_features(random_pcl_model, src, features=("trunk", "face"), input_size=100, cache_dir=tmp_path,
+                             device="cpu")
+    fast = extract_features(random_pcl_model, src, features=("trunk", "face"), input_size=100, cache_dir=tmp_path,
+                            device="cpu", fast=True)
+    assert exact.key != fast.key and "accel" in fast.meta and "accel" not in exact.meta
+    for k in ("trunk", "face"):
+        assert _cosine(np.asarray(exact.arrays[k]), np.asarray(fast.arrays[k])).min() >= MIN_COSINE
+
+
+def _crop(image: np.ndarray, size: int = 128) -> np.ndarray:
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    side = min(h, w)
+    y, x = (h - side) // 2, (w - side) // 2
+    return np.asarray(Image.fromarray(image[y:y + side, x:x + side]).resize((size, size)))
+
+
+def test_options_are_checked(random_pcl_model):
+    with pytest.raises(ValueError, match="num_workers"):
+        FaceEmbedder(random_pcl_model, num_workers=-1)
+    with pytest.raises(ValueError, match="detector_dtype"):
+        FaceEmbedder(random_pcl_model, detector=FaceDetector(device="cpu"), detector_dtype="bf16")
+    with pytest.raises(ValueError, match="unknown dtype"):
+        FaceEmbedder(random_pcl_model, dtype="int8")
+
+
+@pytest.mark.skipif(not os.environ.get("FACEPCL_TEST_CUDA") and not torch.cuda.is_available(),
+                    reason="needs CUDA")
+def test_cuda_fast_path_matches(random_pcl_model, face_photos):
+    model = PCLModel(PCLConfig(name="cuda-copy")).eval()
+    model.load_state_dict(random_pcl_model.state_dict())
+    ref = FaceEmbedder(model, device="cpu").embed(face_photos)
+    fast = FaceEmbedder(model, device="cuda", fast=True).embed(face_photos)
+    for k in ("face", "pose", "trunk"):
+        assert _cosine(getattr(ref, k), getattr(fast, k)).min() >= MIN_COSINE
