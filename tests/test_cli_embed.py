@@ -299,6 +299,8 @@ def test_fatal_errors_exit_1(reference, data, random_model_dir, tmp_path, in_pro
     assert rc == 1 and "already holds shards" in err and "--resume" in err
     rc, err = in_process(embed_cmd(data, out, random_model_dir, "--features", "face", "--resume"))
     assert rc == 1 and "other settings" in err and "features: was ['face', 'pose', 'trunk'], now ['face']" in err
+    rc, err = in_process(embed_cmd(data, out, random_model_dir, "--resume", "--overwrite"))
+    assert rc == 1 and "contradict" in err
     (tmp_path / "nothing").mkdir()
     (tmp_path / "nothing" / "notes.txt").write_text("x")
     rc, err = in_process(embed_cmd(tmp_path / "nothing", tmp_path / "o1", random_model_dir))
@@ -314,6 +316,21 @@ def test_fatal_errors_exit_1(reference, data, random_model_dir, tmp_path, in_pro
     with pytest.raises(SystemExit) as usage:
         main(["embed", str(data), "-o", str(tmp_path / "o5"), "--features", "face,ears"])
     assert usage.value.code == 2
+
+
+def test_overwrite_starts_over_with_other_settings(reference, data, random_model_dir, tmp_path, in_process) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(reference[1], out)
+    (out / "mine.txt").write_text("not part of the export")
+    rc, err = in_process(embed_cmd(data, out, random_model_dir, "--features", "face", "--overwrite"))
+    assert rc == 0, err
+    table = read_embeddings(out)
+    ref = read_embeddings(reference[1])
+    assert "pose" not in table.column_names and "trunk" not in table.column_names
+    assert keys(table) == keys(ref)
+    np.testing.assert_array_equal(column_to_numpy(table, "face"), column_to_numpy(ref, "face"))
+    assert (out / "mine.txt").read_text() == "not part of the export"
+    assert json.loads((out / "_run.json").read_text())["features"] == ["face"]
 
 
 def test_aligned_crops_without_detection_and_full_image_fallback(data, random_model_dir, tmp_path,

@@ -228,3 +228,22 @@ def test_shards_copied_without_bookkeeping_still_read(tmp_path: Path) -> None:
     assert read_embeddings(copy).column("item").to_pylist() == [1, 3, 5]
     with pytest.raises(FileNotFoundError, match="not a facepcl embed output folder"):
         read_embeddings(tmp_path / "copy" / ".." / "out" / "_manifests")
+
+
+def test_clear_export_deletes_only_export_files_of_its_ranks(tmp_path: Path) -> None:
+    out = str(tmp_path)
+    os.makedirs(tmp_path / "_manifests")
+    for rank in (0, 1, 2):  # an earlier run with 3 processes
+        commit(RankState(out, rank, "parquet"), 0, Cursor(), cursor(rank), [rank])
+    for name in ("_run.json", "_errors.jsonl", "index.csv", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "_manifests" / ".lock-r00001").write_text("")
+    # This run has 2 processes: rank 1 clears its own files only.
+    gone = _state.clear_export(out, 1, 2)
+    assert sorted(os.path.basename(p) for p in gone) == ["part-r00001-000000.json", "part-r00001-000000.parquet"]
+    assert _state.any_shards(out, 0) and _state.any_shards(out, 2) and not _state.any_shards(out, 1)
+    # Rank 0 clears its own, those of ranks the run lacks (2), and the folder-level files.
+    _state.clear_export(out, 0, 2)
+    assert not _state.any_shards(out)
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert left == ["_manifests", "_manifests/.lock-r00001", "notes.txt"]

@@ -77,6 +77,9 @@ def add_parser(sub) -> None:
                    help="close a shard at the first batch after S seconds (default 300): bounds what a crash loses")
     o.add_argument("--resume", action="store_true",
                    help="continue the export in OUT where it stopped (also fine when OUT is new or empty)")
+    o.add_argument("--overwrite", action="store_true",
+                   help="delete the export already in OUT (its shards, manifests, _run.json, _errors.jsonl, "
+                        "index.csv; nothing else) and start over")
     r = p.add_argument_group("run")
     r.add_argument("--batch-size", type=int, default=32, help="images per detector/encoder batch (default 32)")
     r.add_argument("--num-workers", type=int, default=None,
@@ -96,6 +99,6 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, num_workers=args.num_workers, max_faces=args.max_faces,
         on_no_face=args.on_no_face, features=args.features, format=args.format, every=args.every,
         detect=args.detect, conf_threshold=args.conf_threshold, min_face_size=args.min_face_size,
-        shard_size=args.shard_size, shard_seconds=args.shard_seconds, resume=args.resume,
+        shard_size=args.shard_size, shard_seconds=args.shard_seconds, resume=args.resume, overwrite=args.overwrite,
         progress=args.progress, quiet=args.quiet)
     return run_embed(opts)

@@ -28,12 +28,14 @@ from ._inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputItem, check_argume
 from ._progress import Progress, count_items, progress_wanted, summary_line
 from ._state import (
     ERRORS_FILE,
+    MANIFESTS,
     STAT_KEYS,
     Cursor,
     ExportStateError,
     RankState,
     Stats,
     check_fresh,
+    clear_export,
     run_settings_check,
     write_errors,
     write_index,
@@ -72,6 +74,7 @@ class EmbedOptions:
     shard_size: int = 2048
     shard_seconds: float = 300.0
     resume: bool = False
+    overwrite: bool = False
     progress: bool = True
     quiet: bool = False
 
@@ -90,6 +93,9 @@ class EmbedOptions:
         if bad or not self.features:
             raise ValueError(f"--features takes a comma-separated subset of {','.join(FEATURES)}; got "
                              f"{','.join(self.features) or 'nothing'}")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume and --overwrite contradict each other: --resume continues the export in "
+                             "OUT, --overwrite deletes it and starts over; pass one")
         if not self.inputs:
             raise ValueError("no INPUT given; pass files, folders, glob patterns or @list.txt files")
 
@@ -182,7 +188,8 @@ def run_embed(opts: EmbedOptions) -> int:
                                                                    flush=True))
     workers = opts.num_workers or default_workers(info)
     # Fail fast, before the model loads: a folder that would be overwritten, or nothing to read at all.
-    check_fresh(opts.out, opts.resume, info.rank)
+    if not opts.overwrite:
+        check_fresh(opts.out, opts.resume, info.rank)
     if next(iter_inputs(opts.inputs), None) is None:
         raise FileNotFoundError(
             f"no input files found in {' '.join(opts.inputs)}; folders and patterns take files with the extensions "
@@ -200,10 +207,19 @@ def run_embed(opts: EmbedOptions) -> int:
                                                   "world_size": info.world_size}
     shard_meta = meta | {"format": opts.format, "every": opts.every, "world_size": info.world_size,
                          "cwd": os.getcwd()}
-    os.makedirs(opts.out, exist_ok=True)
-    run_settings_check(opts.out, settings, opts.resume, info.rank)
+    os.makedirs(os.path.join(opts.out, MANIFESTS), exist_ok=True)
     state = RankState(opts.out, info.rank, opts.format)
     state.lock()
+    try:
+        if opts.overwrite:
+            # Only now, with the model loaded and the lock held: a failed start must not delete the old export.
+            cleared = clear_export(opts.out, info.rank, info.world_size)
+            if cleared:
+                say(f"--overwrite: deleted {len(cleared)} file(s) of the earlier export in {opts.out}")
+        run_settings_check(opts.out, settings, opts.resume, info.rank, overwrite=opts.overwrite)
+    except BaseException:
+        state.unlock()
+        raise
     threads = _share_cores(workers)
     try:
         return _run(opts, info, embedder, state, shard_meta, workers, say)

@@ -105,7 +105,8 @@ class ResumePoint:
     rows: int = 0
 
 
-def run_settings_check(out: str, settings: dict[str, Any], resume: bool, rank: int = 0) -> None:
+def run_settings_check(out: str, settings: dict[str, Any], resume: bool, rank: int = 0,
+                       overwrite: bool = False) -> None:
     """Write ``_run.json`` or check it against this run's settings.
 
     Args:
@@ -114,15 +115,18 @@ def run_settings_check(out: str, settings: dict[str, Any], resume: bool, rank: i
         resume: Whether ``--resume`` was given.
         rank: This process's rank. Only its own shards count as "a previous
             run": the other ranks of this same run may already be writing.
+        overwrite: ``--overwrite``: the previous export is being cleared
+            (:func:`clear_export`), so its settings are not compared.
 
     Raises:
         ExportStateError: The folder holds an export made with other
             settings, or holds this rank's shards and ``--resume`` was not given.
     """
     os.makedirs(os.path.join(out, MANIFESTS), exist_ok=True)
-    check_fresh(out, resume, rank)
+    if not overwrite:
+        check_fresh(out, resume, rank)
     path = os.path.join(out, RUN_FILE)
-    if os.path.exists(path) and any_shards(out):
+    if not overwrite and os.path.exists(path) and any_shards(out):
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
         diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
@@ -142,6 +146,38 @@ def check_fresh(out: str, resume: bool, rank: int) -> None:
     if not resume and any_shards(out, rank):
         raise ExportStateError(f"{out} already holds shards of an export; pass --resume to continue it, or choose "
                                "a new output folder (or delete this one) to start over")
+
+
+def clear_export(out: str, rank: int, world_size: int) -> list[str]:
+    """``--overwrite``: delete what an earlier export left in ``out``, and nothing else.
+
+    Each rank deletes its own shards and manifests; rank 0 also deletes the
+    shards of ranks this run does not have (an earlier run with more
+    processes) and the folder-level files (``_run.json``, ``_errors.jsonl``,
+    ``index.csv``), which this run writes again. No rank touches another
+    live rank's files, so the ranks need not wait for one another. Files
+    that are not part of an export are left alone.
+
+    Args:
+        out: The output folder.
+        rank: This process's rank (hold its lock first: :meth:`RankState.lock`).
+        world_size: Number of processes of this run.
+
+    Returns:
+        The paths deleted.
+    """
+    doomed: list[str] = []
+    for path in glob.glob(os.path.join(glob.escape(out), "part-r*")) + glob.glob(
+            os.path.join(glob.escape(out), MANIFESTS, "part-r*")):
+        m = _SHARD_RE.match(os.path.basename(path))
+        if m and (int(m.group(1)) == rank or (rank == 0 and int(m.group(1)) >= world_size)):
+            doomed.append(path)
+    if rank == 0:
+        doomed += [p for p in (os.path.join(out, n) for n in (RUN_FILE, ERRORS_FILE, INDEX_FILE)) if os.path.exists(p)]
+    for path in doomed:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+    return doomed
 
 
 def any_shards(out: str, rank: int | None = None) -> bool:
