@@ -7,6 +7,16 @@ import secrets
 from collections.abc import Callable
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Read once, at import (single-threaded): os.umask can only be read by setting it.
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
 def atomic_write(dest: str | os.PathLike, write: Callable[[str], object], *, durable: bool = True) -> None:
     """Write a file so that readers see either the old file, or the whole new one, never half of it.
 
@@ -27,6 +37,8 @@ def atomic_write(dest: str | os.PathLike, write: Callable[[str], object], *, dur
     tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         write(tmp)
+        # Some writers (safetensors) create owner-only files; give the result the mode a plain open() would.
+        os.chmod(tmp, _FILE_MODE)
         if durable:
             _fsync(tmp)
         os.replace(tmp, dest)

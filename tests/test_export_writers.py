@@ -119,6 +119,22 @@ def test_write_atomic_leaves_nothing_on_failure(tmp_path: Path) -> None:
     assert dest.read_bytes() == b"whole" and os.listdir(tmp_path) == ["out.bin"]
 
 
+def test_write_atomic_gives_files_the_usual_mode(tmp_path: Path) -> None:
+    # safetensors creates owner-only files; a model folder must be readable like any other file.
+    dest = tmp_path / "model.bin"
+
+    def private(tmp: str) -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+
+    mask = os.umask(0o022)
+    try:
+        write_atomic(str(dest), private)
+    finally:
+        os.umask(mask)
+    assert dest.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_row_buffer_rejects_ragged_blocks() -> None:
     rng = np.random.default_rng(2)
     b = block(rng, 3)
