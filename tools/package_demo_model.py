@@ -115,9 +115,10 @@ def model_card(config: dict, run: dict, results: dict | None) -> str:
             *_table(results),
             "",
             "Read these with care: with 12 identities, three of them filmed, identity retrieval is easy even for "
-            "random weights, and the probes use a few hundred frames. The pose probe's negative R^2 means that no embedding "
-            "predicts head pose on the held-out frames better than their mean does: its training frames cover too "
-            "few poses, so it shows nothing either way. The mirror test is the one that separates the models: "
+            "random weights, and the probes use a few hundred frames. The pose probe's negative R^2 means that no "
+            "embedding predicts head pose on the held-out frames better than their mean does: its training frames "
+            "cover too few poses, so it shows nothing either way. The mirror test is the one that separates the "
+            "models: "
             "only the trained pose embedding tells a face from its mirror image.",
             "",
         ]
