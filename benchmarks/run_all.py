@@ -61,7 +61,7 @@ def main() -> int:
         e2e = end_to_end.run(device, repeat=a.repeat, rounds=a.rounds)
         report["end_to_end"] = e2e
         parts.append("### End to end on real photos\n\n" + end_to_end.markdown(e2e))
-        for path in ("fast", "default"):
+        for path in ("fast", "fast, bf16 detector", "default"):
             row = next(r for r in e2e["rows"] if r["path"] == path)
             summary.append([f"end to end ({path})", f"{row['ratio']:.2f}x", f">= {TARGETS['end_to_end']}x",
                             "met" if row["ratio"] >= TARGETS["end_to_end"] else "not met",

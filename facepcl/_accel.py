@@ -10,7 +10,8 @@ network:
   natively (CUDA with bf16, or a CPU whose oneDNN has AVX512-BF16 or AMX;
   :func:`native_bf16`), otherwise in float32;
 - in channels_last memory format (oneDNN's and cuDNN's fast convolutions);
-- with BatchNorm folded into the preceding convolutions (detector);
+- with BatchNorm folded into the preceding convolutions (detector, which
+  stays float32 unless a ``detector_dtype`` is given: see :func:`detector_plan`);
 - when asked for (``compile=True``), compiled with ``torch.compile`` (inductor, with weight freezing
   on the CPU so that convolutions and their activations fuse), with the
   batch dimension marked dynamic so that one compilation serves every batch
@@ -110,13 +111,20 @@ def encoder_plan(device: torch.device | str, *, dtype: str | torch.dtype | None 
 
 def detector_plan(device: torch.device | str, *, dtype: str | torch.dtype | None = None,
                   fast: bool = False) -> Plan:
-    """The detector's plan: float32 and exact unless ``fast`` or a reduced ``dtype`` is asked for.
+    """The detector's plan: exact unless ``fast`` or a ``dtype`` is asked for.
+
+    ``fast`` keeps float32 and runs a BatchNorm-folded, channels_last copy:
+    its landmarks match the exact network's to float rounding. bf16 only
+    when asked for (``dtype="bf16"``): it is faster still, but its landmarks
+    move by up to about a pixel, which turns the aligned crops and took a
+    trained model's embeddings of one real face down to cosine 0.988
+    (docs/benchmarks.md), below the fast path's 0.999 promise.
 
     The detector is never compiled: its input shapes vary with the image
     sizes, and in measurements here compiling was not faster than the
     folded, channels_last eager network.
     """
-    dt = resolve_dtype(dtype) if dtype is not None else (fast_dtype(device) if fast else torch.float32)
+    dt = resolve_dtype(dtype) if dtype is not None else torch.float32
     return Plan(dt, channels_last=dt != torch.float32 or fast, compile=False)
 
 

@@ -176,12 +176,14 @@ class FaceEmbedder:
         fast: The fast path: bf16 where the hardware computes it natively
             (CUDA, or a CPU with AVX512-BF16/AMX; else float32),
             channels_last, and the fast detector (BatchNorm folded,
-            channels_last, bf16 where native). ``dtype`` and
+            channels_last, float32). ``dtype`` and
             ``detector_dtype``, when given, override its choices. Embeddings
             stay within cosine similarity 0.999 of the exact path;
             ``result.info["accel"]`` records what ran.
-        detector_dtype: Detector compute dtype (None: float32, or with
-            ``fast`` bf16 where native); see :class:`~facepcl.detection.FaceDetector`.
+        detector_dtype: Detector compute dtype (None: float32). "bf16" is
+            faster still, but moves landmarks by up to a pixel, which can
+            take embeddings below cosine 0.999 of the exact path; see
+            :class:`~facepcl.detection.FaceDetector`.
         crop_size: Aligned crop side (default: the config's, 64 px for PCL); a
             multiple of 16. The template scales with it.
         align: False for inputs that are already aligned face crops: no
@@ -195,7 +197,8 @@ class FaceEmbedder:
         return_crops: Keep the aligned crops in the result.
         conf_threshold: Detector score threshold (default: the config's).
         batch_size: Crops per encoder forward.
-        detect_batch_size: Images per detector forward.
+        detect_batch_size: Images per detector forward (None: the
+            detector's default, 1 for the exact network on a CPU, else 8).
         chunk_size: Inputs decoded and detected at a time, which bounds memory
             for long lists and generators.
         num_workers: Threads that decode (and resize for detection) the
@@ -212,7 +215,7 @@ class FaceEmbedder:
                  detector_dtype: str | torch.dtype | None = None, crop_size: int | None = None, align: bool = True,
                  max_faces: int | None = None, min_face_size: float = 0.0, on_no_face: str = "skip",
                  color_order: str = "RGB", return_crops: bool = False, conf_threshold: float | None = None,
-                 batch_size: int = 64, detect_batch_size: int = 8, chunk_size: int = 32,
+                 batch_size: int = 64, detect_batch_size: int | None = None, chunk_size: int = 32,
                  num_workers: int | None = None) -> None:
         if on_no_face not in ON_NO_FACE:
             raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
@@ -220,7 +223,7 @@ class FaceEmbedder:
             raise ValueError(f"color_order must be 'RGB' or 'BGR', got {color_order!r}")
         if max_faces is not None and max_faces < 1:
             raise ValueError(f"max_faces must be a positive integer or None, got {max_faces}")
-        if min(batch_size, detect_batch_size, chunk_size) < 1:
+        if min(batch_size, detect_batch_size or 1, chunk_size) < 1:
             raise ValueError("batch_size, detect_batch_size and chunk_size must be positive")
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"num_workers must be 0 or more (or None), got {num_workers}")
@@ -251,7 +254,7 @@ class FaceEmbedder:
         self.return_crops = bool(return_crops)
         self.conf_threshold = conf_threshold
         self.batch_size = int(batch_size)
-        self.detect_batch_size = int(detect_batch_size)
+        self.detect_batch_size = None if detect_batch_size is None else int(detect_batch_size)
         self.chunk_size = int(chunk_size)
         self.num_workers = default_workers() if num_workers is None else int(num_workers)
         self._detector = detector if isinstance(detector, FaceDetector) else None
@@ -483,7 +486,10 @@ class FaceEmbedder:
         failures: list[Failure] = []
         count = 0
         decoded = prefetch(decode, stream, workers=workers, lookahead=self.chunk_size + 2 * workers)
-        cores = shared_cores(workers) if self.device.type == "cpu" else contextlib.nullcontext()
+        # Without detection the encoder's small operations suffer most from decoding threads taking cores
+        # (see _parallel); with detection torch keeping every core measured faster (docs/benchmarks.md).
+        share = self.device.type == "cpu" and not self.align
+        cores = shared_cores(workers) if share else contextlib.nullcontext()
         with cores, contextlib.closing(decoded):
             for chunk in _chunks(decoded, self.chunk_size):
                 loaded, prepared, names, at = [], [], [], []

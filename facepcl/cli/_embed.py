@@ -49,12 +49,13 @@ def add_parser(sub) -> None:
                    help="torch.compile the encoder (one compilation, 10-60 s on a CPU, serves every batch size); "
                         "pays off on long runs where encoding dominates, e.g. with --no-detect")
     m.add_argument("--detector-dtype", default=None,
-                   help="detector compute dtype: float32 (default, exact) or bf16 (BatchNorm folded, channels_last)")
+                   help="detector compute dtype: float32 (default) or bf16 (faster, but landmarks move by up to a "
+                        "pixel, which can take embeddings below cosine 0.999 of the exact path)")
     m.add_argument("--fast", action="store_true",
-                   help="the fast path: bf16 where the hardware computes it natively (CUDA, or a CPU with "
-                        "AVX512-BF16/AMX), channels_last, and the fast detector; embeddings stay within cosine "
-                        "0.999 of the exact path (see docs/benchmarks.md). --dtype and --detector-dtype override "
-                        "its choices")
+                   help="the fast path: a bf16 encoder where the hardware computes it natively (CUDA, or a CPU "
+                        "with AVX512-BF16/AMX), channels_last, and a BatchNorm-folded float32 detector; "
+                        "embeddings stay within cosine 0.999 of the exact path (see docs/benchmarks.md). "
+                        "--dtype and --detector-dtype override its choices")
     f = p.add_argument_group("faces")
     f.add_argument("--no-detect", dest="detect", action="store_false",
                    help="inputs are already aligned face crops: no detection, one row per image")
@@ -81,7 +82,9 @@ def add_parser(sub) -> None:
                    help="delete the export already in OUT (its shards, manifests, _run.json, _errors.jsonl, "
                         "index.csv; nothing else) and start over")
     r = p.add_argument_group("run")
-    r.add_argument("--batch-size", type=int, default=32, help="images per detector/encoder batch (default 32)")
+    r.add_argument("--batch-size", type=int, default=32,
+                   help="images per batch and crops per encoder forward (default 32); the exact detector on a CPU "
+                        "takes images one at a time, measured fastest")
     r.add_argument("--num-workers", type=int, default=None,
                    help="decoding threads per process (default: cores / processes on this machine, at most 4)")
     r.add_argument("--no-progress", dest="progress", action="store_false",

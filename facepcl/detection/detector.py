@@ -70,8 +70,8 @@ class FaceDetector:
 
     Each image is shrunk (never enlarged) so that its longer side is at most
     ``max_size``, with area averaging, and padded at the right and bottom to
-    a canvas whose sides are multiples of ``max_size / 4`` (rounded up to a
-    multiple of 32). Images sharing a canvas shape go through the network
+    a canvas whose sides are multiples of 32 pixels (the network's stride;
+    ``canvas_step``). Images sharing a canvas shape go through the network
     together; decoded boxes and landmarks are mapped back to the original
     pixels. Because an image's canvas depends only on its own size, its
     detections are the same whichever images share its batch.
@@ -87,16 +87,12 @@ class FaceDetector:
             with BatchNorm folded into the convolutions, channels_last, in
             that dtype; it finds the same faces with boxes and landmarks
             within about a pixel (checked in the tests on real photos).
-        fast: Use the fast network: BatchNorm folded, channels_last, and
-            bf16 where the device computes it natively (float32 elsewhere,
-            or the ``dtype`` given); and canvases in steps of 32 pixels
-            (``canvas_step``) unless ``canvas_step`` is given.
+        fast: Use the fast network: BatchNorm folded, channels_last, float32
+            (or the ``dtype`` given); same detections to float rounding.
         canvas_step: Canvas sides are multiples of this many pixels (a
-            multiple of 32). None: ``max_size / 4`` rounded up to a multiple
-            of 32 (160 at 640), which lets images of similar sizes share a
-            batch; with ``fast``, 32, which pads less (a 512 x 512 photo is
-            detected on 512 x 512, not 640 x 640, 36 % less work) and gives
-            the same faces with boxes within a pixel (checked in the tests).
+            multiple of 32; default 32, which pads least: a 512 x 512 photo
+            is detected on 512 x 512). Larger steps let images of similar
+            sizes share a batch, at the cost of padding.
         conf_threshold: Minimum face score.
         nms_threshold: IoU above which a lower-scored box is suppressed.
         max_size: Longer image side, in pixels, that detection works at.
@@ -104,14 +100,16 @@ class FaceDetector:
             original pixels (0 keeps all).
         max_faces: Keep at most this many faces per image (after sorting).
         sort_by: "score" (default, highest first) or "size" (largest box area first).
-        batch_size: Images per network forward.
+        batch_size: Images per network forward. None: 1 for the exact
+            float32 network on a CPU (one image at a time measured fastest
+            there: 25 against 20 images/s at 8, docs/benchmarks.md), else 8.
         download: Allow downloading weights that are not cached (resnet50 only).
     """
 
     def __init__(self, name: str = "retinaface_mobile0.25", *, weights: str | os.PathLike | None = None,
                  device: str | torch.device | None = None, conf_threshold: float = 0.8, nms_threshold: float = 0.4,
                  max_size: int = 640, min_face_size: float = 0.0, max_faces: int | None = None,
-                 sort_by: str = "score", batch_size: int = 8, download: bool = True,
+                 sort_by: str = "score", batch_size: int | None = None, download: bool = True,
                  dtype: str | torch.dtype | None = None, fast: bool = False,
                  canvas_step: int | None = None) -> None:
         if not 0.0 <= conf_threshold <= 1.0:
@@ -124,7 +122,7 @@ class FaceDetector:
             raise ValueError(f"max_faces must be a positive integer or None, got {max_faces}")
         if sort_by not in SORT_KEYS:
             raise ValueError(f"sort_by must be one of {SORT_KEYS}, got {sort_by!r}")
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if canvas_step is not None and (canvas_step < 32 or canvas_step % 32):
             raise ValueError(f"canvas_step must be a positive multiple of 32 (the network's stride), got {canvas_step}")
@@ -136,10 +134,12 @@ class FaceDetector:
         self.min_face_size = float(min_face_size)
         self.max_faces = max_faces
         self.sort_by = sort_by
-        self.batch_size = int(batch_size)
-        self.canvas_step = canvas_step if canvas_step is not None else (32 if fast else None)
+        self.canvas_step = 32 if canvas_step is None else int(canvas_step)
         self.net = _retinaface.build(name, weights, download=download).to(self.device)
         self.plan: Plan = detector_plan(self.device, dtype=dtype, fast=fast)
+        if batch_size is None:
+            batch_size = 1 if self.plan.exact and self.device.type == "cpu" else 8
+        self.batch_size = int(batch_size)
         self._run = prepare_detector_net(self.net, self.device, self.plan, keep_float32=_retinaface.HEADS)
         if not self.plan.exact:
             # The fast path feeds RGB (no channel flip per image): its copy's first convolution takes RGB instead.
@@ -157,11 +157,11 @@ class FaceDetector:
     @property
     def quantum(self) -> int:
         """Canvas sides are multiples of this many pixels (a multiple of the network's stride 32)."""
-        return self.canvas_step or 32 * math.ceil(self.max_size / 4 / 32)
+        return self.canvas_step
 
     def __repr__(self) -> str:
         dtype = "" if self.plan.exact else f", dtype={str(self.plan.dtype).removeprefix('torch.')!r}, fast=True"
-        if self.canvas_step:
+        if self.canvas_step != 32:
             dtype += f", canvas_step={self.canvas_step}"
         return (f"FaceDetector({self.name!r}, device={str(self.device)!r}, conf_threshold={self.conf_threshold}, "
                 f"nms_threshold={self.nms_threshold}, max_size={self.max_size}{dtype})")

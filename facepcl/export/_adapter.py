@@ -50,13 +50,13 @@ class Embedder:
         dtype: Encoder compute dtype ("float32", "bf16", "fp16"); None: float32, or with ``fast`` bf16 where native.
         compile: ``torch.compile`` the encoder.
         fast: The fast path (see :class:`facepcl.FaceEmbedder`).
-        detector_dtype: Detector compute dtype (None: float32, or with ``fast`` bf16 where native).
+        detector_dtype: Detector compute dtype (None: float32; "bf16" moves landmarks by up to a pixel).
         detect: False for inputs that are already aligned face crops.
         max_faces: Keep at most this many faces per image (highest scores first).
         on_no_face: "skip", "full_image" or "error".
         conf_threshold: Detector score threshold (None: the model config's).
         min_face_size: Ignore faces smaller than this many pixels.
-        batch_size: Images per detector forward and crops per encoder forward.
+        batch_size: Crops per encoder forward (the detector batches as :class:`FaceDetector` does by default).
         features: Which features to keep.
     """
 
@@ -86,7 +86,7 @@ class Embedder:
             loaded, dtype=dtype, compile=compile, fast=fast, detector_dtype=detector_dtype if detect else None,
             align=detect, max_faces=max_faces,
             on_no_face={"error": "raise"}.get(on_no_face, on_no_face), conf_threshold=conf_threshold,
-            min_face_size=min_face_size, batch_size=batch_size, detect_batch_size=max(1, min(batch_size, 16)))
+            min_face_size=min_face_size, batch_size=batch_size)
         self.detect = detect
         self.on_no_face = on_no_face
         self.max_faces = max_faces

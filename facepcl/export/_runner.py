@@ -11,6 +11,7 @@ in-flight shard is lost when the process is killed.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -220,33 +221,13 @@ def run_embed(opts: EmbedOptions) -> int:
     except BaseException:
         state.unlock()
         raise
-    threads = _share_cores(workers)
+    # Decoding threads cost the encoder most without detection; with it torch keeps every core (_parallel).
+    cores = _parallel.shared_cores(workers) if not opts.detect else contextlib.nullcontext()
     try:
-        return _run(opts, info, embedder, state, shard_meta, workers, say)
+        with cores:
+            return _run(opts, info, embedder, state, shard_meta, workers, say)
     finally:
         state.unlock()
-        if threads is not None:
-            import torch
-
-            torch.set_num_threads(threads)
-
-
-def _share_cores(workers: int) -> int | None:
-    """Leave cores to the decoding threads unless ``OMP_NUM_THREADS`` says otherwise; returns the old count.
-
-    torch starts one compute thread per core, and its OpenMP threads wait for
-    each other at every operation: when decoding threads take a core away,
-    every small convolution waits for a descheduled thread. On a 2-core
-    machine this made detection 10x slower (docs/benchmarks.md). torch keeps
-    at least half the cores.
-    """
-    if os.environ.get("OMP_NUM_THREADS"):
-        return None  # the user (or torchrun, which sets 1) decided
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(_parallel.torch_threads_beside(workers, before))
-    return before
 
 
 def _run(opts: EmbedOptions, info: DistInfo, embedder, state: RankState, shard_meta: dict, workers: int,
