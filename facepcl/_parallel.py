@@ -9,8 +9,9 @@ descheduled thread; :func:`shared_cores` gives torch the cores the decoders
 leave free while they run. That pays off where torch's operations are
 small (embedding aligned crops without detection: 41 against 106 images/s
 on 2 cores); with detection on real photos, torch keeping every core
-measured faster (27 against 19 images/s), so callers share cores only
-without detection.
+measured faster on the exact float32 path (27 against 19 images/s), so
+callers share cores only without detection or on the fast path
+(:attr:`facepcl.FaceEmbedder.shares_cores`).
 """
 
 from __future__ import annotations

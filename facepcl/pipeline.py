@@ -295,6 +295,19 @@ class FaceEmbedder:
             "accel": self.accel_info(), "facepcl_version": __version__,
         }
 
+    @property
+    def shares_cores(self) -> bool:
+        """Whether torch gives the decoding threads cores of their own (CPU only; see :mod:`facepcl._parallel`).
+
+        Yes where decoding is a large share of the work: without detection
+        (small encoder operations, which suffer most from a descheduled
+        thread), and on the fast path (cheap compute, so decoding is about
+        40% of it). No for the exact path with detection, where decoding is
+        about 20% of the work and a core taken from float32 compute costs
+        more than it gains (20.6 against 12 images/s, docs/benchmarks.md).
+        """
+        return self.device.type == "cpu" and (not self.align or not self.plan.exact)
+
     def accel_info(self) -> dict[str, Any]:
         """Which path ran: ``{"fast", "encoder": {dtype, channels_last, compile}, "detector": {...} or None}``."""
         detector = None
@@ -486,10 +499,7 @@ class FaceEmbedder:
         failures: list[Failure] = []
         count = 0
         decoded = prefetch(decode, stream, workers=workers, lookahead=self.chunk_size + 2 * workers)
-        # Without detection the encoder's small operations suffer most from decoding threads taking cores
-        # (see _parallel); with detection torch keeping every core measured faster (docs/benchmarks.md).
-        share = self.device.type == "cpu" and not self.align
-        cores = shared_cores(workers) if share else contextlib.nullcontext()
+        cores = shared_cores(workers) if self.shares_cores else contextlib.nullcontext()
         with cores, contextlib.closing(decoded):
             for chunk in _chunks(decoded, self.chunk_size):
                 loaded, prepared, names, at = [], [], [], []

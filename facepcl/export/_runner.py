@@ -221,8 +221,7 @@ def run_embed(opts: EmbedOptions) -> int:
     except BaseException:
         state.unlock()
         raise
-    # Decoding threads cost the encoder most without detection; with it torch keeps every core (_parallel).
-    cores = _parallel.shared_cores(workers) if not opts.detect else contextlib.nullcontext()
+    cores = _parallel.shared_cores(workers) if embedder.embedder.shares_cores else contextlib.nullcontext()
     try:
         with cores:
             return _run(opts, info, embedder, state, shard_meta, workers, say)
