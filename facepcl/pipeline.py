@@ -304,7 +304,7 @@ class FaceEmbedder:
         thread), and on the fast path (cheap compute, so decoding is about
         40% of it). No for the exact path with detection, where decoding is
         about 20% of the work and a core taken from float32 compute costs
-        more than it gains (20.6 against 12 images/s, docs/benchmarks.md).
+        more than it gains (27 against 19 images/s, docs/benchmarks.md).
         """
         return self.device.type == "cpu" and (not self.align or not self.plan.exact)
 
