@@ -161,6 +161,14 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def finish(text: str, result: dict[str, Any], json_path: str | None, note: str = "") -> int:
+    """A benchmark's ending: its Markdown, the machine's load (and ``note``), the JSON file; exit code 0."""
+    print(text)
+    print(f"\n{note + '; ' if note else ''}{other_load()}")
+    write_json(json_path, result)
+    return 0
+
+
 def write_json(path: str | None, data: dict[str, Any]) -> None:
     if path:
         Path(path).write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")

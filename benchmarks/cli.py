@@ -106,10 +106,7 @@ def main() -> int:
     a = p.parse_args()
     device = _bench.pick_device(a.device)
     result = run(device, a.repeat, max(1, a.rounds // 3))
-    print(markdown(result))
-    print(f"\n{_bench.other_load()}")
-    _bench.write_json(a.json, result)
-    return 0
+    return _bench.finish(markdown(result), result, a.json)
 
 
 if __name__ == "__main__":

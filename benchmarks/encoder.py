@@ -97,11 +97,8 @@ def main() -> int:
     peak = _bench.peaks(device)
     result = run(device, a.sizes, a.batches, a.rounds, a.min_time, peak)
     result["peak_gflops"] = peak
-    print(markdown(result))
-    print(f"\nmatmul peak (2048^3): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s; "
-          f"{_bench.other_load()}")
-    _bench.write_json(a.json, result)
-    return 0
+    return _bench.finish(markdown(result), result, a.json,
+                         f"matmul peak (2048^3): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
 
 
 if __name__ == "__main__":

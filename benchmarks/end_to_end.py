@@ -92,10 +92,7 @@ def main() -> int:
     a = p.parse_args()
     device = _bench.pick_device(a.device)
     result = run(device, a.repeat, a.rounds, 0.0, a.workers)
-    print(markdown(result))
-    print(f"\n{_bench.other_load()}")
-    _bench.write_json(a.json, result)
-    return 0
+    return _bench.finish(markdown(result), result, a.json)
 
 
 if __name__ == "__main__":

@@ -209,10 +209,8 @@ def main() -> int:
     batches = tuple(int(v) for v in a.batches.split(","))
     result = run(device, batches, a.rounds, a.fp32, peak)
     result["peak_gflops"] = peak
-    print(markdown(result))
-    print(f"\nmatmul peak: fp32 {peak['fp32']:.0f}, bf16 {peak['bf16']:.0f} GFLOP/s; {_bench.other_load()}")
-    _bench.write_json(a.json, result)
-    return 0
+    return _bench.finish(markdown(result), result, a.json,
+                         f"matmul peak: fp32 {peak['fp32']:.0f}, bf16 {peak['bf16']:.0f} GFLOP/s")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,22 @@ def draw_mixing(rows: int, slots: int, alpha: float, rng: np.random.Generator | 
     return MixingDraw(torch.from_numpy(lam), torch.from_numpy(perm).long())
 
 
+def mixing_for(mixing: MixingDraw | None, rows: int, slots: int, alpha: float,
+               rng: np.random.Generator | None) -> MixingDraw:
+    """``mixing`` checked against this batch's ``(rows, slots)``, or a fresh draw when None.
+
+    Raises:
+        ValueError: ``mixing`` was drawn for another batch shape.
+    """
+    if mixing is None:
+        return draw_mixing(rows, slots, alpha, rng)
+    lam, perm = mixing
+    if lam.shape != (rows, slots) or perm.shape != (slots,):
+        raise ValueError(f"mixing draw has lam {tuple(lam.shape)} and perm {tuple(perm.shape)}; this batch "
+                         f"needs lam ({rows}, {slots}) and perm ({slots},)")
+    return mixing
+
+
 def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     """Losses run in float32 (or float64 when given it), whatever autocast produced."""
     return x if x.dtype in (torch.float32, torch.float64) else x.float()

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import distributed as D
-from ._mixing import MixingDraw, at_least_fp32, draw_mixing
+from ._mixing import MixingDraw, at_least_fp32, draw_mixing, mixing_for
 
 
 class FaceContrastiveLoss(nn.Module):
@@ -86,12 +86,7 @@ class FaceContrastiveLoss(nn.Module):
         if total < 4:
             raise ValueError("the face contrastive loss needs at least 2 frames (4 views) in the (global) batch")
         slots = total - 2
-        if mixing is None:
-            mixing = draw_mixing(total, slots, self.beta_alpha, rng)
-        lam, perm = mixing
-        if lam.shape != (total, slots) or perm.shape != (slots,):
-            raise ValueError(f"mixing draw has lam {tuple(lam.shape)} and perm {tuple(perm.shape)}; this batch "
-                             f"needs lam ({total}, {slots}) and perm ({slots},)")
+        lam, perm = mixing_for(mixing, total, slots, self.beta_alpha, rng)
         dev = z.device
         local = torch.arange(n, device=dev) + offset
         anchors = torch.cat([local, local + half])

@@ -9,7 +9,7 @@ from torch import nn
 
 from .. import distributed as D
 from ..config import POSE_NEGATIVES
-from ._mixing import MixingDraw, at_least_fp32, draw_mixing
+from ._mixing import MixingDraw, at_least_fp32, draw_mixing, mixing_for
 
 
 class PoseContrastiveLoss(nn.Module):
@@ -100,12 +100,7 @@ class PoseContrastiveLoss(nn.Module):
             groups = every.transpose(0, 1).reshape(frames, m_neg, -1)[offset:offset + b]
         else:
             groups = negatives
-        if mixing is None:
-            mixing = draw_mixing(frames, m_neg, self.beta_alpha, rng)
-        lam, perm = mixing
-        if lam.shape != (frames, m_neg) or perm.shape != (m_neg,):
-            raise ValueError(f"mixing draw has lam {tuple(lam.shape)} and perm {tuple(perm.shape)}; this batch "
-                             f"needs lam ({frames}, {m_neg}) and perm ({m_neg},)")
+        lam, perm = mixing_for(mixing, frames, m_neg, self.beta_alpha, rng)
         lam = lam.to(anchors.device, anchors.dtype)[offset:offset + b, :, None]
         mixed = lam * groups + (1.0 - lam) * groups[:, perm.to(anchors.device)]
         mixed = F.normalize(mixed, dim=2)
