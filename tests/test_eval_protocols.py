@@ -13,7 +13,7 @@ import pytest
 from facepcl.cli import main as cli
 from facepcl.eval import demo
 from facepcl.eval.datasets import LabelledImages, PathImages, read_disfa, read_fsanet_npz, read_lfw, read_rafdb
-from facepcl.eval.protocols import PROTOCOLS, RunOptions, _holdout, run_protocol
+from facepcl.eval.protocols import PROTOCOLS, RunOptions, _holdout, run_finetune, run_protocol
 from facepcl.heads import load_head
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -94,6 +94,41 @@ def test_verification_protocol_ten_folds(random_pcl_model, tmp_path):
     assert len(trained.fits) == 11  # one per fold plus the saved head
     assert trained.head.spec.threshold is not None and trained.head.spec.task == "verification"
     assert "best on the next fold" in trained.report.table()
+
+
+@pytest.mark.slow
+def test_verification_full_finetuning_restarts_every_fold(tmp_path, monkeypatch):
+    import torch
+
+    from facepcl import PCLConfig, PCLModel
+    from facepcl.heads import _finetune
+
+    starts = []  # the encoder each fold's tuner starts from
+    init = _finetune.FineTuner.__init__
+
+    def record(self, model, *args, **kw):
+        starts.append(torch.cat([v.flatten().float() for v in model.encoder.state_dict().values()]))
+        init(self, model, *args, **kw)
+
+    monkeypatch.setattr(_finetune.FineTuner, "__init__", record)
+
+    torch.manual_seed(7)
+    model = PCLModel(PCLConfig(name="ft")).eval()
+    start = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    pairs = read_lfw(demo.make_lfw(tmp_path / "lfw", sets=3, per=2, size=32))
+    res = run_finetune(model, "verify", pairs, "lfw", _opts(tmp_path, "verify", 1, align="none"))
+    m = res.report.metrics
+    assert len(m["fold_accuracy"]) == 3 and m["accuracy"] == pytest.approx(np.mean(m["fold_accuracy"]))
+    assert len(res.fits) == 4  # one per fold plus the saved encoder and head
+    table = res.report.table()
+    assert "FULL FINE-TUNING" in table and "best on the next fold" in table
+    assert res.head.spec.threshold is not None and res.head.spec.protocol["mode"] == "full"
+    assert res.head.spec.encoder["finetuned"] is True
+    assert any(not torch.equal(start[k], v) for k, v in model.encoder.state_dict().items())
+    first = torch.cat([v.flatten().float() for v in start.values()])
+    assert len(starts) == 4 and all(torch.equal(s, first) for s in starts)
+    with pytest.raises(ValueError, match="holdout"):
+        run_finetune(model, "verify", pairs, "lfw", _opts(tmp_path, "verify", 1, align="none", selection="val"))
 
 
 def test_au_protocol_subject_cross_validation(random_pcl_model, tmp_path):

@@ -134,8 +134,30 @@ def test_finetuner_flip_negates_yaw_and_roll():
     assert seen == {True, False}
 
 
-def test_finetuner_refuses_verification():
-    head = TaskHead(HeadSpec(name="v", task="verification", features=["trunk"], input_size=32, in_dim=512,
-                             out_dim=8))
-    with pytest.raises(NotImplementedError, match="verification"):
-        FineTuner(PCLModel(PCLConfig()), head, TrainConfig())
+def test_finetuner_trains_verification_on_pairs():
+    torch.manual_seed(5)
+    model = PCLModel(PCLConfig())
+    # four identities, three images each (colour-mosaic "faces")
+    data = _tiny_images(n_per_class=3, classes=4, size=16, seed=1)
+    ids = np.asarray(data.labels)
+    pairs = np.array([[i, j] for i in range(len(ids)) for j in range(i + 1, len(ids))])
+    same = ids[pairs[:, 0]] == ids[pairs[:, 1]]
+    head = TaskHead(HeadSpec(name="v", task="verification", features=["trunk"], input_size=16, in_dim=128,
+                             out_dim=8, kind="bn-linear"))
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    tuner = FineTuner(model, head, TrainConfig("adam", 1e-3, 0.0, "constant", 2, 16, encoder_lr=1e-4), device="cpu")
+    with pytest.raises(ValueError, match="fit_pairs"):
+        tuner.fit(data)
+    fit = tuner.fit_pairs(data.images, pairs, same, val=(pairs, same))
+    assert len(fit.history) == 2 and fit.selection == "val" and 0.5 <= fit.history[-1]["accuracy"] <= 1.0
+    assert any(not torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())
+    scores = tuner.pair_scores(data.images, pairs)
+    assert scores.shape == (len(pairs),) and np.all(np.abs(scores) <= 1 + 1e-5)
+    # the scores are the cosine of the head outputs of each image
+    emb = tuner.embed_images(data.images, np.arange(len(ids)))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    np.testing.assert_allclose(scores, (emb[pairs[:, 0]] * emb[pairs[:, 1]]).sum(1), atol=1e-5)
+    with pytest.raises(ValueError, match="verification"):
+        FineTuner(model, TaskHead(HeadSpec(name="c", task="classification", features=["trunk"], input_size=16,
+                                           in_dim=128, out_dim=4)), TrainConfig(), device="cpu").fit_pairs(
+            data.images, pairs, same)

@@ -641,6 +641,92 @@ def evaluate_head(model: PCLModel, head: TaskHead, data: LabelledImages | PairLi
     return _report(proto, dataset, m, lines, "none", counts, [], model_info)
 
 
+def _finetune_verification(model: PCLModel, proto: Protocol, pairs: PairList, dataset: str, opt: RunOptions,
+                           augment: str) -> ProtocolResult:
+    """k-fold verification with the encoder fine-tuned per fold (from the same starting weights each time)."""
+    from ..heads._finetune import FineTuner
+
+    if proto.task != "verification":
+        raise ValueError(f"{pairs.name} holds verification pairs; protocol {proto.name!r} is {proto.task}")
+    if opt.selection == "val":
+        raise ValueError("verification pairs have no validation split of their own; use 'holdout'")
+    ids = np.unique(pairs.folds)
+    if len(ids) < 3:
+        raise ValueError(f"{pairs.name}: {len(ids)} folds; fine-tuning needs >= 3 (train, val, test)")
+    feats = check_features(opt.features or proto.features)
+    size = opt.input_size or proto.input_size
+    interp = opt.interpolation or proto.interpolation
+    cfg = opt.train or proto.train
+    head_kind = opt.head or proto.head
+    if head_kind == "none":
+        raise ValueError("full fine-tuning trains a head; --head-type none only scores frozen features")
+    in_dim = len(feats) * feature_dim(size)
+    start = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
+
+    def tuner(c: TrainConfig) -> FineTuner:
+        model.encoder.load_state_dict(start)  # every fold starts from the pretrained encoder
+        torch.manual_seed(c.seed)
+        spec = HeadSpec(name=opt.name or proto.name, task="verification", features=list(feats), input_size=size,
+                        in_dim=in_dim, out_dim=proto.head_out, kind=head_kind, interpolation=interp,
+                        hidden_dims=list(opt.hidden_dims) if head_kind == "mlp" else [],
+                        dropout=opt.dropout if head_kind == "mlp" else 0.0)
+        return FineTuner(model, TaskHead(spec), c, augment=augment, device=opt.device)
+
+    fits, fold_acc, thresholds = [], [], []
+    for i, f in enumerate(ids):
+        test = pairs.folds == f
+        train_mask, val_xy = ~test, None
+        if opt.selection == "holdout":
+            vmask = pairs.folds == ids[(i + 1) % len(ids)]  # the next fold is the validation fold
+            train_mask = ~test & ~vmask
+            val_xy = (pairs.pairs[vmask], pairs.same[vmask])
+        elif opt.selection == "test":
+            val_xy = (pairs.pairs[test], pairs.same[test])
+        t = tuner(cfg)
+        fits.append(t.fit_pairs(pairs.images, pairs.pairs[train_mask], pairs.same[train_mask], val=val_xy,
+                                selection=opt.selection, progress=opt.progress))
+        s = t.pair_scores(pairs.images, pairs.pairs)
+        thr, _ = metrics.best_threshold(s[~test], pairs.same[~test])
+        thresholds.append(thr)
+        fold_acc.append(float(((s[test] >= thr) == pairs.same[test]).mean()))
+    m = {"accuracy": float(np.mean(fold_acc)), "std": float(np.std(fold_acc)), "fold_accuracy": fold_acc,
+         "thresholds": thresholds}
+    epochs = [ft.best_epoch for ft in fits]
+    final_epochs = int(np.median(epochs))
+    t = tuner(dataclasses.replace(cfg, epochs=final_epochs))
+    fits.append(t.fit_pairs(pairs.images, pairs.pairs, pairs.same, selection="last", progress=opt.progress))
+    head = t.head
+    head.spec.threshold, _ = metrics.best_threshold(t.pair_scores(pairs.images, pairs.pairs), pairs.same)
+    feat_txt = "+".join({"trunk": "trunk F", "face": "face F_f", "pose": "pose F_p"}[f] for f in feats)
+    sel = {"holdout": "best on the next fold (held out from that fold's training folds)",
+           "test": "the best ON THE TEST FOLD - the reference code's practice; this number is OPTIMISTIC",
+           "last": "none (the last epoch)"}[opt.selection]
+    lines = [
+        f"Protocol: {proto.title}, FULL FINE-TUNING (encoder and head trained together, from the same pretrained "
+        f"weights for every fold; not the paper's linear evaluation); {feat_txt} at {size} px ({interp} resize); "
+        f"head {head_kind} ({in_dim} -> {proto.head_out}).",
+        f"Training: {cfg.optimizer}, head lr {cfg.lr:g}, encoder lr {t.encoder_lr:g}, weight decay "
+        f"{cfg.weight_decay:g}, {cfg.schedule} schedule, {cfg.epochs} epochs, batch {cfg.batch_size} pairs, "
+        f"cosine-embedding loss (margin {cfg.margin:g}), augmentation {augment}, seed {cfg.seed}.",
+        f"Evaluation: {len(ids)}-fold accuracy; for each test fold the cosine threshold is chosen on the other "
+        f"{len(ids) - 1} folds; mean {100 * m['accuracy']:.2f} +- {100 * m['std']:.2f} %.",
+        f"Model selection: per test fold, epochs {epochs} of {cfg.epochs}, {sel}.",
+        f"Saved encoder and head: fine-tuned on all {len(pairs)} pairs for {final_epochs} epochs; threshold "
+        f"{head.spec.threshold:.4f} chosen on all pairs.",
+    ]
+    prov = getattr(model, "provenance", None) or {}
+    digest = weights_digest(model)
+    model_info = {"model_id": prov.get("model_id"), "revision": prov.get("revision"), "weights_sha256": digest}
+    counts = {"train": int((pairs.folds != ids[0]).sum()), "val": 0, "test": len(pairs)}
+    report = _report(proto, dataset, m, lines, opt.selection, counts, epochs, model_info)
+    head.spec.encoder = {"model_id": prov.get("model_id"), "revision": prov.get("revision"),
+                         "config_hash": model.config.hash(), "weights_sha256": digest, "finetuned": True}
+    head.spec.metrics = {"accuracy": m["accuracy"], "std": m["std"]}
+    head.spec.protocol = _protocol_record(proto, opt, cfg, dataset, report)
+    head.spec.protocol["mode"] = "full"
+    return ProtocolResult(report, head, fits)
+
+
 def run_finetune(model: PCLModel, protocol: str | Protocol, data: dict[str, LabelledImages], dataset: str,
                  options: RunOptions | None = None, *, augment: str = "none") -> ProtocolResult:
     """Fine-tune the encoder and a head end to end (images streamed), then test once.
@@ -653,13 +739,15 @@ def run_finetune(model: PCLModel, protocol: str | Protocol, data: dict[str, Labe
 
     proto = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
     opt = options or RunOptions()
-    if not isinstance(data, dict) or "train" not in data or "test" not in data:
-        raise ValueError("full fine-tuning needs train and test splits of labelled images (not pairs or "
-                         "cross-validated sets)")
     if opt.selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, got {opt.selection!r}")
     if opt.align != "none":
         raise ValueError("full fine-tuning streams images that are already aligned crops; use --align none")
+    if isinstance(data, PairList):
+        return _finetune_verification(model, proto, data, dataset, opt, augment)
+    if not isinstance(data, dict) or "train" not in data or "test" not in data:
+        raise ValueError("full fine-tuning needs train and test splits of labelled images, or verification "
+                         "pairs (not cross-validated sets)")
     train, test = data["train"], data["test"]
     _check_task(train, proto)
     feats = check_features(opt.features or proto.features)

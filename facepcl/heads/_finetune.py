@@ -11,8 +11,11 @@ import logging
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from .._device import resolve_device
+from ..eval import metrics
 from ..model import PCLModel
 from ._inputs import select_features, to_model_input
 from ._spec import TaskHead
@@ -38,13 +41,12 @@ class FineTuner:
     Example:
         >>> tuner = FineTuner(model, head, TrainConfig(lr=1e-3, encoder_lr=1e-4, epochs=10))
         >>> result = tuner.fit(train_set, val=val_set)
+
+    Verification heads train on pairs instead: :meth:`fit_pairs`.
     """
 
     def __init__(self, model: PCLModel, head: TaskHead, config: TrainConfig, *, augment: str = "none",
                  device: str | torch.device | None = None) -> None:
-        if head.spec.task == "verification":
-            raise NotImplementedError("full fine-tuning is implemented for classification, multilabel and "
-                                      "regression heads; for verification train a probe on frozen features")
         if augment not in AUGMENTS:
             raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
         self.model, self.head, self.config, self.augment = model, head, config, augment
@@ -86,6 +88,85 @@ class FineTuner:
                 out.append(self.head(self._encode(imgs)).float().cpu().numpy())
         return np.concatenate(out)
 
+    def _read(self, images, idx, rng: np.random.Generator | None) -> list[np.ndarray]:
+        imgs = [images.read(int(i)) for i in idx]
+        if self.augment == "flip" and rng is not None:
+            imgs = [np.ascontiguousarray(im[:, ::-1]) if f else im
+                    for im, f in zip(imgs, rng.random(len(imgs)) < 0.5, strict=True)]
+        return imgs
+
+    def embed_images(self, images, index: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Head outputs ``(len(index), out_dim)`` of images ``index`` of ``images`` (eval mode, no augmentation)."""
+        bs = batch_size or self.config.batch_size
+        self.model.encoder.eval()
+        self.head.eval()
+        out = [np.zeros((0, self.head.spec.out_dim), np.float32)]
+        with torch.no_grad():
+            for s in range(0, len(index), bs):
+                out.append(self.head(self._encode(self._read(images, index[s:s + bs], None))).float().cpu().numpy())
+        return np.concatenate(out)
+
+    def pair_scores(self, images, pairs: np.ndarray) -> np.ndarray:
+        """Cosine similarity ``(P,)`` of the head outputs of each pair ``(P, 2)`` of image indices."""
+        used = np.unique(pairs)
+        emb = torch.from_numpy(self.embed_images(images, used))
+        emb = F.normalize(emb, dim=1)
+        at = np.searchsorted(used, pairs)
+        return (emb[at[:, 0]] * emb[at[:, 1]]).sum(1).numpy()
+
+    def fit_pairs(self, images, pairs: np.ndarray, same: np.ndarray, *,
+                  val: tuple[np.ndarray, np.ndarray] | None = None, selection: str = "val",
+                  progress: bool = False) -> FitResult:
+        """Fine-tune a verification head and the encoder on labelled pairs (cosine-embedding loss).
+
+        Args:
+            images: The distinct images (:class:`~facepcl.eval.datasets.ImageSource`).
+            pairs: ``(P, 2)`` training pairs (indices into ``images``).
+            same: ``(P,)`` bool, True for same-identity pairs.
+            val: ``(val_pairs, val_same)`` scored after every epoch by the
+                accuracy of the best threshold on them; None keeps the last epoch.
+            selection: What ``val`` is, for the record.
+            progress: Log every epoch.
+        """
+        if self.head.spec.task != "verification":
+            raise ValueError(f"fit_pairs trains verification heads; this head is {self.head.spec.task}")
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        self.model.encoder.to(self.device)
+        self.head.to(self.device)
+        target = torch.as_tensor(np.where(same, 1.0, -1.0), dtype=torch.float32, device=self.device)
+        loss_fn = nn.CosineEmbeddingLoss(margin=cfg.margin)
+
+        def batches(epoch: int):
+            order = rng.permutation(len(pairs)) if cfg.shuffle else np.arange(len(pairs))
+            for s in range(0, len(order), cfg.batch_size):
+                idx = order[s : s + cfg.batch_size]
+                # Each distinct image is read and encoded once per batch, whichever pairs share it.
+                used, at = np.unique(pairs[idx], return_inverse=True)
+                yield self._read(images, used, rng), at.reshape(-1, 2), idx
+
+        def step(batch) -> torch.Tensor:
+            imgs, at, idx = batch
+            emb = self.head(self._encode(imgs))
+            at = torch.as_tensor(at, device=self.device)
+            return loss_fn(emb[at[:, 0]], emb[at[:, 1]], target[torch.as_tensor(idx, device=self.device)])
+
+        score = None
+        if val is not None:
+            vp, vs = val
+
+            def score() -> dict[str, float]:
+                thr, acc = metrics.best_threshold(self.pair_scores(images, vp), vs)
+                return {"accuracy": acc, "threshold": thr, "score": acc}
+
+        groups = [{"params": self.model.encoder.parameters(), "lr": self.encoder_lr},
+                  {"params": self.head.parameters(), "lr": cfg.lr}]
+        result = train_loop([self.model.encoder, self.head], groups, cfg, batches, step, score,
+                            selection if val is not None else "last", progress)
+        self.model.eval()
+        return result
+
     def fit(self, train, val=None, *, selection: str = "val", progress: bool = False) -> FitResult:
         """Fine-tune on ``train`` (a :class:`~facepcl.eval.datasets.LabelledImages`).
 
@@ -95,6 +176,8 @@ class FineTuner:
             selection: What ``val`` is, for the record ("val" or "test").
             progress: Log every epoch.
         """
+        if self.head.spec.task == "verification":
+            raise ValueError("a verification head trains on pairs: use fit_pairs")
         cfg = self.config
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
