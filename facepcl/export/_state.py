@@ -144,8 +144,8 @@ def run_settings_check(out: str, settings: dict[str, Any], resume: bool, rank: i
 def check_fresh(out: str, resume: bool, rank: int) -> None:
     """Refuse to start over in a folder that holds this rank's shards, unless resuming."""
     if not resume and any_shards(out, rank):
-        raise ExportStateError(f"{out} already holds shards of an export; pass --resume to continue it, or choose "
-                               "a new output folder (or delete this one) to start over")
+        raise ExportStateError(f"{out} already holds shards of an export; pass --resume to continue it, "
+                               "--overwrite to delete it and start over, or choose a new output folder")
 
 
 def clear_export(out: str, rank: int, world_size: int) -> list[str]:
