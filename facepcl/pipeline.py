@@ -313,7 +313,7 @@ class FaceEmbedder:
         detector = None
         if self.align:
             det = self.detector
-            detector = {**det.plan.describe(), "canvas_step": det.quantum}
+            detector = {**det.plan.describe(), "canvas_step": det.canvas_step}
         return {"fast": self.fast, "encoder": self.plan.describe(), "detector": detector}
 
     # -- the four steps ------------------------------------------------------------------------------------

@@ -135,10 +135,11 @@ def test_retain_cpu_memory_applies_on_glibc() -> None:
 
 
 def test_precision_choices() -> None:
-    from facepcl.train.trainer import cpu_has_bf16, resolve_precision
+    from facepcl._accel import native_bf16
+    from facepcl.train.trainer import resolve_precision
 
     cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_bf16() else "fp32")
+    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16("cpu") else "fp32")
     assert resolve_precision("fp32", cpu) == "fp32"
     with pytest.raises(ValueError, match="fp16 is for CUDA"):
         resolve_precision("fp16", cpu)

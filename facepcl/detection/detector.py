@@ -154,11 +154,6 @@ class FaceDetector:
         opts.update(kwargs)
         return cls(opts.pop("name", config.name), **opts)
 
-    @property
-    def quantum(self) -> int:
-        """Canvas sides are multiples of this many pixels (a multiple of the network's stride 32)."""
-        return self.canvas_step
-
     def __repr__(self) -> str:
         dtype = "" if self.plan.exact else f", dtype={str(self.plan.dtype).removeprefix('torch.')!r}, fast=True"
         if self.canvas_step != 32:
@@ -206,7 +201,7 @@ class FaceDetector:
         s = min(1.0, self.max_size / max(h, w))
         nw, nh = max(1, round(w * s)), max(1, round(h * s))
         small = image if (nw, nh) == (w, h) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
-        q = self.quantum
+        q = self.canvas_step
         canvas = (q * math.ceil(nh / q), q * math.ceil(nw / q))
         return Prepared(small, (nw / w, nh / h), canvas, (h, w))
 
@@ -243,24 +238,9 @@ class FaceDetector:
         anchors = _retinaface.priors(hc, wc).to(self.device)
         scale = torch.tensor([wc, hc], dtype=torch.float32, device=self.device)
         scores = conf[..., 1].float()
-        if not self.plan.exact:
-            return self._decode_kept(loc, landmarks, scores, anchors, scale)
-        boxes, points = _retinaface.decode(loc.float(), landmarks.float(), anchors)
-        boxes = boxes * scale.repeat(2)
-        points = points * scale
         outs = []
         for b in range(len(images)):
-            keep = scores[b] > self.conf_threshold
-            bx, pt, sc = boxes[b][keep], points[b][keep], scores[b][keep]
-            order = _nms(bx, sc, self.nms_threshold)  # sorted by decreasing score
-            outs.append((bx[order].cpu().numpy(), pt[order].cpu().numpy(), sc[order].cpu().numpy()))
-        return outs
-
-    def _decode_kept(self, loc: torch.Tensor, landmarks: torch.Tensor, scores: torch.Tensor, anchors: torch.Tensor,
-                     scale: torch.Tensor):
-        """The fast path's decoding: only the anchors above the threshold (a few of tens of thousands)."""
-        outs = []
-        for b in range(len(scores)):
+            # Decoding is per anchor, so only the few anchors above the threshold (of tens of thousands) are decoded.
             keep = torch.nonzero(scores[b] > self.conf_threshold).squeeze(1)
             bx, pt = _retinaface.decode(loc[b, keep].float(), landmarks[b, keep].float(), anchors[keep])
             bx, pt, sc = bx * scale.repeat(2), pt * scale, scores[b, keep]

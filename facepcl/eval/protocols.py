@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -254,6 +255,66 @@ class ProtocolResult:
     fits: list[FitResult]
 
 
+class _Settings(NamedTuple):
+    """A protocol's settings with the run's options applied."""
+
+    feats: list[str]
+    size: int
+    interp: str
+    cfg: TrainConfig
+    head_kind: str
+
+    @property
+    def in_dim(self) -> int:
+        return len(self.feats) * feature_dim(self.size)
+
+    def head(self, proto: Protocol, opt: RunOptions, task: str, out_dim: int, names: list[str],
+             encoder: dict | None = None) -> TaskHead:
+        """A new head for these settings, its initialisation seeded by the training seed."""
+        torch.manual_seed(self.cfg.seed)
+        mlp = self.head_kind == "mlp"
+        return TaskHead(HeadSpec(name=opt.name or proto.name, task=task, features=list(self.feats),
+                                 input_size=self.size, in_dim=self.in_dim, out_dim=out_dim, kind=self.head_kind,
+                                 interpolation=self.interp, align=opt.align,
+                                 hidden_dims=list(opt.hidden_dims) if mlp else [],
+                                 dropout=opt.dropout if mlp else 0.0, label_names=names,
+                                 encoder=dict(encoder or {})))
+
+
+def _settings(proto: Protocol, opt: RunOptions) -> _Settings:
+    return _Settings(check_features(opt.features or proto.features), opt.input_size or proto.input_size,
+                     opt.interpolation or proto.interpolation, opt.train or proto.train, opt.head or proto.head)
+
+
+def _features_text(feats: Sequence[str]) -> str:
+    return "+".join({"trunk": "trunk F", "face": "face F_f", "pose": "pose F_p"}[f] for f in feats)
+
+
+def _model_info(model: PCLModel) -> dict[str, Any]:
+    """Which encoder a report describes: model id, revision and the sha256 of its weights."""
+    prov = getattr(model, "provenance", None) or {}
+    return {"model_id": prov.get("model_id"), "revision": prov.get("revision"), "weights_sha256": weights_digest(model)}
+
+
+def _encoder_record(model: PCLModel, model_info: dict[str, Any], finetuned: bool) -> dict[str, Any]:
+    """What a head stores about the encoder it was trained with."""
+    return {"model_id": model_info["model_id"], "revision": model_info["revision"],
+            "config_hash": model.config.hash(), "weights_sha256": model_info["weights_sha256"],
+            "finetuned": finetuned}
+
+
+def _finish_full(model: PCLModel, head: TaskHead, proto: Protocol, opt: RunOptions, dataset: str, m: dict,
+                 spec_metrics: dict, lines: list[str], counts: dict, epochs: list[int]) -> Report:
+    """The report of a full fine-tuning, and the records it leaves on the head (fine-tuned encoder, protocol)."""
+    model_info = _model_info(model)
+    report = _report(proto, dataset, m, lines, opt.selection, counts, epochs, model_info)
+    head.spec.encoder = _encoder_record(model, model_info, finetuned=True)
+    head.spec.metrics = spec_metrics
+    head.spec.protocol = _protocol_record(proto, opt, opt.train or proto.train, dataset, report)
+    head.spec.protocol["mode"] = "full"
+    return report
+
+
 def run_protocol(model: PCLModel, protocol: str | Protocol, data: dict[str, LabelledImages] | PairList,
                  dataset: str, options: RunOptions | None = None) -> ProtocolResult:
     """Run a protocol: features once, head training with honest selection, test metrics.
@@ -274,11 +335,8 @@ def run_protocol(model: PCLModel, protocol: str | Protocol, data: dict[str, Labe
     opt = options or RunOptions()
     if opt.selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, got {opt.selection!r}")
-    feats = check_features(opt.features or proto.features)
-    size = opt.input_size or proto.input_size
-    interp = opt.interpolation or proto.interpolation
-    cfg = opt.train or proto.train
-    head_kind = opt.head or proto.head
+    st = _settings(proto, opt)
+    feats, size, interp, cfg, head_kind = st
     device = resolve_device(opt.device)
 
     def compute(images):
@@ -313,20 +371,12 @@ def run_protocol(model: PCLModel, protocol: str | Protocol, data: dict[str, Labe
         memo[id(sub.images)] = np.asarray(fs.matrix(feats))[keep]
         return sub
 
-    in_dim = len(feats) * feature_dim(size)
-    digest = weights_digest(model)
-    prov = getattr(model, "provenance", None) or {}
-    encoder_info = {"model_id": prov.get("model_id"), "revision": prov.get("revision"),
-                    "config_hash": model.config.hash(), "weights_sha256": digest, "finetuned": False}
+    in_dim = st.in_dim
+    model_info = _model_info(model)
+    encoder_info = _encoder_record(model, model_info, finetuned=False)
 
     def new_head(out_dim: int, names: list[str], task: str) -> TaskHead:
-        torch.manual_seed(cfg.seed)
-        spec = HeadSpec(name=opt.name or proto.name, task=task, features=list(feats), input_size=size,
-                        in_dim=in_dim, out_dim=out_dim, kind=head_kind, interpolation=interp, align=opt.align,
-                        hidden_dims=list(opt.hidden_dims) if head_kind == "mlp" else [],
-                        dropout=opt.dropout if head_kind == "mlp" else 0.0, label_names=names,
-                        encoder=dict(encoder_info))
-        return TaskHead(spec)
+        return st.head(proto, opt, task, out_dim, names, encoder_info)
 
     if isinstance(data, PairList):
         out_dim = proto.head_out
@@ -334,7 +384,6 @@ def run_protocol(model: PCLModel, protocol: str | Protocol, data: dict[str, Labe
         first = data.get("train") or data.get("all")
         out_dim = _out_dim(first) if first is not None else 0
     describe = _describe(proto, feats, size, interp, head_kind, in_dim, out_dim, cfg, opt)
-    model_info = {"model_id": prov.get("model_id"), "revision": prov.get("revision"), "weights_sha256": digest}
     if isinstance(data, PairList):
         if proto.task != "verification":
             raise ValueError(f"protocol {proto.name!r} needs labelled images, got verification pairs")
@@ -558,7 +607,7 @@ def _describe(proto: Protocol, feats, size, interp, head_kind, in_dim, out, cfg:
                "mlp": "MLP({in_dim} -> {hidden} -> {out})", "none": "no head"}[head_kind]
     head_txt = out_txt.format(in_dim=in_dim, out=out, hidden=list(opt.hidden_dims))
     init = ", N(0, 0.01) init, zero bias" if head_kind == "linear" else ""
-    feat_txt = "+".join({"trunk": "trunk F", "face": "face F_f", "pose": "pose F_p"}[f] for f in feats)
+    feat_txt = _features_text(feats)
     frozen = "frozen encoder, features cached"
     lines = [f"Protocol: {proto.title}, linear evaluation ({frozen}); {feat_txt} at {size} px ({interp} resize, "
              f"{'aligned crops as given' if opt.align == 'none' else 'detected and aligned'}); head {head_txt}{init}."]
@@ -653,24 +702,16 @@ def _finetune_verification(model: PCLModel, proto: Protocol, pairs: PairList, da
     ids = np.unique(pairs.folds)
     if len(ids) < 3:
         raise ValueError(f"{pairs.name}: {len(ids)} folds; fine-tuning needs >= 3 (train, val, test)")
-    feats = check_features(opt.features or proto.features)
-    size = opt.input_size or proto.input_size
-    interp = opt.interpolation or proto.interpolation
-    cfg = opt.train or proto.train
-    head_kind = opt.head or proto.head
-    if head_kind == "none":
+    st = _settings(proto, opt)
+    cfg = st.cfg
+    if st.head_kind == "none":
         raise ValueError("full fine-tuning trains a head; --head-type none only scores frozen features")
-    in_dim = len(feats) * feature_dim(size)
     start = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
 
     def tuner(c: TrainConfig) -> FineTuner:
         model.encoder.load_state_dict(start)  # every fold starts from the pretrained encoder
-        torch.manual_seed(c.seed)
-        spec = HeadSpec(name=opt.name or proto.name, task="verification", features=list(feats), input_size=size,
-                        in_dim=in_dim, out_dim=proto.head_out, kind=head_kind, interpolation=interp,
-                        hidden_dims=list(opt.hidden_dims) if head_kind == "mlp" else [],
-                        dropout=opt.dropout if head_kind == "mlp" else 0.0)
-        return FineTuner(model, TaskHead(spec), c, augment=augment, device=opt.device)
+        head = st._replace(cfg=c).head(proto, opt, "verification", proto.head_out, [])
+        return FineTuner(model, head, c, augment=augment, device=opt.device)
 
     fits, fold_acc, thresholds = [], [], []
     for i, f in enumerate(ids):
@@ -697,14 +738,13 @@ def _finetune_verification(model: PCLModel, proto: Protocol, pairs: PairList, da
     fits.append(t.fit_pairs(pairs.images, pairs.pairs, pairs.same, selection="last", progress=opt.progress))
     head = t.head
     head.spec.threshold, _ = metrics.best_threshold(t.pair_scores(pairs.images, pairs.pairs), pairs.same)
-    feat_txt = "+".join({"trunk": "trunk F", "face": "face F_f", "pose": "pose F_p"}[f] for f in feats)
     sel = {"holdout": "best on the next fold (held out from that fold's training folds)",
            "test": "the best ON THE TEST FOLD - the reference code's practice; this number is OPTIMISTIC",
            "last": "none (the last epoch)"}[opt.selection]
     lines = [
         f"Protocol: {proto.title}, FULL FINE-TUNING (encoder and head trained together, from the same pretrained "
-        f"weights for every fold; not the paper's linear evaluation); {feat_txt} at {size} px ({interp} resize); "
-        f"head {head_kind} ({in_dim} -> {proto.head_out}).",
+        f"weights for every fold; not the paper's linear evaluation); {_features_text(st.feats)} at {st.size} px "
+        f"({st.interp} resize); head {st.head_kind} ({st.in_dim} -> {proto.head_out}).",
         f"Training: {cfg.optimizer}, head lr {cfg.lr:g}, encoder lr {t.encoder_lr:g}, weight decay "
         f"{cfg.weight_decay:g}, {cfg.schedule} schedule, {cfg.epochs} epochs, batch {cfg.batch_size} pairs, "
         f"cosine-embedding loss (margin {cfg.margin:g}), augmentation {augment}, seed {cfg.seed}.",
@@ -714,16 +754,9 @@ def _finetune_verification(model: PCLModel, proto: Protocol, pairs: PairList, da
         f"Saved encoder and head: fine-tuned on all {len(pairs)} pairs for {final_epochs} epochs; threshold "
         f"{head.spec.threshold:.4f} chosen on all pairs.",
     ]
-    prov = getattr(model, "provenance", None) or {}
-    digest = weights_digest(model)
-    model_info = {"model_id": prov.get("model_id"), "revision": prov.get("revision"), "weights_sha256": digest}
     counts = {"train": int((pairs.folds != ids[0]).sum()), "val": 0, "test": len(pairs)}
-    report = _report(proto, dataset, m, lines, opt.selection, counts, epochs, model_info)
-    head.spec.encoder = {"model_id": prov.get("model_id"), "revision": prov.get("revision"),
-                         "config_hash": model.config.hash(), "weights_sha256": digest, "finetuned": True}
-    head.spec.metrics = {"accuracy": m["accuracy"], "std": m["std"]}
-    head.spec.protocol = _protocol_record(proto, opt, cfg, dataset, report)
-    head.spec.protocol["mode"] = "full"
+    report = _finish_full(model, head, proto, opt, dataset, m, {"accuracy": m["accuracy"], "std": m["std"]}, lines,
+                          counts, epochs)
     return ProtocolResult(report, head, fits)
 
 
@@ -750,19 +783,9 @@ def run_finetune(model: PCLModel, protocol: str | Protocol, data: dict[str, Labe
                          "pairs (not cross-validated sets)")
     train, test = data["train"], data["test"]
     _check_task(train, proto)
-    feats = check_features(opt.features or proto.features)
-    size = opt.input_size or proto.input_size
-    interp = opt.interpolation or proto.interpolation
-    cfg = opt.train or proto.train
-    head_kind = opt.head or proto.head
-    prov = getattr(model, "provenance", None) or {}
-    in_dim = len(feats) * feature_dim(size)
-    torch.manual_seed(cfg.seed)
-    spec = HeadSpec(name=opt.name or proto.name, task=proto.task, features=list(feats), input_size=size,
-                    in_dim=in_dim, out_dim=_out_dim(train), kind=head_kind, interpolation=interp,
-                    hidden_dims=list(opt.hidden_dims) if head_kind == "mlp" else [],
-                    dropout=opt.dropout if head_kind == "mlp" else 0.0, label_names=list(train.label_names))
-    head = TaskHead(spec)
+    st = _settings(proto, opt)
+    cfg = st.cfg
+    head = st.head(proto, opt, proto.task, _out_dim(train), list(train.label_names))
     tuner = FineTuner(model, head, cfg, augment=augment, device=opt.device)
     fit_set, val_set, sel_text = train, None, ""
     if opt.selection == "holdout":
@@ -781,21 +804,14 @@ def run_finetune(model: PCLModel, protocol: str | Protocol, data: dict[str, Labe
     m.pop("score")
     counts = {"train": len(fit_set), "val": 0 if val_set is None or opt.selection == "test" else len(val_set),
               "test": len(test)}
-    feat_txt = "+".join({"trunk": "trunk F", "face": "face F_f", "pose": "pose F_p"}[f] for f in feats)
     lines = [
         f"Protocol: {proto.title}, FULL FINE-TUNING (encoder and head trained together; not the paper's linear "
-        f"evaluation); {feat_txt} at {size} px ({interp} resize); head {head_kind} ({in_dim} -> {spec.out_dim}).",
+        f"evaluation); {_features_text(st.feats)} at {st.size} px ({st.interp} resize); head {st.head_kind} "
+        f"({st.in_dim} -> {head.spec.out_dim}).",
         f"Training: {cfg.optimizer}, head lr {cfg.lr:g}, encoder lr {tuner.encoder_lr:g}, weight decay "
         f"{cfg.weight_decay:g}, {cfg.schedule} schedule, {cfg.epochs} epochs, batch {cfg.batch_size}, {proto.loss}, "
         f"augmentation {augment}, seed {cfg.seed}.",
         _selection_line(opt, fit, cfg, sel_text, counts),
     ]
-    digest = weights_digest(model)
-    model_info = {"model_id": prov.get("model_id"), "revision": prov.get("revision"), "weights_sha256": digest}
-    report = _report(proto, dataset, m, lines, opt.selection, counts, [fit.best_epoch], model_info)
-    head.spec.encoder = {"model_id": prov.get("model_id"), "revision": prov.get("revision"),
-                         "config_hash": model.config.hash(), "weights_sha256": digest, "finetuned": True}
-    head.spec.metrics = dict(m)
-    head.spec.protocol = _protocol_record(proto, opt, cfg, dataset, report)
-    head.spec.protocol["mode"] = "full"
+    report = _finish_full(model, head, proto, opt, dataset, m, dict(m), lines, counts, [fit.best_epoch])
     return ProtocolResult(report, head, [fit])

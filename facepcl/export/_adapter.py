@@ -128,7 +128,7 @@ class Embedder:
             d = emb.detector
             det = {"name": d.name, "conf_threshold": d.conf_threshold, "nms_threshold": d.nms_threshold,
                    "max_size": d.max_size, "min_face_size": d.min_face_size, "max_faces": d.max_faces,
-                   "dtype": str(d.plan.dtype).removeprefix("torch."), "canvas_step": d.quantum}
+                   "dtype": str(d.plan.dtype).removeprefix("torch."), "canvas_step": d.canvas_step}
         return {
             "format_version": 1,
             "model_id": info.get("model_id"), "revision": info.get("revision"),

@@ -58,42 +58,32 @@ class FineTuner:
         x = to_model_input(images, spec.input_size, spec.interpolation, self.model.config.preprocess, self.device)
         return select_features(self.model.encoder(x), spec.features)
 
-    def _batch(self, data, idx: np.ndarray, rng: np.random.Generator) -> tuple[list[np.ndarray], torch.Tensor]:
-        imgs = [data.images.read(int(i)) for i in idx]
-        y = torch.as_tensor(np.asarray(data.labels[idx]), device=self.device)
-        if self.augment == "flip":
+    def _read(self, images, idx, rng: np.random.Generator | None) -> tuple[list[np.ndarray], np.ndarray]:
+        """Images ``idx``, each flipped at random with ``augment="flip"`` and an ``rng``; and which were flipped."""
+        imgs = [images.read(int(i)) for i in idx]
+        flip = np.zeros(len(imgs), bool)
+        if self.augment == "flip" and rng is not None:
             flip = rng.random(len(imgs)) < 0.5
-            imgs = [np.ascontiguousarray(im[:, ::-1]) if f else im
-                    for im, f in zip(imgs, flip, strict=True)]
-            if self.head.spec.task == "regression":
-                sign = torch.ones(y.shape[1], device=self.device)
-                if list(self.head.spec.label_names) == ["yaw", "pitch", "roll"]:
-                    sign[[0, 2]] = -1.0
-                else:
-                    raise ValueError("flip augmentation of regression targets is defined only for "
-                                     "[yaw, pitch, roll]; use augment='none'")
-                y = y.float()
-                y[torch.as_tensor(flip, device=self.device)] *= sign
+            imgs = [np.ascontiguousarray(im[:, ::-1]) if f else im for im, f in zip(imgs, flip, strict=True)]
+        return imgs, flip
+
+    def _batch(self, data, idx: np.ndarray, rng: np.random.Generator) -> tuple[list[np.ndarray], torch.Tensor]:
+        y = torch.as_tensor(np.asarray(data.labels[idx]), device=self.device)
+        imgs, flip = self._read(data.images, idx, rng)
+        if self.augment == "flip" and self.head.spec.task == "regression":
+            sign = torch.ones(y.shape[1], device=self.device)
+            if list(self.head.spec.label_names) == ["yaw", "pitch", "roll"]:
+                sign[[0, 2]] = -1.0
+            else:
+                raise ValueError("flip augmentation of regression targets is defined only for "
+                                 "[yaw, pitch, roll]; use augment='none'")
+            y = y.float()
+            y[torch.as_tensor(flip, device=self.device)] *= sign
         return imgs, y
 
     def predict(self, data, batch_size: int | None = None) -> np.ndarray:
         """Raw head outputs ``(N, out_dim)`` for every image of ``data`` (eval mode)."""
-        bs = batch_size or self.config.batch_size
-        self.model.encoder.eval()
-        self.head.eval()
-        out = []
-        with torch.no_grad():
-            for s in range(0, len(data), bs):
-                imgs = [data.images.read(i) for i in range(s, min(s + bs, len(data)))]
-                out.append(self.head(self._encode(imgs)).float().cpu().numpy())
-        return np.concatenate(out)
-
-    def _read(self, images, idx, rng: np.random.Generator | None) -> list[np.ndarray]:
-        imgs = [images.read(int(i)) for i in idx]
-        if self.augment == "flip" and rng is not None:
-            imgs = [np.ascontiguousarray(im[:, ::-1]) if f else im
-                    for im, f in zip(imgs, rng.random(len(imgs)) < 0.5, strict=True)]
-        return imgs
+        return self.embed_images(data.images, np.arange(len(data)), batch_size)
 
     def embed_images(self, images, index: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Head outputs ``(len(index), out_dim)`` of images ``index`` of ``images`` (eval mode, no augmentation)."""
@@ -103,7 +93,8 @@ class FineTuner:
         out = [np.zeros((0, self.head.spec.out_dim), np.float32)]
         with torch.no_grad():
             for s in range(0, len(index), bs):
-                out.append(self.head(self._encode(self._read(images, index[s:s + bs], None))).float().cpu().numpy())
+                imgs, _ = self._read(images, index[s:s + bs], None)
+                out.append(self.head(self._encode(imgs)).float().cpu().numpy())
         return np.concatenate(out)
 
     def pair_scores(self, images, pairs: np.ndarray) -> np.ndarray:
@@ -113,6 +104,22 @@ class FineTuner:
         emb = F.normalize(emb, dim=1)
         at = np.searchsorted(used, pairs)
         return (emb[at[:, 0]] * emb[at[:, 1]]).sum(1).numpy()
+
+    def _start(self) -> np.random.Generator:
+        """Seed, move encoder and head to the device; the batches' random generator."""
+        torch.manual_seed(self.config.seed)
+        self.model.encoder.to(self.device)
+        self.head.to(self.device)
+        return np.random.default_rng(self.config.seed)
+
+    def _train(self, batches, step, score, selection: str, progress: bool) -> FitResult:
+        """Encoder and head together, each with its own learning rate; the model is left in eval mode."""
+        groups = [{"params": self.model.encoder.parameters(), "lr": self.encoder_lr},
+                  {"params": self.head.parameters(), "lr": self.config.lr}]
+        result = train_loop([self.model.encoder, self.head], groups, self.config, batches, step, score, selection,
+                            progress)
+        self.model.eval()
+        return result
 
     def fit_pairs(self, images, pairs: np.ndarray, same: np.ndarray, *,
                   val: tuple[np.ndarray, np.ndarray] | None = None, selection: str = "val",
@@ -131,10 +138,7 @@ class FineTuner:
         if self.head.spec.task != "verification":
             raise ValueError(f"fit_pairs trains verification heads; this head is {self.head.spec.task}")
         cfg = self.config
-        torch.manual_seed(cfg.seed)
-        rng = np.random.default_rng(cfg.seed)
-        self.model.encoder.to(self.device)
-        self.head.to(self.device)
+        rng = self._start()
         target = torch.as_tensor(np.where(same, 1.0, -1.0), dtype=torch.float32, device=self.device)
         loss_fn = nn.CosineEmbeddingLoss(margin=cfg.margin)
 
@@ -144,7 +148,7 @@ class FineTuner:
                 idx = order[s : s + cfg.batch_size]
                 # Each distinct image is read and encoded once per batch, whichever pairs share it.
                 used, at = np.unique(pairs[idx], return_inverse=True)
-                yield self._read(images, used, rng), at.reshape(-1, 2), idx
+                yield self._read(images, used, rng)[0], at.reshape(-1, 2), idx
 
         def step(batch) -> torch.Tensor:
             imgs, at, idx = batch
@@ -160,12 +164,7 @@ class FineTuner:
                 thr, acc = metrics.best_threshold(self.pair_scores(images, vp), vs)
                 return {"accuracy": acc, "threshold": thr, "score": acc}
 
-        groups = [{"params": self.model.encoder.parameters(), "lr": self.encoder_lr},
-                  {"params": self.head.parameters(), "lr": cfg.lr}]
-        result = train_loop([self.model.encoder, self.head], groups, cfg, batches, step, score,
-                            selection if val is not None else "last", progress)
-        self.model.eval()
-        return result
+        return self._train(batches, step, score, selection if val is not None else "last", progress)
 
     def fit(self, train, val=None, *, selection: str = "val", progress: bool = False) -> FitResult:
         """Fine-tune on ``train`` (a :class:`~facepcl.eval.datasets.LabelledImages`).
@@ -179,10 +178,7 @@ class FineTuner:
         if self.head.spec.task == "verification":
             raise ValueError("a verification head trains on pairs: use fit_pairs")
         cfg = self.config
-        torch.manual_seed(cfg.seed)
-        rng = np.random.default_rng(cfg.seed)
-        self.model.encoder.to(self.device)
-        self.head.to(self.device)
+        rng = self._start()
         task = self.head.spec.task
 
         def batches(epoch: int):
@@ -202,9 +198,4 @@ class FineTuner:
             def score() -> dict[str, float]:
                 return task_metrics(task, self.predict(val), np.asarray(val.labels), self.head.spec.label_names)
 
-        groups = [{"params": self.model.encoder.parameters(), "lr": self.encoder_lr},
-                  {"params": self.head.parameters(), "lr": cfg.lr}]
-        result = train_loop([self.model.encoder, self.head], groups, cfg, batches, step, score,
-                            selection if val is not None else "last", progress)
-        self.model.eval()
-        return result
+        return self._train(batches, step, score, selection if val is not None else "last", progress)

@@ -43,21 +43,16 @@ _MIX_TAG = 11  # separates the loss-mixing generators from the data ones
 COMPONENTS = ["encoder", "face_head", "pose_head", "decoder"]
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU runs bf16 natively (AVX512-BF16 or AMX) through oneDNN."""
-    return native_bf16("cpu")
-
-
 def resolve_precision(name: str, device: torch.device) -> str:
     """Turn ``precision`` ("auto", "fp32", "bf16", "fp16") into the one used on ``device``."""
     if name == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+        return "bf16" if device.type == "cpu" and native_bf16(device) else "fp32"
     if name == "fp16" and device.type != "cuda":
         raise ValueError(f"precision fp16 is for CUDA (it needs fp16 kernels and a grad scaler); on {device.type} "
                          "use precision=bf16 or precision=fp32")
-    if name == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+    if name == "bf16" and device.type == "cpu" and not native_bf16(device):
         log.warning("precision bf16 on a CPU without native bf16: it runs, emulated and slowly; "
                     "precision=fp32 is faster here")
     return name
