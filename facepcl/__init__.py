@@ -4,13 +4,14 @@
 face (F_f), pose (F_p) and trunk (F) embeddings.
 """
 
+from ._load import load
+from ._save import push_to_hub, save_pretrained
 from ._version import __version__
 from .align import align_faces
 from .config import DetectorConfig, PCLConfig, PreprocessConfig
 from .convert import convert_checkpoint
 from .detection import FaceDetector
 from .errors import CheckpointError, FacePCLError, ImageLoadError, ModelLoadError, NoFaceError
-from .hub import load, push_to_hub, save_pretrained
 from .io import load_image
 from .model import PCLFeatures, PCLModel
 from .pipeline import EmbeddingResult, FaceEmbedder, embed

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._constants import COMPONENTS
 from ._version import __version__
 
 ARCHITECTURE = "pcl"
 TRUNK_CHANNELS = 128
 DOWNSAMPLE = 16
-COMPONENTS = ("encoder", "face_head", "pose_head", "decoder")
 
 # The 5-point template (left eye, right eye, nose tip, left mouth corner,
 # right mouth corner; "left" is the image's left), as fractions of the crop

@@ -13,27 +13,23 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from . import registry
-from ._atomic import atomic_write
+from ._constants import COMPONENTS
 from ._device import resolve_device, resolve_dtype
 from ._keymap import component_of
+from ._save import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, model_card_text, push_to_hub, save_pretrained
 from ._version import __version__
-from .config import COMPONENTS, PCLConfig
+from .config import PCLConfig
 from .errors import ModelLoadError
 from .model import PCLModel
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-CARD_NAME = "README.md"
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 
 
@@ -179,9 +175,11 @@ def load(name_or_path: str | os.PathLike | None = None, *, revision: str | None 
          device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
          cache_dir: str | os.PathLike | None = None, local_files_only: bool | None = None,
          components: str | Iterable[str] | None = None, token: str | bool | None = None,
-         force_download: bool = False, head: str | Iterable[str] | None = None,
-         head_source: str | os.PathLike | None = None) -> PCLModel:
-    """Load a PCL model from the Hub, a local folder, or a registered name.
+         force_download: bool = False) -> PCLModel:
+    """Load a PCL model (its network only) from the Hub, a local folder, or a registered name.
+
+    :func:`facepcl.load` is this plus task heads (``head=``); heads build on
+    this module, never the reverse.
 
     Args:
         name_or_path: See :func:`resolve`. None loads ``$FACEPCL_MODEL`` or
@@ -196,17 +194,10 @@ def load(name_or_path: str | os.PathLike | None = None, *, revision: str | None 
             only the encoder, which is the default.
         token: Hub token.
         force_download: Download again even if cached.
-        head: Name(s) of task heads to attach (see :mod:`facepcl.heads`), e.g.
-            "fer": ``head-fer/`` next to the weights (same folder, or same Hub
-            repository and revision). :func:`facepcl.embed` then also returns
-            the heads' predictions.
-        head_source: Where the heads are when not next to the weights (a head
-            folder, a folder holding ``head-<name>/``, or a Hub id).
 
     Returns:
         A :class:`facepcl.PCLModel` in eval mode, with ``model.provenance``
-        (model id, kind, revision, folder, config hash) and the heads, if
-        any, in ``model.task_heads``.
+        (model id, kind, revision, repo id, folder, config hash, components).
 
     Raises:
         ModelLoadError: The model cannot be found, or its weights do not
@@ -214,19 +205,7 @@ def load(name_or_path: str | os.PathLike | None = None, *, revision: str | None 
     """
     resolved = resolve(name_or_path, revision=revision, cache_dir=cache_dir,
                        local_files_only=local_files_only, token=token, force_download=force_download)
-    model = load_folder(resolved, device=device, dtype=dtype, components=components)
-    if head is not None:
-        from .heads._predict import attach_head
-
-        hub = {"cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
-        if head_source is None:  # the heads live next to the encoder, at the same commit
-            head_source = resolved.repo_id if resolved.kind == "hf-hub" else str(resolved.folder)
-            hub["revision"] = resolved.revision
-        else:
-            hub["revision"] = revision
-        for name in [head] if isinstance(head, str) else list(head):
-            attach_head(model, head_source, name, **hub)
-    return model
+    return load_folder(resolved, device=device, dtype=dtype, components=components)
 
 
 def load_folder(resolved: ResolvedModel | str | os.PathLike, *, device=None, dtype=None,
@@ -295,128 +274,12 @@ def _few(items: list[str], n: int = 8) -> str:
     return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 
-def save_pretrained(model: PCLModel, save_directory: str | os.PathLike, *, config: PCLConfig | None = None,
-                    model_card: bool = True) -> Path:
-    """Write ``config.json``, ``model.safetensors`` and a model card ``README.md``.
-
-    Every component the model holds is saved (encoder, heads, decoder), in
-    the parameters' own dtype, so a save/load round trip is bit-exact.
-
-    Args:
-        model: The model to save.
-        save_directory: Folder to write (created if needed).
-        config: Config to write instead of ``model.config`` (its components
-            are set from the model).
-        model_card: Also write ``README.md``.
-
-    Returns:
-        The folder.
-    """
-    out = Path(save_directory)
-    out.mkdir(parents=True, exist_ok=True)
-    config = config or model.config
-    present = [c for c in COMPONENTS if c == "encoder" or getattr(model, c, None) is not None]
-    config = PCLConfig.from_dict({**config.to_dict(), "components": present, "facepcl_version": __version__})
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    atomic_write(out / WEIGHTS_NAME, lambda p: save_file(state, p, metadata={
-        "format": "pt", "facepcl_version": __version__, "config_hash": config.hash()}))
-    atomic_write(out / CONFIG_NAME, lambda p: Path(p).write_text(config.to_json(), encoding="utf-8"))
-    if model_card:
-        card = model_card_text(config, getattr(model, "provenance", None))
-        atomic_write(out / CARD_NAME, lambda p: Path(p).write_text(card, encoding="utf-8"))
-    return out
-
-
-def _hub_license(license: str) -> str:
-    known = {"apache-2.0", "mit", "cc-by-4.0", "cc-by-nc-4.0", "cc-by-sa-4.0", "bsd-3-clause", "cc0-1.0"}
-    return license.lower() if license.lower() in known else "other"
-
-
-def model_card_text(config: PCLConfig, provenance: dict | None = None) -> str:
-    """The model card (``README.md``) for a model folder: licence, provenance, preprocessing, usage."""
-    pre = config.preprocess
-    lines = [
-        "---",
-        f"license: {_hub_license(config.license)}",
-        "library_name: facepcl",
-        "tags: [face, self-supervised, contrastive-learning, pcl, feature-extraction]",
-        "pipeline_tag: image-feature-extraction",
-        "---",
-        "",
-        f"# {config.name}",
-        "",
-        "A PCL (Pose-disentangled Contrastive Learning, Liu et al., CVPR 2023) face encoder in the "
-        "[facepcl](https://github.com/facepcl/facepcl) format.",
-        "",
-        f"- **Licence of the weights:** {config.license}",
-        f"- **Source / provenance:** {config.source or 'not recorded'}",
-        f"- **Components:** {', '.join(config.components)}",
-        f"- **Input:** {config.input_size} px, {pre.color_order} in {pre.value_range}, aligned "
-        f"{pre.crop_size}x{pre.crop_size} crops ({pre.interpolation} similarity warp onto a 5-point template)",
-        f"- **Features:** trunk F, face F_f and pose F_p, {config.feature_dim} floats each at "
-        f"{config.input_size} px",
-        f"- **Written by:** facepcl {config.facepcl_version}",
-    ]
-    if provenance and provenance.get("model_id"):
-        lines.append(f"- **Converted or saved from:** {provenance['model_id']}"
-                     + (f" @ {provenance['revision']}" if provenance.get("revision") else ""))
-    lines += [
-        "",
-        "## Use",
-        "",
-        "```python",
-        "import facepcl",
-        "model = facepcl.load(\"<this repo id or folder>\")",
-        "result = facepcl.embed(\"photo.jpg\", model=model)",
-        "result.face, result.pose, result.trunk  # one row per detected face",
-        "```",
-        "",
-        "## Citation",
-        "",
-        "```bibtex",
-        "@inproceedings{liu2023pcl,",
-        "  title={Pose-disentangled Contrastive Learning for Self-supervised Facial Representation},",
-        "  author={Liu, Yuanyuan and Wang, Wenbin and Zhan, Yibing and Feng, Shaoze and Liu, Kejun and "
-        "Chen, Zhe},",
-        "  booktitle={CVPR},",
-        "  year={2023}",
-        "}",
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def push_to_hub(model: PCLModel, repo_id: str, *, revision: str | None = None, private: bool | None = None,
-                token: str | None = None, commit_message: str = "Upload facepcl model",
-                create_pr: bool = False) -> str:
-    """Upload a model to the Hugging Face Hub in the same format as :func:`save_pretrained`.
-
-    Args:
-        model: The model to upload.
-        repo_id: ``ORG/NAME``; created if it does not exist.
-        revision: Branch to push to.
-        private: Create the repository as private.
-        token: Hub token (default: the logged-in one / ``HF_TOKEN``).
-        commit_message: Commit message.
-        create_pr: Open a pull request instead of pushing to the branch.
-
-    Returns:
-        The URL of the commit (or pull request).
-    """
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        save_pretrained(model, tmp)
-        info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision,
-                                 commit_message=commit_message, create_pr=create_pr)
-    return str(getattr(info, "pr_url", None) or getattr(info, "commit_url", info))
-
-
 def download(name_or_path: str, *, revision: str | None = None, cache_dir=None, token=None,
              force_download: bool = False) -> ResolvedModel:
     """Fill the cache with a model's files for later offline use (``facepcl download``)."""
     return resolve(name_or_path, revision=revision, cache_dir=cache_dir, token=token,
                    force_download=force_download, local_files_only=False)
+
+
+__all__ = ["CARD_NAME", "CONFIG_NAME", "WEIGHTS_NAME", "ResolvedModel", "default_model_name", "download", "load",
+           "load_folder", "model_card_text", "push_to_hub", "resolve", "save_pretrained"]

@@ -236,14 +236,14 @@ class PCLModel(nn.Module):
         return _need(self.pose_head, "pose_head")(pose)
 
     def save_pretrained(self, save_directory: str, **kwargs) -> None:
-        """Write ``config.json``, ``model.safetensors`` and a model card; see :func:`facepcl.hub.save_pretrained`."""
-        from .hub import save_pretrained
+        """Write ``config.json``, ``model.safetensors`` and a model card; see :func:`facepcl.save_pretrained`."""
+        from ._save import save_pretrained
 
         save_pretrained(self, save_directory, **kwargs)
 
     def push_to_hub(self, repo_id: str, **kwargs) -> str:
-        """Upload to the Hugging Face Hub; see :func:`facepcl.hub.push_to_hub`."""
-        from .hub import push_to_hub
+        """Upload to the Hugging Face Hub; see :func:`facepcl.push_to_hub`."""
+        from ._save import push_to_hub
 
         return push_to_hub(self, repo_id, **kwargs)
 

@@ -31,6 +31,7 @@ from PIL import Image
 
 from . import hub, registry
 from ._accel import EncoderRunner, encoder_plan
+from ._constants import FEATURES
 from ._device import resolve_device
 from ._parallel import default_workers, prefetch, shared_cores
 from ._preprocess import crops_to_input
@@ -44,7 +45,6 @@ from .io import describe, load_image
 from .model import PCLModel
 
 ON_NO_FACE = ("skip", "raise", "full_image")
-FEATURES = ("face", "pose", "trunk")
 
 
 class Failure(NamedTuple):

@@ -13,7 +13,7 @@ import pytest
 from facepcl.cli import main as cli
 from facepcl.eval import demo
 from facepcl.eval.datasets import LabelledImages, PathImages, read_disfa, read_fsanet_npz, read_lfw, read_rafdb
-from facepcl.eval.protocols import PROTOCOLS, RunOptions, _holdout, run_finetune, run_protocol
+from facepcl.eval.protocols import PROTOCOLS, RunOptions, holdout, run_finetune, run_protocol
 from facepcl.heads import load_head
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -60,12 +60,12 @@ def test_select_on_test_is_labelled(random_pcl_model, rafdb_dir, tmp_path):
 def test_holdout_is_stratified_disjoint_and_subject_aware():
     labels = np.repeat(np.arange(3), 10)
     d = LabelledImages("x", PathImages([f"{i}.png" for i in range(30)]), labels, "classification", ["a", "b", "c"])
-    tr, va = _holdout(d, 0.2, 0)
+    tr, va = holdout(d, 0.2, 0)
     assert not set(tr) & set(va) and len(tr) + len(va) == 30
     assert np.bincount(labels[va]).tolist() == [2, 2, 2]
     groups = np.repeat(np.array(["SN001", "SN002", "SN003", "SN004", "SN005"]), 6)
     g = dataclasses.replace(d, groups=groups, task="multilabel", labels=np.zeros((30, 2), np.float32))
-    tr, va = _holdout(g, 0.2, 0)
+    tr, va = holdout(g, 0.2, 0)
     assert not set(groups[tr]) & set(groups[va]) and len(set(groups[va])) == 1
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import facepcl
-from facepcl.eval.features import weights_digest
+from facepcl._digest import encoder_digest
 from facepcl.heads import HeadSpec, TaskHead, push_head_to_hub, save_head
 from tests._fakehub import FakeHub
 
@@ -22,7 +22,7 @@ from tests._fakehub import FakeHub
 def _head(model) -> TaskHead:
     torch.manual_seed(5)
     spec = HeadSpec(name="fer", task="classification", features=["trunk"], input_size=32, in_dim=512, out_dim=2,
-                    label_names=["no", "yes"], encoder={"weights_sha256": weights_digest(model)})
+                    label_names=["no", "yes"], encoder={"encoder_sha256": encoder_digest(model)})
     return TaskHead(spec)
 
 

@@ -111,9 +111,9 @@ def test_load_head_source_errors(tmp_path):
 
 
 def _trained_like(model, task="classification", **kw):
-    from facepcl.eval.features import weights_digest
+    from facepcl._digest import encoder_digest
 
-    spec = _spec(task=task, encoder={"weights_sha256": weights_digest(model), "model_id": "test"}, **kw)
+    spec = _spec(task=task, encoder={"encoder_sha256": encoder_digest(model), "model_id": "test"}, **kw)
     return TaskHead(spec).eval()
 
 

@@ -9,7 +9,7 @@ import torch
 from facepcl import PCLConfig, PCLModel
 from facepcl.eval import demo
 from facepcl.eval.datasets import ArrayImages, LabelledImages
-from facepcl.heads import FineTuner, HeadSpec, TaskHead, TrainConfig, fit_features, fit_pairs, task_metrics
+from facepcl.heads import FineTuner, HeadSpec, HeadTrainConfig, TaskHead, fit_features, fit_pairs, task_metrics
 from facepcl.heads._train import outputs, pair_scores
 
 
@@ -32,7 +32,7 @@ def test_separable_classes_reach_high_accuracy_and_selection_keeps_best_epoch():
     xv, yv = _blobs(100, 4, 32, 1)
     xt, yt = _blobs(200, 4, 32, 2)
     head = _head("classification", 32, 4)
-    cfg = TrainConfig("adam", 1e-2, 0.0, "cosine", 15, 64)
+    cfg = HeadTrainConfig("adam", 1e-2, 0.0, "cosine", 15, 64)
     fit = fit_features(head, x, y, cfg, val=(xv, yv))
     scores = [h["score"] for h in fit.history]
     assert fit.best_epoch == int(np.argmax(scores)) + 1 and fit.best_score == max(scores)
@@ -44,7 +44,7 @@ def test_separable_classes_reach_high_accuracy_and_selection_keeps_best_epoch():
 
 def test_no_validation_keeps_last_epoch():
     x, y = _blobs(50, 2, 8, 0)
-    fit = fit_features(_head("classification", 8, 2), x, y, TrainConfig(epochs=3, batch_size=16))
+    fit = fit_features(_head("classification", 8, 2), x, y, HeadTrainConfig(epochs=3, batch_size=16))
     assert fit.selection == "last" and fit.best_epoch == 3 and fit.best_score is None and len(fit.history) == 3
 
 
@@ -54,7 +54,7 @@ def test_pose_regression_bn_linear_learns_degrees():
     x = rng.normal(0, 1, (400, 16)).astype(np.float32)
     y = (x @ w * 20).astype(np.float32)  # angles of tens of degrees
     head = _head("regression", 16, 3, kind="bn-linear", names=["yaw", "pitch", "roll"])
-    fit_features(head, x[:300], y[:300], TrainConfig("adamw", 1e-1, 0.0, "cosine", 40, 50))
+    fit_features(head, x[:300], y[:300], HeadTrainConfig("adamw", 1e-1, 0.0, "cosine", 40, 50))
     m = task_metrics("regression", outputs(head, x[300:], "cpu"), y[300:], ["yaw", "pitch", "roll"])
     assert set(m) == {"mae_yaw", "mae_pitch", "mae_roll", "mae_mean", "score"}
     baseline = np.abs(y[300:] - np.median(y[:300], 0)).mean()  # predicting a constant: about 60 degrees
@@ -66,7 +66,7 @@ def test_multilabel_reaches_high_f1():
     y = rng.integers(0, 2, (400, 5)).astype(np.float32)
     x = np.concatenate([y * 2 - 1, rng.normal(0, 1, (400, 11))], 1).astype(np.float32) + rng.normal(0, 0.2, (400, 16))
     head = _head("multilabel", 16, 5, kind="bn-linear")
-    fit_features(head, x[:300], y[:300], TrainConfig("adam", 1e-2, 0.0, "cosine", 30, 32))
+    fit_features(head, x[:300], y[:300], HeadTrainConfig("adam", 1e-2, 0.0, "cosine", 30, 32))
     m = task_metrics("multilabel", outputs(head, x[300:], "cpu"), y[300:], head.spec.label_names)
     assert m["f1_mean"] > 0.95
 
@@ -79,7 +79,7 @@ def test_verification_head_separates_identities():
     pairs = np.array([[2 * i, 2 * i + 1] for i in range(40)] + [[2 * i, 2 * ((i + 1) % 40) + 1] for i in range(40)])
     same = np.r_[np.ones(40, bool), np.zeros(40, bool)]
     head = _head("verification", 24, 16, kind="bn-linear", names=[])
-    fit = fit_pairs(head, x, pairs[::2], same[::2], TrainConfig("adam", 1e-2, 0.0, "cosine", 30, 16),
+    fit = fit_pairs(head, x, pairs[::2], same[::2], HeadTrainConfig("adam", 1e-2, 0.0, "cosine", 30, 16),
                     val=(pairs[1::2], same[1::2]))
     s = pair_scores(head, x, pairs[1::2], torch.device("cpu"))
     assert s[same[1::2]].min() > s[~same[1::2]].max()  # held-out pairs separated
@@ -103,11 +103,11 @@ def test_finetuner_uses_separate_learning_rates():
                              out_dim=3, label_names=data.label_names))
     head_before = head.net.fc.weight.detach().clone()
     # encoder lr 0: the encoder must not move while the head does
-    FineTuner(model, head, TrainConfig("adam", 1e-3, 0.0, "constant", 1, 3, encoder_lr=0.0), device="cpu").fit(data)
+    FineTuner(model, head, HeadTrainConfig("adam", 1e-3, 0.0, "constant", 1, 3, encoder_lr=0.0), device="cpu").fit(data)
     assert all(torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())
     assert not torch.equal(head_before, head.net.fc.weight)
     # with an encoder lr both move, and the model is left in eval mode
-    tuner = FineTuner(model, head, TrainConfig("adam", 1e-3, 0.0, "constant", 2, 3, encoder_lr=1e-4), device="cpu")
+    tuner = FineTuner(model, head, HeadTrainConfig("adam", 1e-3, 0.0, "constant", 2, 3, encoder_lr=1e-4), device="cpu")
     fit = tuner.fit(data, val=data)
     assert any(not torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())
     assert not model.encoder.training and fit.selection == "val"
@@ -122,7 +122,7 @@ def test_finetuner_flip_negates_yaw_and_roll():
                           "regression", ["yaw", "pitch", "roll"])
     head = TaskHead(HeadSpec(name="p", task="regression", features=["trunk"], input_size=16, in_dim=128,
                              out_dim=3, kind="bn-linear", label_names=["yaw", "pitch", "roll"]))
-    tuner = FineTuner(model, head, TrainConfig(epochs=1, batch_size=2), augment="flip", device="cpu")
+    tuner = FineTuner(model, head, HeadTrainConfig(epochs=1, batch_size=2), augment="flip", device="cpu")
     rng = np.random.default_rng(0)
     seen = set()
     for _ in range(20):
@@ -145,7 +145,7 @@ def test_finetuner_trains_verification_on_pairs():
     head = TaskHead(HeadSpec(name="v", task="verification", features=["trunk"], input_size=16, in_dim=128,
                              out_dim=8, kind="bn-linear"))
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
-    tuner = FineTuner(model, head, TrainConfig("adam", 1e-3, 0.0, "constant", 2, 16, encoder_lr=1e-4), device="cpu")
+    tuner = FineTuner(model, head, HeadTrainConfig("adam", 1e-3, 0.0, "constant", 2, 16, encoder_lr=1e-4), device="cpu")
     with pytest.raises(ValueError, match="fit_pairs"):
         tuner.fit(data)
     fit = tuner.fit_pairs(data.images, pairs, same, val=(pairs, same))
@@ -159,5 +159,5 @@ def test_finetuner_trains_verification_on_pairs():
     np.testing.assert_allclose(scores, (emb[pairs[:, 0]] * emb[pairs[:, 1]]).sum(1), atol=1e-5)
     with pytest.raises(ValueError, match="verification"):
         FineTuner(model, TaskHead(HeadSpec(name="c", task="classification", features=["trunk"], input_size=16,
-                                           in_dim=128, out_dim=4)), TrainConfig(), device="cpu").fit_pairs(
+                                           in_dim=128, out_dim=4)), HeadTrainConfig(), device="cpu").fit_pairs(
             data.images, pairs, same)

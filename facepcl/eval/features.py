@@ -8,10 +8,10 @@ weights themselves and every image file's path, size and modification time
 (or the source file of images held in an array), so changing any of them
 gives a new entry; a stale entry is never read.
 
-With ``align="detect"`` each image's best face is found by the model's
-detector (:class:`facepcl.pipeline.FaceEmbedder`) and warped by
-:func:`facepcl.align.align_faces` straight to the input size; images without
-a face are marked in ``valid`` (their rows are zero).
+With ``align="detect"`` each image's best face is found and aligned by the
+pipeline's own steps (:meth:`facepcl.FaceEmbedder.detect` and
+:meth:`facepcl.FaceEmbedder.crop`), straight at the input size; images
+without a face are marked in ``valid`` (their rows are zero).
 
 Layout: ``CACHE/<key>/{trunk,face,pose}.npy`` (float32 or float16,
 ``(N, D)``) plus ``meta.json``. ``CACHE`` is ``facepcl_home()/features``
@@ -35,10 +35,12 @@ import numpy as np
 import torch
 
 from .._accel import EncoderRunner, encoder_plan
+from .._constants import FEATURES
 from .._device import resolve_device
+from .._digest import encoder_digest
 from .._paths import facepcl_home
 from .._version import __version__
-from ..heads._inputs import FEATURES, check_features, to_model_input
+from ..heads._inputs import check_features, to_model_input
 from ..model import PCLModel
 from .datasets._base import ImageSource
 
@@ -51,16 +53,6 @@ ALIGN_MODES = ("none", "detect")
 def default_cache_dir() -> Path:
     """``facepcl_home()/features``."""
     return facepcl_home() / "features"
-
-
-def weights_digest(model: PCLModel) -> str:
-    """SHA-256 of the encoder's parameters (names, shapes, dtypes and bytes)."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.encoder.state_dict().items()):
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name}\0{tuple(t.shape)}\0{t.dtype}\n".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 @dataclass
@@ -101,7 +93,7 @@ def feature_key(model: PCLModel, images: ImageSource, *, features: Sequence[str]
     prov = getattr(model, "provenance", None) or {}
     meta = {
         "cache_version": CACHE_VERSION,
-        "weights_sha256": weights_digest(model),
+        "encoder_sha256": encoder_digest(model),
         "config_hash": model.config.hash(),
         "model_id": prov.get("model_id"),
         "revision": prov.get("revision"),
@@ -183,9 +175,12 @@ def extract_features(model: PCLModel, images: ImageSource, *, features: str | Se
         arrays = {f: np.empty((len(images), dim), np_dtype) for f in feats}
     valid = np.ones(len(images), bool)
     try:
-        runner = EncoderRunner(model.encoder, dev, plan)
-        _fill(model, runner, images, arrays, valid, feats, input_size, interpolation, align, batch_size, dev,
-              progress, fast)
+        job = _Job(model, EncoderRunner(model.encoder, dev, plan), images, arrays, valid, feats, input_size,
+                   interpolation, batch_size, dev, progress)
+        if align == "detect":
+            _fill_detect(job, fast)
+        else:
+            _fill(job)
         if not cache:
             return FeatureSet(arrays, valid, key, None, meta)
         assert tmp is not None
@@ -219,63 +214,78 @@ def encoder_dim(model: PCLModel, input_size: int) -> int:
     return feature_dim(input_size)
 
 
-def _fill(model, runner, images, arrays, valid, feats, input_size, interpolation, align, batch_size, dev, progress,
-          fast):
-    if align == "detect":
-        _fill_detect(model, runner, images, arrays, valid, feats, input_size, batch_size, dev, progress, fast)
-        return
-    from tqdm.auto import tqdm
+@dataclass
+class _Job:
+    """One feature computation: what to encode, how, and where the rows go."""
 
-    pre = model.config.preprocess
-    param = next(model.encoder.parameters())
-    bar = tqdm(total=len(images), desc="features", unit="img", disable=not progress)
+    model: PCLModel
+    runner: EncoderRunner
+    images: ImageSource
+    arrays: dict[str, np.ndarray]
+    valid: np.ndarray
+    feats: tuple[str, ...]
+    input_size: int
+    interpolation: str
+    batch_size: int
+    device: torch.device
+    progress: bool
+
+    def encode(self, crops: Sequence[np.ndarray], rows: Sequence[int] | slice, interpolation: str) -> None:
+        """Encode ``(H, W, 3)`` uint8 crops resized to the input size; write their features at ``rows``."""
+        param = next(self.model.encoder.parameters())
+        x = to_model_input(crops, self.input_size, interpolation, self.model.config.preprocess, self.device,
+                           param.dtype)
+        out = self.runner(x)
+        for f in self.feats:
+            self.arrays[f][rows] = getattr(out, f).cpu().numpy()
+
+    def batches(self, desc: str):
+        """``(indices, images)`` per batch, with a progress bar."""
+        from tqdm.auto import tqdm
+
+        n = len(self.images)
+        with tqdm(total=n, desc=desc, unit="img", disable=not self.progress) as bar:
+            for start in range(0, n, self.batch_size):
+                idx = list(range(start, min(start + self.batch_size, n)))
+                yield idx, [self.images.read(i) for i in idx]
+                bar.update(len(idx))
+
+
+def _fill(job: _Job) -> None:
+    """Images are aligned crops already: resize and encode."""
     with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            idx = range(start, min(start + batch_size, len(images)))
-            batch = [images.read(i) for i in idx]
-            x = to_model_input(batch, input_size, interpolation, pre, dev, param.dtype)
-            out = runner(x)
-            for f in feats:
-                arrays[f][start : start + len(batch)] = getattr(out, f).cpu().numpy()
-            bar.update(len(batch))
-    bar.close()
+        for idx, batch in job.batches("features"):
+            job.encode(batch, slice(idx[0], idx[-1] + 1), job.interpolation)
 
 
-def _fill_detect(model, runner, images, arrays, valid, feats, input_size, batch_size, dev, progress, fast):
-    """Detect faces with the pipeline's detector, warp the best face straight to ``input_size``, encode."""
-    from tqdm.auto import tqdm
+def _fill_detect(job: _Job, fast: bool) -> None:
+    """Detect and align the best face of each image with the pipeline's own steps, at the input size; encode.
 
-    from ..align import align_faces
+    Detection and alignment are :class:`facepcl.FaceEmbedder`'s
+    :meth:`~facepcl.FaceEmbedder.detect` and :meth:`~facepcl.FaceEmbedder.crop`;
+    encoding resizes nothing (the crop is already at the input size) and
+    prepares pixels as for the aligned-crop path.
+    """
     from ..pipeline import FaceEmbedder
 
-    embedder = FaceEmbedder(model, device=dev, max_faces=1, on_no_face="skip", fast=fast)
-    pre = model.config.preprocess
-    param = next(model.encoder.parameters())
-    bar = tqdm(total=len(images), desc="detect+features", unit="img", disable=not progress)
+    embedder = FaceEmbedder(job.model, device=job.device, max_faces=1, on_no_face="skip", fast=fast)
     with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            idx = list(range(start, min(start + batch_size, len(images))))
-            batch = [images.read(i) for i in idx]
+        for idx, batch in job.batches("detect+features"):
             crops, rows = [], []
             for i, img, det in zip(idx, batch, embedder.detect(batch), strict=True):
                 if det is None or not len(det):
-                    valid[i] = False
-                    log.warning("features: no face in %s; recorded as skipped", images.describe(i))
+                    job.valid[i] = False
+                    log.warning("features: no face in %s; recorded as skipped", job.images.describe(i))
                     continue
                 best = int(np.argmax(det.scores))
-                crops.append(align_faces(img, det.kps[best : best + 1], pre, crop_size=input_size)[0][0])
+                crops.append(embedder.crop(img, det.kps[best : best + 1], size=job.input_size)[0])
                 rows.append(i)
             if crops:
-                x = to_model_input(crops, input_size, "bilinear", pre, dev, param.dtype)
-                out = runner(x)
-                for f in feats:
-                    arrays[f][rows] = getattr(out, f).cpu().numpy()
-            for f in feats:
-                missing = [i for i in idx if not valid[i]]
+                job.encode(crops, rows, "bilinear")
+            missing = [i for i in idx if not job.valid[i]]
+            for f in job.feats:
                 if missing:
-                    arrays[f][missing] = 0.0
-            bar.update(len(idx))
-    bar.close()
+                    job.arrays[f][missing] = 0.0
 
 
 def _read_entry(folder: Path, meta: dict) -> FeatureSet | None:
@@ -297,5 +307,4 @@ def _read_entry(folder: Path, meta: dict) -> FeatureSet | None:
     return FeatureSet(arrays, valid, folder.name, folder, stored)
 
 
-__all__ = ["ALIGN_MODES", "FEATURES", "FeatureSet", "default_cache_dir", "extract_features", "feature_key",
-           "weights_digest"]
+__all__ = ["ALIGN_MODES", "FEATURES", "FeatureSet", "default_cache_dir", "extract_features", "feature_key"]

@@ -9,13 +9,12 @@ preprocessing is gathered here too.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from .._digest import encoder_digest
 from ._writers import FEATURES
 
 
@@ -122,7 +121,6 @@ class Embedder:
         emb = self.embedder
         config = emb.model.config
         info = emb.info()
-        prov = getattr(emb.model, "provenance", None) or {}
         det = None
         if self.detect:
             d = emb.detector
@@ -132,7 +130,7 @@ class Embedder:
         return {
             "format_version": 1,
             "model_id": info.get("model_id"), "revision": info.get("revision"),
-            "config_hash": info.get("config_hash"), "weights_sha256": _weights_hash(prov.get("folder")),
+            "config_hash": info.get("config_hash"), "encoder_sha256": encoder_digest(emb.model),
             "model_name": config.name, "model_license": config.license,
             "facepcl_version": info.get("facepcl_version"),
             "preprocess": dataclasses.asdict(emb.preprocess), "crop_size": emb.crop_size,
@@ -140,17 +138,3 @@ class Embedder:
             "dtype": info.get("dtype"), "accel": info.get("accel"), "detect": self.detect, "detector": det,
             "on_no_face": self.on_no_face, "max_faces": self.max_faces,
         }
-
-
-def _weights_hash(folder: str | None) -> str | None:
-    """SHA-256 (first 16 hex digits) of ``model.safetensors``: the config hash alone does not pin the weights."""
-    if not folder:
-        return None
-    path = os.path.join(folder, "model.safetensors")
-    if not os.path.isfile(path):
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]

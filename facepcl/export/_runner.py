@@ -45,7 +45,7 @@ from ._stream import Unit, iter_units
 from ._writers import FEATURES, RowBuffer
 
 # Settings that decide the rows: a resumed run (and every rank) must use the same.
-IDENTITY = ("weights_sha256", "config_hash", "preprocess", "crop_size", "feature_dim", "features", "dtype", "accel",
+IDENTITY = ("encoder_sha256", "config_hash", "preprocess", "crop_size", "feature_dim", "features", "dtype", "accel",
             "detect", "detector", "on_no_face", "max_faces", "facepcl_version")
 
 

@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 
 from .._atomic import atomic_write
+from .._constants import FEATURES
 
-FEATURES = ("face", "pose", "trunk")
 KPS_DIM = 10
 SCALARS = {
     "item": np.int64, "frame": np.int64, "timestamp": np.float64, "face_index": np.int32,

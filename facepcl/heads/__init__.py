@@ -6,13 +6,16 @@ Inference (always importable): :class:`LinearHead` (the paper's probe),
 :func:`push_head_to_hub`, :func:`attach_head`, :func:`predict_crops`.
 
 Training (imported on first use, so inference never loads it):
-:class:`FineTuner`, :class:`TrainConfig`, :func:`fit_features`,
-:func:`fit_pairs`.
+:class:`FineTuner`, :class:`HeadTrainConfig`, :func:`fit_features`,
+:func:`fit_pairs`. (``TrainConfig`` is a deprecated name of
+:class:`HeadTrainConfig`, kept apart from :class:`facepcl.train.config.TrainConfig`,
+which configures pretraining.)
 """
 
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
 from ._inputs import FEATURES, check_features, select_features, to_model_input
@@ -21,11 +24,15 @@ from ._modules import HEAD_KINDS, BNLinearHead, LinearHead, MLPHead, build_head
 from ._predict import attach_head, attached_heads, load_with_head, predict_crops
 from ._spec import TASKS, HeadPrediction, HeadSpec, TaskHead, postprocess
 
-_TRAINING = {"FineTuner": "._finetune", "TrainConfig": "._train", "FitResult": "._train",
+_TRAINING = {"FineTuner": "._finetune", "HeadTrainConfig": "._train", "FitResult": "._train",
              "fit_features": "._train", "fit_pairs": "._train", "task_metrics": "._train"}
 
 
 def __getattr__(name: str) -> Any:
+    if name == "TrainConfig":
+        warnings.warn("facepcl.heads.TrainConfig is renamed HeadTrainConfig (facepcl.train.config.TrainConfig "
+                      "configures pretraining); the old name will be removed", DeprecationWarning, stacklevel=2)
+        name = "HeadTrainConfig"
     if name in _TRAINING:
         return getattr(importlib.import_module(_TRAINING[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -33,7 +40,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "FEATURES", "HEAD_CONFIG", "HEAD_KINDS", "HEAD_WEIGHTS", "TASKS", "BNLinearHead", "FineTuner", "FitResult",
-    "HeadPrediction", "HeadSpec", "LinearHead", "MLPHead", "TaskHead", "TrainConfig", "attach_head",
+    "HeadPrediction", "HeadSpec", "HeadTrainConfig", "LinearHead", "MLPHead", "TaskHead", "attach_head",
     "attached_heads", "build_head", "check_features", "fit_features", "fit_pairs", "head_dirname", "list_heads",
     "load_head", "load_with_head", "postprocess", "predict_crops", "push_head_to_hub", "save_head", "select_features",
     "task_metrics", "to_model_input",

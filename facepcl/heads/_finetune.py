@@ -19,7 +19,7 @@ from ..eval import metrics
 from ..model import PCLModel
 from ._inputs import select_features, to_model_input
 from ._spec import TaskHead
-from ._train import FitResult, TrainConfig, task_loss, task_metrics, train_loop
+from ._train import FitResult, HeadTrainConfig, task_loss, task_metrics, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +39,13 @@ class FineTuner:
         device: Training device (None: CUDA if available, else CPU).
 
     Example:
-        >>> tuner = FineTuner(model, head, TrainConfig(lr=1e-3, encoder_lr=1e-4, epochs=10))
+        >>> tuner = FineTuner(model, head, HeadTrainConfig(lr=1e-3, encoder_lr=1e-4, epochs=10))
         >>> result = tuner.fit(train_set, val=val_set)
 
     Verification heads train on pairs instead: :meth:`fit_pairs`.
     """
 
-    def __init__(self, model: PCLModel, head: TaskHead, config: TrainConfig, *, augment: str = "none",
+    def __init__(self, model: PCLModel, head: TaskHead, config: HeadTrainConfig, *, augment: str = "none",
                  device: str | torch.device | None = None) -> None:
         if augment not in AUGMENTS:
             raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")

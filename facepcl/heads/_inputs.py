@@ -12,11 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._constants import FEATURES
 from .._preprocess import normalize
 from ..config import PreprocessConfig
 from ..model import PCLFeatures
 
-FEATURES = ("trunk", "face", "pose")
 INTERPOLATIONS = ("bilinear", "bicubic")
 
 

@@ -198,7 +198,7 @@ def push_head_to_hub(head: TaskHead, repo_id: str, *, model=None, revision: str 
     api.create_repo(repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         if model is not None:
-            from ..hub import save_pretrained
+            from .._save import save_pretrained
 
             save_pretrained(model, tmp)
         save_head(head, tmp)

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .._digest import encoder_digest, recorded_digest
 from ..errors import ModelLoadError
+from ..hub import load
 from ..model import PCLModel
 from ._inputs import to_model_input
 from ._spec import HeadPrediction, TaskHead
@@ -43,11 +45,9 @@ def attach_head(model: PCLModel, head: TaskHead | str | os.PathLike, name: str |
         from ._io import load_head
 
         head = load_head(head, name, **load_kwargs)
-    want = head.spec.encoder.get("weights_sha256")
+    want = recorded_digest(head.spec.encoder)
     if check_encoder and want:
-        from ..eval.features import weights_digest
-
-        have = weights_digest(model)
+        have = encoder_digest(model)
         if have != want:
             raise ModelLoadError(f"head {head.spec.name!r} was trained on encoder weights {want[:12]}… "
                                  f"({head.spec.encoder.get('model_id')}), but this model's are {have[:12]}…: load "
@@ -62,7 +62,7 @@ def attach_head(model: PCLModel, head: TaskHead | str | os.PathLike, name: str |
 
 def load_with_head(name_or_path: str | os.PathLike | None = None, head: str | Sequence[str] | None = None, *,
                    head_source: str | os.PathLike | None = None, check_encoder: bool = True, **load_kwargs) -> PCLModel:
-    """``facepcl.load`` plus heads: what ``facepcl.load(..., head=...)`` does.
+    """:func:`facepcl.hub.load` plus heads: what ``facepcl.load(..., head=...)`` does.
 
     Args:
         name_or_path: Model, as for :func:`facepcl.load`.
@@ -71,24 +71,24 @@ def load_with_head(name_or_path: str | os.PathLike | None = None, head: str | Se
         head_source: Where the heads are when not with the model (a head
             folder, a folder holding ``head-<name>/``, or a Hub id).
         check_encoder: See :func:`attach_head`.
-        **load_kwargs: Passed to :func:`facepcl.load` (revision, device, ...);
+        **load_kwargs: Passed to :func:`facepcl.hub.load` (revision, device, ...);
             revision, cache_dir, local_files_only and token also apply to the heads.
 
     Returns:
         The model with the heads attached.
     """
-    from ..hub import load
-
-    if check_encoder or head is None:
-        return load(name_or_path, head=head, head_source=head_source, **load_kwargs)
     model = load(name_or_path, **load_kwargs)
+    if head is None:
+        return model
     hub = {k: load_kwargs[k] for k in ("revision", "cache_dir", "local_files_only", "token") if k in load_kwargs}
     prov = model.provenance
-    if head_source is None and prov["kind"] == "hf-hub":
-        hub["revision"] = prov["revision"]
-    source = head_source if head_source is not None else (prov["repo_id"] or prov["folder"])
+    if head_source is None:
+        # The heads live next to the encoder: same folder, or same Hub repository at the same commit.
+        if prov["kind"] == "hf-hub":
+            hub["revision"] = prov["revision"]
+        head_source = prov["repo_id"] if prov["kind"] == "hf-hub" else prov["folder"]
     for n in [head] if isinstance(head, str) else list(head):
-        attach_head(model, source, n, check_encoder=False, **hub)
+        attach_head(model, head_source, n, check_encoder=check_encoder, **hub)
     return model
 
 

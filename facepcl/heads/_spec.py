@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._digest import FIELD, LEGACY_FIELD
 from .._version import __version__
 from ..model import PCLFeatures
 from ._inputs import INTERPOLATIONS, check_features, select_features
@@ -50,7 +51,9 @@ class HeadSpec:
         metrics: Test metrics reached, e.g. ``{"accuracy": 0.74}``.
         protocol: How it was trained and selected (free-form, JSON).
         encoder: The encoder it was trained with: ``model_id``, ``revision``,
-            ``config_hash``, ``weights_sha256``, ``finetuned``.
+            ``config_hash``, ``encoder_sha256`` (:mod:`facepcl._digest`),
+            ``finetuned``. Files that name the digest ``weights_sha256``
+            (earlier versions) are read with it renamed.
         facepcl_version: Version that wrote it.
     """
 
@@ -105,6 +108,11 @@ class HeadSpec:
         missing = sorted(set(required) - set(data))
         if unknown or missing:
             raise ValueError(f"{where}: unknown keys {unknown}, missing keys {missing}")
+        encoder = dict(data.get("encoder") or {})
+        if LEGACY_FIELD in encoder:  # same digest, earlier name
+            legacy = encoder.pop(LEGACY_FIELD)
+            encoder.setdefault(FIELD, legacy)
+            data["encoder"] = encoder
         try:
             return cls(**data)
         except (TypeError, ValueError) as e:

@@ -27,7 +27,7 @@ IN_MEMORY_BYTES = 2 << 30
 
 
 @dataclass
-class TrainConfig:
+class HeadTrainConfig:
     """Optimisation settings of a head (and, when fine-tuning, of the encoder).
 
     Attributes:
@@ -118,7 +118,7 @@ def task_metrics(task: str, out: np.ndarray, target: np.ndarray, names: list[str
     raise ValueError(f"no pointwise metrics for task {task!r}")
 
 
-def make_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(groups: list[dict], cfg: HeadTrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
@@ -126,7 +126,7 @@ def make_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimize
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
 
 
-def train_loop(modules: list[nn.Module], groups: list[dict], cfg: TrainConfig,
+def train_loop(modules: list[nn.Module], groups: list[dict], cfg: HeadTrainConfig,
                epoch_batches: Callable[[int], Iterable], step_loss: Callable[[object], torch.Tensor],
                score: Callable[[], dict[str, float]] | None, selection: str,
                progress: bool = False) -> FitResult:
@@ -204,13 +204,18 @@ def _rows(x: torch.Tensor | np.ndarray, idx: np.ndarray, device: torch.device) -
 
 
 def _batches(n: int, batch_size: int, shuffle: bool, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Index batches covering all ``n`` samples once, a last batch of one folded into the one before it.
+
+    A batch of one breaks BatchNorm in training mode; dropping it instead
+    would skip the same sample every epoch when the order is not shuffled.
+    """
     order = rng.permutation(n) if shuffle else np.arange(n)
-    for s in range(0, n, batch_size):
-        idx = order[s : s + batch_size]
-        # A batch of one breaks BatchNorm in training mode; fold it into the previous batch instead.
-        if len(idx) == 1 and s > 0:
-            continue
-        yield idx
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    ends = [*starts[1:], n]
+    for s, e in zip(starts, ends, strict=True):
+        yield order[s:e]
 
 
 def outputs(head: TaskHead, x: torch.Tensor | np.ndarray, device: torch.device, batch_size: int = 1024) -> np.ndarray:
@@ -224,7 +229,7 @@ def outputs(head: TaskHead, x: torch.Tensor | np.ndarray, device: torch.device, 
     return np.concatenate(res) if res else np.zeros((0, head.spec.out_dim), np.float32)
 
 
-def fit_features(head: TaskHead, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, *,
+def fit_features(head: TaskHead, x: np.ndarray, y: np.ndarray, cfg: HeadTrainConfig, *,
                  val: tuple[np.ndarray, np.ndarray] | None = None, selection: str = "val",
                  device: torch.device | str = "cpu", progress: bool = False,
                  rows: np.ndarray | None = None) -> FitResult:
@@ -282,7 +287,7 @@ def pair_scores(head: TaskHead | None, x: torch.Tensor | np.ndarray, pairs: np.n
     return (emb[pairs[:, 0]] * emb[pairs[:, 1]]).sum(1).numpy()
 
 
-def fit_pairs(head: TaskHead, x: np.ndarray, pairs: np.ndarray, same: np.ndarray, cfg: TrainConfig, *,
+def fit_pairs(head: TaskHead, x: np.ndarray, pairs: np.ndarray, same: np.ndarray, cfg: HeadTrainConfig, *,
               val: tuple[np.ndarray, np.ndarray] | None = None, selection: str = "val",
               device: torch.device | str = "cpu", progress: bool = False) -> FitResult:
     """Train a verification head on labelled pairs with a cosine-embedding loss.

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .._accel import native_bf16
+from .._constants import COMPONENTS as _COMPONENTS
 from ..config import PCLConfig
 from ..model import PCLModel
 from . import distributed as D
@@ -40,7 +41,7 @@ from .objective import PCLObjective
 
 log = logging.getLogger("facepcl.train")
 _MIX_TAG = 11  # separates the loss-mixing generators from the data ones
-COMPONENTS = ["encoder", "face_head", "pose_head", "decoder"]
+COMPONENTS = list(_COMPONENTS)  # a list, as config.components holds them
 
 
 def resolve_precision(name: str, device: torch.device) -> str:

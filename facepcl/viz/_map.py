@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from .._constants import FEATURES
 from ._draw import MISSING_COLOUR, PALETTE, ramp
 from ._project import Projection, project_2d
 
-FEATURES = ("face", "pose", "trunk")
 FEATURE_NAMES = {"face": "face features F_f", "pose": "pose features F_p", "trunk": "trunk features F"}
 #: Columns of an export that can colour a map, besides the derived ones and labels.
 TABLE_COLUMNS = ("path", "item", "frame", "timestamp", "face_index", "width", "height", "det_score")
