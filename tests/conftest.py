@@ -1,19 +1,46 @@
-"""Shared fixtures: random-weight PCL models, the bundled detector, real photos and bad image files."""
+"""Shared fixtures: random-weight PCL models, the bundled detector, real photos and bad image files.
+
+Caches: before anything is imported, every cache a test run could fill is
+pointed away from the user's home. facepcl's own cache (real sample photos,
+converted weights, features) is ``$FACEPCL_HOME`` when set, else the
+repository's git-ignored ``.facepcl-cache/``, so the samples are fetched
+once and reused by later runs. Hugging Face, torch, inductor, triton, numba,
+matplotlib and pip caches go to a temporary folder removed after the run.
+"""
 
 from __future__ import annotations
 
-import io
-import struct
-import zlib
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
-from PIL import Image
+REPO = Path(__file__).resolve().parent.parent
+FACEPCL_HOME = Path(os.environ.get("FACEPCL_HOME") or REPO / ".facepcl-cache").expanduser().resolve()
+TEMP_CACHES = Path(tempfile.mkdtemp(prefix="facepcl-test-caches-"))
+CACHE_VARIABLES = {
+    "HF_HOME": "huggingface", "HF_HUB_CACHE": "huggingface/hub", "HF_ASSETS_CACHE": "huggingface/assets",
+    "HF_XET_CACHE": "huggingface/xet", "TORCH_HOME": "torch", "TORCHINDUCTOR_CACHE_DIR": "torchinductor",
+    "TRITON_CACHE_DIR": "triton", "NUMBA_CACHE_DIR": "numba", "MPLCONFIGDIR": "matplotlib",
+    "PIP_CACHE_DIR": "pip", "XDG_CACHE_HOME": "xdg",
+}
+os.environ["FACEPCL_HOME"] = str(FACEPCL_HOME)
+os.environ.pop("HUGGINGFACE_HUB_CACHE", None)  # the old name would win over HF_HUB_CACHE
+for _var, _sub in CACHE_VARIABLES.items():
+    os.environ[_var] = str(TEMP_CACHES / _sub)
 
-from facepcl import PCLConfig, PCLModel, _samples
-from facepcl.io import load_image
+import copy  # noqa: E402
+import io  # noqa: E402 (the environment above must be set before facepcl, torch or huggingface_hub load)
+import struct  # noqa: E402
+import zlib  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from facepcl import PCLConfig, PCLModel, _samples  # noqa: E402
+from facepcl.io import load_image  # noqa: E402
 
 _PHOTO_FIXTURES = {"photo_paths", "photos", "bad_files"}
 
@@ -25,18 +52,28 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.photos)
 
 
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(TEMP_CACHES, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def random_pcl_model() -> PCLModel:
-    """An encoder-only PCL model with seeded random weights, on the CPU, in eval mode."""
+def shared_random_pcl_model() -> PCLModel:
+    """An encoder-only PCL model with seeded random weights, on the CPU, in eval mode; shared: never change it."""
     torch.manual_seed(1234)
     return PCLModel(PCLConfig(name="random-test")).eval()
 
 
+@pytest.fixture
+def random_pcl_model(shared_random_pcl_model) -> PCLModel:
+    """A fresh copy of the shared random model per test: heads attached or weights changed do not leak."""
+    return copy.deepcopy(shared_random_pcl_model)
+
+
 @pytest.fixture(scope="session")
-def random_model_dir(tmp_path_factory, random_pcl_model) -> Path:
+def random_model_dir(tmp_path_factory, shared_random_pcl_model) -> Path:
     """The random model saved as a facepcl model folder (config.json + model.safetensors)."""
     folder = tmp_path_factory.mktemp("random-pcl")
-    random_pcl_model.save_pretrained(str(folder))
+    shared_random_pcl_model.save_pretrained(str(folder))
     return folder
 
 

@@ -161,3 +161,16 @@ def test_finetuner_trains_verification_on_pairs():
         FineTuner(model, TaskHead(HeadSpec(name="c", task="classification", features=["trunk"], input_size=16,
                                            in_dim=128, out_dim=4)), HeadTrainConfig(), device="cpu").fit_pairs(
             data.images, pairs, same)
+
+
+def test_a_last_batch_of_one_is_folded_into_the_one_before():
+    from facepcl.heads._train import _batches
+
+    rng = np.random.default_rng(0)
+    unshuffled = list(_batches(9, 4, False, rng))
+    assert [b.tolist() for b in unshuffled] == [[0, 1, 2, 3], [4, 5, 6, 7, 8]]  # sample 8 is trained on
+    shuffled = list(_batches(9, 4, True, rng))
+    assert [len(b) for b in shuffled] == [4, 5] and sorted(np.concatenate(shuffled).tolist()) == list(range(9))
+    assert [len(b) for b in _batches(10, 4, False, rng)] == [4, 4, 2]
+    assert [len(b) for b in _batches(1, 4, False, rng)] == [1]  # nothing to fold into
+    assert [len(b) for b in _batches(5, 1, False, rng)] == [1, 1, 1, 2]

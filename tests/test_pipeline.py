@@ -22,8 +22,8 @@ FIELDS = ("face", "pose", "trunk", "bbox", "kps", "det_score", "image_index")
 
 
 @pytest.fixture(scope="module")
-def embedder(random_pcl_model) -> FaceEmbedder:
-    return FaceEmbedder(random_pcl_model, device="cpu")
+def embedder(shared_random_pcl_model) -> FaceEmbedder:
+    return FaceEmbedder(shared_random_pcl_model, device="cpu")
 
 
 def assert_same_faces(a: EmbeddingResult, b: EmbeddingResult, atol: float = 1e-4) -> None:

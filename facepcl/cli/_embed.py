@@ -11,6 +11,7 @@ inputs: files, folders (walked recursively, sorted), glob patterns ('photos/**/*
 output: OUT holds shards part-rRRRRR-SSSSSS.<format> (one row per face), _run.json, _manifests/ and
 _errors.jsonl (every skipped input or frame with its reason). Read it back in one line:
   pyarrow.parquet.read_table(OUT)   pandas.read_parquet(OUT)   facepcl.export.read_embeddings(OUT)
+  (pandas: pip install "facepcl[pandas]")
 
 resume: a killed or interrupted run loses at most the shard in flight; run the same command with --resume.
 scale out: torchrun --nproc-per-node N -m facepcl embed ... (each process takes every N-th input).
