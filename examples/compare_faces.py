@@ -12,16 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 import facepcl
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of every row of ``a`` with every row of ``b``: ``(len(a), len(b))``."""
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return a @ b.T
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(r) == 0:
             print(f"{name}: no face found")
             return 1
-    face, pose = cosine(ra.face, rb.face), cosine(ra.pose, rb.pose)
+    face, pose = facepcl.similarity(ra, rb), facepcl.similarity(ra, rb, feature="pose")  # (faces of A, faces of B)
     print(f"A = {args.a} ({len(ra)} face{'s' * (len(ra) != 1)}), B = {args.b} ({len(rb)} face{'s' * (len(rb) != 1)})")
     print(f"{'pair':<10}{'face similarity':>17}{'pose similarity':>17}")
     for i in range(len(ra)):

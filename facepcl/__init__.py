@@ -1,11 +1,13 @@
 """facepcl: pretrained facial features from PCL (Pose-disentangled Contrastive Learning, CVPR 2023).
 
 ``facepcl.load`` gets a model, ``facepcl.embed`` turns images into per-face
-face (F_f), pose (F_p) and trunk (F) embeddings.
+face (F_f), pose (F_p) and trunk (F) embeddings, ``facepcl.similarity``
+compares them.
 """
 
 from ._load import load
 from ._save import push_to_hub, save_pretrained
+from ._similarity import similarity
 from ._version import __version__
 from .align import align_faces
 from .config import DetectorConfig, PCLConfig, PreprocessConfig
@@ -42,4 +44,5 @@ __all__ = [
     "push_to_hub",
     "register_model",
     "save_pretrained",
+    "similarity",
 ]
