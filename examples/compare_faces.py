@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         if len(r) == 0:
             print(f"{name}: no face found")
             return 1
-    face, pose = facepcl.similarity(ra, rb), facepcl.similarity(ra, rb, feature="pose")  # (faces of A, faces of B)
+    # Cosine similarity of every row (face) of A with every row of B: (faces of A, faces of B) matrices.
+    face, pose = facepcl.similarity(ra, rb), facepcl.similarity(ra, rb, feature="pose")
     print(f"A = {args.a} ({len(ra)} face{'s' * (len(ra) != 1)}), B = {args.b} ({len(rb)} face{'s' * (len(rb) != 1)})")
     print(f"{'pair':<10}{'face similarity':>17}{'pose similarity':>17}")
     for i in range(len(ra)):

@@ -20,7 +20,7 @@ from pathlib import Path
 import facepcl
 from facepcl.eval.datasets import read_rafdb
 from facepcl.eval.protocols import RunOptions, run_finetune, run_protocol
-from facepcl.heads import TrainConfig, save_head
+from facepcl.heads import HeadTrainConfig, save_head
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         options = RunOptions(cache_dir=Path(tmp) / "features" if args.demo else None,
                              input_size=64 if args.demo else None)
         if args.full:
-            options.train = TrainConfig("adamw", 1e-3, 0.01, "cosine", args.epochs or 30, 32, encoder_lr=1e-4)
+            options.train = HeadTrainConfig("adamw", 1e-3, 0.01, "cosine", args.epochs or 30, 32, encoder_lr=1e-4)
             result = run_finetune(model, "fer", data, "rafdb", options, augment="flip")
         else:
             if args.epochs:

@@ -174,3 +174,12 @@ def test_a_last_batch_of_one_is_folded_into_the_one_before():
     assert [len(b) for b in _batches(10, 4, False, rng)] == [4, 4, 2]
     assert [len(b) for b in _batches(1, 4, False, rng)] == [1]  # nothing to fold into
     assert [len(b) for b in _batches(5, 1, False, rng)] == [1, 1, 1, 2]
+
+
+def test_old_head_train_config_name_still_works_with_a_deprecation_warning():
+    import facepcl.heads as heads
+    from facepcl.train.config import TrainConfig as PretrainConfig
+
+    with pytest.warns(DeprecationWarning, match="HeadTrainConfig"):
+        old = heads.TrainConfig
+    assert old is HeadTrainConfig and old is not PretrainConfig

@@ -347,7 +347,7 @@ def make_report(proto: Protocol, dataset: str, m: dict[str, Any], lines: list[st
     else:
         primary, label = f"{100 * m['accuracy']:.2f}", "acc %"
     lines = [*lines, f"Model: {model_info.get('model_id') or 'in-memory'}"
-             f"{' @ ' + model_info['revision'] if model_info.get('revision') else ''}, encoder weights sha256 "
+             f"{' @ ' + model_info['revision'] if model_info.get('revision') else ''}, encoder_sha256 "
              f"{model_info[FIELD][:16]}."]
     return Report(proto.name, dataset, proto.task, m, primary, label, lines, selection, counts, epochs, model_info)
 
