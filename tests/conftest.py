@@ -1,11 +1,12 @@
 """Shared fixtures: random-weight PCL models, the bundled detector, real photos and bad image files.
 
 Caches: before anything is imported, every cache a test run could fill is
-pointed away from the user's home. facepcl's own cache (real sample photos,
-converted weights, features) is ``$FACEPCL_HOME`` when set, else the
-repository's git-ignored ``.facepcl-cache/``, so the samples are fetched
-once and reused by later runs. Hugging Face, torch, inductor, triton, numba,
-matplotlib and pip caches go to a temporary folder removed after the run.
+pointed away from the user's home. The real sample photos are kept across
+runs (fetched once): ``$FACEPCL_SAMPLES``, else ``$FACEPCL_HOME/samples``
+when ``FACEPCL_HOME`` is set, else the repository's git-ignored
+``.facepcl-cache/samples``. Everything else (facepcl's own cache, Hugging
+Face, torch, inductor, triton, numba, matplotlib and pip) goes to a temporary
+folder removed after the run, so one run's features never serve another.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-FACEPCL_HOME = Path(os.environ.get("FACEPCL_HOME") or REPO / ".facepcl-cache").expanduser().resolve()
+_USER_HOME = os.environ.get("FACEPCL_HOME")
+SAMPLES = Path(os.environ.get("FACEPCL_SAMPLES")
+               or (Path(_USER_HOME) / "samples" if _USER_HOME else REPO / ".facepcl-cache" / "samples"))
+SAMPLES = SAMPLES.expanduser().resolve()
 TEMP_CACHES = Path(tempfile.mkdtemp(prefix="facepcl-test-caches-"))
+FACEPCL_HOME = TEMP_CACHES / "facepcl"
 CACHE_VARIABLES = {
     "HF_HOME": "huggingface", "HF_HUB_CACHE": "huggingface/hub", "HF_ASSETS_CACHE": "huggingface/assets",
     "HF_XET_CACHE": "huggingface/xet", "TORCH_HOME": "torch", "TORCHINDUCTOR_CACHE_DIR": "torchinductor",
@@ -25,6 +30,7 @@ CACHE_VARIABLES = {
     "PIP_CACHE_DIR": "pip", "XDG_CACHE_HOME": "xdg",
 }
 os.environ["FACEPCL_HOME"] = str(FACEPCL_HOME)
+os.environ["FACEPCL_SAMPLES"] = str(SAMPLES)
 os.environ.pop("HUGGINGFACE_HUB_CACHE", None)  # the old name would win over HF_HUB_CACHE
 for _var, _sub in CACHE_VARIABLES.items():
     os.environ[_var] = str(TEMP_CACHES / _sub)
