@@ -19,7 +19,7 @@ from ..eval import metrics
 from ..model import PCLModel
 from ._inputs import select_features, to_model_input
 from ._spec import TaskHead
-from ._train import FitResult, HeadTrainConfig, task_loss, task_metrics, train_loop
+from ._train import FitResult, HeadTrainConfig, _batches, task_loss, task_metrics, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -182,11 +182,7 @@ class FineTuner:
         task = self.head.spec.task
 
         def batches(epoch: int):
-            order = rng.permutation(len(train)) if cfg.shuffle else np.arange(len(train))
-            for s in range(0, len(order), cfg.batch_size):
-                idx = order[s : s + cfg.batch_size]
-                if len(idx) == 1 and s > 0:
-                    continue
+            for idx in _batches(len(train), cfg.batch_size, cfg.shuffle, rng):  # a last batch of one is folded in
                 yield self._batch(train, idx, rng)
 
         def step(batch) -> torch.Tensor:
