@@ -24,14 +24,14 @@ SAMPLES = SAMPLES.expanduser().resolve()
 TEMP_CACHES = Path(tempfile.mkdtemp(prefix="facepcl-test-caches-"))
 FACEPCL_HOME = TEMP_CACHES / "facepcl"
 CACHE_VARIABLES = {
-    "HF_HOME": "huggingface", "HF_HUB_CACHE": "huggingface/hub", "HF_ASSETS_CACHE": "huggingface/assets",
-    "HF_XET_CACHE": "huggingface/xet", "TORCH_HOME": "torch", "TORCHINDUCTOR_CACHE_DIR": "torchinductor",
+    "HF_HOME": "huggingface", "TORCH_HOME": "torch", "TORCHINDUCTOR_CACHE_DIR": "torchinductor",
     "TRITON_CACHE_DIR": "triton", "NUMBA_CACHE_DIR": "numba", "MPLCONFIGDIR": "matplotlib",
     "PIP_CACHE_DIR": "pip", "XDG_CACHE_HOME": "xdg",
 }
 os.environ["FACEPCL_HOME"] = str(FACEPCL_HOME)
 os.environ["FACEPCL_SAMPLES"] = str(SAMPLES)
-os.environ.pop("HUGGINGFACE_HUB_CACHE", None)  # the old name would win over HF_HUB_CACHE
+for _var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ASSETS_CACHE", "HF_XET_CACHE"):
+    os.environ.pop(_var, None)  # derived from HF_HOME unless set: a test that sets HF_HOME gets all of them
 for _var, _sub in CACHE_VARIABLES.items():
     os.environ[_var] = str(TEMP_CACHES / _sub)
 
