@@ -21,3 +21,7 @@ class ImageLoadError(FacePCLError, ValueError):
 
 class NoFaceError(FacePCLError):
     """No face was found in an image and ``on_no_face='raise'`` was asked for."""
+
+
+class MultiFrameWarning(UserWarning):
+    """An animated or multi-page image file was read: only its first frame is used."""

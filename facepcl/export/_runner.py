@@ -6,7 +6,9 @@ the face pipeline, and turned into rows. Rows and skipped inputs accumulate
 in the shard in flight, which is committed (atomically) when it holds
 ``shard_size`` rows or records, after ``shard_seconds``, at the end, on
 Ctrl-C / SIGTERM, and before a fatal error propagates. Nothing but the
-in-flight shard is lost when the process is killed.
+in-flight shard is lost when the process is killed. A shard whose write
+fails (disk full, a second Ctrl-C during the write) is not committed at all:
+its inputs stay unfinished, and ``--resume`` embeds them again.
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ import numpy as np
 
 from .. import _parallel
 from ._dist import DistInfo, barrier_and_close, from_env, rank_device, reduce_at_end
-from ._inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputItem, check_arguments, iter_inputs, select
+from ._inputs import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    InputItem,
+    check_arguments,
+    display_path,
+    iter_inputs,
+    select,
+)
 from ._progress import Progress, count_items, progress_wanted, summary_line
 from ._state import (
     ERRORS_FILE,
@@ -37,11 +47,12 @@ from ._state import (
     Stats,
     check_fresh,
     clear_export,
+    output_error,
     run_settings_check,
     write_errors,
     write_index,
 )
-from ._stream import Unit, iter_units
+from ._stream import Unit, file_stamp, iter_units
 from ._writers import FEATURES, RowBuffer
 
 # Settings that decide the rows: a resumed run (and every rank) must use the same.
@@ -132,21 +143,42 @@ class _Signals:
                   "--resume continues either way)")
 
 
-def _skip_done(items: Iterator[InputItem], cursor: Cursor) -> Iterator[InputItem]:
-    """Drop what earlier runs committed; prove the inputs are the same up to the cursor."""
+def _skip_done(items: Iterator[InputItem], cursor: Cursor,
+               stamps: Iterator[tuple[int, int, int]] = ()) -> Iterator[InputItem]:
+    """Drop what earlier runs committed; prove the inputs are the same up to the cursor.
+
+    ``stamps`` (``(item, size, mtime_ns)`` in input order, see
+    :meth:`RankState.iter_stamps`) are compared with the finished inputs'
+    files, so that a file changed since it was embedded is refused.
+    """
     checked = cursor.item < 0
+    stamps = iter(stamps)
+    pending = next(stamps, None)
+
+    def unchanged(item: InputItem) -> None:
+        nonlocal pending
+        while pending is not None and pending[0] < item.index:
+            pending = next(stamps, None)
+        if pending is not None and pending[0] == item.index:
+            _check_unchanged(item, pending[1:])
+
     for item in items:
         if item.index < cursor.item:
+            unchanged(item)
             continue
         if item.index == cursor.item:
             if item.digest != cursor.digest:
+                now = (f"is still {item.path!r}, but a file before it was added, removed or renamed"
+                       if item.path == cursor.path else
+                       f"is now {item.path!r}, it was {cursor.path!r} (or a file before it was added, removed or "
+                       "renamed)")
                 raise ExportStateError(
-                    f"the inputs differ from those of the run being resumed: input #{item.index} is now "
-                    f"{item.path!r}, it was {cursor.path!r} (or a file before it was added, removed or renamed). "
+                    f"the inputs differ from those of the run being resumed: input #{item.index} {now}. "
                     "Resume with the same inputs in the same order (new inputs may only be added at the end), or "
                     "write to a new folder")
             checked = True
             if cursor.complete:
+                unchanged(item)
                 continue
         yield item
     if not checked:
@@ -155,12 +187,24 @@ def _skip_done(items: Iterator[InputItem], cursor: Cursor) -> Iterator[InputItem
                                "same inputs, or write to a new folder")
 
 
+def _check_unchanged(item: InputItem, stamp: tuple[int, int]) -> None:
+    now = file_stamp(item.path)
+    if now is None or tuple(now) == tuple(stamp):
+        return  # a finished input that is gone now: its rows still describe the file that was embedded
+    size = f"{stamp[0]:,} -> {now[0]:,} bytes" if now[0] != stamp[0] else f"{now[0]:,} bytes"
+    raise ExportStateError(
+        f"input #{item.index} {item.path!r} changed after the run being resumed embedded it ({size}, modified "
+        f"time changed: {stamp[1]} -> {now[1]} ns), so its rows in the export are stale. Restore the file, or "
+        "start over with --overwrite (or a new output folder)")
+
+
 class _Shard:
     """The shard in flight: rows, skipped-input records, counts, and the cursor range it covers."""
 
     def __init__(self, features: list[str], dim: int, start: Cursor) -> None:
         self.rows = RowBuffer(features, dim)
         self.errors: list[dict] = []
+        self.inputs: list[list[int]] = []  # [item, size, mtime_ns] of each input this shard finishes
         self.stats = Stats()
         self.start = self.end = start
         self.opened = time.monotonic()
@@ -208,7 +252,11 @@ def run_embed(opts: EmbedOptions) -> int:
                                                   "world_size": info.world_size}
     shard_meta = meta | {"format": opts.format, "every": opts.every, "world_size": info.world_size,
                          "cwd": os.getcwd()}
-    os.makedirs(os.path.join(opts.out, MANIFESTS), exist_ok=True)
+    manifests = os.path.join(opts.out, MANIFESTS)
+    try:
+        os.makedirs(manifests, exist_ok=True)
+    except OSError as e:
+        raise output_error(e, manifests) from e
     state = RankState(opts.out, info.rank, opts.format)
     state.lock()
     try:
@@ -217,7 +265,10 @@ def run_embed(opts: EmbedOptions) -> int:
             cleared = clear_export(opts.out, info.rank, info.world_size)
             if cleared:
                 say(f"--overwrite: deleted {len(cleared)} file(s) of the earlier export in {opts.out}")
-        run_settings_check(opts.out, settings, opts.resume, info.rank, overwrite=opts.overwrite)
+        try:
+            run_settings_check(opts.out, settings, opts.resume, info.rank, overwrite=opts.overwrite)
+        except OSError as e:
+            raise output_error(e, os.path.join(opts.out, "_run.json")) from e
     except BaseException:
         state.unlock()
         raise
@@ -236,7 +287,7 @@ def _run(opts: EmbedOptions, info: DistInfo, embedder, state: RankState, shard_m
     if point.next_shard:
         say(f"resuming rank {info.rank}: {point.next_shard} shards with {point.rows} faces and "
             f"{point.done.inputs} finished inputs are already in {opts.out}")
-    items = _skip_done(select(iter_inputs(opts.inputs), info.rank, info.world_size), cursor)
+    items = _skip_done(select(iter_inputs(opts.inputs), info.rank, info.world_size), cursor, state.iter_stamps())
     partial = None if cursor.complete else (cursor.item, cursor.frame)
 
     def remaining() -> int:
@@ -251,12 +302,18 @@ def _run(opts: EmbedOptions, info: DistInfo, embedder, state: RankState, shard_m
     session = Stats()
     started = time.monotonic()
 
+    writing = False  # a shard write is under way (an exception now means that shard is not committed)
+
     def commit() -> None:
-        nonlocal shard, next_shard
+        nonlocal shard, next_shard, writing
         if shard.empty:
             return
-        state.commit(next_shard, shard.rows.take(), features, dim, shard_meta, shard.start, shard.end,
-                     shard.stats, shard.errors)
+        writing = True
+        # The rows stay in the shard until its file is complete: a failed write loses nothing that a
+        # --resume cannot redo, and is never retried as an empty shard.
+        state.commit(next_shard, shard.rows.columns(), features, dim, shard_meta, shard.start, shard.end,
+                     shard.stats, shard.errors, shard.inputs)
+        writing = False
         next_shard += 1
         shard = _Shard(features, dim, shard.end)
 
@@ -264,6 +321,7 @@ def _run(opts: EmbedOptions, info: DistInfo, embedder, state: RankState, shard_m
         stats, errors, block = _embed_batch(embedder, batch, features)
         shard.rows.add(block)
         shard.errors.extend(errors)
+        shard.inputs.extend([u.item.index, *u.stamp] for u in batch if u.end and u.stamp is not None)
         shard.stats.add(stats)
         session.add(stats)
         last = batch[-1]
@@ -297,9 +355,12 @@ def _run(opts: EmbedOptions, info: DistInfo, embedder, state: RankState, shard_m
                 batch = []
             commit()
         except BaseException:
-            # Whatever stops the run (a fatal error, a second Ctrl-C), the rows already made are kept.
+            # Whatever stops the run (a fatal error, a second Ctrl-C), the rows already made are kept, unless
+            # it was their own write that failed: then the shard is left uncommitted for --resume to redo.
             try:
-                commit()
+                if not writing:
+                    with contextlib.suppress(Exception):  # the error that stopped the run is the one to report
+                        commit()
             finally:
                 progress.close()
                 units.close()
@@ -322,9 +383,12 @@ def _finish(opts: EmbedOptions, info: DistInfo, session: Stats, seconds: float, 
                 f"only, and {ERRORS_FILE} may miss other ranks' records until a later --resume rebuilds it")
     try:
         if info.rank == 0:
-            write_errors(opts.out)
-            if opts.format != "parquet":
-                write_index(opts.out, opts.format)
+            try:
+                write_errors(opts.out)
+                if opts.format != "parquet":
+                    write_index(opts.out, opts.format)
+            except OSError as e:
+                raise output_error(e, e.filename or opts.out) from e
     finally:
         barrier_and_close(info, synced)
     total = Stats(**dict(zip(STAT_KEYS, counts, strict=True)))
@@ -350,7 +414,7 @@ def _embed_batch(embedder, batch: list[Unit], features: list[str]) -> tuple[Stat
         if u.end:
             stats.inputs += 1
             stats.videos += u.item.kind == "video"
-        if u.item.kind == "image":
+        if u.item.kind == "image" and u.error is None:  # an unreadable file is an input, not an image
             stats.images += 1
         elif u.frame >= 0:
             stats.frames += 1
@@ -369,7 +433,7 @@ def _embed_batch(embedder, batch: list[Unit], features: list[str]) -> tuple[Stat
     src = [pictures[i] for i in idx]
     block = {
         "item": np.array([u.item.index for u in src], np.int64),
-        "path": [u.item.path for u in src],
+        "path": [display_path(u.item.path) for u in src],
         "frame": np.array([u.frame for u in src], np.int64),
         "timestamp": np.array([u.timestamp for u in src], np.float64),
         # faces of one image are contiguous: number them from that image's first row
@@ -391,5 +455,5 @@ def _name(u: Unit) -> str:
 
 def _record(u: Unit, kind: str, reason: str) -> dict:
     ts = None if math.isnan(u.timestamp) else u.timestamp
-    return {"item": u.item.index, "path": u.item.path, "frame": u.frame, "timestamp": ts, "kind": kind,
-            "reason": reason}
+    return {"item": u.item.index, "path": display_path(u.item.path), "frame": u.frame, "timestamp": ts,
+            "kind": kind, "reason": display_path(reason)}
