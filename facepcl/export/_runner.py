@@ -20,7 +20,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,19 +29,18 @@ from ._dist import DistInfo, barrier_and_close, from_env, rank_device, reduce_at
 from ._inputs import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
-    InputItem,
     check_arguments,
     display_path,
     iter_inputs,
     select,
 )
 from ._progress import Progress, count_items, progress_wanted, summary_line
+from ._resume import skip_done
 from ._state import (
     ERRORS_FILE,
     MANIFESTS,
     STAT_KEYS,
     Cursor,
-    ExportStateError,
     RankState,
     Stats,
     check_fresh,
@@ -52,7 +50,7 @@ from ._state import (
     write_errors,
     write_index,
 )
-from ._stream import Unit, file_stamp, iter_units
+from ._stream import Unit, iter_units
 from ._writers import FEATURES, RowBuffer
 
 # Settings that decide the rows: a resumed run (and every rank) must use the same.
@@ -141,61 +139,6 @@ class _Signals:
         self.requested = signum
         self._say("stopping after the current batch and saving it (Ctrl-C again to stop at once; "
                   "--resume continues either way)")
-
-
-def _skip_done(items: Iterator[InputItem], cursor: Cursor,
-               stamps: Iterator[tuple[int, int, int]] = ()) -> Iterator[InputItem]:
-    """Drop what earlier runs committed; prove the inputs are the same up to the cursor.
-
-    ``stamps`` (``(item, size, mtime_ns)`` in input order, see
-    :meth:`RankState.iter_stamps`) are compared with the finished inputs'
-    files, so that a file changed since it was embedded is refused.
-    """
-    checked = cursor.item < 0
-    stamps = iter(stamps)
-    pending = next(stamps, None)
-
-    def unchanged(item: InputItem) -> None:
-        nonlocal pending
-        while pending is not None and pending[0] < item.index:
-            pending = next(stamps, None)
-        if pending is not None and pending[0] == item.index:
-            _check_unchanged(item, pending[1:])
-
-    for item in items:
-        if item.index < cursor.item:
-            unchanged(item)
-            continue
-        if item.index == cursor.item:
-            if item.digest != cursor.digest:
-                now = (f"is still {item.path!r}, but a file before it was added, removed or renamed"
-                       if item.path == cursor.path else
-                       f"is now {item.path!r}, it was {cursor.path!r} (or a file before it was added, removed or "
-                       "renamed)")
-                raise ExportStateError(
-                    f"the inputs differ from those of the run being resumed: input #{item.index} {now}. "
-                    "Resume with the same inputs in the same order (new inputs may only be added at the end), or "
-                    "write to a new folder")
-            checked = True
-            if cursor.complete:
-                unchanged(item)
-                continue
-        yield item
-    if not checked:
-        raise ExportStateError(f"the inputs differ from those of the run being resumed: it had reached input "
-                               f"#{cursor.item} ({cursor.path!r}), but there are fewer inputs now. Resume with the "
-                               "same inputs, or write to a new folder")
-
-
-def _check_unchanged(item: InputItem, stamp: tuple[int, int]) -> None:
-    now = file_stamp(item.path)
-    if now is None or tuple(now) == tuple(stamp):
-        return  # a finished input that is gone now: its rows still describe the file that was embedded
-    size = f"{stamp[0]:,} -> {now[0]:,} bytes" if now[0] != stamp[0] else f"{now[0]:,} bytes"
-    raise ExportStateError(
-        f"input #{item.index} {item.path!r} changed after the run being resumed embedded it ({size}, modified "
-        f"time changed: {stamp[1]} -> {now[1]} ns), so its rows in the export are stale. Restore the file, or "
-        "start over with --overwrite (or a new output folder)")
 
 
 class _Shard:
@@ -287,7 +230,7 @@ def _run(opts: EmbedOptions, info: DistInfo, embedder, state: RankState, shard_m
     if point.next_shard:
         say(f"resuming rank {info.rank}: {point.next_shard} shards with {point.rows} faces and "
             f"{point.done.inputs} finished inputs are already in {opts.out}")
-    items = _skip_done(select(iter_inputs(opts.inputs), info.rank, info.world_size), cursor, state.iter_stamps())
+    items = skip_done(select(iter_inputs(opts.inputs), info.rank, info.world_size), cursor, state.iter_stamps())
     partial = None if cursor.complete else (cursor.item, cursor.frame)
 
     def remaining() -> int:
