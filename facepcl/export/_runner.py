@@ -245,23 +245,27 @@ def _run(opts: EmbedOptions, info: DistInfo, embedder, state: RankState, shard_m
     session = Stats()
     started = time.monotonic()
 
-    writing = False  # a shard write is under way (an exception now means that shard is not committed)
+    # The shard is being written, or a batch is being added to it: an exception now (a failed write, a
+    # second Ctrl-C) leaves it uncommitted rather than committing a failed write or rows without their cursor.
+    busy = False
 
     def commit() -> None:
-        nonlocal shard, next_shard, writing
+        nonlocal shard, next_shard, busy
         if shard.empty:
             return
-        writing = True
+        busy = True
         # The rows stay in the shard until its file is complete: a failed write loses nothing that a
         # --resume cannot redo, and is never retried as an empty shard.
         state.commit(next_shard, shard.rows.columns(), features, dim, shard_meta, shard.start, shard.end,
                      shard.stats, shard.errors, shard.inputs)
-        writing = False
+        busy = False
         next_shard += 1
         shard = _Shard(features, dim, shard.end)
 
     def process(batch: list[Unit]) -> None:
+        nonlocal busy
         stats, errors, block = _embed_batch(embedder, batch, features)
+        busy = True
         shard.rows.add(block)
         shard.errors.extend(errors)
         shard.inputs.extend([u.item.index, *u.stamp] for u in batch if u.end and u.stamp is not None)
@@ -270,6 +274,7 @@ def _run(opts: EmbedOptions, info: DistInfo, embedder, state: RankState, shard_m
         last = batch[-1]
         shard.end = Cursor(last.item.index, -1 if last.end else last.frame, last.end, last.item.digest,
                            last.item.path)
+        busy = False
         progress.update(stats.inputs, session)
 
     stop_decoding = threading.Event()
@@ -301,7 +306,7 @@ def _run(opts: EmbedOptions, info: DistInfo, embedder, state: RankState, shard_m
             # Whatever stops the run (a fatal error, a second Ctrl-C), the rows already made are kept, unless
             # it was their own write that failed: then the shard is left uncommitted for --resume to redo.
             try:
-                if not writing:
+                if not busy:
                     with contextlib.suppress(Exception):  # the error that stopped the run is the one to report
                         commit()
             finally:
