@@ -15,7 +15,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
 
 from .errors import ModelLoadError
@@ -30,7 +30,7 @@ def _number(value: Any) -> bool:
 
 
 def _int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 def _numbers(value: Any, n: int, field: str) -> list[float]:
