@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ._constants import COMPONENTS
+from ._validate import check_config
 from ._version import __version__
 
 ARCHITECTURE = "pcl"
@@ -157,6 +158,9 @@ class PCLConfig:
         if self.architecture != ARCHITECTURE:
             raise ValueError(f"architecture {self.architecture!r} is not {ARCHITECTURE!r}; "
                              "this is not a facepcl model config")
+        if not isinstance(self.components, (list, tuple)) or not all(isinstance(c, str) for c in self.components):
+            raise ValueError(f"components must be a list of names, got {self.components!r}")
+        check_config(self)  # field types and values, named: a bad config fails here, at load, not at embed time
         unknown = sorted(set(self.components) - set(COMPONENTS))
         if unknown or "encoder" not in self.components:
             raise ValueError(f"components {self.components} must include 'encoder' and only "

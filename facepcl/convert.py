@@ -10,13 +10,14 @@ official layout before anything is written.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
 
 from ._keymap import OFFICIAL_WRAPPER, component_of, official_to_ours, ours_to_official
 from .config import COMPONENTS, PCLConfig
-from .errors import CheckpointError
+from .errors import CheckpointError, OutputError
 from .model import PCLModel
 
 OFFICIAL_SOURCE = ("Official PCL checkpoint by Liu et al. (CVPR 2023), github.com/DreamMr/PCL, trained on "
@@ -56,6 +57,10 @@ def read_official_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.T
         if "Unsupported global" in str(e) or "GLOBAL" in str(e):
             why = ("it contains pickled Python objects other than tensors, which facepcl never executes; "
                    "an official PCL checkpoint holds only tensors and an epoch number")
+        elif isinstance(e, pickle.UnpicklingError) and _starts_like_pickle(path) and "truncated" not in str(e):
+            why = ("it is pickled data that the safe tensor-only loader refuses (a raw Python pickle, or objects "
+                   "other than tensors), which facepcl never executes; an official PCL checkpoint is a PyTorch "
+                   "file of tensors and an epoch number")
         else:
             why = "it is truncated, corrupt or not a PyTorch checkpoint; download it again"
         raise CheckpointError(f"{path}: cannot read it ({type(e).__name__}: {str(e)[:300]}): {why}") from e
@@ -113,9 +118,30 @@ def read_official_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.T
     return state, {"epoch": epoch, "components": present}
 
 
+def _starts_like_pickle(path: Path) -> bool:
+    """Whether a file begins with a pickle protocol marker (a raw pickle, not torch.save's zip archive)."""
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"
+
+
+def check_output_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> None:
+    """Refuse an output path that is a file, or a folder that already holds a model (unless ``overwrite``).
+
+    Raises:
+        OutputError: Naming the path and what to do.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} is a file, not a folder; pass a folder path for the converted model")
+    held = [n for n in ("config.json", "model.safetensors") if (out / n).exists()]
+    if held and not overwrite:
+        raise OutputError(f"{out} already holds a model ({', '.join(held)}); pass --overwrite (overwrite=True) "
+                          "to replace it, or choose a new folder")
+
+
 def convert_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *,
                        name: str = "pcl-vox-official", license: str = OFFICIAL_LICENSE,
-                       source: str = OFFICIAL_SOURCE) -> Path:
+                       source: str = OFFICIAL_SOURCE, overwrite: bool = False) -> Path:
     """Convert an official PCL checkpoint to a facepcl model folder.
 
     Args:
@@ -125,10 +151,16 @@ def convert_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike
         name: Model name written to the config.
         license: Licence written to the config and model card.
         source: Provenance written to the config and model card.
+        overwrite: Replace a model already in ``out_dir`` (refused otherwise).
 
     Returns:
         The output folder; load it with ``facepcl.load(out_dir)``.
+
+    Raises:
+        CheckpointError: The checkpoint is not an official PCL checkpoint.
+        OutputError: ``out_dir`` is a file, already holds a model, or cannot be written.
     """
+    check_output_folder(out_dir, overwrite)
     state, info = read_official_checkpoint(checkpoint)
     epoch = f" (epoch {info['epoch']})" if info["epoch"] is not None else ""
     config = PCLConfig(components=info["components"], name=name, license=license,
@@ -137,4 +169,8 @@ def convert_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike
     model.load_state_dict(state, strict=True)
     from .hub import save_pretrained
 
-    return save_pretrained(model, out_dir)
+    try:
+        return save_pretrained(model, out_dir)
+    except OSError as e:
+        raise OutputError(f"cannot write the model to {out_dir} ({e.strerror or e}); check that the folder is "
+                          "writable and the disk has room") from e

@@ -19,5 +19,13 @@ class ImageLoadError(FacePCLError, ValueError):
     """An input could not be turned into an image (corrupt, truncated, empty, wrong mode, too large)."""
 
 
+class OutputError(FacePCLError):
+    """An output file or folder cannot be written as asked (it exists, it is a file, the disk is full)."""
+
+
 class NoFaceError(FacePCLError):
     """No face was found in an image and ``on_no_face='raise'`` was asked for."""
+
+
+class MultiFrameWarning(UserWarning):
+    """An animated or multi-page image file was read: only its first frame is used."""

@@ -25,6 +25,7 @@ from ._constants import COMPONENTS
 from ._device import resolve_device, resolve_dtype
 from ._keymap import component_of
 from ._save import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, model_card_text, push_to_hub, save_pretrained
+from ._validate import check_model_reference, check_weights
 from ._version import __version__
 from .config import PCLConfig
 from .errors import ModelLoadError
@@ -99,6 +100,7 @@ def resolve(name_or_path: str | os.PathLike | None = None, *, revision: str | No
     elif os.path.isdir(os.path.expanduser(name)):
         kind, where = "local-dir", os.path.expanduser(name)
     elif re.fullmatch(r"[\w.\-]+/[\w.\-]+", name) and not os.path.exists(name):
+        check_model_reference(name)  # "./folder", "../etc": a missing folder, not a Hub id
         kind, where = "hf-hub", name
     else:
         known = ", ".join(m.name for m in registry.list_models())
@@ -223,6 +225,7 @@ def load_folder(resolved: ResolvedModel | str | os.PathLike, *, device=None, dty
         raise ModelLoadError(f"{resolved.model_id}: asked for {absent}, but this model holds only "
                              f"{config.components} (config.json 'components')")
     state = _read_weights(resolved.weights_path, config, wanted)
+    check_weights(state, resolved.weights_path)  # dtypes and finiteness, once, naming the tensor
     model_config = PCLConfig.from_dict({**config.to_dict(), "components": wanted})
     model = PCLModel(model_config)
     _check_state(model, state, resolved.weights_path)

@@ -30,6 +30,14 @@ default) raises :class:`~facepcl.errors.ImageLoadError` before any pixel is
 decoded. To read larger images, raise that limit:
 ``PIL.Image.MAX_IMAGE_PIXELS = 300_000_000`` (``None`` disables the check).
 
+Files: only regular files are read. Devices (``/dev/zero``), FIFOs and
+sockets are refused by type before anything is read, and a file larger than
+:data:`MAX_FILE_BYTES` (512 MiB, far above any real photo) is refused before
+it is read whole; raise ``facepcl.io.MAX_FILE_BYTES`` to read larger files.
+
+Multi-frame files (animated GIF, WebP or PNG, multi-page TIFF): the first
+frame is used, and a :class:`~facepcl.errors.MultiFrameWarning` says so.
+
 Every failure raises :class:`~facepcl.errors.ImageLoadError` naming the input.
 The functions keep no state, so they can run in worker threads or processes.
 """
@@ -38,15 +46,16 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageLoadError
+from .errors import ImageLoadError, MultiFrameWarning
 
+MAX_FILE_BYTES = 512 << 20  # bytes; a knob like PIL.Image.MAX_IMAGE_PIXELS (None disables the check)
 COLOR_ORDERS = ("RGB", "BGR")
 _BYTES = (bytes, bytearray, memoryview)
 # Pillow modes we convert; anything else is refused with a clear message.
@@ -126,16 +135,77 @@ def _is_tensor(x: Any) -> bool:
 
 
 def _open_file(path: str | os.PathLike, label: str) -> Image.Image:
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise ImageLoadError(f"{label}: no such file; check the path")
-    if p.is_dir():
-        raise ImageLoadError(f"{label}: is a folder, not an image file; pass the files inside it")
+    return _open_bytes(read_file(path, label), label)
+
+
+_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_file(path: str | os.PathLike, label: str | None = None) -> bytes:
+    """The bytes of a regular file, refusing devices, FIFOs, folders and files over :data:`MAX_FILE_BYTES`.
+
+    The file is opened without blocking (a FIFO with no writer would hang a
+    plain open) and its type and size are checked on the open descriptor,
+    before anything is read.
+
+    Raises:
+        ImageLoadError: The path is missing, not a regular file, too large or unreadable.
+    """
+    label = label or describe(path)
+    fd = _open_regular(path, label)
+    limit = MAX_FILE_BYTES
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if limit is not None and size > limit:
+            raise _too_large(label, size, limit)
+        try:
+            data = f.read() if limit is None else f.read(limit + 1)  # the file may grow after the check
+        except OSError as e:
+            raise ImageLoadError(f"{label}: cannot read the file ({e.strerror or e})") from e
+    if limit is not None and len(data) > limit:
+        raise _too_large(label, len(data), limit)
+    return data
+
+
+def check_regular_file(path: str | os.PathLike, label: str | None = None) -> None:
+    """Raise ImageLoadError unless ``path`` is an existing regular file (checked without reading it)."""
+    os.close(_open_regular(path, label or describe(path)))
+
+
+def _open_regular(path: str | os.PathLike, label: str) -> int:
+    p = os.path.expanduser(os.fspath(path))
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
     try:
-        data = p.read_bytes()
+        fd = os.open(p, flags)
+    except FileNotFoundError:
+        raise ImageLoadError(f"{label}: no such file; check the path") from None
+    except IsADirectoryError:
+        raise ImageLoadError(f"{label}: is a folder, not an image file; pass the files inside it") from None
+    except ValueError as e:  # an embedded NUL character
+        raise ImageLoadError(f"{label}: not a valid file name ({e})") from None
+    except OSError as e:  # permissions, a name component over the file system's limit, a symlink loop, ...
+        raise ImageLoadError(f"{label}: cannot open the file ({e.strerror or e}); check the path and its "
+                             "permissions") from None
+    try:
+        mode = os.fstat(fd).st_mode
     except OSError as e:
-        raise ImageLoadError(f"{label}: cannot read the file ({e.strerror or e})") from e
-    return _open_bytes(data, label)
+        os.close(fd)
+        raise ImageLoadError(f"{label}: cannot read the file ({e.strerror or e})") from None
+    if stat.S_ISREG(mode):
+        return fd
+    os.close(fd)
+    if stat.S_ISDIR(mode):
+        raise ImageLoadError(f"{label}: is a folder, not an image file; pass the files inside it")
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    raise ImageLoadError(f"{label}: is {kind}, not a regular file; facepcl reads only regular image and video "
+                         "files (copy the data into a file first)")
+
+
+def _too_large(label: str, size: int, limit: int) -> ImageLoadError:
+    return ImageLoadError(f"{label}: file too large ({size:,} bytes; limit facepcl.io.MAX_FILE_BYTES = {limit:,}). "
+                          "If the file is a trusted image, raise the limit: `facepcl.io.MAX_FILE_BYTES = <bytes>` "
+                          "(None disables the check)")
 
 
 def _open_bytes(data: bytes, label: str) -> Image.Image:
@@ -148,6 +218,8 @@ def _open_bytes(data: bytes, label: str) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             _check_pixels(img, label, limit)
+            animated = bool(getattr(img, "is_animated", False))  # looks at the second frame only
+            fmt = img.format
             img.load()
             # exif_transpose reads the EXIF orientation tag and returns an upright copy.
             img = ImageOps.exif_transpose(img)
@@ -162,6 +234,10 @@ def _open_bytes(data: bytes, label: str) -> Image.Image:
         # Pillow reports truncated or corrupt data as OSError ("image file is truncated", "broken data stream").
         raise ImageLoadError(f"{label}: corrupt or truncated image data ({type(e).__name__}: {e}); re-export or "
                              "re-download the file") from e
+    if animated:
+        warnings.warn(f"{label}: {fmt or 'this'} file holds several frames (animated or multi-page); only the "
+                      "first frame is used. Extract the frames you want as images, or convert it to a video",
+                      MultiFrameWarning, stacklevel=4)
     return img
 
 

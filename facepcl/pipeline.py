@@ -493,6 +493,8 @@ class FaceEmbedder:
                 image = self.load(source)
             except ImageLoadError as e:
                 return i, name, None, e
+            except Exception as e:  # whatever one input causes (a sparse tensor, an odd path) fails that input only
+                return i, name, None, ImageLoadError(f"{name}: cannot be read ({type(e).__name__}: {e})")
             return i, name, (image, self.prepare(image)), None
 
         parts: list[EmbeddingResult] = []

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 
 import facepcl
 from facepcl._keymap import PREFIXES, ours_to_official
-from facepcl.convert import official_layout, read_official_checkpoint
-from facepcl.errors import CheckpointError
+from facepcl.cli import main
+from facepcl.convert import convert_checkpoint, official_layout, read_official_checkpoint
+from facepcl.errors import CheckpointError, OutputError
 from tests._official import (
     official_state_dict,
     reference_decoder,
@@ -206,3 +207,29 @@ def test_cli_convert(official, tmp_path) -> None:
     assert proc.returncode == 1
     assert "bad.pth" in proc.stderr and "truncated, corrupt or not a PyTorch checkpoint" in proc.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_raw_pickle_exploit_is_named_as_such_and_never_run(tmp_path) -> None:
+    path = tmp_path / "raw.pth"
+    marker = tmp_path / "marker"
+    path.write_bytes(pickle.dumps({"state_dict": _Touch(str(marker))}))  # a plain pickle, not torch.save's zip
+    msg = _expect(path, "pickle", "never executes")
+    assert "truncated" not in msg
+    assert not marker.exists()
+
+
+def test_convert_refuses_an_existing_model_folder_and_a_file(official, tmp_path) -> None:
+    out = tmp_path / "model"
+    convert_checkpoint(official[0], out)
+    before = (out / "model.safetensors").stat().st_mtime_ns
+    with pytest.raises(OutputError, match=r"already holds a model.*--overwrite"):
+        convert_checkpoint(official[0], out)
+    assert (out / "model.safetensors").stat().st_mtime_ns == before
+    assert convert_checkpoint(official[0], out, overwrite=True) == out
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        convert_checkpoint(official[0], blocker)
+    rc = main(["convert", str(official[0]), str(out)])
+    assert rc == 1
+    assert main(["convert", str(official[0]), str(out), "--overwrite"]) == 0

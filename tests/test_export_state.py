@@ -14,7 +14,7 @@ import pytest
 
 from facepcl.export import _state, read_embeddings, read_errors
 from facepcl.export._inputs import InputItem, iter_inputs
-from facepcl.export._runner import _skip_done
+from facepcl.export._resume import skip_done
 from facepcl.export._state import Cursor, ExportStateError, RankState, Stats
 from facepcl.export._stream import iter_units
 from facepcl.export._writers import RowBuffer
@@ -106,8 +106,9 @@ def test_one_writer_per_rank(tmp_path: Path) -> None:
     a, b = RankState(str(tmp_path), 0, "parquet"), RankState(str(tmp_path), 0, "parquet")
     a.lock()
     try:
-        with pytest.raises(ExportStateError, match="another facepcl embed"):
+        with pytest.raises(ExportStateError, match="another facepcl embed") as info:
             b.lock()
+        assert "resuming" not in str(info.value)  # the same message whether or not --resume was given
         RankState(str(tmp_path), 1, "parquet").lock()  # other ranks are independent
     finally:
         a.unlock()
@@ -143,17 +144,23 @@ def test_resume_refuses_changed_inputs(tmp_path: Path) -> None:
         (tmp_path / f"{name}.jpg").write_bytes(b"x")
     items = list(iter_inputs([str(tmp_path)]))
     done = Cursor(1, -1, True, items[1].digest, items[1].path)
-    assert [it.index for it in _skip_done(iter(items), done)] == [2, 3]
+    assert [it.index for it in skip_done(iter(items), done)] == [2, 3]
     partial = Cursor(1, 40, False, items[1].digest, items[1].path)
-    assert [it.index for it in _skip_done(iter(items), partial)] == [1, 2, 3]
+    assert [it.index for it in skip_done(iter(items), partial)] == [1, 2, 3]
     (tmp_path / "a0.jpg").write_bytes(b"x")  # a file inserted before the cursor shifts everything
     with pytest.raises(ExportStateError, match="inputs differ"):
-        list(_skip_done(iter_inputs([str(tmp_path)]), done))
+        list(skip_done(iter_inputs([str(tmp_path)]), done))
     with pytest.raises(ExportStateError, match="fewer inputs"):
-        list(_skip_done(iter(items[:1]), done))
+        list(skip_done(iter(items[:1]), done))
+    # a file renamed before the cursor: the input at the cursor has the same name, but not the same stream
+    os.rename(tmp_path / "a0.jpg", tmp_path / "a1.jpg")
+    with pytest.raises(ExportStateError) as info:
+        list(skip_done(iter_inputs([str(tmp_path)]), Cursor(4, -1, True, "other", items[3].path)))
+    assert f"is still {items[3].path!r}, but a file before it was added, removed or renamed" in str(info.value)
+    assert "it was '" not in str(info.value)
     # inputs added at the end are fine: they continue the same stream
     more = list(iter_inputs([str(tmp_path / f"{n}.jpg") for n in "abcd"] + [str(tmp_path / "a0.jpg")]))
-    assert [it.index for it in _skip_done(iter(more), Cursor(1, -1, True, more[1].digest, more[1].path))] == [2, 3, 4]
+    assert [it.index for it in skip_done(iter(more), Cursor(1, -1, True, more[1].digest, more[1].path))] == [2, 3, 4]
 
 
 def test_units_come_in_input_order_with_bounded_lookahead() -> None:

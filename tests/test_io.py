@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,7 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
+import facepcl
+import facepcl.io
 from facepcl import ImageLoadError
+from facepcl.errors import MultiFrameWarning
 from facepcl.io import describe, load_image
 from tests.conftest import bomb_png, jpeg_bytes
 
@@ -254,3 +260,82 @@ def test_loader_is_thread_safe(photo_paths):
         results = list(pool.map(load_image, paths))
     for p, r in zip(paths, results, strict=True):
         np.testing.assert_array_equal(r, load_image(p))
+
+
+# -- special files, size cap, multi-frame files, and per-input failures in lists ------------------------------
+
+
+def _load_in_thread(path) -> BaseException | np.ndarray | None:
+    """load_image(path) in a thread: a regression that blocks (a FIFO) fails the test instead of hanging it."""
+    result: list = [None]
+
+    def run():
+        try:
+            result[0] = load_image(path)
+        except BaseException as e:  # handed back to the test
+            result[0] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), f"load_image({path}) blocked"
+    return result[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/zero"), reason="POSIX special files")
+def test_devices_and_fifos_are_refused_by_type_before_reading(tmp_path):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "FIFO"), ("/dev/zero", "character device")):
+        error = _load_in_thread(path)
+        assert isinstance(error, ImageLoadError) and kind in str(error) and str(path) in str(error)
+
+
+def test_file_size_cap_is_checked_before_reading(monkeypatch, tmp_path):
+    path = tmp_path / "photo.png"
+    Image.fromarray(_pattern()).save(path)
+    size = path.stat().st_size
+    monkeypatch.setattr(facepcl.io, "MAX_FILE_BYTES", size - 1)
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("the whole file was read"))
+    with pytest.raises(ImageLoadError, match=rf"photo.png: file too large \({size:,} bytes; limit "
+                                             r"facepcl.io.MAX_FILE_BYTES"):
+        load_image(path)
+    monkeypatch.setattr(facepcl.io, "MAX_FILE_BYTES", size)
+    assert load_image(path).shape == (24, 32, 3)
+    monkeypatch.setattr(facepcl.io, "MAX_FILE_BYTES", None)
+    assert load_image(path).shape == (24, 32, 3)
+
+
+def test_over_long_names_and_nul_characters_are_image_load_errors(tmp_path):
+    for path in (tmp_path / ("x" * 300 + ".jpg"), "bad\0name.jpg"):
+        with pytest.raises(ImageLoadError):
+            load_image(path)
+
+
+def test_animated_gif_uses_the_first_frame_and_says_so(tmp_path):
+    frames = [Image.new("RGB", (8, 8), c) for c in ("red", "blue", "green")]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    with pytest.warns(MultiFrameWarning, match="anim.gif: GIF file holds several frames.*first frame is used"):
+        image = load_image(path)
+    assert tuple(image[0, 0]) == (255, 0, 0)
+    still = tmp_path / "still.gif"
+    frames[0].save(still)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MultiFrameWarning)
+        load_image(still)
+
+
+def test_a_list_records_every_input_failure_and_keeps_the_rest(random_pcl_model, tmp_path):
+    good = _pattern(64, 64)
+    path = tmp_path / "good.png"
+    Image.fromarray(good).save(path)
+    inputs = [good, tmp_path / ("x" * 300 + ".png"), torch.zeros(3, 64, 64).to_sparse(),
+              torch.zeros(3, 64, 64, device="meta"), path]
+    embedder = facepcl.FaceEmbedder(random_pcl_model, align=False, device="cpu")
+    result = embedder.embed(inputs)
+    assert [f.index for f in result.failures] == [1, 2, 3]
+    assert result.num_images == 5 and len(result.image_index) == 2
+    assert "x" * 300 in result.failures[0].input and "sparse" in result.failures[1].reason.lower()
+    with pytest.raises(ImageLoadError):
+        embedder.embed(inputs[2])

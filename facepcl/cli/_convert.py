@@ -12,12 +12,13 @@ def add_parser(sub) -> None:
     p.add_argument("checkpoint", help="official checkpoint (.pth)")
     p.add_argument("out_dir", help="folder to write; load it with facepcl.load(OUT_DIR)")
     p.add_argument("--name", default="pcl-vox-official", help="model name written to config.json")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already in OUT_DIR")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..convert import convert_checkpoint
 
-    out = convert_checkpoint(args.checkpoint, args.out_dir, name=args.name)
+    out = convert_checkpoint(args.checkpoint, args.out_dir, name=args.name, overwrite=args.overwrite)
     print(f"wrote {out} (config.json, model.safetensors, README.md); load it with facepcl.load({str(out)!r})")
     return 0

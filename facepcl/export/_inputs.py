@@ -113,13 +113,46 @@ def _paths(inputs: Iterable[str]) -> Iterator[tuple[str, str | None]]:
 
 def _list_file(listfile: str) -> Iterator[tuple[str, str | None]]:
     base = os.path.dirname(listfile)
-    with open(listfile, encoding="utf-8") as f:
-        for line in f:  # read lazily: a list of millions of paths is never held in memory
+    # Bytes that are not UTF-8 become surrogate escapes, which name the same file on POSIX (os.fsencode
+    # turns them back into those bytes); a list file is never fatal part way through.
+    with open(listfile, encoding="utf-8", errors="surrogateescape") as f:
+        number = 0
+        while True:
+            try:
+                line = f.readline()  # read lazily: a list of millions of paths is never held in memory
+            except OSError as e:
+                raise OSError(e.errno, f"input list {listfile!r}: cannot read line {number + 1} "
+                                       f"({e.strerror or e})") from e
+            if not line:
+                return
+            number += 1
             entry = line.strip()
             if not entry or entry.startswith("#"):
                 continue
+            if "\0" in entry:
+                yield entry, f"line {number} of input list {display_path(listfile)} holds a NUL character"
+                continue
             entry = os.path.expanduser(entry)
             yield from _expand(entry if os.path.isabs(entry) else os.path.join(base, entry))
+
+
+def display_path(path: str) -> str:
+    """``path`` as valid UTF-8 text, for output files: each byte of a non-UTF-8 name becomes ``\\xNN``.
+
+    Paths of files whose names are not valid UTF-8 hold surrogate escapes
+    (Python's way of keeping such bytes in a ``str``); Parquet strings, CSV
+    and JSON files need UTF-8, so those bytes are written as escapes.
+    """
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # lone surrogates that are not escaped bytes
+        raw = path.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _expand(arg: str) -> Iterator[tuple[str, str | None]]:

@@ -6,7 +6,9 @@ the face pipeline, and turned into rows. Rows and skipped inputs accumulate
 in the shard in flight, which is committed (atomically) when it holds
 ``shard_size`` rows or records, after ``shard_seconds``, at the end, on
 Ctrl-C / SIGTERM, and before a fatal error propagates. Nothing but the
-in-flight shard is lost when the process is killed.
+in-flight shard is lost when the process is killed. A shard whose write
+fails (disk full, a second Ctrl-C during the write) is not committed at all:
+its inputs stay unfinished, and ``--resume`` embeds them again.
 """
 
 from __future__ import annotations
@@ -18,25 +20,32 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .. import _parallel
 from ._dist import DistInfo, barrier_and_close, from_env, rank_device, reduce_at_end
-from ._inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputItem, check_arguments, iter_inputs, select
+from ._inputs import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    check_arguments,
+    display_path,
+    iter_inputs,
+    select,
+)
 from ._progress import Progress, count_items, progress_wanted, summary_line
+from ._resume import skip_done
 from ._state import (
     ERRORS_FILE,
     MANIFESTS,
     STAT_KEYS,
     Cursor,
-    ExportStateError,
     RankState,
     Stats,
     check_fresh,
     clear_export,
+    output_error,
     run_settings_check,
     write_errors,
     write_index,
@@ -132,35 +141,13 @@ class _Signals:
                   "--resume continues either way)")
 
 
-def _skip_done(items: Iterator[InputItem], cursor: Cursor) -> Iterator[InputItem]:
-    """Drop what earlier runs committed; prove the inputs are the same up to the cursor."""
-    checked = cursor.item < 0
-    for item in items:
-        if item.index < cursor.item:
-            continue
-        if item.index == cursor.item:
-            if item.digest != cursor.digest:
-                raise ExportStateError(
-                    f"the inputs differ from those of the run being resumed: input #{item.index} is now "
-                    f"{item.path!r}, it was {cursor.path!r} (or a file before it was added, removed or renamed). "
-                    "Resume with the same inputs in the same order (new inputs may only be added at the end), or "
-                    "write to a new folder")
-            checked = True
-            if cursor.complete:
-                continue
-        yield item
-    if not checked:
-        raise ExportStateError(f"the inputs differ from those of the run being resumed: it had reached input "
-                               f"#{cursor.item} ({cursor.path!r}), but there are fewer inputs now. Resume with the "
-                               "same inputs, or write to a new folder")
-
-
 class _Shard:
     """The shard in flight: rows, skipped-input records, counts, and the cursor range it covers."""
 
     def __init__(self, features: list[str], dim: int, start: Cursor) -> None:
         self.rows = RowBuffer(features, dim)
         self.errors: list[dict] = []
+        self.inputs: list[list[int]] = []  # [item, size, mtime_ns] of each input this shard finishes
         self.stats = Stats()
         self.start = self.end = start
         self.opened = time.monotonic()
@@ -208,7 +195,11 @@ def run_embed(opts: EmbedOptions) -> int:
                                                   "world_size": info.world_size}
     shard_meta = meta | {"format": opts.format, "every": opts.every, "world_size": info.world_size,
                          "cwd": os.getcwd()}
-    os.makedirs(os.path.join(opts.out, MANIFESTS), exist_ok=True)
+    manifests = os.path.join(opts.out, MANIFESTS)
+    try:
+        os.makedirs(manifests, exist_ok=True)
+    except OSError as e:
+        raise output_error(e, manifests) from e
     state = RankState(opts.out, info.rank, opts.format)
     state.lock()
     try:
@@ -217,7 +208,10 @@ def run_embed(opts: EmbedOptions) -> int:
             cleared = clear_export(opts.out, info.rank, info.world_size)
             if cleared:
                 say(f"--overwrite: deleted {len(cleared)} file(s) of the earlier export in {opts.out}")
-        run_settings_check(opts.out, settings, opts.resume, info.rank, overwrite=opts.overwrite)
+        try:
+            run_settings_check(opts.out, settings, opts.resume, info.rank, overwrite=opts.overwrite)
+        except OSError as e:
+            raise output_error(e, os.path.join(opts.out, "_run.json")) from e
     except BaseException:
         state.unlock()
         raise
@@ -236,7 +230,7 @@ def _run(opts: EmbedOptions, info: DistInfo, embedder, state: RankState, shard_m
     if point.next_shard:
         say(f"resuming rank {info.rank}: {point.next_shard} shards with {point.rows} faces and "
             f"{point.done.inputs} finished inputs are already in {opts.out}")
-    items = _skip_done(select(iter_inputs(opts.inputs), info.rank, info.world_size), cursor)
+    items = skip_done(select(iter_inputs(opts.inputs), info.rank, info.world_size), cursor, state.iter_stamps())
     partial = None if cursor.complete else (cursor.item, cursor.frame)
 
     def remaining() -> int:
@@ -251,24 +245,36 @@ def _run(opts: EmbedOptions, info: DistInfo, embedder, state: RankState, shard_m
     session = Stats()
     started = time.monotonic()
 
+    # The shard is being written, or a batch is being added to it: an exception now (a failed write, a
+    # second Ctrl-C) leaves it uncommitted rather than committing a failed write or rows without their cursor.
+    busy = False
+
     def commit() -> None:
-        nonlocal shard, next_shard
+        nonlocal shard, next_shard, busy
         if shard.empty:
             return
-        state.commit(next_shard, shard.rows.take(), features, dim, shard_meta, shard.start, shard.end,
-                     shard.stats, shard.errors)
+        busy = True
+        # The rows stay in the shard until its file is complete: a failed write loses nothing that a
+        # --resume cannot redo, and is never retried as an empty shard.
+        state.commit(next_shard, shard.rows.columns(), features, dim, shard_meta, shard.start, shard.end,
+                     shard.stats, shard.errors, shard.inputs)
+        busy = False
         next_shard += 1
         shard = _Shard(features, dim, shard.end)
 
     def process(batch: list[Unit]) -> None:
+        nonlocal busy
         stats, errors, block = _embed_batch(embedder, batch, features)
+        busy = True
         shard.rows.add(block)
         shard.errors.extend(errors)
+        shard.inputs.extend([u.item.index, *u.stamp] for u in batch if u.end and u.stamp is not None)
         shard.stats.add(stats)
         session.add(stats)
         last = batch[-1]
         shard.end = Cursor(last.item.index, -1 if last.end else last.frame, last.end, last.item.digest,
                            last.item.path)
+        busy = False
         progress.update(stats.inputs, session)
 
     stop_decoding = threading.Event()
@@ -297,9 +303,12 @@ def _run(opts: EmbedOptions, info: DistInfo, embedder, state: RankState, shard_m
                 batch = []
             commit()
         except BaseException:
-            # Whatever stops the run (a fatal error, a second Ctrl-C), the rows already made are kept.
+            # Whatever stops the run (a fatal error, a second Ctrl-C), the rows already made are kept, unless
+            # it was their own write that failed: then the shard is left uncommitted for --resume to redo.
             try:
-                commit()
+                if not busy:
+                    with contextlib.suppress(Exception):  # the error that stopped the run is the one to report
+                        commit()
             finally:
                 progress.close()
                 units.close()
@@ -322,9 +331,12 @@ def _finish(opts: EmbedOptions, info: DistInfo, session: Stats, seconds: float, 
                 f"only, and {ERRORS_FILE} may miss other ranks' records until a later --resume rebuilds it")
     try:
         if info.rank == 0:
-            write_errors(opts.out)
-            if opts.format != "parquet":
-                write_index(opts.out, opts.format)
+            try:
+                write_errors(opts.out)
+                if opts.format != "parquet":
+                    write_index(opts.out, opts.format)
+            except OSError as e:
+                raise output_error(e, e.filename or opts.out) from e
     finally:
         barrier_and_close(info, synced)
     total = Stats(**dict(zip(STAT_KEYS, counts, strict=True)))
@@ -350,7 +362,7 @@ def _embed_batch(embedder, batch: list[Unit], features: list[str]) -> tuple[Stat
         if u.end:
             stats.inputs += 1
             stats.videos += u.item.kind == "video"
-        if u.item.kind == "image":
+        if u.item.kind == "image" and u.error is None:  # an unreadable file is an input, not an image
             stats.images += 1
         elif u.frame >= 0:
             stats.frames += 1
@@ -369,7 +381,7 @@ def _embed_batch(embedder, batch: list[Unit], features: list[str]) -> tuple[Stat
     src = [pictures[i] for i in idx]
     block = {
         "item": np.array([u.item.index for u in src], np.int64),
-        "path": [u.item.path for u in src],
+        "path": [display_path(u.item.path) for u in src],
         "frame": np.array([u.frame for u in src], np.int64),
         "timestamp": np.array([u.timestamp for u in src], np.float64),
         # faces of one image are contiguous: number them from that image's first row
@@ -391,5 +403,5 @@ def _name(u: Unit) -> str:
 
 def _record(u: Unit, kind: str, reason: str) -> dict:
     ts = None if math.isnan(u.timestamp) else u.timestamp
-    return {"item": u.item.index, "path": u.item.path, "frame": u.frame, "timestamp": ts, "kind": kind,
-            "reason": reason}
+    return {"item": u.item.index, "path": display_path(u.item.path), "frame": u.frame, "timestamp": ts,
+            "kind": kind, "reason": display_path(reason)}

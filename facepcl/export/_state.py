@@ -23,6 +23,7 @@ after that cursor: nothing is repeated and nothing is skipped.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import heapq
 import json
@@ -46,6 +47,21 @@ STAT_KEYS = ("inputs", "images", "videos", "frames", "faces", "skipped")
 
 class ExportStateError(FacePCLError):
     """The output folder cannot be written or resumed as asked."""
+
+
+def output_error(e: OSError, path: str) -> ExportStateError:
+    """An OSError met while writing ``path`` in the output folder, as an error that says what to do."""
+    why = e.strerror or str(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e):
+        fix = ("the disk is full (or over quota): free space, or move the output folder to a disk with room, then "
+               "run the same command with --resume; every shard written so far is kept and complete")
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "the output folder is not writable: fix its permissions or choose another -o folder"
+    elif e.errno in (errno.ENOTDIR, errno.EEXIST):
+        fix = "a file is in the way of the output folder: choose another -o folder"
+    else:
+        fix = "check the output folder, then run the same command with --resume"
+    return ExportStateError(f"cannot write {path} ({why}); {fix}")
 
 
 def shard_name(rank: int, shard: int) -> str:
@@ -216,13 +232,16 @@ class RankState:
         import fcntl
 
         path = os.path.join(self.out, MANIFESTS, f".lock-r{self.rank:05d}")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise output_error(e, path) from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
             raise ExportStateError(f"another facepcl embed is writing rank {self.rank} of {self.out}; wait for it "
-                                   "to finish or stop it before resuming") from None
+                                   "to finish, or stop it, before running again on this folder") from None
         self._lock_fd = fd
 
     def unlock(self) -> None:
@@ -287,16 +306,44 @@ class RankState:
         return point
 
     def commit(self, shard: int, cols: dict[str, Any], features: list[str], dim: int, metadata: dict,
-               start: Cursor, end: Cursor, stats: Stats, errors: list[dict]) -> None:
-        """Write one shard: manifest first, then the data file (the commit point)."""
+               start: Cursor, end: Cursor, stats: Stats, errors: list[dict],
+               inputs: list[list[int]] | None = None) -> None:
+        """Write one shard: manifest first, then the data file (the commit point).
+
+        The data file is written whole under a temporary name, fsynced and
+        renamed into place; only then is the shard committed. The manifest
+        holds the cursor (the inputs it finishes) and is ignored, and removed
+        by :meth:`scan`, until its data file exists: an input is marked
+        finished only together with its rows.
+
+        Args:
+            inputs: ``[item, size, mtime_ns]`` of each input this shard
+                finishes, so that ``--resume`` notices changed files.
+
+        Raises:
+            ExportStateError: The write failed (disk full, folder not
+                writable); nothing of this shard is committed.
+        """
         name = shard_name(self.rank, shard)
         manifest = {"shard": shard, "rank": self.rank, "file": name + self.format.suffix,
                     "rows": len(cols["path"]), "start": asdict(start), "end": asdict(end),
-                    "stats": asdict(stats), "errors": errors}
+                    "stats": asdict(stats), "errors": errors, "inputs": inputs or []}
         text = json.dumps(manifest) + "\n"
-        write_atomic(self._manifest_path(shard), lambda tmp: _write_text(tmp, text))
-        write_atomic(self._data_path(shard),
-                     lambda tmp: self.format.write(cols, tmp, features, dim, metadata))
+        path = self._manifest_path(shard)
+        try:
+            write_atomic(path, lambda tmp: _write_text(tmp, text))
+            path = self._data_path(shard)
+            write_atomic(path, lambda tmp: self.format.write(cols, tmp, features, dim, metadata))
+        except OSError as e:
+            raise output_error(e, path) from e
+
+    def iter_stamps(self) -> Iterator[tuple[int, int, int]]:
+        """``(item, size, mtime_ns)`` of every input the committed shards finished, in input order."""
+        prefix = shard_name(self.rank, 0)[: len("part-r00000-")]
+        paths = sorted(glob.glob(os.path.join(glob.escape(self.out), MANIFESTS, prefix + "*.json")))
+        for path in paths:
+            if os.path.exists(os.path.join(self.out, os.path.basename(path)[:-len(".json")] + self.format.suffix)):
+                yield from (tuple(stamp) for stamp in read_manifest(path).get("inputs", []))
 
 
 def read_manifest(path: str) -> dict:

@@ -15,6 +15,7 @@ in flight, which bounds memory whatever the number of inputs.
 from __future__ import annotations
 
 import math
+import os
 import queue
 import threading
 from collections import deque
@@ -43,6 +44,8 @@ class Unit:
         end: Whether the input is finished with this unit.
         prepared: What ``prepare(image)`` returned in the decoding thread (the
             detector's resized input), or None.
+        stamp: ``(size in bytes, mtime in ns)`` of the input file, taken before
+            it was read (on the unit that finishes the input), or None.
     """
 
     item: InputItem
@@ -52,6 +55,16 @@ class Unit:
     error: str | None = None
     end: bool = True
     prepared: Any = None
+    stamp: tuple[int, int] | None = None
+
+
+def file_stamp(path: str) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a file, which ``--resume`` compares to notice changed inputs; None if unreadable."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 _DONE = object()
@@ -78,6 +91,7 @@ class _VideoJob:
         return False
 
     def _run(self) -> None:
+        stamp = file_stamp(self.item.path)
         try:
             for fr in iter_frames(self.item.path, self.every, self.after):
                 ready = self.prepare(fr.image) if self.prepare is not None and fr.image is not None else None
@@ -85,7 +99,7 @@ class _VideoJob:
                             None if fr.error is None else str(fr.error), end=False, prepared=ready)
                 if not self._put(unit):
                     return
-            self._put(Unit(self.item))
+            self._put(Unit(self.item, stamp=stamp))
         except (ImageLoadError, OSError, ValueError) as e:
             self._put(Unit(self.item, error=str(e)))
         except Exception as e:  # a decoder crash on one file must not end the run
@@ -105,9 +119,10 @@ class _VideoJob:
 
 def _decode(load: Callable[[str], np.ndarray], prepare: Callable[[np.ndarray], Any] | None,
             item: InputItem) -> Unit:
+    stamp = file_stamp(item.path)
     try:
         image = load(item.path)
-        return Unit(item, image=image, prepared=prepare(image) if prepare is not None else None)
+        return Unit(item, image=image, prepared=prepare(image) if prepare is not None else None, stamp=stamp)
     except ImageLoadError as e:
         return Unit(item, error=str(e))
     except Exception as e:  # e.g. a decoder bug on a hostile file: record it, keep going

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ImageLoadError
-from ..io import load_image
+from ..io import check_regular_file, load_image
 
 
 class VideoReadError(ImageLoadError):
@@ -66,6 +66,10 @@ def iter_frames(path: str, every: int = 1, after: int = -1) -> Iterator[Frame]:
         raise VideoReadError(f"{path}: no such file; check the path")
     if os.path.isdir(path):
         raise VideoReadError(f"{path}: is a folder, not a video file")
+    try:
+        check_regular_file(path)  # a device or FIFO would make the decoder read forever or hang
+    except ImageLoadError as e:
+        raise VideoReadError(str(e)) from None
     cap = cv2.VideoCapture(path)
     try:
         if not cap.isOpened():

@@ -85,9 +85,17 @@ class RowBuffer:
             self._blocks[name].append(value)
         self._rows += n
 
+    def columns(self) -> dict[str, Any]:
+        """All buffered rows as columns (numpy arrays; ``path`` a list); the buffer keeps them.
+
+        A shard whose write fails keeps its rows, so they are never lost or
+        committed as an empty shard.
+        """
+        return concat(self._blocks, self.features, self.dim)
+
     def take(self) -> dict[str, Any]:
-        """All buffered rows as columns (numpy arrays; ``path`` a list), and an empty buffer."""
-        cols = concat(self._blocks, self.features, self.dim)
+        """All buffered rows as columns (see :meth:`columns`), and an empty buffer."""
+        cols = self.columns()
         self._blocks = {c: [] for c in self._blocks}
         self._rows = 0
         return cols
