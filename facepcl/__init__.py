@@ -4,6 +4,7 @@
 face (F_f), pose (F_p) and trunk (F) embeddings.
 """
 
+from . import _threads  # noqa: F401  (first: OpenMP reads its wait policy when torch loads)
 from ._version import __version__
 from .align import align_faces
 from .config import DetectorConfig, PCLConfig, PreprocessConfig
