@@ -21,6 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# facepcl first: it sets OpenMP's wait policy, which libgomp reads once, when torch loads.
+import facepcl
+
+# isort: split
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -113,8 +117,6 @@ def onednn_isa() -> str | None:
 
 def machine() -> dict[str, Any]:
     """Facts about this machine and software, recorded next to the numbers."""
-    import facepcl
-
     info: dict[str, Any] = {
         "python": platform.python_version(), "torch": torch.__version__, "facepcl": facepcl.__version__,
         "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),

@@ -42,7 +42,7 @@ def encoder_gflop(model, size: int) -> float:
 
 
 def run(device: torch.device, sizes=(64, 100, 256), batches=(1, 64), rounds: int = 3, min_time: float = 1.0,
-        peak: dict[str, float] | None = None) -> dict[str, Any]:
+        peak: dict[str, float] | None = None, compile: bool = True) -> dict[str, Any]:
     from facepcl import PCLConfig, PCLModel
     from facepcl._accel import EncoderRunner, encoder_plan
 
@@ -58,11 +58,10 @@ def run(device: torch.device, sizes=(64, 100, 256), batches=(1, 64), rounds: int
             x = torch.rand(batch, 3, size, size, device=device)
             _bench.say(f"encoder {size} px, batch {batch}")
             with torch.inference_mode():
-                sec = _bench.compare({
-                    "reference": lambda x=x: reference_encoder_forward(model, x),
-                    "fast": lambda x=x: eager(x),
-                    "fast+compile": lambda x=x: fast(x),
-                }, device, rounds=rounds, min_time=min_time, warmup=2, log=_bench.say)
+                cases = {"reference": lambda x=x: reference_encoder_forward(model, x), "fast": lambda x=x: eager(x)}
+                if compile:
+                    cases["fast+compile"] = lambda x=x: fast(x)
+                sec = _bench.compare(cases, device, rounds=rounds, min_time=min_time, warmup=2, log=_bench.say)
             for path, s in sec.items():
                 ips = batch / s
                 dtype = "fp32" if path == "reference" or not _native(device) else "bf16"

@@ -5,6 +5,7 @@ face (F_f), pose (F_p) and trunk (F) embeddings, ``facepcl.similarity``
 compares them.
 """
 
+from . import _threads  # noqa: F401  (first: OpenMP reads its wait policy when torch loads)
 from ._load import load
 from ._save import push_to_hub, save_pretrained
 from ._similarity import similarity

@@ -1,17 +1,20 @@
-"""Decode ahead of the model in worker threads, and share the CPU cores between those threads and torch.
+"""Decode ahead of the model in worker threads; torch keeps every core beside them.
 
 Threads, not processes: Pillow and OpenCV release the GIL while they decode
 and resize, and a process pool would pay for pickling every decoded image
-back (measured in docs/benchmarks.md). torch starts one compute thread per
-core and its OpenMP threads wait for one another at every operation, so
-when decoding threads take a core, every convolution waits for a
-descheduled thread; :func:`shared_cores` gives torch the cores the decoders
-leave free while they run. That pays off where torch's operations are
-small (embedding aligned crops without detection: 41 against 106 images/s
-on 2 cores); with detection on real photos, torch keeping every core
-measured faster on the exact float32 path (27 against 19 images/s), so
-callers share cores only without detection or on the fast path
-(:attr:`facepcl.FaceEmbedder.shares_cores`).
+back (measured in docs/benchmarks.md).
+
+How cores are shared: torch keeps all its threads, always. Earlier versions
+gave torch only the cores the decoding threads left free (at least half) for
+the whole call, which was off by 2x whenever there was little to decode
+(in-memory crops ran at 0.61x the bare encoder). What made a busy core
+expensive was not the thread count but OpenMP's spin-waiting: a thread
+descheduled for a decoder held up every other one at each operation's
+barrier while they spun. facepcl now asks OpenMP to wait passively (see
+:mod:`facepcl._threads`), so a core that a decoder takes for a while costs
+torch that share of time, no more, and nothing at all when nothing is
+decoded. :func:`shared_cores` remains for callers that want to reserve cores
+explicitly; facepcl's pipeline no longer calls it.
 """
 
 from __future__ import annotations

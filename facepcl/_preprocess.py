@@ -31,7 +31,14 @@ def normalize(x: torch.Tensor, preprocess: PreprocessConfig) -> torch.Tensor:
     return x
 
 
-def crops_to_input(crops: np.ndarray, preprocess: PreprocessConfig, device: torch.device | str) -> torch.Tensor:
-    """uint8 ``(B, S, S, 3)`` RGB crops -> float32 ``(B, 3, S, S)`` network input on ``device``."""
+def crops_to_input(crops: np.ndarray, preprocess: PreprocessConfig, device: torch.device | str,
+                   channels_last: bool = False) -> torch.Tensor:
+    """uint8 ``(B, S, S, 3)`` RGB crops -> float32 ``(B, 3, S, S)`` network input on ``device``.
+
+    The arithmetic is elementwise in the crops' own (NHWC) memory order, so
+    ``channels_last=True`` returns the same values without the final copy
+    into NCHW memory (the fast encoder wants channels_last anyway).
+    """
     x = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float() / 255.0
-    return normalize(x, preprocess).contiguous()
+    return normalize(x, preprocess).contiguous(
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format)

@@ -33,7 +33,7 @@ from . import hub, registry
 from ._accel import EncoderRunner, encoder_plan
 from ._constants import FEATURES
 from ._device import resolve_device
-from ._parallel import default_workers, prefetch, shared_cores
+from ._parallel import default_workers, prefetch
 from ._preprocess import crops_to_input
 from ._version import __version__
 from .align import align_faces, full_image_matrix, warp
@@ -165,21 +165,27 @@ class FaceEmbedder:
             or None for the model config's detector (``config.detector``).
         device: Torch device for detector and encoder (None: CUDA if available,
             else CPU; a given model stays where it is unless device is set).
-        dtype: Encoder compute dtype: None/"float32" (default, exact) or
-            "bf16"/"fp16": a copy of the encoder in that dtype and in
-            channels_last memory format (see :mod:`facepcl._accel`); features
-            are returned as float32 either way.
+        dtype: Encoder compute dtype: None (the fast path's choice, or
+            float32 with ``exact=True``), "float32", or "bf16"/"fp16": a copy
+            of the encoder in that dtype and in channels_last memory format
+            (see :mod:`facepcl._accel`); features are returned as float32 either way.
         compile: ``torch.compile`` the encoder copy (inductor; one
             compilation, 10-60 s on a CPU, serves every batch size). It
             pays off only when encoding dominates a long run (aligned crops
             with ``align=False``); with detection, the detector dominates.
-        fast: The fast path: bf16 where the hardware computes it natively
-            (CUDA, or a CPU with AVX512-BF16/AMX; else float32),
-            channels_last, and the fast detector (BatchNorm folded,
-            channels_last, float32). ``dtype`` and
-            ``detector_dtype``, when given, override its choices. Embeddings
-            stay within cosine similarity 0.999 of the exact path;
-            ``result.info["accel"]`` records what ran.
+        fast: The fast path, the default (None or True): bf16 where the
+            hardware computes it natively (CUDA, or a CPU with
+            AVX512-BF16/AMX; else float32), channels_last, and the fast
+            detector (BatchNorm folded, float32; on a CPU run by ONNX
+            Runtime). ``dtype`` and ``detector_dtype``, when given, override
+            its choices. Embeddings of real faces stay within cosine
+            similarity 0.999 of the exact path, with the same faces and
+            landmarks within 0.5 px (tested); ``result.info["accel"]``
+            records what ran. False: the same as ``exact=True``.
+        exact: The exact path: the model's own float32 encoder and the
+            detector network as published, eager, NCHW, in torch; bit for bit
+            what earlier versions computed (the encoder matches the
+            reference implementation to 1e-5).
         detector_dtype: Detector compute dtype (None: float32). "bf16" is
             faster still, but moves landmarks by up to a pixel, which can
             take embeddings below cosine 0.999 of the exact path; see
@@ -204,14 +210,16 @@ class FaceEmbedder:
         num_workers: Threads that decode (and resize for detection) the
             inputs of a list ahead of the model, so that decoding overlaps
             detection and encoding. None: the machine's cores, at most 4; 0:
-            decode in the calling thread. While they run on a CPU, torch
-            computes on the cores they leave free (at least half; not when
-            ``OMP_NUM_THREADS`` is set), restored after the call.
+            decode in the calling thread. torch keeps all its threads
+            beside them: its OpenMP threads wait passively (see
+            :mod:`facepcl._threads`), so a core a decoder takes for a
+            while slows torch by that share only.
     """
 
     def __init__(self, model: PCLModel | str | os.PathLike | None = None, *,
                  detector: FaceDetector | str | None = None, device: str | torch.device | None = None,
-                 dtype: str | torch.dtype | None = None, compile: bool = False, fast: bool = False,
+                 dtype: str | torch.dtype | None = None, compile: bool = False, fast: bool | None = None,
+                 exact: bool = False,
                  detector_dtype: str | torch.dtype | None = None, crop_size: int | None = None, align: bool = True,
                  max_faces: int | None = None, min_face_size: float = 0.0, on_no_face: str = "skip",
                  color_order: str = "RGB", return_crops: bool = False, conf_threshold: float | None = None,
@@ -231,9 +239,11 @@ class FaceEmbedder:
                                                    or detector_dtype is not None):
             raise ValueError("max_faces, min_face_size, conf_threshold and detector_dtype configure the detector "
                              "this embedder builds; with your own FaceDetector, set them on it instead")
+        if exact and fast:
+            raise ValueError("exact=True and fast=True ask for different paths; pass one of them")
         self.model = _resolve_model(model, device)
         self.device = _param_device(self.model)
-        self.fast = bool(fast)
+        self.fast = not exact and fast is not False
         self.plan = encoder_plan(self.device, dtype=dtype, compile=compile, fast=self.fast)
         self.dtype = self.plan.dtype
         self._detector_dtype = detector_dtype
@@ -297,24 +307,25 @@ class FaceEmbedder:
 
     @property
     def shares_cores(self) -> bool:
-        """Whether torch gives the decoding threads cores of their own (CPU only; see :mod:`facepcl._parallel`).
-
-        Yes where decoding is a large share of the work: without detection
-        (small encoder operations, which suffer most from a descheduled
-        thread), and on the fast path (cheap compute, so decoding is about
-        40% of it). No for the exact path with detection, where decoding is
-        about 20% of the work and a core taken from float32 compute costs
-        more than it gains (27 against 19 images/s, docs/benchmarks.md).
-        """
-        return self.device.type == "cpu" and (not self.align or not self.plan.exact)
+        """Always False: torch keeps every core beside the decoding threads (see :mod:`facepcl._parallel`)."""
+        return False
 
     def accel_info(self) -> dict[str, Any]:
-        """Which path ran: ``{"fast", "encoder": {dtype, channels_last, compile}, "detector": {...} or None}``."""
+        """Which path ran.
+
+        Returns:
+            ``{"fast", "exact", "encoder": {dtype, channels_last, compile},
+            "detector": {dtype, channels_last, compile, runtime, canvas_step,
+            rescue_threshold} or None}``; ``exact`` is True when both networks
+            ran the exact path.
+        """
         detector = None
         if self.align:
             det = self.detector
-            detector = {**det.plan.describe(), "canvas_step": det.canvas_step}
-        return {"fast": self.fast, "encoder": self.plan.describe(), "detector": detector}
+            detector = {**det.plan.describe(), "runtime": det.runtime, "canvas_step": det.canvas_step,
+                        "rescue_threshold": det.rescue_threshold}
+        return {"fast": self.fast, "exact": self.plan.exact and (detector is None or det.plan.exact),
+                "encoder": self.plan.describe(), "detector": detector}
 
     # -- the four steps ------------------------------------------------------------------------------------
 
@@ -368,7 +379,8 @@ class FaceEmbedder:
         """
         out = {k: np.zeros((len(crops), self.dim), np.float32) for k in FEATURES}
         for start in range(0, len(crops), self.batch_size):
-            x = crops_to_input(crops[start:start + self.batch_size], self.preprocess, self.device)
+            x = crops_to_input(crops[start:start + self.batch_size], self.preprocess, self.device,
+                               channels_last=self.plan.channels_last)
             feats = self._runner(x)
             for k in FEATURES:
                 out[k][start:start + len(x)] = getattr(feats, k).cpu().numpy()
@@ -501,8 +513,7 @@ class FaceEmbedder:
         failures: list[Failure] = []
         count = 0
         decoded = prefetch(decode, stream, workers=workers, lookahead=self.chunk_size + 2 * workers)
-        cores = shared_cores(workers) if self.shares_cores else contextlib.nullcontext()
-        with cores, contextlib.closing(decoded):
+        with contextlib.closing(decoded):
             for chunk in _chunks(decoded, self.chunk_size):
                 loaded, prepared, names, at = [], [], [], []
                 for i, name, value, error in chunk:

@@ -65,8 +65,8 @@ def test_default_plan_is_exact_and_fast_picks_native_bf16():
     assert _accel.detector_plan(cpu, dtype="bf16") == _accel.Plan(torch.bfloat16, channels_last=True)
 
 
-def test_default_path_runs_the_models_own_modules(random_pcl_model, face_photos):
-    emb = FaceEmbedder(random_pcl_model, device="cpu")
+def test_exact_path_runs_the_models_own_modules(random_pcl_model, face_photos):
+    emb = FaceEmbedder(random_pcl_model, device="cpu", exact=True)
     assert emb.plan.exact and emb.detector.plan.exact and emb.detector._run is emb.detector.net
     res = emb.embed(face_photos[1])
     with torch.inference_mode():
@@ -76,10 +76,21 @@ def test_default_path_runs_the_models_own_modules(random_pcl_model, face_photos)
         direct = random_pcl_model.encoder(crops_to_input(crops, emb.preprocess, "cpu"))
     np.testing.assert_array_equal(res.face, direct.face.numpy())  # bit for bit
     assert emb._runner._module is None  # no copy was made
-    assert res.info["accel"] == {"fast": False,
+    assert res.info["accel"] == {"fast": False, "exact": True,
                                  "encoder": {"dtype": "float32", "channels_last": False, "compile": False},
                                  "detector": {"dtype": "float32", "channels_last": False, "compile": False,
-                                              "canvas_step": 32}}
+                                              "runtime": "torch", "canvas_step": 32, "rescue_threshold": 0.2}}
+    assert FaceEmbedder(random_pcl_model, device="cpu", fast=False).accel_info() == res.info["accel"]
+
+
+def test_default_is_the_fast_path_and_says_so(random_pcl_model):
+    emb = FaceEmbedder(random_pcl_model, device="cpu")
+    accel = emb.accel_info()
+    assert accel["fast"] and not accel["exact"] and accel["encoder"]["channels_last"]
+    want_runtime = "onnxruntime" if emb.plan.dtype == torch.float32 else "torch"
+    assert accel["detector"]["runtime"] == want_runtime == emb.detector.runtime
+    with pytest.raises(ValueError, match="exact=True and fast=True"):
+        FaceEmbedder(random_pcl_model, device="cpu", exact=True, fast=True)
 
 
 def test_reduced_precision_works_on_a_copy(random_pcl_model, face_photos):
@@ -117,7 +128,7 @@ def test_runner_follows_weight_changes(random_pcl_model):
                          ids=["bf16-channels_last", "fp32-channels_last"])
 def test_encoder_plans_keep_cosine_on_real_faces(random_pcl_model, face_photos, plan):
     for name, model in _models(random_pcl_model):
-        exact = FaceEmbedder(model, device="cpu", num_workers=0)
+        exact = FaceEmbedder(model, device="cpu", num_workers=0, exact=True)
         res = exact.embed(face_photos)
         assert len(res) == 11, name
         crops = np.concatenate([exact.crop(face_photos[i], res.kps[res.image_index == i])
@@ -154,10 +165,11 @@ def test_fast_detector_finds_the_same_faces(face_photos, dtype):
 
 def test_fast_pipeline_keeps_cosine_end_to_end(random_pcl_model, face_photos):
     for name, model in _models(random_pcl_model):
-        ref = FaceEmbedder(model, device="cpu").embed(face_photos)
-        fast = FaceEmbedder(model, device="cpu", fast=True).embed(face_photos)
+        ref = FaceEmbedder(model, device="cpu", exact=True).embed(face_photos)
+        fast = FaceEmbedder(model, device="cpu").embed(face_photos)  # the default
         assert fast.info["accel"]["fast"] and fast.info["accel"]["detector"]["channels_last"]
-        np.testing.assert_array_equal(ref.image_index, fast.image_index)
+        np.testing.assert_array_equal(ref.image_index, fast.image_index)  # the same faces ...
+        assert np.abs(ref.kps - fast.kps).max() <= 0.5  # ... at the same landmarks
         for k in ("face", "pose", "trunk"):
             cos = _cosine(getattr(ref, k), getattr(fast, k))
             assert cos.min() >= MIN_COSINE, (name, k, cos.min())
@@ -264,10 +276,10 @@ def test_cli_fast_records_its_path_and_keeps_cosine(random_model_dir, photo_path
     for name in ("multi_face.jpg", "single_face.jpg", "astronaut.png", "free-mountain-vector-01.jpg"):
         shutil.copy(photo_paths[name], folder / name)
     common = [str(folder), "--model", str(random_model_dir), "--device", "cpu", "--no-progress", "-q"]
-    assert main(["embed", *common, "-o", str(tmp_path / "exact")]) == 0
-    assert main(["embed", *common, "-o", str(tmp_path / "fast"), "--fast", "--num-workers", "2"]) == 0
+    assert main(["embed", *common, "-o", str(tmp_path / "exact"), "--exact"]) == 0
+    assert main(["embed", *common, "-o", str(tmp_path / "fast"), "--num-workers", "2"]) == 0  # fast by default
     exact, fast = read_metadata(tmp_path / "exact"), read_metadata(tmp_path / "fast")
-    assert exact["accel"]["encoder"]["dtype"] == "float32" and not exact["accel"]["fast"]
+    assert exact["accel"]["encoder"]["dtype"] == "float32" and not exact["accel"]["fast"] and exact["accel"]["exact"]
     assert fast["accel"]["fast"] and fast["accel"]["encoder"]["channels_last"]
     assert fast["detector"]["dtype"] == fast["accel"]["detector"]["dtype"]
     a, b = read_embeddings(tmp_path / "exact"), read_embeddings(tmp_path / "fast")
@@ -318,7 +330,51 @@ def test_options_are_checked(random_pcl_model):
 def test_cuda_fast_path_matches(random_pcl_model, face_photos):
     model = PCLModel(PCLConfig(name="cuda-copy")).eval()
     model.load_state_dict(random_pcl_model.state_dict())
-    ref = FaceEmbedder(model, device="cpu").embed(face_photos)
+    ref = FaceEmbedder(model, device="cpu", exact=True).embed(face_photos)
     fast = FaceEmbedder(model, device="cuda", fast=True).embed(face_photos)
     for k in ("face", "pose", "trunk"):
         assert _cosine(getattr(ref, k), getattr(fast, k)).min() >= MIN_COSINE
+
+
+def test_torch_keeps_every_core_while_embedding(random_pcl_model, face_photos, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    for align, inputs in ((False, [np.zeros((64, 64, 3), np.uint8)] * 3), (True, face_photos[:2])):
+        emb = FaceEmbedder(random_pcl_model, device="cpu", align=align, num_workers=2)
+        seen: list[int] = []
+        runner = emb._runner
+        emb._runner = lambda x, runner=runner, seen=seen: (seen.append(torch.get_num_threads()), runner(x))[1]
+        emb.embed(inputs)
+        assert seen and set(seen) == {before}, (align, seen)
+
+
+def test_importing_facepcl_first_makes_openmp_wait_passively():
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    code = "import {} os; print(os.environ.get('OMP_WAIT_POLICY'))"
+    run = [sys.executable, "-c"]
+    assert subprocess.run([*run, code.format("facepcl,")], env=env, capture_output=True, text=True,
+                          check=True).stdout.split() == ["PASSIVE"]
+    # a choice already made stands: the user's variable, or torch imported (and its OpenMP started) first
+    assert subprocess.run([*run, code.format("facepcl,")], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                          capture_output=True, text=True, check=True).stdout.split() == ["ACTIVE"]
+    assert subprocess.run([*run, code.format("torch, facepcl,")], env=env, capture_output=True, text=True,
+                          check=True).stdout.split() == ["None"]
+
+
+def test_onnx_detector_is_exported_once_into_the_cache(monkeypatch, tmp_path, face_photos):
+    monkeypatch.setenv("FACEPCL_HOME", str(tmp_path))
+    first = FaceDetector(device="cpu", fast=True)
+    assert first.runtime == "onnxruntime"
+    files = list((tmp_path / "detectors").glob("*.onnx"))
+    assert len(files) == 1 and not list((tmp_path / "detectors").glob(".*tmp*"))
+    stamp = files[0].stat().st_mtime_ns
+    second = FaceDetector(device="cpu", fast=True)
+    assert files[0].stat().st_mtime_ns == stamp  # reused, not exported again
+    torch_fast = FaceDetector(device="cpu", fast=True, runtime="torch")
+    a, b = second.detect(face_photos[0]), torch_fast.detect(face_photos[0])
+    assert len(a) == len(b) and np.abs(a.kps - b.kps).max() < 1e-2
+    with pytest.raises(ValueError, match="onnxruntime"):
+        FaceDetector(device="cpu", runtime="onnxruntime")  # the exact network runs in torch

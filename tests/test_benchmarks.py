@@ -37,3 +37,14 @@ def test_training_benchmark_measures_reference_and_facepcl(tmp_path: Path) -> No
     assert set(paths) == {"reference", "facepcl"}
     # Both compute the same iteration: the FLOP counts agree to within 1%.
     assert paths["facepcl"]["gflop"] == pytest.approx(paths["reference"]["gflop"], rel=0.01)
+
+
+@pytest.mark.slow
+def test_crops_benchmark_compares_pipeline_and_bare_encoder(tmp_path: Path) -> None:
+    out = tmp_path / "crops.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "crops.py"), "--batch", "4", "--rounds", "1", "--min-time", "0",
+                           "--device", "cpu", "--json", str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["path"] for r in rows} == {"exact", "default (fast)"}
+    assert all(r["bare_images_per_s"] > 0 and r["pipeline_images_per_s"] > 0 and r["ratio"] > 0 for r in rows)

@@ -36,7 +36,7 @@ def assert_same_faces(a: EmbeddingResult, b: EmbeddingResult, atol: float = 1e-4
             np.testing.assert_allclose(x, y, atol=atol, rtol=1e-4, equal_nan=True, err_msg=name)
 
 
-def test_group_photo_one_record_per_face(embedder, photo_paths, cpu_detector, photos):
+def test_group_photo_one_record_per_face(embedder, photo_paths, photos):
     res = embedder(str(photo_paths["multi_face.jpg"]))
     assert len(res) == 5 and res.num_images == 1 and not res.failures and not res.no_face
     dim = feature_dim(64)
@@ -45,7 +45,7 @@ def test_group_photo_one_record_per_face(embedder, photo_paths, cpu_detector, ph
         assert arr.shape == (5, dim) and arr.dtype == np.float32 and np.isfinite(arr).all()
     assert res.bbox.shape == (5, 4) and res.kps.shape == (5, 5, 2) and res.det_score.shape == (5,)
     assert res.image_index.dtype == np.int64 and (res.image_index == 0).all()
-    det = cpu_detector.detect(photos["multi_face.jpg"])
+    det = embedder.detector.detect(photos["multi_face.jpg"])  # the result holds its detector's faces
     np.testing.assert_allclose(res.bbox, det.boxes)
     np.testing.assert_allclose(res.kps, det.kps)
     # different faces give different embeddings

@@ -52,11 +52,13 @@ def add_parser(sub) -> None:
     m.add_argument("--detector-dtype", default=None,
                    help="detector compute dtype: float32 (default) or bf16 (faster, but landmarks move by up to a "
                         "pixel, which can take embeddings below cosine 0.999 of the exact path)")
-    m.add_argument("--fast", action="store_true",
-                   help="the fast path: a bf16 encoder where the hardware computes it natively (CUDA, or a CPU "
-                        "with AVX512-BF16/AMX), channels_last, and a BatchNorm-folded float32 detector; "
-                        "embeddings stay within cosine 0.999 of the exact path (see docs/benchmarks.md). "
-                        "--dtype and --detector-dtype override its choices")
+    m.add_argument("--fast", action="store_true", default=None,
+                   help="the fast path (the default): a bf16 encoder where the hardware computes it natively "
+                        "(CUDA, or a CPU with AVX512-BF16/AMX), channels_last, and a BatchNorm-folded float32 "
+                        "detector (ONNX Runtime on a CPU); embeddings stay within cosine 0.999 of the exact path "
+                        "(see docs/benchmarks.md). --dtype and --detector-dtype override its choices")
+    m.add_argument("--exact", dest="fast", action="store_false", default=None,
+                   help="the exact path: the float32 encoder and detector as published, in torch, bit for bit")
     f = p.add_argument_group("faces")
     f.add_argument("--no-detect", dest="detect", action="store_false",
                    help="inputs are already aligned face crops: no detection, one row per image")

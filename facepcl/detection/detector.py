@@ -20,6 +20,9 @@ from ..io import load_image
 from . import _retinaface
 
 SORT_KEYS = ("score", "size")
+RUNTIMES = ("torch", "onnxruntime")
+#: The second pass looks at a region this many times the weak candidate's box side (centred on it).
+RESCUE_CONTEXT = 3.0
 
 
 class Prepared(NamedTuple):
@@ -31,12 +34,15 @@ class Prepared(NamedTuple):
         scale: ``(sx, sy)``, resized pixels per original pixel.
         canvas: ``(H, W)`` of the padded network input it goes into.
         size: ``(height, width)`` of the original image.
+        source: The original image, kept for the second pass at higher
+            resolution (None: no second pass for this image).
     """
 
     image: np.ndarray
     scale: tuple[float, float]
     canvas: tuple[int, int]
     size: tuple[int, int]
+    source: np.ndarray | None = None
 
 
 @dataclass
@@ -104,6 +110,19 @@ class FaceDetector:
             float32 network on a CPU (one image at a time measured fastest
             there: 25 against 20 images/s at 8, docs/benchmarks.md), else 8.
         download: Allow downloading weights that are not cached (resnet50 only).
+        runtime: What runs the network: "torch", or "onnxruntime" (the fast
+            float32 network only, CPU; exported once from these weights into
+            ``facepcl_home()/detectors``, see :mod:`facepcl.detection._onnx`).
+            None: onnxruntime for the fast float32 network on a CPU (about
+            2.5x faster than torch there), torch otherwise.
+        rescue_threshold: Second pass for faces that shrinking hid. In an
+            image that was shrunk to ``max_size``, every candidate scoring
+            between this and ``conf_threshold`` (and not overlapping a
+            found face) is detected again in a region of 3x its box around
+            it, at up to twice ``max_size`` (full resolution for most
+            photos); faces found there at ``conf_threshold`` are added. It
+            costs nothing on images without such candidates (docs/alignment.md).
+            None: one pass only.
     """
 
     def __init__(self, name: str = "retinaface_mobile0.25", *, weights: str | os.PathLike | None = None,
@@ -111,7 +130,8 @@ class FaceDetector:
                  max_size: int = 640, min_face_size: float = 0.0, max_faces: int | None = None,
                  sort_by: str = "score", batch_size: int | None = None, download: bool = True,
                  dtype: str | torch.dtype | None = None, fast: bool = False,
-                 canvas_step: int | None = None) -> None:
+                 canvas_step: int | None = None, runtime: str | None = None,
+                 rescue_threshold: float | None = 0.2) -> None:
         if not 0.0 <= conf_threshold <= 1.0:
             raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
         if not 0.0 < nms_threshold <= 1.0:
@@ -124,6 +144,11 @@ class FaceDetector:
             raise ValueError(f"sort_by must be one of {SORT_KEYS}, got {sort_by!r}")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if runtime is not None and runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES} or None, got {runtime!r}")
+        if rescue_threshold is not None and not 0.0 < rescue_threshold <= conf_threshold:
+            raise ValueError(f"rescue_threshold must be in (0, conf_threshold={conf_threshold}] or None, "
+                             f"got {rescue_threshold}")
         if canvas_step is not None and (canvas_step < 32 or canvas_step % 32):
             raise ValueError(f"canvas_step must be a positive multiple of 32 (the network's stride), got {canvas_step}")
         self.name = name
@@ -135,6 +160,7 @@ class FaceDetector:
         self.max_faces = max_faces
         self.sort_by = sort_by
         self.canvas_step = 32 if canvas_step is None else int(canvas_step)
+        self.rescue_threshold = None if rescue_threshold is None else float(rescue_threshold)
         self.net = _retinaface.build(name, weights, download=download).to(self.device)
         self.plan: Plan = detector_plan(self.device, dtype=dtype, fast=fast)
         if batch_size is None:
@@ -144,7 +170,21 @@ class FaceDetector:
         if not self.plan.exact:
             # The fast path feeds RGB (no channel flip per image): its copy's first convolution takes RGB instead.
             flip_input_channels(self._run)
+        self.runtime = self._resolve_runtime(runtime)
+        if self.runtime == "onnxruntime":
+            from . import _onnx
+
+            self._run = _onnx.OrtNetwork(_onnx.exported(name, self._run))
         self._mean = torch.tensor(_retinaface.BGR_MEAN, device=self.device).view(1, 3, 1, 1)
+
+    def _resolve_runtime(self, runtime: str | None) -> str:
+        ort_ok = not self.plan.exact and self.plan.dtype == torch.float32 and self.device.type == "cpu"
+        if runtime is None:
+            return "onnxruntime" if ort_ok else "torch"
+        if runtime == "onnxruntime" and not ort_ok:
+            raise ValueError("runtime='onnxruntime' runs the fast float32 network on a CPU only; pass fast=True "
+                             "(without a reduced dtype) and a CPU device, or runtime='torch'")
+        return runtime
 
     @classmethod
     def from_config(cls, config: DetectorConfig, **kwargs: Any) -> FaceDetector:
@@ -155,7 +195,8 @@ class FaceDetector:
         return cls(opts.pop("name", config.name), **opts)
 
     def __repr__(self) -> str:
-        dtype = "" if self.plan.exact else f", dtype={str(self.plan.dtype).removeprefix('torch.')!r}, fast=True"
+        dtype = "" if self.plan.exact else (f", dtype={str(self.plan.dtype).removeprefix('torch.')!r}, fast=True, "
+                                            f"runtime={self.runtime!r}")
         if self.canvas_step != 32:
             dtype += f", canvas_step={self.canvas_step}"
         return (f"FaceDetector({self.name!r}, device={str(self.device)!r}, conf_threshold={self.conf_threshold}, "
@@ -197,13 +238,17 @@ class FaceDetector:
         Returns:
             A :class:`Prepared`.
         """
+        return self._prepare(image, self.max_size, keep_source=self.rescue_threshold is not None)
+
+    def _prepare(self, image: np.ndarray, max_size: int, keep_source: bool = False) -> Prepared:
         h, w = image.shape[:2]
-        s = min(1.0, self.max_size / max(h, w))
+        s = min(1.0, max_size / max(h, w))
         nw, nh = max(1, round(w * s)), max(1, round(h * s))
         small = image if (nw, nh) == (w, h) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
         q = self.canvas_step
         canvas = (q * math.ceil(nh / q), q * math.ceil(nw / q))
-        return Prepared(small, (nw / w, nh / h), canvas, (h, w))
+        shrunk = (nw, nh) != (w, h)
+        return Prepared(small, (nw / w, nh / h), canvas, (h, w), image if keep_source and shrunk else None)
 
     def detect_prepared(self, prepared: Sequence[Prepared]) -> list[Detections]:
         """Detect the faces of prepared images (from :meth:`prepare`), batching images of equal canvas.
@@ -211,6 +256,48 @@ class FaceDetector:
         Returns:
             One :class:`Detections` per image, in order, in original pixels.
         """
+        found = self._detect(prepared)
+        weak = self.rescue_threshold is not None and self.rescue_threshold < self.conf_threshold
+        for i, (p, det) in enumerate(zip(prepared, found, strict=True)):
+            strong = np.nonzero(det.scores > self.conf_threshold)[0]
+            if weak and p.source is not None and len(strong) < len(det):
+                found[i] = self._rescue(p.source, _take(det, strong),
+                                        _take(det, np.nonzero(det.scores <= self.conf_threshold)[0]))
+            else:
+                found[i] = _take(det, strong)
+        return [self._select(det) for det in found]
+
+    def _rescue(self, image: np.ndarray, strong: Detections, weak: Detections) -> Detections:
+        """Detect again around ``weak`` candidates at up to twice ``max_size``; add the faces found there."""
+        h, w = image.shape[:2]
+        regions, offsets, boxes = [], [], []
+        for x1, y1, x2, y2 in weak.boxes:
+            half = RESCUE_CONTEXT * max(x2 - x1, y2 - y1, 8.0) / 2
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            x0, y0 = max(0, int(cx - half)), max(0, int(cy - half))
+            xe, ye = min(w, math.ceil(cx + half)), min(h, math.ceil(cy + half))
+            if xe - x0 < 2 or ye - y0 < 2:
+                continue
+            regions.append(self._prepare(image[y0:ye, x0:xe], 2 * self.max_size))
+            offsets.append(np.array([x0, y0], np.float32))
+            boxes.append((x1, y1, x2, y2))
+        added = []
+        for box, offset, det in zip(boxes, offsets, self._detect(regions), strict=True):
+            det = _take(det, np.nonzero(det.scores > self.conf_threshold)[0])
+            det = Detections((det.boxes.reshape(-1, 2, 2) + offset).reshape(-1, 4), det.kps + offset, det.scores)
+            # Only the face the candidate pointed at: its centre lies in the candidate's box.
+            cx, cy = (det.boxes[:, 0] + det.boxes[:, 2]) / 2, (det.boxes[:, 1] + det.boxes[:, 3]) / 2
+            inside = (cx >= box[0]) & (cx <= box[2]) & (cy >= box[1]) & (cy <= box[3])
+            added.append(_take(det, np.nonzero(inside)[0]))
+        if not any(len(d) for d in added):
+            return strong
+        merged = Detections(*(np.concatenate([getattr(d, f) for d in (strong, *added)])
+                              for f in ("boxes", "kps", "scores")))
+        keep = _nms(torch.from_numpy(merged.boxes), torch.from_numpy(merged.scores), self.nms_threshold)
+        return _take(merged, keep.numpy())
+
+    def _detect(self, prepared: Sequence[Prepared]) -> list[Detections]:
+        """Every candidate above the first-pass threshold, after NMS, in original pixels, by decreasing score."""
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, p in enumerate(prepared):
             groups[p.canvas].append(i)
@@ -220,7 +307,7 @@ class FaceDetector:
                 chunk = members[start:start + self.batch_size]
                 outs = self._forward([prepared[i].image for i in chunk], canvas)
                 for i, (boxes, kps, scores) in zip(chunk, outs, strict=True):
-                    results[i] = self._finish(boxes, kps, scores, prepared[i].scale, prepared[i].size)
+                    results[i] = self._to_original(boxes, kps, scores, prepared[i].scale)
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()
@@ -238,10 +325,11 @@ class FaceDetector:
         anchors = _retinaface.priors(hc, wc).to(self.device)
         scale = torch.tensor([wc, hc], dtype=torch.float32, device=self.device)
         scores = conf[..., 1].float()
+        threshold = min(self.conf_threshold, self.rescue_threshold or self.conf_threshold)
         outs = []
         for b in range(len(images)):
             # Decoding is per anchor, so only the few anchors above the threshold (of tens of thousands) are decoded.
-            keep = torch.nonzero(scores[b] > self.conf_threshold).squeeze(1)
+            keep = torch.nonzero(scores[b] > threshold).squeeze(1)
             bx, pt = _retinaface.decode(loc[b, keep].float(), landmarks[b, keep].float(), anchors[keep])
             bx, pt, sc = bx * scale.repeat(2), pt * scale, scores[b, keep]
             order = _nms(bx, sc, self.nms_threshold)  # sorted by decreasing score
@@ -272,15 +360,18 @@ class FaceDetector:
         batch.view(len(images), hc, wc * 3).sub_(mean.repeat(wc))
         return batch.permute(0, 3, 1, 2)  # (B, 3, H, W) in channels_last memory, no copy
 
-    def _finish(self, boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, scale: tuple[float, float],
-                size: tuple[int, int]) -> Detections:
+    @staticmethod
+    def _to_original(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, scale: tuple[float, float]) -> Detections:
         sx, sy = scale
         if (sx, sy) != (1.0, 1.0):
             # Pixel centres at integers: resized pixel r came from original (r + 0.5) / s - 0.5.
             factor = np.array([sx, sy], dtype=np.float64)
             kps = (kps + 0.5) / factor - 0.5
             boxes = ((boxes.reshape(-1, 2, 2) + 0.5) / factor - 0.5).reshape(-1, 4)
-        det = Detections(boxes.astype(np.float32), kps.astype(np.float32), scores.astype(np.float32))
+        return Detections(boxes.astype(np.float32), kps.astype(np.float32), scores.astype(np.float32))
+
+    def _select(self, det: Detections) -> Detections:
+        """min_face_size, sort_by and max_faces."""
         if self.min_face_size > 0 and len(det):
             side = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
             det = _take(det, np.nonzero(side >= self.min_face_size)[0])

@@ -48,7 +48,7 @@ class Embedder:
         device: Torch device (None: CUDA if available, else CPU).
         dtype: Encoder compute dtype ("float32", "bf16", "fp16"); None: float32, or with ``fast`` bf16 where native.
         compile: ``torch.compile`` the encoder.
-        fast: The fast path (see :class:`facepcl.FaceEmbedder`).
+        fast: The fast path (None: the default, fast; False: exact; see :class:`facepcl.FaceEmbedder`).
         detector_dtype: Detector compute dtype (None: float32; "bf16" moves landmarks by up to a pixel).
         detect: False for inputs that are already aligned face crops.
         max_faces: Keep at most this many faces per image (highest scores first).
@@ -60,7 +60,7 @@ class Embedder:
     """
 
     def __init__(self, model: str | None, *, revision: str | None = None, device: str | None = None,
-                 dtype: str | None = None, compile: bool = False, fast: bool = False,
+                 dtype: str | None = None, compile: bool = False, fast: bool | None = None,
                  detector_dtype: str | None = None, detect: bool = True, max_faces: int | None = None,
                  on_no_face: str = "skip", conf_threshold: float | None = None, min_face_size: float = 0.0,
                  batch_size: int = 32, features: Sequence[str] = FEATURES) -> None:

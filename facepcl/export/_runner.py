@@ -69,7 +69,7 @@ class EmbedOptions:
     device: str | None = None
     dtype: str | None = None
     compile: bool = False
-    fast: bool = False
+    fast: bool | None = None  # None: the fast path (FaceEmbedder's default); False: exact
     detector_dtype: str | None = None
     batch_size: int = 32
     num_workers: int | None = None
