@@ -114,7 +114,7 @@ def one_size(n: int, k: int, workdir: str) -> dict:
     ivf.build(vectors)
     build = time.perf_counter() - t
     found = ivf.search(queries, k)[1]
-    recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(truth, found)]))
+    recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(truth, found, strict=True)]))
     qps = rate(lambda: ivf.search(queries, k), len(queries))
     qps1 = rate(lambda: [ivf.search(q[None], k) for q in singles], len(singles))
     ivf_gb = (faiss.serialize_index(ivf.index).nbytes) / 1e9

@@ -105,7 +105,7 @@ def test_approximate_search_above_threshold_agrees_with_exact(tmp_path) -> None:
     queries = centres[:30] + 0.3 * rng.standard_normal((30, DIM)).astype(np.float32)
     a, b = exact.search(queries, k=10), approx.search(queries, k=10)
     assert approx.kinds() == {"face": "ivf"}
-    recall = np.mean([len(set(x) & set(y)) / 10 for x, y in zip(a.rows, b.rows)])
+    recall = np.mean([len(set(x) & set(y)) / 10 for x, y in zip(a.rows, b.rows, strict=True)])
     assert recall >= 0.9
     approx.save(tmp_path / "idx")
     assert os.path.exists(tmp_path / "idx" / "face.ivf.faiss")

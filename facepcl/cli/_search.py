@@ -61,10 +61,10 @@ def run(args: argparse.Namespace) -> int:
 
     result = index.search(np.stack([q.vector for q in queries]), by=args.by, k=args.k)
     if args.json:
-        for q, hits in zip(queries, result.records):
+        for q, hits in zip(queries, result.records, strict=True):
             print(json.dumps({"query": q.label, "source": q.source, "by": args.by, "neighbours": hits}))
     else:
-        for q, hits in zip(queries, result.records):
+        for q, hits in zip(queries, result.records, strict=True):
             print(f"{q.label}  (by {args.by})")
             for h in hits:
                 where = h["path"] if h["frame"] < 0 else f"{h['path']} frame {h['frame']}"

@@ -41,7 +41,7 @@ def normalize(x: np.ndarray) -> np.ndarray:
 
 def n_lists(n: int) -> int:
     """Inverted lists for ``n`` rows: about sqrt(n) (1000 at 1M), so k-means stays affordable on a CPU."""
-    return max(16, int(round(math.sqrt(n))))
+    return max(16, round(math.sqrt(n)))
 
 
 def default_nprobe(nlist: int) -> int:

@@ -147,7 +147,7 @@ class FaceIndex:
         added = int(new.sum())
         for name in ROW_COLUMNS:
             value = cols[name]
-            part = [p for p, keep in zip(value, new) if keep] if name == "path" else np.asarray(value)[new]
+            part = [p for p, keep in zip(value, new, strict=True) if keep] if name == "path" else np.asarray(value)[new]
             self.rows[name] = self.rows[name] + part if name == "path" else _cat(self.rows[name], part)
         self.rows["export"] = _cat(self.rows["export"], np.full(added, number, np.int32))
         self.exports[number]["rows"] += added
@@ -186,8 +186,8 @@ class FaceIndex:
         if not mine.any():
             return np.ones(n, bool)
         held = set(zip(self.rows["item"][mine].tolist(), self.rows["frame"][mine].tolist(),
-                       self.rows["face_index"][mine].tolist()))
-        keys = zip(cols["item"].tolist(), cols["frame"].tolist(), cols["face_index"].tolist())
+                       self.rows["face_index"][mine].tolist(), strict=True))
+        keys = zip(cols["item"].tolist(), cols["frame"].tolist(), cols["face_index"].tolist(), strict=True)
         return np.fromiter((k not in held for k in keys), bool, count=n)
 
     # -- searching -----------------------------------------------------------------------------------------
@@ -221,8 +221,8 @@ class FaceIndex:
             raise ValueError(f"queries have shape {q.shape}; this index needs (Q, {self.dim}) vectors")
         scores, rows = self._backend(by).search(q, k)
         return SearchResult(scores, rows, by, [[self.record(int(r), float(s), j + 1)
-                                                for j, (r, s) in enumerate(zip(rr, ss)) if r >= 0]
-                                               for rr, ss in zip(rows, scores)])
+                                                for j, (r, s) in enumerate(zip(rr, ss, strict=True)) if r >= 0]
+                                               for rr, ss in zip(rows, scores, strict=True)])
 
     def record(self, row: int, score: float | None = None, rank: int | None = None) -> dict[str, Any]:
         """One row's provenance under the export's column names (plus rank, score, row and export)."""
@@ -263,8 +263,7 @@ class FaceIndex:
         manifest = {"format_version": FORMAT_VERSION, "features": self.features, "rows": len(self),
                     "exact_below": self.exact_below, "nprobe": self.nprobe, "search": kinds,
                     "identity": self.identity, "exports": self.exports}
-        atomic_write(os.path.join(folder, INDEX_FILE),
-                     lambda p: open(p, "w", encoding="utf-8").write(json.dumps(manifest, indent=1)))
+        atomic_write(os.path.join(folder, INDEX_FILE), lambda p: _write_text(p, json.dumps(manifest, indent=1)))
 
     @classmethod
     def load(cls, folder: str | os.PathLike, *, nprobe: int | None = None) -> FaceIndex:
@@ -316,6 +315,11 @@ def _arrow_column(value: Any):
         flat = pa.array(np.ascontiguousarray(value, np.float32).reshape(-1), pa.float32())
         return pa.FixedSizeListArray.from_arrays(flat, value.shape[1])
     return pa.array(value)
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def _save_npy(path: str, value: np.ndarray) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..export._state import RUN_FILE, MANIFESTS
+from ..export._state import MANIFESTS, RUN_FILE
 
 #: Separates an export folder from the rows wanted as queries: ``faces/#0,3``.
 ROW_MARK = "#"
