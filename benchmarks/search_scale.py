@@ -3,7 +3,7 @@
 Synthetic vectors (the numbers do not depend on what the vectors mean, only
 on their count, length and clustering): ``N`` unit vectors of length 2048 in
 clusters of 20 around random centres (like 20 photos per person; cosine to
-the centre about 0.7), stored as float16 in a memory-mapped file, as a saved
+the centre about 0.7; random-sign noise), stored as float16 in a memory-mapped file, as a saved
 index holds them. Queries are fresh members of random clusters.
 
 For each size, in a child process of its own (so peak memory is per size):
@@ -46,7 +46,9 @@ def synthesize(n: int, path: str, seed: int = 0, block: int = 50_000) -> np.memm
     for start in range(0, n, block):
         m = min(block, n - start)
         x = centres[rng.integers(0, len(centres), m)]
-        x += rng.standard_normal((m, DIM), dtype=np.float32) * (NOISE / np.sqrt(DIM))
+        # Rademacher (+-1) noise: as good as Gaussian in 2048 dimensions, and far cheaper to draw at 1M rows.
+        signs = np.unpackbits(np.frombuffer(rng.bytes(m * DIM // 8), np.uint8)).reshape(m, DIM)
+        x += (signs.astype(np.float32) * 2 - 1) * (NOISE / np.sqrt(DIM))
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         out[start:start + m] = x
     out.flush()
@@ -150,7 +152,8 @@ def main() -> int:
             rows += json.loads(proc.stdout.strip().splitlines()[-1])["rows"]
             for f in os.listdir(work):
                 os.unlink(os.path.join(work, f))
-            say(f"  {rows[-1]}")
+            for r in rows[-2:]:
+                say(f"  {json.dumps(r)}")
     header = ["vectors", "method", "build s", "index GB", "queries/s (batch 200)", "queries/s (one by one)",
               "recall@10 vs exact", "peak RSS GB"]
     body = [[f"{r['n']:,}", r["method"], r["build_s"], r["index_gb"], r["qps_batch"],

@@ -20,6 +20,8 @@ import numpy as np
 EXACT_BELOW = 100_000
 #: Rows used to train the IVF's k-means (a seeded sample when there are more).
 TRAIN_ROWS_PER_LIST = 40
+#: k-means iterations of the IVF training (FAISS's default, 25, costs 2.5x the time; recall at 10: docs/benchmarks.md).
+KMEANS_ITERATIONS = 10
 
 
 def _faiss():
@@ -91,6 +93,7 @@ class Backend:
             quantizer = faiss.IndexFlatIP(self.dim)
             self.index = faiss.IndexIVFScalarQuantizer(quantizer, self.dim, nlist, faiss.ScalarQuantizer.QT_fp16,
                                                        faiss.METRIC_INNER_PRODUCT)
+            self.index.cp.niter = KMEANS_ITERATIONS
             rng = np.random.default_rng(self.seed)
             take = min(n, nlist * TRAIN_ROWS_PER_LIST)
             sample = np.sort(rng.choice(n, size=take, replace=False))
