@@ -53,6 +53,22 @@ def test_unreadable_and_faceless_photos_get_clear_messages(demo_model, tmp_path)
     assert demo_model.swap(a, 0, 0) == (None, "Upload a photo with faces first.")
 
 
+@pytest.mark.slow
+def test_demo_with_an_index_shows_each_faces_neighbours(tmp_path) -> None:
+    from facepcl import _samples
+    from facepcl.cli import main
+    from facepcl.demo import DemoModel
+
+    assert main(["embed", str(_samples.astronaut()), str(_samples.grace_hopper()), "-o", str(tmp_path / "faces"),
+                 "-q", "--no-progress"]) == 0
+    assert main(["index", str(tmp_path / "faces"), "-o", str(tmp_path / "idx")]) == 0
+    m = DemoModel(index=tmp_path / "idx", k=2)
+    a = m.analyze(str(_samples.astronaut()))
+    picture, msg = m.neighbours(a)
+    assert msg == "2 nearest by face code among 2 indexed faces"
+    assert picture.width > 2 * 96 and picture.height < 2 * 96 + 60  # one row: the one face of the photo
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -110,6 +126,9 @@ def test_demo_page_in_a_headless_browser_shows_every_face(tmp_path) -> None:
         tiles = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#facepcl-crops img") or None)
         assert len({t.get_attribute("src") for t in tiles}) == 5
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#facepcl-annotated img"))
+        driver.find_element(By.CSS_SELECTOR, "#facepcl-swap").click()  # faces 0 and 1 are preselected
+        wait.until(ec.text_to_be_present_in_element((By.ID, "facepcl-swap-msg"), "in the pose of face 1"))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#facepcl-swap-grid img"))
         shot = os.environ.get("FACEPCL_DEMO_SCREENSHOT") or str(tmp_path / "demo.png")
         driver.save_screenshot(shot)
         assert os.path.getsize(shot) > 10_000

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,3 +164,17 @@ def test_photo_query_finds_the_other_copies_of_the_same_face_first(tmp_path, cap
     assert query["neighbours"][0]["score"] > query["neighbours"][2]["score"] + 0.3
     with Image.open(grid) as g:
         assert g.width > 4 * 96 and g.height >= 96
+
+
+@pytest.mark.slow
+def test_scale_benchmark_measures_exact_and_approximate_search(tmp_path) -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "search_scale.py"
+    out = tmp_path / "scale.json"
+    proc = subprocess.run([sys.executable, str(script), "--sizes", "600", "--json", str(out)], capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "recall@10 vs exact" in proc.stdout and "load average" in proc.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["method"].split()[0] for r in rows] == ["exact", "ivf"]
+    assert rows[0]["recall_at_10"] == 1.0 and 0.5 <= rows[1]["recall_at_10"] <= 1.0
+    assert all(r["qps_batch"] > 0 and r["peak_rss_gb"] > 0 for r in rows)

@@ -121,7 +121,8 @@ class DemoModel:
         res = analysis.result
         recon = decode_pairs(self.embedder.model, res.face[[a, a, b, b]], res.pose[[a, b, a, b]])
         swaps = SwapResult(pairs=np.array([[a, b]]), aligned_a=res.crops[[a]], aligned_b=res.crops[[b]],
-                           reconstructions=recon[None], names=(f"face {a}", f"face {b}"))
+                           reconstructions=recon[None], names=(f"face {a}", f"face {b}"),
+                           info=self.embedder.info())
         return render_swap_grid(swaps, scale=3), f"face {a} in the pose of face {b}, and back"
 
     def neighbours(self, analysis: Analysis | None, by: str = "face") -> tuple[Image.Image | None, str]:
