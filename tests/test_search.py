@@ -178,3 +178,13 @@ def test_scale_benchmark_measures_exact_and_approximate_search(tmp_path) -> None
     assert [r["method"].split()[0] for r in rows] == ["exact", "ivf"]
     assert rows[0]["recall_at_10"] == 1.0 and 0.5 <= rows[1]["recall_at_10"] <= 1.0
     assert all(r["qps_batch"] > 0 and r["peak_rss_gb"] > 0 for r in rows)
+
+
+def test_an_export_without_rows_gives_an_empty_index_that_searches_and_saves(tmp_path) -> None:
+    _write_export(tmp_path / "e", {"face": np.zeros((0, DIM), np.float32)})
+    index = FaceIndex()
+    assert index.add(tmp_path / "e") == 0
+    res = index.search(np.ones(DIM), k=3)
+    assert res.rows.tolist() == [[-1, -1, -1]] and res.records == [[]]
+    index.save(tmp_path / "idx")
+    assert len(FaceIndex.load(tmp_path / "idx")) == 0

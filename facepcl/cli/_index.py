@@ -35,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     existing = os.path.exists(os.path.join(args.output, INDEX_FILE))
     if existing:
         index = FaceIndex.load(args.output, nprobe=args.nprobe)
+        if args.features is not None and sorted(args.features.split(",")) != sorted(index.features):
+            raise ValueError(f"{args.output} indexes {index.features}, not {args.features}; drop --features to "
+                             "extend it, or write a new index with -o")
         if args.exact_below is not None:
             index.exact_below = args.exact_below
     else:

@@ -195,9 +195,13 @@ class FaceIndex:
     def _backend(self, feature: str) -> Backend:
         if feature not in self._backends:
             b = Backend(self.dim, exact_below=self.exact_below, nprobe=self.nprobe)
-            b.build(self.vectors[feature])
+            b.build(self._vectors(feature))
             self._backends[feature] = b
         return self._backends[feature]
+
+    def _vectors(self, feature: str) -> np.ndarray:
+        """``(N, D)`` float16 unit vectors of a feature (empty before any row was added)."""
+        return self.vectors.get(feature, np.zeros((0, self.dim), np.float16))
 
     def search(self, queries: np.ndarray, *, by: str = "face", k: int = 10) -> SearchResult:
         """The ``k`` nearest faces of each query vector by cosine similarity.
@@ -251,7 +255,7 @@ class FaceIndex:
         atomic_write(os.path.join(folder, ROWS_FILE), lambda p: pq.write_table(table, p, compression="zstd"))
         kinds = {}
         for f in self.features or []:
-            vec = np.asarray(self.vectors[f], dtype=np.float16)
+            vec = np.asarray(self._vectors(f), dtype=np.float16)
             atomic_write(os.path.join(folder, f"{f}.npy"), lambda p, v=vec: _save_npy(p, v))
             ivf = os.path.join(folder, f"{f}.ivf.faiss")
             b = self._backend(f)
