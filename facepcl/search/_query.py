@@ -96,7 +96,7 @@ def export_queries(folder: str, rows: Sequence[int] | None, by: str, dim: int) -
 def image_queries(paths: Sequence[str], by: str, embedder) -> tuple[list[Query], list[str]]:
     """Every detected face of each image is one query; unreadable or face-less images become problems."""
     res = embedder.embed(list(paths))
-    problems = [f"{f.input}: {f.reason}" for f in res.failures]
+    problems = [f.reason if f.reason.startswith(f.input) else f"{f.input}: {f.reason}" for f in res.failures]
     problems += [f"{paths[i]}: no face found (lower --det-threshold, or pass an aligned crop with --no-detect)"
                  for i in res.no_face]
     out = []
