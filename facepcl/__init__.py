@@ -19,6 +19,7 @@ from .io import load_image
 from .model import PCLFeatures, PCLModel
 from .pipeline import EmbeddingResult, FaceEmbedder, embed
 from .registry import ModelInfo, list_models, register_model
+from .search import FaceIndex
 
 __all__ = [
     "CheckpointError",
@@ -26,6 +27,7 @@ __all__ = [
     "EmbeddingResult",
     "FaceDetector",
     "FaceEmbedder",
+    "FaceIndex",
     "FacePCLError",
     "ImageLoadError",
     "ModelInfo",

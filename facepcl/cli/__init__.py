@@ -28,6 +28,9 @@ SUBCOMMANDS = (
     "train",
     "swap",
     "plot",
+    "index",
+    "search",
+    "demo",
 )
 
 

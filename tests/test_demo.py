@@ -1,0 +1,143 @@
+"""`facepcl demo`: what the page computes for a photo, and the page itself driven in a real headless browser."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def demo_model():
+    from facepcl.demo import DemoModel
+
+    return DemoModel()  # the bundled pcl-demo, with its decoder
+
+
+@pytest.mark.slow
+def test_photo_analysis_counts_faces_and_writes_embeddings(demo_model) -> None:
+    from facepcl import _samples
+
+    a = demo_model.analyze(str(_samples.pyfeat("multi_face.jpg")))
+    assert a.count == 5 and a.message.startswith("**5 faces found**")
+    assert len(a.crops) == 5 and a.crops[0][0].shape == (64, 64, 3)
+    with np.load(a.embeddings) as z:
+        assert z["face"].shape == z["pose"].shape == (5, 2048) and z["bbox"].shape == (5, 4)
+        np.testing.assert_array_equal(z["face"], a.result.face)
+    grid, msg = demo_model.swap(a, 0, 3)
+    assert grid is not None and grid.width > grid.height and "face 0" in msg
+    assert demo_model.swap(a, 0, 7)[0] is None
+    assert "--index" in demo_model.neighbours(a)[1]
+
+
+@pytest.mark.slow
+def test_unreadable_and_faceless_photos_get_clear_messages(demo_model, tmp_path) -> None:
+    from facepcl import _samples
+
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a picture")
+    a = demo_model.analyze(str(bad))
+    assert a.count == 0 and a.message.startswith("**Cannot read notes.jpg**") and a.annotated is None
+    a = demo_model.analyze(str(_samples.pyfeat("free-mountain-vector-01.jpg")))
+    assert a.count == 0 and a.message.startswith("**No face found**")
+    assert demo_model.swap(a, 0, 0) == (None, "Upload a photo with faces first.")
+
+
+@pytest.mark.slow
+def test_demo_with_an_index_shows_each_faces_neighbours(tmp_path) -> None:
+    from facepcl import _samples
+    from facepcl.cli import main
+    from facepcl.demo import DemoModel
+
+    assert main(["embed", str(_samples.astronaut()), str(_samples.grace_hopper()), "-o", str(tmp_path / "faces"),
+                 "-q", "--no-progress"]) == 0
+    assert main(["index", str(tmp_path / "faces"), "-o", str(tmp_path / "idx")]) == 0
+    m = DemoModel(index=tmp_path / "idx", k=2)
+    a = m.analyze(str(_samples.astronaut()))
+    picture, msg = m.neighbours(a)
+    assert msg == "2 nearest by face code among 2 indexed faces"
+    assert picture.width > 2 * 96 and picture.height < 2 * 96 + 60  # one row: the one face of the photo
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(url: str, proc: subprocess.Popen, limit: float = 300) -> None:
+    """Poll until the server answers (a bound, not a speed check: model loading on a busy CPU varies)."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"facepcl demo exited early:\n{proc.stdout.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"facepcl demo did not answer at {url}")
+
+
+@pytest.mark.slow
+def test_demo_page_in_a_headless_browser_shows_every_face(tmp_path) -> None:
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip(f"no {CHROMIUM} / {CHROMEDRIVER} (apt-get install chromium chromium-driver; .ci/run does)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from facepcl import _samples
+
+    port = _free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, "-m", "facepcl", "demo", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = None
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        _wait_for(url, proc)
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = CHROMIUM
+        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                     f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1800"):
+            opts.add_argument(flag)
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+        driver.get(url)
+        wait = WebDriverWait(driver, 300)
+        upload = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#facepcl-photo input[type=file]")))
+        upload.send_keys(str(_samples.pyfeat("multi_face.jpg")))
+        status = wait.until(ec.text_to_be_present_in_element((By.ID, "facepcl-status"), "found"))
+        assert status
+        assert "5 faces found" in driver.find_element(By.ID, "facepcl-status").text
+        tiles = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#facepcl-crops img") or None)
+        assert len({t.get_attribute("src") for t in tiles}) == 5
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#facepcl-annotated img"))
+        driver.find_element(By.CSS_SELECTOR, "#facepcl-swap").click()  # faces 0 and 1 are preselected
+        wait.until(ec.text_to_be_present_in_element((By.ID, "facepcl-swap-msg"), "in the pose of face 1"))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#facepcl-swap-grid img"))
+        shot = os.environ.get("FACEPCL_DEMO_SCREENSHOT") or str(tmp_path / "demo.png")
+        driver.save_screenshot(shot)
+        assert os.path.getsize(shot) > 10_000
+    finally:
+        if driver is not None:
+            driver.quit()
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(tmp_path / "profile", ignore_errors=True)
