@@ -423,7 +423,10 @@ def main(argv: list[str] | None = None) -> int:
         print("  head-pose probe R^2 on held-out frames: "
               + ", ".join(f"{k} {r['pose_probe_r2'][k]:.3f}" for k in FEATURES))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        from facepcl._atomic import atomic_write
+
+        text = json.dumps(results, indent=2) + "\n"
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return 0
 
 
