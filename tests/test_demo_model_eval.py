@@ -133,3 +133,11 @@ def test_unseen_evaluation_on_real_faces_matches_the_card(tmp_path):
             # the score on all faces does not depend on the bootstrap; a few pairs may flip across CPUs
             assert got[model][k]["score"] == pytest.approx(card[model][k]["score"], abs=0.01), (model, k)
     assert re.search(r"\d+ faces of \d+ people", CARD.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("page", ["docs/pictures.md", "docs/models.md"])
+def test_docs_carry_the_cards_mirror_table(page):
+    """The docs quote the seen- and unseen-people mirror test exactly as the card does."""
+    text = (ROOT / page).read_text(encoding="utf-8")
+    for line in pack.mirror_table(json.loads(EVAL.read_text())):
+        assert line in text, (page, line)

@@ -75,6 +75,7 @@ import torch
 SEED = 1234
 FEATURES = ("face", "pose", "trunk")
 BOOTSTRAP = 2000
+_EMBEDDED: dict[tuple, dict[str, np.ndarray]] = {}  # (id(model), flip, regray, files) -> features
 # Faces of people in none of the training frames: (sample package, file, person). One face per photo (the
 # detector's largest-scoring one), except person None: a group photo whose faces are all different people.
 UNSEEN = (
@@ -125,10 +126,16 @@ def _regray(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def embed(model, files: list[Path] | list[np.ndarray], flip: bool = False,
           regray: bool = False) -> dict[str, np.ndarray]:
-    """L2-normalised ``(N, 2048)`` features per name in :data:`FEATURES` of aligned crops (files or RGB arrays)."""
+    """L2-normalised ``(N, 2048)`` features per name in :data:`FEATURES` of aligned crops (files or RGB arrays).
+
+    Files are embedded once per model and setting (the tests reuse the training frames several times).
+    """
     from facepcl import FaceEmbedder
     from facepcl.io import load_image
 
+    key = None if any(isinstance(f, np.ndarray) for f in files) else (id(model), flip, regray, tuple(files))
+    if key is not None and key in _EMBEDDED:
+        return _EMBEDDED[key]
     images = [f if isinstance(f, np.ndarray) else load_image(f) for f in files]
     if flip:
         images = [np.ascontiguousarray(im[:, ::-1]) for im in images]
@@ -136,7 +143,10 @@ def embed(model, files: list[Path] | list[np.ndarray], flip: bool = False,
         rng = np.random.default_rng(SEED)
         images = [_regray(im, rng) for im in images]
     res = FaceEmbedder(model, align=False, device="cpu").embed_loaded(images)
-    return {k: _normed(getattr(res, k)) for k in FEATURES}
+    out = {k: _normed(getattr(res, k)) for k in FEATURES}
+    if key is not None:
+        _EMBEDDED[key] = out
+    return out
 
 
 def mirror_wins(query: np.ndarray, mirrored: np.ndarray, gallery: np.ndarray) -> np.ndarray:

@@ -53,8 +53,8 @@ def _ci(v: dict) -> str:
     return f"{v['score']:.3f} [{v['low']:.3f}, {v['high']:.3f}]"
 
 
-def _mirror_table(results: dict) -> list[str]:
-    """The mirror test in both settings, side by side, each score with its person-bootstrap interval."""
+def mirror_table(results: dict) -> list[str]:
+    """The mirror test in both settings, side by side, with person-bootstrap intervals (card and docs)."""
     seen, unseen = results["seen_mirror"], results["unseen_mirror"]
     lines = ["| embedding | model | seen people, held-out frames | unseen people |", "|---|---|---|---|"]
     for k, label in FEATURE_NAMES.items():
@@ -219,7 +219,7 @@ def model_card(config: dict, run: dict, results: dict | None) -> str:
             f"In brackets: 95 % intervals from {results.get('bootstrap', 2000)} bootstrap draws over *people* (a "
             "person's faces are drawn together); the differences are bootstrapped on the same draws.",
             "",
-            *_mirror_table(results),
+            *mirror_table(results),
             "",
             "### What the demo model learns, and what it does not",
             "",
