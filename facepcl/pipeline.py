@@ -336,10 +336,12 @@ class FaceEmbedder:
     def prepare(self, image: np.ndarray) -> Prepared | Detections | None:
         """The per-image part of detection, for worker threads; hand the results to :meth:`embed_loaded`.
 
-        The exact detector only resizes here (it detects in batches later).
-        The fast detector also detects here, one image per forward: on a CPU
-        that is as fast per image as a batch, and worker threads then detect
-        in parallel, each on one core, without waiting for each other.
+        The exact detector and the detector on ONNX Runtime only resize here
+        (they detect in batches later, in the calling thread: ONNX Runtime
+        has its own thread pool, and a process interrupted while a worker
+        thread is inside it aborts at exit). The fast torch detector also
+        detects here, one image per forward: on a CPU that is as fast per
+        image as a batch, and worker threads then detect in parallel.
 
         Returns:
             :class:`~facepcl.detection.Prepared` or :class:`~facepcl.detection.Detections`;
@@ -349,7 +351,7 @@ class FaceEmbedder:
             return None
         det = self.detector
         ready = det.prepare(image)
-        return ready if det.plan.exact else det.detect_prepared([ready])[0]
+        return ready if det.plan.exact or det.runtime == "onnxruntime" else det.detect_prepared([ready])[0]
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Step 2: faces of decoded images, batched (see :meth:`FaceDetector.detect_batch`)."""

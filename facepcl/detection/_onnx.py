@@ -17,11 +17,13 @@ spinning unless ``OMP_WAIT_POLICY=ACTIVE`` (see :mod:`facepcl._threads`).
 
 from __future__ import annotations
 
+import atexit
 import copy
 import hashlib
 import os
 import threading
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,15 @@ from ._retinaface import detector_dir
 #: Bump when the exported graph changes (input layout, opset, wrapper), so old cache files are not reused.
 FORMAT = "rgb-nhwc-v1"
 _LOCK = threading.Lock()
+_OPEN: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_sessions() -> None:
+    # Release sessions (and their thread pools) while the interpreter still runs: left to the end of
+    # interpreter teardown, an interrupted process aborted there ("terminate called without an active exception").
+    for net in list(_OPEN):
+        net.session = None
 
 
 class _NHWCInput(nn.Module):
@@ -110,6 +121,7 @@ class OrtNetwork:
 
         self.path = path
         self.session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
+        _OPEN.add(self)
 
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``batch``: ``(B, 3, H, W)`` float32 in channels_last memory (an NHWC buffer, as the pipeline builds it)."""
