@@ -1,5 +1,5 @@
 """``python -m facepcl`` runs the command line (also under torchrun)."""
 
-from .cli import main
+from .cli import run
 
-raise SystemExit(main())
+run()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -65,3 +67,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"facepcl {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def run() -> None:
+    """Console entry point (``facepcl`` and ``python -m facepcl``): :func:`main`, then exit with its code.
+
+    An interrupted run (exit code 130 or 143) has already committed and fsynced
+    everything it keeps before returning. Native thread pools (OpenMP, ONNX
+    Runtime) can still be parked in a worker at that moment, and finalising the
+    interpreter around them can abort the process ("terminate called without an
+    active exception"), turning a clean, resumable stop into a crash code. So an
+    interrupted run leaves without finalisation; every other exit is the normal one.
+    """
+    code = main()
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
