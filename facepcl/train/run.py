@@ -10,21 +10,13 @@ from collections.abc import Sequence
 from . import distributed as D
 from .config import load_config
 
-USAGE_EXAMPLES = """examples:
-  facepcl train pcl data.root=/data/vox_aligned output_dir=runs/pcl
-  facepcl train smoke data.root=frames/ precision=fp32 train.max_steps=10
-  torchrun --nproc-per-node 8 -m facepcl.train pcl data.root=/data/vox_aligned
-CONFIG is a YAML file or a bundled recipe (pcl, smoke); overrides are dotted
-keys with YAML values. Batch sizes are global. See docs/training.md."""
-
 
 def build_parser(prog: str = "facepcl train") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="PCL pretraining (the paper's recipe).",
-                                epilog=USAGE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="YAML config file, or a bundled recipe name: pcl, smoke")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. batch.rec=64")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    return p
+    """The training argument parser (the same arguments as ``facepcl train``)."""
+    from ..cli._train import DESCRIPTION, EPILOG, add_arguments
+
+    return add_arguments(argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
+                                                 formatter_class=argparse.RawDescriptionHelpFormatter))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
