@@ -25,6 +25,7 @@ SUBCOMMANDS = (
     "info",
     "finetune",
     "evaluate",
+    "prepare",
     "train",
     "swap",
     "plot",

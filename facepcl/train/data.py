@@ -3,8 +3,10 @@
 Two layouts (``data.layout``):
 
 - ``video``: ``root/identity/video/frame.(jpg|png|...)``, as VoxCeleb's
-  aligned face tracks. An item is an identity; each draw picks a random video
-  of it, then a random frame of that video (the reference's sampling).
+  aligned face tracks and ``facepcl prepare``'s output (identity folders
+  whose name starts with ``_`` or ``.`` are skipped). An item is an
+  identity; each draw picks a random video of it, then a random frame of
+  that video (the reference's sampling).
 - ``images``: any image files under ``root`` (recursively); an item is an image.
 
 Nothing is held in memory but the folder index: frames are read when a
@@ -94,7 +96,8 @@ class VideoTracks:
             names = _read_list(list_file)
         else:
             with os.scandir(self.root) as it:
-                names = sorted(e.name for e in it if e.is_dir())
+                # "_" and "." folders are bookkeeping (facepcl prepare's _prepare/), not identities.
+                names = sorted(e.name for e in it if e.is_dir() and not e.name.startswith(("_", ".")))
         self.items: list[tuple[str, tuple[str, ...]]] = []
         self.skipped: list[str] = []
         for name in names:
