@@ -237,6 +237,13 @@ class LogConfig:
         tensorboard: True, False or "auto" (when tensorboard is installed).
         progress: True, False or "auto" (a progress bar on rank 0 when
             stderr is a terminal).
+        verdict_window: At the end, compare each optimised loss (rec, face,
+            pose) over the first and the last this many iterations of the
+            run and print a verdict; a loss that does not fall makes the
+            command exit with status 3 (0: no verdict). The ``check``
+            recipe uses it.
+        verdict_min_drop: Smallest relative fall that counts (0.02: 2 %);
+            the fall must also exceed twice its standard error.
     """
 
     every_steps: int = 1
@@ -244,6 +251,8 @@ class LogConfig:
     image_every_steps: int = 50
     tensorboard: bool | str = "auto"
     progress: bool | str = "auto"
+    verdict_window: int = 0
+    verdict_min_drop: float = 0.02
 
 
 @dataclass

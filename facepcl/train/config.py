@@ -133,6 +133,8 @@ class RunConfig:
         need(self.log.progress in (True, False, "auto"), "log.progress", "must be true, false or auto")
         need(self.data.num_workers >= 0, "data.num_workers", "must be >= 0")
         need(self.checkpoint.keep_last >= 0, "checkpoint.keep_last", "must be >= 0")
+        need(self.log.verdict_window >= 0, "log.verdict_window", "must be >= 0 (0: no verdict)")
+        need(0 <= self.log.verdict_min_drop < 1, "log.verdict_min_drop", "must lie in [0, 1)")
         if self.export.preprocess is not None:
             from ..config import PreprocessConfig
 

@@ -22,6 +22,9 @@ def build_parser(prog: str = "facepcl train") -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a training from an argument list (``sys.argv[1:]`` when None); returns the exit code.
 
+    The exit code is 0, or 3 when ``log.verdict_window`` asked for a verdict
+    and a loss did not fall (the ``check`` recipe).
+
     Example:
         >>> main(["smoke", "data.root=frames", "output_dir=/tmp/run", "train.max_steps=2"])  # doctest: +SKIP
         0
@@ -41,9 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from .trainer import Trainer
 
-        Trainer(cfg, env).fit()
+        trainer = Trainer(cfg, env)
+        trainer.fit()
     finally:
         if env.distributed:
             D.shutdown()
-    return 0
+    # log.verdict_window: a loss that did not fall is a failed check (exit status 3)
+    return 3 if trainer.passed is False else 0
 
