@@ -139,6 +139,23 @@ def test_bad_inputs_are_recorded_not_fatal(tmp_path, clips) -> None:
     assert [r["status"] for r in ledger] == ["error", "error", "ok"]
 
 
+def test_folder_of_frames_with_a_broken_frame(tmp_path) -> None:
+    """VoxCeleb1's frame layout (identity/video/utterance/NNNNN.jpg); an undecodable frame is skipped, counted."""
+    folder = tmp_path / "vox1" / "id10001" / "1zcIwhmdeo4" / "00001"
+    folder.mkdir(parents=True)
+    for k, frame in enumerate(_frames("single_face.mp4", [0, 30])):
+        cv2.imwrite(str(folder / f"{2 * k:05d}.jpg"), frame)
+    (folder / "00001.jpg").write_bytes(b"\xff\xd8 truncated")
+    summary = prepare_tracks([tmp_path / "vox1"], tmp_path / "out", **FAST)
+    assert summary.tracks == 1 and not summary.errors
+    (rec,) = read_manifest(tmp_path / "out")
+    assert (rec["identity"], rec["video"], rec["kind"]) == ("id10001", "1zcIwhmdeo4-00001", "frames")
+    assert rec["frames"] == [0, 2] and rec["source_frames"] == ["00000.jpg", "00002.jpg"]
+    assert rec["frames_unreadable"] == 1
+    assert sorted(p.name for p in (tmp_path / "out" / "id10001" / "1zcIwhmdeo4-00001").iterdir()) == [
+        "000000.png", "000002.png", "track.json"]
+
+
 def test_voxceleb_layouts_name_identity_and_video(tmp_path) -> None:
     for rel in ["vox2/id00012/21Uxsk56VDQ/00001.mp4", "vox2/id00012/21Uxsk56VDQ/00002.mp4",
                 "vox2/id00015/0fijmz4vTVU/00001.mp4"]:

@@ -218,6 +218,8 @@ def _finish(job: _Job, out: str, settings: dict[str, Any], ledger: Ledger, summa
     try:
         if job.error is not None and job.decoded == 0:
             raise _SourceError(job.error)
+        if job.decoded == 0 and job.bad_frames:
+            raise _SourceError(f"none of its {job.bad_frames} frames could be read")
         if main is None:
             record["status"] = "no_face"
             summary.no_face += 1
