@@ -76,8 +76,8 @@ def prepare_tracks(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, 
                    workers: int = 2, detector: FaceDetector | None = None) -> PrepareSummary:
     """Turn videos, frame folders and images into aligned face tracks ``OUT/identity/video/NNNNNN.png``.
 
-    Each source (see :mod:`facepcl.prepare._sources` for how inputs map to
-    ``identity/video``) gives at most one track: its faces are detected on
+    Each source (a video, a folder of frames or an image; docs/training.md
+    says how inputs map to ``identity/video``) gives at most one track: its faces are detected on
     every ``every``-th frame, linked across frames by box overlap
     (:class:`facepcl.prepare.Tracker`), and the frames of the main track
     (the face present longest) are aligned with the model template at
