@@ -212,6 +212,19 @@ def test_kill_9_then_resume_and_shards_give_the_output_of_one_run(clips, prepare
     assert "0 tracks" in again.stdout and "2 done before" in again.stdout
 
 
+@pytest.mark.slow
+def test_torchrun_processes_share_the_sources(clips, prepared, tmp_path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "facepcl",
+           "prepare", str(clips), "-o", str(tmp_path), "--detect-size", "320", "--workers", "1", "--device", "cpu"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "_prepare").glob("ledger-*")) == ["ledger-r00000.jsonl",
+                                                                              "ledger-r00001.jsonl"]
+    assert _tree(tmp_path) == _tree(prepared)
+
+
 def test_torchrun_environment_picks_the_shard(clips, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("RANK", "2")
