@@ -25,9 +25,14 @@ The reference runs first, then facepcl: facepcl's trainer switches glibc's
 malloc to keep freed memory for the rest of the process, which the baseline
 must not get.
 
+Each row reports iterations per second and, on CUDA, the peak memory held
+by tensors during that path (``torch.cuda.max_memory_allocated``: weights,
+Adam state, activations; the caching allocator reserves somewhat more).
+
 Usage::
 
     python benchmarks/train_step.py --batches 64,64,8,32
+    python benchmarks/train_step.py --device cuda --batches 256,256,10,100   # the paper's batches
 """
 
 from __future__ import annotations
@@ -115,6 +120,21 @@ def facepcl_iteration(trainer, inputs: dict[str, dict[str, torch.Tensor]], step:
     return torch.stack([a["loss"].detach(), b["loss"].detach(), c["loss"].detach()]).float().tolist()
 
 
+def reset_peak(device: torch.device) -> None:
+    """Start a new peak-memory measurement (CUDA; nothing elsewhere)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: torch.device) -> float | None:
+    """Peak CUDA memory allocated by tensors since :func:`reset_peak`, GiB (None off CUDA)."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**30
+
+
 def count_gflop(fn) -> float:
     """GFLOP of one call of ``fn`` (forward and backward; convolutions and matrix multiplies)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -144,17 +164,19 @@ def run(device: torch.device, batches=(64, 64, 8, 32), rounds: int = 3, fp32: bo
     ref_inputs = make_inputs(batch, cfg, device, channels_last=False)
     _bench.say(f"training iteration, batches rec/face/pose/M = {batches}: reference")
     timed = StepTimes(device)
+    reset_peak(device)
     gflop = {"reference": count_gflop(lambda: reference_iteration(ref, ref_inputs, timed))}
     timed.times = {k: [] for k in timed.times}
     sec = _bench.compare({"reference": lambda: reference_iteration(ref, ref_inputs, timed)}, device,
                          rounds=rounds, min_time=0.0, warmup=0, log=_bench.say)["reference"]
-    results["reference"] = {"seconds": sec, "precision": "fp32", "steps": timed.medians()}
+    results["reference"] = {"seconds": sec, "precision": "fp32", "steps": timed.medians(), "peak_gib": peak_gib(device)}
     ref.opt.state.clear()  # free the baseline's memory before facepcl's trainer
     ref_model.cpu()
 
     variants = [("facepcl", "auto")] + ([("facepcl-fp32", "fp32")] if fp32 else [])
     for name, precision in variants:
         cfg = _config(batches, precision, device)
+        reset_peak(device)
         trainer = Trainer(cfg, env)
         inputs = make_inputs(batch, cfg, device, trainer.channels_last)
         steps = iter(range(10**9))
@@ -167,7 +189,8 @@ def run(device: torch.device, batches=(64, 64, 8, 32), rounds: int = 3, fp32: bo
         gflop[name] = count_gflop(one)
         timed.times = {k: [] for k in timed.times}
         sec = _bench.compare({name: one}, device, rounds=rounds, min_time=0.0, warmup=0, log=_bench.say)[name]
-        results[name] = {"seconds": sec, "precision": trainer.precision, "steps": timed.medians()}
+        results[name] = {"seconds": sec, "precision": trainer.precision, "steps": timed.medians(),
+                         "peak_gib": peak_gib(device)}
         if name == "facepcl":
             aug = _bench.compare({"augment": lambda c=cfg, t=trainer: make_inputs(batch, c, device, t.channels_last)},
                                  device, rounds=rounds, min_time=0.5, warmup=1)["augment"]
@@ -178,6 +201,7 @@ def run(device: torch.device, batches=(64, 64, 8, 32), rounds: int = 3, fp32: bo
         dtype = "bf16" if r["precision"] == "bf16" else "fp32"
         gflops = gflop[name] / r["seconds"]
         rows.append({"path": name, "precision": r["precision"], "seconds": r["seconds"], "steps": r["steps"],
+                     "iterations_per_s": 1.0 / r["seconds"], "peak_gib": r["peak_gib"],
                      "pairs_per_s": batches[0] / r["steps"]["rec"],
                      "ratio": results["reference"]["seconds"] / r["seconds"],
                      "gflop": gflop[name], "gflops": gflops,
@@ -187,12 +211,14 @@ def run(device: torch.device, batches=(64, 64, 8, 32), rounds: int = 3, fp32: bo
 
 
 def markdown(result: dict[str, Any]) -> str:
-    rows = [[r["path"], r["precision"], r["seconds"], r["steps"]["rec"], r["steps"]["face"], r["steps"]["pose"],
-             r["pairs_per_s"], f"{r['ratio']:.2f}x", r["gflop"], r["gflops"],
-             "" if r["peak_fraction"] is None else f"{100 * r['peak_fraction']:.0f}%"] for r in result["rows"]]
+    rows = [[r["path"], r["precision"], r["seconds"], r["iterations_per_s"], r["steps"]["rec"], r["steps"]["face"],
+             r["steps"]["pose"], r["pairs_per_s"], f"{r['ratio']:.2f}x", r["gflop"], r["gflops"],
+             "" if r["peak_fraction"] is None else f"{100 * r['peak_fraction']:.0f}%",
+             "-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"] for r in result["rows"]]
     rec, face, pose, m = result["batches"]
-    return _bench.table(["path", "precision", "s / iteration", "rec s", "face s", "pose s", "rec pairs/s",
-                         "vs reference", "GFLOP / iteration", "GFLOP/s", "of matmul peak"], rows) + (
+    return _bench.table(["path", "precision", "s / iteration", "iterations/s", "rec s", "face s", "pose s",
+                         "rec pairs/s", "vs reference", "GFLOP / iteration", "GFLOP/s", "of matmul peak",
+                         "peak CUDA GiB"], rows) + (
         f"\n\nBatches: rec {rec}, face {face} ({2 * face} views), pose {pose} ({2 * pose} views + {pose * m} "
         f"negatives). facepcl's on-device augmentation of these inputs (not timed above): "
         f"{result['augment_seconds']:.2f} s.")

@@ -5,12 +5,14 @@
 
 Two steps:
 
-1. Face tracks. Every --every-th frame of each video (or every image of each
-   sub-folder of frames) is searched for its best face, which is aligned with
-   the model template facepcl uses at inference and written to
-   OUT/frames/<video>/track/NNNNNN.png (--frame-size px). That is the
-   identity/video/frame layout of ``facepcl train``, each video counting as one
-   identity. Frames without a face are skipped.
+1. Face tracks, with ``facepcl.prepare.prepare_tracks`` (the library behind
+   ``facepcl prepare``): every --every-th frame of each video (or of each
+   folder of frames) is searched for faces, the main face is followed across
+   frames by box overlap, aligned with the model template facepcl uses at
+   inference and written to OUT/frames/<identity>/<video>/NNNNNN.png
+   (--frame-size px) with its provenance in track.json. That is the
+   identity/video/frame layout of ``facepcl train``. Frames without that face
+   are skipped; running again after an interruption continues.
 2. Training. ``facepcl.train.main`` runs the recipe (default ``smoke``: small
    batches, minutes on a CPU; ``pcl`` is the paper's) on those frames, for
    --steps iterations if given, and exports the model to OUT/model, which
@@ -18,8 +20,9 @@ Two steps:
    components (encoder, heads, decoder) instead of starting from random weights.
 
 Any other training setting: --set key=value (repeatable), e.g. --set batch.rec=64;
-see docs/training.md. The same training as one command:
+see docs/training.md. The same as two commands:
 
+    facepcl prepare my_videos/ -o OUT/frames --every 5
     facepcl train smoke data.root=OUT/frames output_dir=OUT
 """
 
@@ -28,59 +31,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import cv2
-
 import facepcl
-from facepcl.export import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-
-
-def video_frames(path: Path, every: int):
-    """Every ``every``-th frame of a video as RGB uint8, read with OpenCV."""
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise ValueError(f"{path}: cannot be opened as a video")
-    index = 0
-    try:
-        while cap.grab():
-            if index % every == 0:
-                ok, bgr = cap.retrieve()
-                if ok:
-                    yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            index += 1
-    finally:
-        cap.release()
-
-
-def sources(folder: Path, every: int):
-    """``(name, frames)`` for each video file and each sub-folder of images under ``folder``."""
-    for entry in sorted(folder.iterdir()):
-        if entry.is_file() and entry.suffix.lower() in VIDEO_EXTENSIONS:
-            yield entry.stem, video_frames(entry, every)
-        elif entry.is_dir():
-            images = sorted(f for f in entry.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
-            if images:
-                yield entry.name, (facepcl.load_image(f) for f in images[::every])
-
-
-def extract_tracks(folder: Path, out: Path, every: int, size: int, device: str | None) -> int:
-    """Write aligned face crops ``out/<video>/track/NNNNNN.png``; returns how many."""
-    detector = facepcl.FaceDetector(device=device, max_faces=1)
-    preprocess = facepcl.PCLConfig().preprocess  # the template every facepcl model uses at inference
-    written = 0
-    for name, frames in sources(folder, every):
-        track = out / name / "track"
-        count = 0
-        for image in frames:
-            found = detector.detect(image)
-            if not len(found):
-                continue
-            crop = facepcl.align_faces(image, found.kps[:1], preprocess, crop_size=size)[0][0]
-            track.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(track / f"{count:06d}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-            count += 1
-        print(f"{name}: {count} face frames")
-        written += count
-    return written
+from facepcl.prepare import prepare_tracks, read_manifest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", default="smoke", help="training recipe: smoke (default), pcl, or a YAML file")
     p.add_argument("--steps", type=int, default=None, help="stop after this many iterations (default: the recipe's)")
     p.add_argument("--every", type=int, default=5, help="use every N-th frame of each video (default 5)")
-    p.add_argument("--frame-size", type=int, default=128, help="side of the aligned face frames (default 128)")
+    p.add_argument("--frame-size", type=int, default=160, help="side of the aligned face frames (default 160)")
     p.add_argument("--model", default=None, help="continue from this model (all four components); default: random")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -102,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(e))
 
     frames = args.output / "frames"
-    count = extract_tracks(args.videos, frames, args.every, args.frame_size, args.device)
-    if count == 0:
+    prepare_tracks([args.videos], frames, every=args.every, frame_size=args.frame_size, device=args.device)
+    tracks = read_manifest(frames)
+    for t in tracks:
+        print(f"{t['identity']}/{t['video']}: {len(t['frames'])} face frames")
+    if not tracks:
         p.error(f"{args.videos}: no face found in any video or frame folder")
     overrides = [f"data.root={frames}", f"output_dir={args.output}"]
     overrides += [f"train.max_steps={args.steps}"] if args.steps else []

@@ -126,11 +126,11 @@ def test_pretrain_videos_extracts_tracks_trains_and_exports(tmp_path):
     overrides = [a for kv in TINY for a in ("--set", kv)]
     printed = run_example("pretrain_videos.py", str(videos), "-o", str(out), "--every", "2", "--steps", "1",
                           "--frame-size", "96", "--device", "cpu", *overrides)
-    assert "astronaut: 2 face frames" in printed and "grace_hopper: 2 face frames" in printed
+    assert "astronaut/astronaut: 2 face frames" in printed and "grace_hopper/grace_hopper: 2 face frames" in printed
     frames = sorted((out / "frames").rglob("*.png"))
     assert [f.relative_to(out / "frames").as_posix() for f in frames] == [
-        "astronaut/track/000000.png", "astronaut/track/000001.png",
-        "grace_hopper/track/000000.png", "grace_hopper/track/000001.png"]
+        "astronaut/astronaut/000000.png", "astronaut/astronaut/000002.png",
+        "grace_hopper/grace_hopper/000000.png", "grace_hopper/grace_hopper/000002.png"]
     assert Image.open(frames[0]).size == (96, 96)
     model = facepcl.load(out / "model", components="all", device="cpu")
     assert model.config.components == ["encoder", "face_head", "pose_head", "decoder"]

@@ -88,16 +88,20 @@ def test_unreadable_frames_are_skipped_with_a_record(tmp_path, caplog) -> None:
         ds[(REC, 0, 3, 1, 0, 99)]
 
 
-def test_sampler_shards_the_global_batch_in_order() -> None:
-    full = StepSampler(10, (4, 4, 2), iters_per_epoch=2, seed=5, world=1, rank=0, start=(1, 0), steps=4)
-    halves = [StepSampler(10, (4, 4, 2), 2, 5, world=2, rank=r, start=(1, 0), steps=4) for r in (0, 1)]
-    for whole, r0, r1 in zip(full, *halves, strict=True):
+@pytest.mark.parametrize("world", [2, 3])
+def test_sampler_shards_the_global_batch_in_order(world: int) -> None:
+    batches = (4, 5, 10)  # with 3 processes: 2+1+1, 2+2+1 and 4+3+3 (the paper's batch.pose=10)
+    full = StepSampler(10, batches, iters_per_epoch=2, seed=5, world=1, rank=0, start=(1, 0), steps=4)
+    shards = [StepSampler(10, batches, 2, 5, world=world, rank=r, start=(1, 0), steps=4) for r in range(world)]
+    for whole, *parts in zip(full, *shards, strict=True):
         for stream in range(3):
             w = [q for q in whole if q[0] == stream]
-            got = [q for q in r0 if q[0] == stream] + [q for q in r1 if q[0] == stream]
-            assert got == w  # rank 0 holds the first half of the global batch, rank 1 the second
-    with pytest.raises(ValueError, match="divisible"):
-        StepSampler(10, (4, 4, 3), 2, 5, world=2, rank=0, start=(1, 0), steps=1)
+            got = [q for part in parts for q in part if q[0] == stream]
+            assert got == w  # the ranks hold consecutive blocks of the global batch, in rank order
+            sizes = [sum(q[0] == stream for q in part) for part in parts]
+            assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+    with pytest.raises(ValueError, match="smaller than the 4 processes"):
+        StepSampler(10, (4, 4, 3), 2, 5, world=4, rank=0, start=(1, 0), steps=1)
 
 
 def test_sampler_epochs_are_permutations_and_resume_exactly() -> None:

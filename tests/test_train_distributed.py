@@ -1,5 +1,6 @@
-"""Data parallelism: 2 gloo processes with half the batch each give the loss and gradients of 1 process
-with the whole batch (gathered negatives with gradients, global BatchNorm, DDP averaging)."""
+"""Data parallelism: 2 gloo processes with half the batch each, and 3 with uneven shares of the paper's
+batch.pose=10, give the loss and gradients of 1 process with the whole batch (gathered negatives with
+gradients, global BatchNorm, DDP averaging of share-weighted losses)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ from facepcl.train.objective import PCLObjective
 
 from ._train_helpers import TINY, make_video_tree
 
-N, B, M, WORLD = 4, 2, 3, 2  # global frames (rec and face), pose frames, negatives per pose frame
+M = 3  # negatives per pose frame
+# (processes, global frames of the rec and face steps, pose frames): even halves, then uneven thirds
+# (rec/face 2+2+1, pose 4+3+3: the paper's batch.pose=10 on 3 processes).
+LAYOUTS = {"2-even": (2, 4, 2), "3-uneven": (3, 5, 10)}
 ALL = ["encoder", "face_head", "pose_head", "decoder"]
 CASES = ("rec", "face", "pose:per_sample", "pose:reference")
 
@@ -34,39 +38,39 @@ def _model() -> PCLModel:
     return PCLModel(PCLConfig(components=ALL, projection_hidden_dim=64, projection_dim=32, decoder_dim=32)).double()
 
 
-def _global_inputs() -> dict:
+def _global_inputs(n: int, b: int) -> dict:
     g = torch.Generator().manual_seed(1)
     kw = {"generator": g, "dtype": torch.float64}
-    s = torch.rand(N, 3, 64, 64, **kw)
+    s = torch.rand(n, 3, 64, 64, **kw)
     return {
-        "rec": {"noisy": torch.cat([s, s.flip(-1)]) + 0.4 * torch.randn(2 * N, 3, 64, 64, **kw),
+        "rec": {"noisy": torch.cat([s, s.flip(-1)]) + 0.4 * torch.randn(2 * n, 3, 64, 64, **kw),
                 "s": s, "s_flip": s.flip(-1)},
-        "face": {"views": torch.rand(2 * N, 3, 64, 64, **kw),
-                 "mixing": draw_mixing(2 * N, 2 * N - 2, 1.6, np.random.default_rng(2))},
-        "pose": {"anchors": torch.rand(2 * B, 3, 64, 64, **kw),
-                 "negatives": torch.rand(B * M, 3, 64, 64, **kw),
-                 "mixing": draw_mixing(B, M, 1.6, np.random.default_rng(3))},
+        "face": {"views": torch.rand(2 * n, 3, 64, 64, **kw),
+                 "mixing": draw_mixing(2 * n, 2 * n - 2, 1.6, np.random.default_rng(2))},
+        "pose": {"anchors": torch.rand(2 * b, 3, 64, 64, **kw),
+                 "negatives": torch.rand(b * M, 3, 64, 64, **kw),
+                 "mixing": draw_mixing(b, M, 1.6, np.random.default_rng(3))},
     }
 
 
 def _two_views(x: torch.Tensor, rank: int, world: int) -> torch.Tensor:
     """This rank's share of a [first views; second views] tensor."""
     half = x.shape[0] // 2
-    n = half // world
-    return torch.cat([x[rank * n:(rank + 1) * n], x[half + rank * n:half + (rank + 1) * n]])
+    o, c = D.split(half, world, rank)
+    return torch.cat([x[o:o + c], x[half + o:half + o + c]])
 
 
 def _local(inputs: dict, case: str, rank: int, world: int) -> dict:
     if case == "rec":
-        n = N // world
         r = inputs["rec"]
-        return {"noisy": _two_views(r["noisy"], rank, world), "s": r["s"][rank * n:(rank + 1) * n],
-                "s_flip": r["s_flip"][rank * n:(rank + 1) * n]}
+        o, c = D.split(r["s"].shape[0], world, rank)
+        return {"noisy": _two_views(r["noisy"], rank, world), "s": r["s"][o:o + c], "s_flip": r["s_flip"][o:o + c]}
     if case == "face":
         return {"views": _two_views(inputs["face"]["views"], rank, world), "mixing": inputs["face"]["mixing"]}
-    p, b = inputs["pose"], B // world
+    p = inputs["pose"]
+    o, c = D.split(p["anchors"].shape[0] // 2, world, rank)
     return {"anchors": _two_views(p["anchors"], rank, world),
-            "negatives": p["negatives"][rank * b * M:(rank + 1) * b * M], "mixing": p["mixing"]}
+            "negatives": p["negatives"][o * M:(o + c) * M], "mixing": p["mixing"]}
 
 
 def _run_cases(objective: torch.nn.Module, runner: torch.nn.Module, model: PCLModel, inputs: dict,
@@ -85,14 +89,14 @@ def _run_cases(objective: torch.nn.Module, runner: torch.nn.Module, model: PCLMo
     return out
 
 
-def _single_process() -> dict:
+def _single_process(n: int, b: int) -> dict:
     cfg = load_config(None, ["data.root=x"])
     model = _model()
     objective = PCLObjective(model, cfg)
-    return _run_cases(objective, objective, model, _global_inputs(), 0, 1)
+    return _run_cases(objective, objective, model, _global_inputs(n, b), 0, 1)
 
 
-def _worker(rank: int, world: int, tmp: str) -> None:
+def _worker(rank: int, world: int, tmp: str, n: int, b: int) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world)
     try:
@@ -101,7 +105,7 @@ def _worker(rank: int, world: int, tmp: str) -> None:
         model = D.convert_batchnorm(_model())
         objective = PCLObjective(model, cfg, gather_distributed=True)
         runner = D.wrap_ddp(objective, torch.device("cpu"))
-        out = _run_cases(objective, runner, model, _global_inputs(), rank, world)
+        out = _run_cases(objective, runner, model, _global_inputs(n, b), rank, world)
         if rank == 0:
             torch.save(out, f"{tmp}/result.pt")
     finally:
@@ -109,23 +113,31 @@ def _worker(rank: int, world: int, tmp: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_give_the_loss_and_gradients_of_one(tmp_path) -> None:
-    mp.spawn(_worker, args=(WORLD, str(tmp_path)), nprocs=WORLD, join=True)
-    two = torch.load(tmp_path / "result.pt", weights_only=True)
-    one = _single_process()
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_processes_give_the_loss_and_gradients_of_one(tmp_path, layout: str) -> None:
+    world, n, b = LAYOUTS[layout]
+    mp.spawn(_worker, args=(world, str(tmp_path), n, b), nprocs=world, join=True)
+    many = torch.load(tmp_path / "result.pt", weights_only=True)
+    one = _single_process(n, b)
     for case in CASES:
-        assert two[case]["loss"] == pytest.approx(one[case]["loss"], rel=1e-12), case
-        assert two[case]["grads"].keys() == one[case]["grads"].keys(), case
+        assert many[case]["loss"] == pytest.approx(one[case]["loss"], rel=1e-12), case
+        assert many[case]["grads"].keys() == one[case]["grads"].keys(), case
         for name, g in one[case]["grads"].items():
             # atol covers the parameters whose exact gradient is 0 (biases before BatchNorm, the attention's
             # theta bias under its softmax); they come out as rounding noise below 1e-12
-            torch.testing.assert_close(two[case]["grads"][name], g, rtol=1e-9, atol=1e-11,
+            torch.testing.assert_close(many[case]["grads"][name], g, rtol=1e-9, atol=1e-11,
                                        msg=lambda m, c=case, n=name: f"{c} {n}: {m}")
     for name, buf in one["buffers"].items():
-        torch.testing.assert_close(two["buffers"][name], buf, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(many["buffers"][name], buf, rtol=1e-9, atol=1e-12)
     # the face and pose steps touch the heads, the rec step the decoder: the check covers every part
     assert any(k.startswith("face_head") for k in one["face"]["grads"])
     assert any(k.startswith("decoder") for k in one["rec"]["grads"])
+
+
+def test_split_cuts_any_batch_into_contiguous_blocks() -> None:
+    assert [D.split(10, 3, r) for r in range(3)] == [(0, 4), (4, 3), (7, 3)]
+    assert [D.split(10, 8, r) for r in range(8)] == [(0, 2), (2, 2), (4, 1), (5, 1), (6, 1), (7, 1), (8, 1), (9, 1)]
+    assert [D.split(4, 2, r) for r in range(2)] == [(0, 2), (2, 2)]
 
 
 def test_helpers_are_identities_in_one_process() -> None:

@@ -27,6 +27,7 @@ SUBCOMMANDS = (
     "info",
     "finetune",
     "evaluate",
+    "prepare",
     "train",
     "swap",
     "plot",

@@ -1,27 +1,46 @@
-"""``facepcl train``: PCL pretraining (needs the ``[train]`` extra)."""
+"""``facepcl train``: PCL pretraining (needs the ``[train]`` extra).
+
+The arguments are defined once here (:func:`add_arguments`) and shared by
+``facepcl train`` and ``python -m facepcl.train`` / ``torchrun -m
+facepcl.train`` (:func:`facepcl.train.run.build_parser`). This module stays
+light: it imports the training package only when a training runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+DESCRIPTION = ("PCL pretraining: three steps per iteration (reconstruction + orthogonality, face contrastive, "
+               "pose contrastive), DWA, Adam with cosine annealing. Multi-GPU: torchrun -m facepcl.train.")
+EPILOG = """examples:
+  facepcl prepare videos/ -o frames/ && facepcl train smoke data.root=frames/ train.max_steps=10
+  facepcl train check data.root=frames/          # does every loss fall? prints a verdict
+  facepcl train pcl data.root=/data/vox_aligned output_dir=runs/pcl
+  torchrun --nproc-per-node 8 -m facepcl.train pcl data.root=/data/vox_aligned
+CONFIG is a YAML file or a bundled recipe (pcl, smoke, check); overrides are dotted keys with YAML
+values. Batch sizes are global (any number of processes). See docs/training.md."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Register the training arguments (CONFIG, key=value overrides, --print-config) on ``p``."""
+    p.add_argument("config", help="YAML config file, or a bundled recipe name: pcl, smoke, check")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. batch.rec=64")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    return p
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "train", help="pretrain a PCL model (the paper's recipe; needs pip install \"facepcl[train]\")",
-        description="PCL pretraining: three steps per iteration (reconstruction + orthogonality, face contrastive, "
-                    "pose contrastive), DWA, Adam with cosine annealing. Multi-GPU: torchrun -m facepcl.train.",
-        epilog="examples:\n"
-               "  facepcl train pcl data.root=/data/vox_aligned output_dir=runs/pcl\n"
-               "  facepcl train smoke data.root=frames/ train.max_steps=10\n"
-               "  torchrun --nproc-per-node 8 -m facepcl.train pcl data.root=/data/vox_aligned\n"
-               "CONFIG is a YAML file or a bundled recipe (pcl, smoke); overrides are dotted keys with YAML\n"
-               "values. Batch sizes are global. See docs/training.md.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="YAML config file, or a bundled recipe name: pcl, smoke")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. batch.rec=64")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
     p.set_defaults(func=run)
+
+
+def to_argv(args: argparse.Namespace) -> list[str]:
+    """The parsed arguments back as an argument list for :func:`facepcl.train.main`."""
+    return [args.config, *args.overrides] + (["--print-config"] if args.print_config else [])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,5 +49,4 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as e:
         print(f"facepcl train: error: {e}", file=sys.stderr)
         return 1
-    argv = [args.config, *args.overrides] + (["--print-config"] if args.print_config else [])
-    return main(argv)
+    return main(to_argv(args))

@@ -3,8 +3,10 @@
 Two layouts (``data.layout``):
 
 - ``video``: ``root/identity/video/frame.(jpg|png|...)``, as VoxCeleb's
-  aligned face tracks. An item is an identity; each draw picks a random video
-  of it, then a random frame of that video (the reference's sampling).
+  aligned face tracks and ``facepcl prepare``'s output (identity folders
+  whose name starts with ``_`` or ``.`` are skipped). An item is an
+  identity; each draw picks a random video of it, then a random frame of
+  that video (the reference's sampling).
 - ``images``: any image files under ``root`` (recursively); an item is an image.
 
 Nothing is held in memory but the folder index: frames are read when a
@@ -33,6 +35,7 @@ from ..errors import ImageLoadError
 from ..io import load_image
 from .augment import quadrant_patches, resize, sample_view_params
 from .config import RunConfig
+from .distributed import split
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +96,8 @@ class VideoTracks:
             names = _read_list(list_file)
         else:
             with os.scandir(self.root) as it:
-                names = sorted(e.name for e in it if e.is_dir())
+                # "_" and "." folders are bookkeeping (facepcl prepare's _prepare/), not identities.
+                names = sorted(e.name for e in it if e.is_dir() and not e.name.startswith(("_", ".")))
         self.items: list[tuple[str, tuple[str, ...]]] = []
         self.skipped: list[str] = []
         for name in names:
@@ -239,8 +243,9 @@ class StepSampler:
     order (concatenated permutations when an epoch needs more samples than
     there are items); iteration ``i`` takes global slots ``i*G .. i*G+G-1``
     of that order (G = the stream's global batch), and rank r takes the r-th
-    contiguous ``G / world`` of them, so the ranks' gathered features are in
-    global batch order.
+    contiguous block of them (:func:`facepcl.train.distributed.split`: sizes
+    differ by at most one when ``world`` does not divide G), so the ranks'
+    gathered features are in global batch order.
 
     Args:
         num_items: Items in the dataset.
@@ -256,9 +261,10 @@ class StepSampler:
     def __init__(self, num_items: int, batches: tuple[int, int, int], iters_per_epoch: int, seed: int,
                  world: int, rank: int, start: tuple[int, int], steps: int) -> None:
         for name, g in zip(STREAMS, batches, strict=True):
-            if g % world:
-                raise ValueError(f"batch.{name}={g} is not divisible by the {world} processes; batch sizes are "
-                                 f"global: use a multiple of {world}")
+            if g < world:
+                raise ValueError(f"batch.{name}={g} is smaller than the {world} processes: every process needs "
+                                 f"at least one sample of each step; batch sizes are global, so use at least "
+                                 f"{world}, or fewer processes")
         self.num_items, self.batches, self.iters = num_items, batches, iters_per_epoch
         self.seed, self.world, self.rank = seed, world, rank
         self.start, self.steps = start, steps
@@ -281,8 +287,8 @@ class StepSampler:
                 orders = [self.order(s, epoch) for s in range(3)]
             requests = []
             for s, g in enumerate(self.batches):
-                local = g // self.world
-                first = it * g + self.rank * local
+                offset, local = split(g, self.world, self.rank)
+                first = it * g + offset
                 requests += [(s, int(orders[s][slot]), self.seed, epoch, it, slot)
                              for slot in range(first, first + local)]
             yield requests

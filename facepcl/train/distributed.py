@@ -1,14 +1,18 @@
 """Data parallelism: process-group setup, all-gather with gradients, global BatchNorm.
 
-The training objective is defined on the GLOBAL batch. Each process holds
-``batch / world_size`` samples; the contrastive and orthogonality losses
-gather the features of every process with :func:`all_gather_with_grad`,
-and BatchNorm statistics are reduced over all processes by
+The training objective is defined on the GLOBAL batch. A global batch of G
+samples is cut into ``world_size`` contiguous blocks (:func:`split`): the
+first ``G % world_size`` ranks take ``G // world_size + 1`` samples, the
+others ``G // world_size``, so any G >= world_size runs on any number of
+processes. The contrastive and orthogonality losses gather the features of
+every process with :func:`all_gather_with_grad` (blocks of any size), and
+BatchNorm statistics are reduced over all processes by
 :class:`GlobalBatchNorm`. Every process's loss is ``world_size`` times its
-share of the global loss (the mean over its own anchors, or the whole loss
-where the loss is not a sum over samples), so that DistributedDataParallel's
-gradient average equals the gradient of the global loss: the backward of
-every collective here SUMS the gradients of all processes.
+share of the global loss: ``local_sum / global_count * world_size`` where
+the loss is a mean over samples (:func:`share` gives that weight), the whole
+loss where it is not. DistributedDataParallel's gradient average then equals
+the gradient of the global loss, because the backward of every collective
+here SUMS the gradients of all processes.
 
 Feature collectives run on their own process group, so they never
 interleave with DDP's gradient buckets on the default group.
@@ -120,26 +124,52 @@ def barrier() -> None:
         dist.barrier()
 
 
+def split(total: int, world: int, rank: int) -> tuple[int, int]:
+    """This rank's contiguous block of a global batch: ``(offset, count)``.
+
+    The first ``total % world`` ranks take one sample more than the others,
+    so the blocks differ by at most one and concatenate, in rank order, to
+    the global batch.
+
+    Args:
+        total: Global batch size.
+        world: Number of processes.
+        rank: This process.
+    """
+    base, extra = divmod(total, world)
+    return rank * base + min(rank, extra), base + (1 if rank < extra else 0)
+
+
 class _AllGather(torch.autograd.Function):
-    """Concatenate equal-shaped tensors of all ranks along dim 0; backward sums and slices."""
+    """Concatenate the tensors of all ranks along dim 0 (any number of rows each); backward sums and slices."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         group = _FEATURE_GROUP
         n = dist.get_world_size(group)
-        ctx.rank, ctx.rows = dist.get_rank(group), x.shape[0]
+        rows = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
+        sizes = [torch.empty_like(rows) for _ in range(n)]
+        dist.all_gather(sizes, rows, group=group)
+        counts = [int(c.item()) for c in sizes]
+        me = dist.get_rank(group)
+        ctx.offset, ctx.rows = sum(counts[:me]), x.shape[0]
+        # Collectives need equal shapes: pad every block to the largest, then drop the padding.
+        most = max(counts)
+        x = x.contiguous()
+        if x.shape[0] < most:
+            x = torch.cat([x, x.new_zeros((most - x.shape[0], *x.shape[1:]))])
         out = [torch.empty_like(x) for _ in range(n)]
-        dist.all_gather(out, x.contiguous(), group=group)
-        return torch.cat(out, dim=0)
+        dist.all_gather(out, x, group=group)
+        return torch.cat([o[:c] for o, c in zip(out, counts, strict=True)], dim=0)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         # Every rank's loss used every rank's features: the gradient of a
-        # local slice is the sum over ranks. all_reduce is what every backend
+        # local block is the sum over ranks. all_reduce is what every backend
         # supports (gloo has no reduce_scatter).
         grad = grad.contiguous()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=_FEATURE_GROUP)
-        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+        return grad[ctx.offset:ctx.offset + ctx.rows]
 
 
 class _AllReduceSum(torch.autograd.Function):
@@ -160,17 +190,57 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """All ranks' ``x`` concatenated in rank order, differentiable.
 
     Args:
-        x: ``(n, ...)``, the same shape on every rank.
+        x: ``(n_r, ...)``; the row count ``n_r`` may differ between ranks,
+            the other dimensions may not.
 
     Returns:
-        ``(world_size * n, ...)``; ``x`` itself when not distributed. The
+        ``(sum of n_r, ...)``; ``x`` itself when not distributed. The
         backward of rank r receives the sum over ranks of the gradients of
-        rows ``r*n:(r+1)*n``.
+        its own rows.
     """
     if world_size() == 1:
         return x
     setup_feature_group()
     return _AllGather.apply(x)
+
+
+def gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """:func:`all_gather_with_grad` and the index of this rank's first row in the result."""
+    if world_size() == 1:
+        return x, 0
+    counts = all_counts(x.shape[0], x.device)
+    return all_gather_with_grad(x), sum(counts[:rank()])
+
+
+def all_counts(n: int, device: torch.device | str | None = None) -> list[int]:
+    """Every rank's ``n`` (e.g. its local batch size), in rank order.
+
+    Args:
+        n: This rank's number.
+        device: Where the collective's tensor lives; None: the current CUDA
+            device under NCCL, else the CPU.
+    """
+    if world_size() == 1:
+        return [n]
+    setup_feature_group()
+    if device is None:
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    mine = torch.tensor([n], device=device, dtype=torch.long)
+    out = [torch.empty_like(mine) for _ in range(world_size())]
+    dist.all_gather(out, mine, group=_FEATURE_GROUP)
+    return [int(c.item()) for c in out]
+
+
+def share(n: int, device: torch.device | str | None = None) -> float:
+    """Weight of a per-sample mean over this rank's ``n`` samples: ``n * world_size / global count``.
+
+    A rank that returns ``share(n) * mean over its n samples`` makes DDP's
+    average over ranks the mean over the global batch, however unevenly it
+    is split. 1.0 when not distributed.
+    """
+    if world_size() == 1:
+        return 1.0
+    return n * world_size() / max(1, sum(all_counts(n, device)))
 
 
 def all_reduce_sum_with_grad(x: torch.Tensor) -> torch.Tensor:
@@ -199,8 +269,8 @@ class GlobalBatchNorm(_BatchNorm):
     all ranks in two passes (mean first, then centred squares, in float32)
     and the running statistics get the unbiased global variance, exactly as
     one process with the whole batch would compute them. Outside training,
-    or with one process, it is ordinary BatchNorm. Every rank must call it
-    with the same number of samples.
+    or with one process, it is ordinary BatchNorm. Ranks may hold different
+    numbers of samples: the count is reduced with the sums.
     """
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
@@ -213,8 +283,11 @@ class GlobalBatchNorm(_BatchNorm):
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
         xf = x if x.dtype == torch.float64 else x.float()
-        count = xf.numel() // xf.shape[1] * world_size()
-        mean = all_reduce_sum_with_grad(xf.sum(dims)) / count
+        local = xf.new_tensor([xf.numel() // xf.shape[1]])
+        # The sample count rides with the sums in one collective (it has no gradient to carry).
+        reduced = all_reduce_sum_with_grad(torch.cat([xf.sum(dims), local]))
+        count = reduced[-1].detach()  # a tensor: no device sync
+        mean = reduced[:-1] / count
         centred = xf - mean.view(shape)
         var = all_reduce_sum_with_grad(centred.pow(2).sum(dims)) / count
         if self.track_running_stats and self.running_mean is not None:
@@ -222,7 +295,7 @@ class GlobalBatchNorm(_BatchNorm):
                 self.num_batches_tracked.add_(1)
                 m = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
                 self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-                self.running_var.mul_(1 - m).add_(var.detach() * (count / max(count - 1, 1)), alpha=m)
+                self.running_var.mul_(1 - m).add_(var.detach() * (count / (count - 1).clamp_min(1)), alpha=m)
         out = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)

@@ -14,7 +14,11 @@
   contrastive loss.
 
 Networks run under autocast (when mixed precision is on); the losses run in
-float32.
+float32. Under torch.distributed every per-sample mean is weighted by the
+rank's share of the global batch (:func:`facepcl.train.distributed.share`),
+so batches split unevenly over the processes give the global objective;
+the metrics (``rec``, ``face_acc``, ...) are weighted the same way, so their
+mean over ranks is the global value.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 from torch import nn
 
 from ..model import PCLModel
+from . import distributed as D
 from .config import RunConfig
 from .losses import FaceContrastiveLoss, MixingDraw, OrthogonalityLoss, PoseContrastiveLoss, ReconstructionLoss
 
@@ -99,6 +104,9 @@ class PCLObjective(nn.Module):
             # Four decoder calls, as the reference makes them: BatchNorm sees four batches.
             recon = [m.reconstruct(hf, fp), m.reconstruct(ff, hp), m.reconstruct(ff, fp), m.reconstruct(hf, hp)]
         rec, terms = self.rec_loss(recon, s, s_flip)
+        # Per-sample means weighted by this rank's share of the global batch; L_orth is global on every rank.
+        weight = D.share(n, s.device)
+        rec, terms = rec * weight, terms * weight
         orth = self.orth_loss(ff, fp) + self.orth_loss(hf, hp)
         out = {"loss": rec + orth if self.include_orthogonality else rec, "rec": rec.detach(),
                "rec_terms": terms.detach(), "orth": orth.detach()}
@@ -122,7 +130,7 @@ class PCLObjective(nn.Module):
         with self._autocast():
             z = self.model.project_face(enc.face_branch(enc.trunk(views)).flatten(1))
         loss, logits = self.face_loss(z, mixing, return_logits=True)
-        return {"loss": loss, "face": loss.detach(), "face_acc": _top1(logits)}
+        return {"loss": loss, "face": loss.detach(), "face_acc": _top1(logits) * D.share(views.shape[0], z.device)}
 
     def pose(self, anchors: torch.Tensor, negatives: torch.Tensor,
              mixing: MixingDraw | None = None) -> dict[str, torch.Tensor]:
@@ -148,7 +156,7 @@ class PCLObjective(nn.Module):
             za = self.model.project_pose(p[:b2])
             zn = self.model.project_pose(p[b2:])
         loss, logits = self.pose_loss(za, zn.view(b, negatives.shape[0] // b, -1), mixing, return_logits=True)
-        return {"loss": loss, "pose": loss.detach(), "pose_acc": _top1(logits)}
+        return {"loss": loss, "pose": loss.detach(), "pose_acc": _top1(logits) * D.share(b, za.device)}
 
 
 def _top1(logits: torch.Tensor) -> torch.Tensor:

@@ -10,25 +10,20 @@ from collections.abc import Sequence
 from . import distributed as D
 from .config import load_config
 
-USAGE_EXAMPLES = """examples:
-  facepcl train pcl data.root=/data/vox_aligned output_dir=runs/pcl
-  facepcl train smoke data.root=frames/ precision=fp32 train.max_steps=10
-  torchrun --nproc-per-node 8 -m facepcl.train pcl data.root=/data/vox_aligned
-CONFIG is a YAML file or a bundled recipe (pcl, smoke); overrides are dotted
-keys with YAML values. Batch sizes are global. See docs/training.md."""
-
 
 def build_parser(prog: str = "facepcl train") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="PCL pretraining (the paper's recipe).",
-                                epilog=USAGE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="YAML config file, or a bundled recipe name: pcl, smoke")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. batch.rec=64")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    return p
+    """The training argument parser (the same arguments as ``facepcl train``)."""
+    from ..cli._train import DESCRIPTION, EPILOG, add_arguments
+
+    return add_arguments(argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
+                                                 formatter_class=argparse.RawDescriptionHelpFormatter))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a training from an argument list (``sys.argv[1:]`` when None); returns the exit code.
+
+    The exit code is 0, or 3 when ``log.verdict_window`` asked for a verdict
+    and a loss did not fall (the ``check`` recipe).
 
     Example:
         >>> main(["smoke", "data.root=frames", "output_dir=/tmp/run", "train.max_steps=2"])  # doctest: +SKIP
@@ -49,9 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from .trainer import Trainer
 
-        Trainer(cfg, env).fit()
+        trainer = Trainer(cfg, env)
+        trainer.fit()
     finally:
         if env.distributed:
             D.shutdown()
-    return 0
+    # log.verdict_window: a loss that did not fall is a failed check (exit status 3)
+    return 3 if trainer.passed is False else 0
 

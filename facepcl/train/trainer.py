@@ -38,6 +38,7 @@ from .dwa import DynamicWeightAverage
 from .logs import MetricsLog, Progress
 from .losses.reconstruction import TERMS
 from .objective import PCLObjective
+from .verdict import LOSSES, report, trends
 
 log = logging.getLogger("facepcl.train")
 _MIX_TAG = 11  # separates the loss-mixing generators from the data ones
@@ -149,6 +150,8 @@ class Trainer:
         self.checkpoints = CheckpointDir(self.out / "checkpoints", cfg.checkpoint.keep_last)
         self.iters_per_epoch = 1
         self._resumed_from: Path | None = None
+        self.history: dict[str, list[float]] = {k: [] for k in LOSSES}  # for log.verdict_window
+        self.passed: bool | None = None  # the verdict, when log.verdict_window asks for one
 
     # ----------------------------------------------------------------- state
     @property
@@ -283,6 +286,11 @@ class Trainer:
             metrics_log.close()
         if saved_at != self.global_step:
             self._save()
+        if cfg.log.verdict_window:
+            items = trends(self.history, cfg.log.verdict_window, cfg.log.verdict_min_drop)
+            self.passed = all(t.falls for t in items)
+            if env.is_main:
+                print(report(items, cfg.log.verdict_window), flush=True)
         exported = None
         if cfg.export.enabled and env.is_main:
             target = Path(cfg.export.dir).expanduser() if cfg.export.dir else self.out / "model"
@@ -302,6 +310,9 @@ class Trainer:
         self.epoch_sums[0] += m["face"]
         self.epoch_sums[1] += m["pose"]
         self.epoch_sums[2] += 1
+        if cfg.log.verdict_window:
+            for k in LOSSES:
+                self.history[k].append(m[k])
         row = {"step": step, "epoch": self.epoch, "iteration": self.iteration, **m,
                "time_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
         self.global_step = step

@@ -34,8 +34,10 @@ class FaceContrastiveLoss(nn.Module):
         beta_alpha: a of Beta(a, a) (1.6 in PCL).
         gather_distributed: Under torch.distributed, gather the views of all
             ranks (with gradients) so the loss is that of the global batch;
-            each rank returns the mean over its own anchors, which makes
-            DDP's gradient average the global gradient.
+            each rank returns the mean over its own anchors times its share
+            of the global batch (``n * world_size / N``), which makes DDP's
+            gradient average the global gradient however unevenly the batch
+            is split.
     """
 
     def __init__(self, temperature: float = 0.07, beta_alpha: float = 1.6, gather_distributed: bool = False) -> None:
@@ -46,7 +48,9 @@ class FaceContrastiveLoss(nn.Module):
 
     def num_anchors(self, local_views: int) -> int:
         """Rows of the mixing draw for ``local_views`` views on this rank (the global 2N when gathering)."""
-        return local_views * (D.world_size() if self.gather_distributed else 1)
+        if self.gather_distributed and D.world_size() > 1:
+            return sum(D.all_counts(local_views))
+        return local_views
 
     def draw(self, local_views: int, rng: np.random.Generator | None = None) -> MixingDraw:
         """Draw the mixing for the (global) problem: ``lam (2N, 2N-2)``, ``perm (2N-2,)``."""
@@ -62,7 +66,7 @@ class FaceContrastiveLoss(nn.Module):
                 first views of its ``n`` frames, rows ``n..2n-1`` the second
                 views of the same frames. Not normalised.
             mixing: ``lam (2N, 2N-2)`` and ``perm (2N-2,)`` for the global
-                batch (``N = n * world_size`` when gathering). None: drawn
+                batch (N: the frames of all ranks when gathering). None: drawn
                 from ``rng`` (every rank must then pass the same ``rng`` state).
             rng: numpy Generator used when ``mixing`` is None.
             return_logits: Also return the ``(2n, 1 + 2N - 2)`` logits
@@ -77,10 +81,12 @@ class FaceContrastiveLoss(nn.Module):
         n = z.shape[0] // 2
         if self.gather_distributed and D.world_size() > 1:
             # Gather each view separately so the global order is [views 1 of all frames, views 2 of all frames].
-            big = torch.cat([D.all_gather_with_grad(z[:n]), D.all_gather_with_grad(z[n:])])
-            offset = D.rank() * n
+            first, offset = D.gather_rows(z[:n])
+            big = torch.cat([first, D.all_gather_with_grad(z[n:])])
+            # This rank's share of the global mean (ranks may hold different numbers of frames).
+            weight = 2 * n * D.world_size() / big.shape[0]
         else:
-            big, offset = z, 0
+            big, offset, weight = z, 0, 1.0
         total = big.shape[0]
         half = total // 2
         if total < 4:
@@ -113,5 +119,5 @@ class FaceContrastiveLoss(nn.Module):
         neg = num * torch.rsqrt(norm2.clamp_min(1e-24))
         pos = (f * unit[pair]).sum(1, keepdim=True)
         logits = torch.cat([pos, neg], dim=1) / self.temperature
-        loss = (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
+        loss = (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean() * weight
         return (loss, logits) if return_logits else loss

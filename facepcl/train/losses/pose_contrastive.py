@@ -58,7 +58,9 @@ class PoseContrastiveLoss(nn.Module):
 
     def num_frames(self, local_frames: int) -> int:
         """Rows of the mixing draw: the global number of frames when gathering."""
-        return local_frames * (D.world_size() if self.gather_distributed else 1)
+        if self.gather_distributed and D.world_size() > 1:
+            return sum(D.all_counts(local_frames))
+        return local_frames
 
     def draw(self, local_frames: int, num_negatives: int, rng: np.random.Generator | None = None) -> MixingDraw:
         """Draw ``lam (B, M)`` and ``perm (M,)`` for the (global) batch."""
@@ -75,7 +77,7 @@ class PoseContrastiveLoss(nn.Module):
             negatives: ``(b, M, D)`` projections of the flipped copies,
                 ``negatives[i, m]`` being flip copy ``m`` of frame ``i``.
             mixing: ``lam (B, M)`` and ``perm (M,)`` for the global frames
-                (``B = b * world_size`` when gathering). None: drawn from ``rng``.
+                (B: the frames of all ranks when gathering). None: drawn from ``rng``.
             rng: numpy Generator used when ``mixing`` is None.
             return_logits: Also return the ``(2b, 1 + M)`` logits (divided by T).
 
@@ -91,8 +93,10 @@ class PoseContrastiveLoss(nn.Module):
         m_neg = negatives.shape[1]
         anchors, negatives = at_least_fp32(anchors), at_least_fp32(negatives)
         gather = self.gather_distributed and D.world_size() > 1
-        offset = D.rank() * b if gather else 0
-        frames = b * (D.world_size() if gather else 1)
+        counts = D.all_counts(b, anchors.device) if gather else [b]
+        offset, frames = sum(counts[:D.rank()]) if gather else 0, sum(counts)
+        # This rank's share of the global mean (ranks may hold different numbers of frames).
+        weight = b * len(counts) / frames
         if self.negatives == "reference":
             flat = negatives.reshape(b, m_neg * negatives.shape[2])
             every = (D.all_gather_with_grad(flat) if gather else flat).reshape(frames, m_neg, -1)
@@ -109,5 +113,5 @@ class PoseContrastiveLoss(nn.Module):
         pos = (q * k).sum(1)
         neg = torch.einsum("vbd,bmd->vbm", unit.view(2, b, -1), mixed).reshape(2 * b, m_neg)
         logits = torch.cat([torch.cat([pos, pos])[:, None], neg], dim=1) / self.temperature
-        loss = (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
+        loss = (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean() * weight
         return (loss, logits) if return_logits else loss

@@ -1,0 +1,180 @@
+"""The state of a ``facepcl prepare`` output folder: its settings, and which sources are done.
+
+``OUT/_prepare/`` (skipped by ``facepcl train``, which ignores folders
+starting with ``_``) holds:
+
+- ``settings.json``: what the frames depend on (frame size, template,
+  sampling, detector, tracking); a run on a folder made with other settings
+  refuses to mix them;
+- ``ledger-rRRRRR.jsonl``: one line per finished source written by shard
+  RRRRR (``ok``, ``no_face`` or ``error`` with the reason), appended and
+  flushed after the source's track folder was renamed into place;
+- ``work-rRRRRR/``: the track being written (cleared when the shard starts).
+
+A source is done when a ledger names it or when its track folder (with its
+``track.json``) exists: a run killed between the rename and the ledger line
+does not redo it. A source that was in flight is redone from its first
+frame, so a resumed run writes the same files as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+from .._atomic import atomic_write
+
+STATE_DIR = "_prepare"
+TRACK_FILE = "track.json"
+
+
+class PrepareStateError(ValueError):
+    """The output folder holds a run made with other settings."""
+
+
+def state_dir(out: str) -> str:
+    return os.path.join(out, STATE_DIR)
+
+
+def check_settings(out: str, settings: dict[str, Any]) -> None:
+    """Write ``settings.json``, or check that the one there matches.
+
+    Raises:
+        PrepareStateError: ``out`` was prepared with other settings.
+    """
+    path = os.path.join(state_dir(out), "settings.json")
+    text = json.dumps(settings, indent=1, sort_keys=True) + "\n"
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            try:
+                old = json.load(f)
+            except ValueError:
+                old = None
+        if old == json.loads(text):
+            return
+        if old is not None:
+            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise PrepareStateError(
+                f"{out}: was prepared with other settings ({', '.join(diff)} differ; see {path}); frames made "
+                "with different settings must not mix: use another output folder, or the same settings to "
+                "continue that run")
+    write_text(path, text)
+
+
+def write_text(path: str, text: str, durable: bool = True) -> None:
+    """Write a text file atomically (see :func:`facepcl._atomic.atomic_write`)."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    atomic_write(path, write, durable=durable)
+
+
+def read_ledgers(out: str) -> dict[int, dict[str, Any]]:
+    """The last ledger record of every finished source, by source index (torn last lines are ignored)."""
+    done: dict[int, dict[str, Any]] = {}
+    folder = state_dir(out)
+    if not os.path.isdir(folder):
+        return done
+    for name in sorted(os.listdir(folder)):
+        if not (name.startswith("ledger-") and name.endswith(".jsonl")):
+            continue
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue  # the line a killed run was writing
+                if isinstance(rec, dict) and isinstance(rec.get("index"), int):
+                    done[rec["index"]] = rec
+    return done
+
+
+class Ledger:
+    """Appends this shard's records, one flushed and fsynced JSON line per finished source."""
+
+    def __init__(self, out: str, shard: int) -> None:
+        os.makedirs(state_dir(out), exist_ok=True)
+        self.path = os.path.join(state_dir(out), f"ledger-r{shard:05d}.jsonl")
+        self.file = open(self.path, "a+b")  # noqa: SIM115 (held for the run, closed by close())
+        self.file.seek(0, os.SEEK_END)
+        if self.file.tell():
+            self.file.seek(-1, os.SEEK_END)
+            if self.file.read(1) != b"\n":  # a killed run left half a line: end it, it is ignored on reading
+                self.file.write(b"\n")
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.file.write((json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def work_dir(out: str, shard: int, fresh: bool = False) -> str:
+    """This shard's scratch folder (emptied when ``fresh``)."""
+    path = os.path.join(state_dir(out), f"work-r{shard:05d}")
+    if fresh and os.path.exists(path):
+        shutil.rmtree(path)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def track_done(out: str, key: str) -> bool:
+    """Whether the track folder ``OUT/key`` was committed (it holds its ``track.json``)."""
+    return os.path.isfile(os.path.join(out, key, TRACK_FILE))
+
+
+def commit_track(folder: str, out: str, key: str) -> str:
+    """Move a finished track folder to ``OUT/key`` in one rename, durably.
+
+    Raises:
+        FileExistsError: ``OUT/key`` exists without being a committed track.
+    """
+    dest = os.path.join(out, key)
+    if os.path.exists(dest):
+        raise FileExistsError(f"{dest}: exists but is no prepared track (no {TRACK_FILE}); another source maps to "
+                              "the same identity/video, or the folder was made by hand; move it away")
+    parent = os.path.dirname(dest)
+    os.makedirs(parent, exist_ok=True)
+    for name in os.listdir(folder):
+        _fsync(os.path.join(folder, name))
+    _fsync(folder)
+    os.rename(folder, dest)
+    _fsync(parent)
+    return dest
+
+
+def read_manifest(out: str | os.PathLike) -> list[dict[str, Any]]:
+    """The provenance of every committed track under ``out`` (its ``track.json``), sorted by identity/video.
+
+    Each record has ``identity``, ``video``, ``source`` (the file or folder
+    read), ``kind``, ``frames`` (source frame numbers, one per written
+    ``NNNNNN.png``), ``boxes`` (``[x1, y1, x2, y2]`` in source pixels),
+    ``scores``, ``landmarks`` (5 points each) and counts of what was skipped.
+    """
+    out = os.fspath(out)
+    records = []
+    for identity in sorted(os.listdir(out)):
+        top = os.path.join(out, identity)
+        if identity.startswith((".", "_")) or not os.path.isdir(top):
+            continue
+        for video in sorted(os.listdir(top)):
+            path = os.path.join(top, video, TRACK_FILE)
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as f:
+                    records.append(json.load(f))
+    return records
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a folder; the rename is still atomic
+    finally:
+        os.close(fd)
