@@ -32,8 +32,8 @@ VIDEOS = ("WolfgangLanger_Pexels.mp4", "single_face.mp4", "face_noface.mov", "no
 
 def images() -> dict[str, np.ndarray]:
     """The photos, 3 frames of each video, and grayscale x2 / small-face versions."""
-    from facepcl import _samples
     from facepcl.io import load_image
+    from tests import _samples
 
     out = {n: load_image(_samples.pyfeat(n)) for n in PHOTOS}
     out["astronaut.png"] = load_image(_samples.astronaut())
