@@ -230,6 +230,24 @@ def test_prefetch_keeps_order_and_bounds_lookahead():
     assert list(_parallel.prefetch(work, range(5), workers=0, lookahead=1)) == [0, 1, 4, 9, 16]
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_prefetch_inline_items_yield_several_results_in_place_and_start_late(workers):
+    # Multiples of 3 stand for videos: several results each, produced by a generator that must not start
+    # before the consumer reaches it (a video's decoding thread starts then).
+    started: list[int] = []
+
+    def several(i: int):
+        started.append(i)
+        yield from (f"{i}.{k}" for k in range(i % 4))
+
+    gen = _parallel.prefetch(str, range(10), workers=workers, lookahead=4,
+                             inline=lambda i: several(i) if i % 3 == 0 else None)
+    first = [next(gen) for _ in range(2)]  # item 0 yields nothing: "1" and "2" come first
+    assert first == ["1", "2"] and started == [0]
+    assert first + list(gen) == ["1", "2", "3.0", "3.1", "3.2", "4", "5", "6.0", "6.1", "7", "8", "9.0"]
+    assert started == [0, 3, 6, 9]
+
+
 def test_shared_cores_restores_and_respects_omp_num_threads(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()

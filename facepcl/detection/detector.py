@@ -108,13 +108,13 @@ class FaceDetector:
         sort_by: "score" (default, highest first) or "size" (largest box area first).
         batch_size: Images per network forward. None: 1 for the exact
             float32 network on a CPU (one image at a time measured fastest
-            there: 25 against 20 images/s at 8, docs/benchmarks.md), else 8.
+            there), else 8.
         download: Allow downloading weights that are not cached (resnet50 only).
         runtime: What runs the network: "torch", or "onnxruntime" (the fast
             float32 network only, CPU; exported once from these weights into
             ``facepcl_home()/detectors``, see :mod:`facepcl.detection._onnx`).
-            None: onnxruntime for the fast float32 network on a CPU (about
-            2.5x faster than torch there), torch otherwise.
+            None: onnxruntime for the fast float32 network on a CPU (faster
+            than torch there, docs/benchmarks.md), torch otherwise.
         rescue_threshold: Second pass for faces that shrinking hid. In an
             image that was shrunk to ``max_size``, every candidate scoring
             between this and ``conf_threshold`` (and not overlapping a
