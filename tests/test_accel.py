@@ -147,8 +147,8 @@ def test_encoder_plans_keep_cosine_on_real_faces(random_pcl_model, face_photos, 
 
 @pytest.mark.parametrize("dtype", [None, "bf16"])
 def test_fast_detector_finds_the_same_faces(face_photos, dtype):
-    exact = FaceDetector(device="cpu", conf_threshold=0.5)
-    fast = FaceDetector(device="cpu", conf_threshold=0.5, fast=True, dtype=dtype)
+    exact = FaceDetector(device="cpu", det_threshold=0.5)
+    fast = FaceDetector(device="cpu", det_threshold=0.5, fast=True, dtype=dtype)
     assert fast._run is not fast.net and "fast=True" in repr(fast)
     for image, a, b in zip(face_photos, exact.detect_batch(face_photos), fast.detect_batch(face_photos),
                            strict=True):

@@ -79,7 +79,7 @@ class EmbedOptions:
     format: str = "parquet"
     every: int = 1
     detect: bool = True
-    conf_threshold: float | None = None
+    det_threshold: float | None = None
     min_face_size: float = 0.0
     shard_size: int = 2048
     shard_seconds: float = 300.0
@@ -188,7 +188,7 @@ def run_embed(opts: EmbedOptions) -> int:
     embedder = Embedder(opts.model, revision=opts.revision, device=rank_device(opts.device, info), dtype=opts.dtype,
                         compile=opts.compile, fast=opts.fast, detector_dtype=opts.detector_dtype,
                         detect=opts.detect, max_faces=opts.max_faces, on_no_face=opts.on_no_face,
-                        conf_threshold=opts.conf_threshold, min_face_size=opts.min_face_size,
+                        det_threshold=opts.det_threshold, min_face_size=opts.min_face_size,
                         batch_size=opts.batch_size, features=opts.features)
     meta = embedder.metadata()
     settings = {k: meta[k] for k in IDENTITY} | {"format": opts.format, "every": opts.every,
