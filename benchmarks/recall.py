@@ -91,7 +91,7 @@ def run() -> dict[str, Any]:
         got, single = default.detect(image), one_pass.detect(image)
         weak = default._detect([default.prepare(image)])[0]  # every candidate of the first pass
         second = bool(max(image.shape[:2]) > default.max_size
-                      and ((weak.scores > default.rescue_threshold) & (weak.scores <= default.conf_threshold)).any())
+                      and ((weak.scores > default.rescue_threshold) & (weak.scores <= default.det_threshold)).any())
         f, e = _match(got, want)
         f1, e1 = _match(single, want)
         rows.append({"image": name, "size": f"{image.shape[1]}x{image.shape[0]}", "full_res": len(want),
