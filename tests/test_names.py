@@ -33,8 +33,9 @@ def _no_stray_warnings():
 
 def test_face_detector_conf_threshold_is_det_threshold_with_a_warning():
     new = FaceDetector(device="cpu", det_threshold=0.6)
-    with pytest.warns(DeprecationWarning, match="'conf_threshold' is deprecated, use 'det_threshold'"):
+    with pytest.warns(DeprecationWarning, match="'conf_threshold' is deprecated, use 'det_threshold'") as caught:
         old = FaceDetector(device="cpu", conf_threshold=0.6)
+    assert caught[0].filename == __file__  # the warning points at the caller's line
     assert old.det_threshold == new.det_threshold == 0.6 and repr(old) == repr(new)
     image = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
     a, b = old.detect(image), new.detect(image)
@@ -97,8 +98,9 @@ def test_head_spec_align_becomes_detect():
 
 
 def test_run_options_align_becomes_detect():
-    with pytest.warns(DeprecationWarning, match="RunOptions: align='detect' is deprecated"):
+    with pytest.warns(DeprecationWarning, match="RunOptions: align='detect' is deprecated") as caught:
         assert RunOptions(align="detect") == RunOptions(detect=True)
+    assert caught[0].filename == __file__
     with pytest.warns(DeprecationWarning):
         assert RunOptions(align="none") == RunOptions()
     with pytest.raises(ValueError, match="align must be 'none' or 'detect'"):
@@ -141,3 +143,14 @@ def test_swap_faces_old_names():
     np.testing.assert_array_equal(old.reconstructions, new.reconstructions)
     with pytest.raises(TypeError, match="unexpected keyword arguments"):
         swap_faces(a, b, model, device="cpu", aligned=False)
+
+
+def test_embed_options_conf_threshold_is_det_threshold():
+    from facepcl.export import EmbedOptions
+
+    with pytest.warns(DeprecationWarning, match="'conf_threshold' is deprecated") as caught:
+        old = EmbedOptions(inputs=["x.jpg"], out="out", conf_threshold=0.6)
+    assert caught[0].filename == __file__  # the warning points at the caller's line
+    assert old == EmbedOptions(inputs=["x.jpg"], out="out", det_threshold=0.6)
+    with pytest.raises(TypeError, match="give only 'det_threshold'"):
+        EmbedOptions(inputs=["x.jpg"], out="out", det_threshold=0.5, conf_threshold=0.6)

@@ -20,11 +20,12 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import numpy as np
 
 from .. import _parallel
+from .._deprecated import renamed_keywords
 from ._dist import DistInfo, barrier_and_close, from_env, rank_device, reduce_at_end
 from ._inputs import (
     IMAGE_EXTENSIONS,
@@ -87,6 +88,13 @@ class EmbedOptions:
     overwrite: bool = False
     progress: bool = True
     quiet: bool = False
+    conf_threshold: InitVar[float | None] = None  # the old name of det_threshold (a DeprecationWarning)
+
+    def __post_init__(self, conf_threshold: float | None) -> None:
+        if conf_threshold is not None:
+            self.det_threshold = renamed_keywords(
+                "EmbedOptions", {"conf_threshold": conf_threshold}, {"conf_threshold": "det_threshold"},
+                {"det_threshold": self.det_threshold}, {"det_threshold": None}, stacklevel=5)["det_threshold"]
 
     def check(self) -> None:
         """Raise ValueError naming the first bad option."""
