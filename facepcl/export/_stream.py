@@ -108,11 +108,17 @@ class _VideoJob:
     def units(self) -> Iterator[Unit]:
         self.thread = threading.Thread(target=self._run, name=f"facepcl-video-{self.item.index}", daemon=True)
         self.thread.start()
-        while True:
-            unit = self.queue.get()
-            if unit is _DONE:
-                return
-            yield unit
+        try:
+            while True:
+                unit = self.queue.get()
+                if unit is _DONE:
+                    return
+                yield unit
+        finally:
+            if self.stop.is_set():
+                # Stopped early: it gives up at its next frame. Wait for it to leave OpenCV, so that the process
+                # never exits with a thread inside the decoder.
+                self.thread.join()
 
 
 def _decode(load: Callable[[str], np.ndarray], prepare: Callable[[np.ndarray], Any] | None,
@@ -163,8 +169,11 @@ def iter_units(items: Iterable[InputItem], load: Callable[[str], np.ndarray], *,
             return _VideoJob(item, every, after, buffer, stop, prepare).units()
         return None
 
+    units = prefetch(functools.partial(_decode, load, prepare), items, workers=max(1, workers),
+                     lookahead=lookahead, inline=inline)
     try:
-        yield from prefetch(functools.partial(_decode, load, prepare), items, workers=max(1, workers),
-                            lookahead=lookahead, inline=inline)
+        for unit in units:  # noqa: UP028 (``yield from`` would close ``units`` before ``stop`` is set)
+            yield unit
     finally:
-        stop.set()  # video threads still decoding give up
+        stop.set()  # first, so that video threads still decoding give up while the rest winds down
+        units.close()
