@@ -29,6 +29,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # benchmarks/ is not a package: let the scripts import each other
+# The sample photos are test support (tests/_samples.py), not part of the package: the repository root on
+# sys.path lets every benchmark say ``from tests import _samples``.
+sys.path.insert(1, str(HERE.parent))
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:

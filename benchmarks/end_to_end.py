@@ -43,7 +43,7 @@ PHOTOS = ("multi_face.jpg", "single_face.jpg", "BWPictureHuman.jpg", "Image_with
 
 def photo_paths(repeat: int) -> list[str]:
     """The sample photos (fetched once into facepcl's sample cache), ``repeat`` times over."""
-    from facepcl import _samples
+    from tests import _samples
 
     paths = [str(_samples.pyfeat(n)) for n in PHOTOS] + [str(_samples.astronaut()), str(_samples.grace_hopper())]
     return paths * repeat
@@ -94,8 +94,8 @@ def facepcl_embed(photo, **options):
 def _photo_640():
     import cv2
 
-    from facepcl import _samples
     from facepcl.io import load_image
+    from tests import _samples
 
     image = load_image(_samples.pyfeat("multi_face.jpg"))
     h, w = image.shape[:2]

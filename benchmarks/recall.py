@@ -32,8 +32,8 @@ VIDEOS = ("WolfgangLanger_Pexels.mp4", "single_face.mp4", "face_noface.mov", "no
 
 def images() -> dict[str, np.ndarray]:
     """The photos, 3 frames of each video, and grayscale x2 / small-face versions."""
-    from facepcl import _samples
     from facepcl.io import load_image
+    from tests import _samples
 
     out = {n: load_image(_samples.pyfeat(n)) for n in PHOTOS}
     out["astronaut.png"] = load_image(_samples.astronaut())
@@ -91,7 +91,7 @@ def run() -> dict[str, Any]:
         got, single = default.detect(image), one_pass.detect(image)
         weak = default._detect([default.prepare(image)])[0]  # every candidate of the first pass
         second = bool(max(image.shape[:2]) > default.max_size
-                      and ((weak.scores > default.rescue_threshold) & (weak.scores <= default.conf_threshold)).any())
+                      and ((weak.scores > default.rescue_threshold) & (weak.scores <= default.det_threshold)).any())
         f, e = _match(got, want)
         f1, e1 = _match(single, want)
         rows.append({"image": name, "size": f"{image.shape[1]}x{image.shape[0]}", "full_res": len(want),

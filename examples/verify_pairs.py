@@ -6,7 +6,7 @@ head (BN+Linear, cosine-embedding loss) the head is trained on the other folds t
 Real data::
 
     python examples/verify_pairs.py --dataset lfw --data ~/data/lfw-aligned --model ORG/NAME
-    python examples/verify_pairs.py --dataset lfw --data ~/data/lfw --align detect   # raw LFW: detect + align
+    python examples/verify_pairs.py --dataset lfw --data ~/data/lfw --detect   # raw LFW: detect + align
 
 A tiny generated run::
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", choices=("lfw", "cplfw"), default="lfw")
     p.add_argument("--data", help="folder holding the pairs file and the images")
     p.add_argument("--model", default=None)
-    p.add_argument("--align", choices=("none", "detect"), default="none")
+    p.add_argument("--detect", action="store_true", help="detect and align faces (default: aligned crops)")
     p.add_argument("--no-head", action="store_true", help="cosine of the raw features, nothing trained")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--demo", action="store_true", help="generate a tiny pairs dataset and a random-weight model")
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.data:
             p.error("--data is required (or --demo)")
         pairs = read_lfw(args.data) if args.dataset == "lfw" else read_cplfw(args.data)
-        options = RunOptions(align=args.align, head="none" if args.no_head else None,
+        options = RunOptions(detect=args.detect, head="none" if args.no_head else None,
                              cache_dir=Path(tmp) / "features" if args.demo else None,
                              input_size=64 if args.demo else None)  # the demo runs at 64 px to stay quick
         if args.epochs:

@@ -116,9 +116,9 @@ def detector_plan(device: torch.device | str, *, dtype: str | torch.dtype | None
     ``fast`` keeps float32 and runs a BatchNorm-folded, channels_last copy:
     its landmarks match the exact network's to float rounding. bf16 only
     when asked for (``dtype="bf16"``): it is faster still, but its landmarks
-    move by up to about a pixel, which turns the aligned crops and took a
-    trained model's embeddings of one real face down to cosine 0.988
-    (docs/benchmarks.md), below the fast path's 0.999 promise.
+    move by up to about a pixel, which turns the aligned crops enough to take
+    a trained model's embeddings below the fast path's 0.999 cosine promise
+    (docs/benchmarks.md).
 
     The detector is never compiled: its input shapes vary with the image
     sizes, and in measurements here compiling was not faster than the

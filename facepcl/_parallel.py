@@ -6,8 +6,8 @@ back (measured in docs/benchmarks.md).
 
 How cores are shared: torch keeps all its threads, always. Earlier versions
 gave torch only the cores the decoding threads left free (at least half) for
-the whole call, which was off by 2x whenever there was little to decode
-(in-memory crops ran at 0.61x the bare encoder). What made a busy core
+the whole call, which cost a lot whenever there was little to decode
+(docs/benchmarks.md, "decoded crops"). What made a busy core
 expensive was not the thread count but OpenMP's spin-waiting: a thread
 descheduled for a decoder held up every other one at each operation's
 barrier while they spun. facepcl now asks OpenMP to wait passively (see
@@ -68,10 +68,11 @@ def shared_cores(workers: int) -> Iterator[int | None]:
         torch.set_num_threads(before)
 
 
-def prefetch(fn: Callable[[T], R], items: Iterable[T], *, workers: int, lookahead: int) -> Iterator[R]:
+def prefetch(fn: Callable[[T], R], items: Iterable[T], *, workers: int, lookahead: int,
+             inline: Callable[[T], Iterable[R] | None] | None = None) -> Iterator[R]:
     """``map(fn, items)`` computed ahead in ``workers`` threads, yielded in input order.
 
-    At most ``lookahead`` results are in flight or waiting, which bounds
+    At most ``lookahead`` items are in flight or waiting, which bounds
     memory whatever the number of items. ``fn`` should not raise (return an
     error value instead); if it does, the exception is raised here, at that
     item. Closing the generator cancels what has not started.
@@ -80,21 +81,42 @@ def prefetch(fn: Callable[[T], R], items: Iterable[T], *, workers: int, lookahea
         fn: Work for one item (e.g. decode a file).
         items: Inputs, consumed lazily.
         workers: Threads (0: compute in the calling thread, one at a time).
-        lookahead: Results computed ahead of the consumer (at least 1).
+        lookahead: Items taken ahead of the consumer (at least 1).
+        inline: Called in order on each item as it is taken; when it returns
+            an iterable (not None), that item skips the workers and the
+            iterable's results are yielded in its place, iterated only when
+            the item's turn comes. A generator that decodes a video in its own
+            thread therefore starts that thread then, not while earlier items
+            are still being consumed.
     """
+
+    def one(item: T) -> Iterable[R] | None:
+        return inline(item) if inline is not None else None
+
     if workers < 1:
-        yield from map(fn, items)
+        for item in items:
+            several = one(item)
+            if several is None:
+                yield fn(item)
+            else:
+                yield from several
         return
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facepcl-decode")
-    pending: deque[Future[Any]] = deque()
+    pending: deque[Future[Any] | Iterable[R]] = deque()
+
+    def release(entry: Future[Any] | Iterable[R]) -> Iterable[R]:
+        return (entry.result(),) if isinstance(entry, Future) else entry
+
     try:
         for item in items:
-            pending.append(pool.submit(fn, item))
+            several = one(item)
+            pending.append(pool.submit(fn, item) if several is None else several)
             while len(pending) > max(1, lookahead):
-                yield pending.popleft().result()
+                yield from release(pending.popleft())
         while pending:
-            yield pending.popleft().result()
+            yield from release(pending.popleft())
     finally:
         for f in pending:
-            f.cancel()
+            if isinstance(f, Future):
+                f.cancel()
         pool.shutdown(wait=True, cancel_futures=True)

@@ -6,7 +6,7 @@ sleeps, and every operation ends at a barrier where the threads wait for
 each other. On a quiet machine that saves microseconds; with one busy
 neighbour process on a 2-core machine it is ruinous: the thread that got
 descheduled holds up the others, which burn their time slices spinning,
-and embedding photos took 4-5x as long as on a quiet machine
+and embedding photos took several times as long as on a quiet machine
 (docs/benchmarks.md, "busy neighbour"). With ``OMP_WAIT_POLICY=PASSIVE``
 waiting threads sleep at once and give the core to whoever can use it.
 

@@ -88,7 +88,7 @@ def check_config(config: Any) -> None:
     _text(pre.interpolation, "preprocess.interpolation")
     _text(pre.border, "preprocess.border")
     _text(det.name, "detector.name")
-    for name in ("conf_threshold", "nms_threshold"):
+    for name in ("det_threshold", "nms_threshold"):
         value = getattr(det, name)
         if not _number(value) or not 0.0 <= value <= 1.0:
             raise ValueError(f"detector.{name} must be a number in [0, 1], got {value!r}")

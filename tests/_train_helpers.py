@@ -66,8 +66,8 @@ def pyfeat_face_tree(root: Path, size: int = 96) -> Path:
     each) and one-frame identities cut from its photos, all fetched at test time."""
     import cv2
 
-    from facepcl import _samples
     from facepcl.io import load_image
+    from tests import _samples
 
     for name, boxes in PYFEAT_STILL_BOXES.items():
         image = load_image(_samples.pyfeat(name))

@@ -45,8 +45,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from facepcl import PCLConfig, PCLModel, _samples  # noqa: E402
+from facepcl import PCLConfig, PCLModel  # noqa: E402
 from facepcl.io import load_image  # noqa: E402
+from tests import _samples  # noqa: E402
 
 _PHOTO_FIXTURES = {"photo_paths", "photos", "bad_files"}
 

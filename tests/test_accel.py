@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 import facepcl
-from facepcl import PCLConfig, PCLModel, _accel, _parallel, _samples
+from facepcl import PCLConfig, PCLModel, _accel, _parallel
 from facepcl.detection import FaceDetector
 from facepcl.io import load_image
 from facepcl.pipeline import FaceEmbedder
 from facepcl.registry import get_model_info
+from tests import _samples
 
 FACES = ["multi_face.jpg", "single_face.jpg", "BWPictureHuman.jpg", "Image_with_alpha.png", "0-f1-su-ph.jpg",
          "45-m7-di-ph.jpg"]
@@ -146,8 +147,8 @@ def test_encoder_plans_keep_cosine_on_real_faces(random_pcl_model, face_photos, 
 
 @pytest.mark.parametrize("dtype", [None, "bf16"])
 def test_fast_detector_finds_the_same_faces(face_photos, dtype):
-    exact = FaceDetector(device="cpu", conf_threshold=0.5)
-    fast = FaceDetector(device="cpu", conf_threshold=0.5, fast=True, dtype=dtype)
+    exact = FaceDetector(device="cpu", det_threshold=0.5)
+    fast = FaceDetector(device="cpu", det_threshold=0.5, fast=True, dtype=dtype)
     assert fast._run is not fast.net and "fast=True" in repr(fast)
     for image, a, b in zip(face_photos, exact.detect_batch(face_photos), fast.detect_batch(face_photos),
                            strict=True):
@@ -227,6 +228,24 @@ def test_prefetch_keeps_order_and_bounds_lookahead():
     got += list(gen)
     assert got == [i * i for i in range(40)]
     assert list(_parallel.prefetch(work, range(5), workers=0, lookahead=1)) == [0, 1, 4, 9, 16]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_prefetch_inline_items_yield_several_results_in_place_and_start_late(workers):
+    # Multiples of 3 stand for videos: several results each, produced by a generator that must not start
+    # before the consumer reaches it (a video's decoding thread starts then).
+    started: list[int] = []
+
+    def several(i: int):
+        started.append(i)
+        yield from (f"{i}.{k}" for k in range(i % 4))
+
+    gen = _parallel.prefetch(str, range(10), workers=workers, lookahead=4,
+                             inline=lambda i: several(i) if i % 3 == 0 else None)
+    first = [next(gen) for _ in range(2)]  # item 0 yields nothing: "1" and "2" come first
+    assert first == ["1", "2"] and started == [0]
+    assert first + list(gen) == ["1", "2", "3.0", "3.1", "3.2", "4", "5", "6.0", "6.1", "7", "8", "9.0"]
+    assert started == [0, 3, 6, 9]
 
 
 def test_shared_cores_restores_and_respects_omp_num_threads(monkeypatch):

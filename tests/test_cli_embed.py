@@ -23,9 +23,9 @@ import pytest
 import torch
 
 import facepcl
-from facepcl import _samples
 from facepcl.cli import main
 from facepcl.export import column_to_numpy, read_embeddings, read_errors, read_metadata
+from tests import _samples
 
 pytestmark = [pytest.mark.slow, pytest.mark.photos]
 

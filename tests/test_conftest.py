@@ -7,9 +7,8 @@ from pathlib import Path
 
 import torch
 
-from facepcl import _samples
 from facepcl._paths import facepcl_home, hf_home
-from tests import conftest
+from tests import _samples, conftest
 
 
 def test_every_cache_lives_under_facepcl_home_or_the_session_temp_dir():

@@ -132,9 +132,9 @@ def test_max_faces_min_face_size_and_sort(photos):
 
 
 def test_from_config_and_argument_checks():
-    det = FaceDetector.from_config(DetectorConfig(conf_threshold=0.6, max_size=320), device="cpu", max_faces=3)
-    assert (det.conf_threshold, det.max_size, det.max_faces) == (0.6, 320, 3)
-    for bad in ({"conf_threshold": 1.5}, {"nms_threshold": 0}, {"max_size": 8}, {"max_faces": 0},
+    det = FaceDetector.from_config(DetectorConfig(det_threshold=0.6, max_size=320), device="cpu", max_faces=3)
+    assert (det.det_threshold, det.max_size, det.max_faces) == (0.6, 320, 3)
+    for bad in ({"det_threshold": 1.5}, {"nms_threshold": 0}, {"max_size": 8}, {"max_faces": 0},
                 {"sort_by": "age"}, {"batch_size": 0}):
         with pytest.raises(ValueError):
             FaceDetector(device="cpu", **bad)

@@ -101,9 +101,9 @@ def test_array_images_resize_float16_and_no_cache(model, tmp_path):
     rgb = ArrayImages(np.ascontiguousarray(arr[..., ::-1]), "RGB", "y.npz")
     fs2 = extract_features(model, rgb, input_size=32, cache=False, device="cpu")
     np.testing.assert_allclose(fs.arrays["trunk"].astype(np.float32), fs2.arrays["trunk"], rtol=2e-3, atol=2e-3)
-    k1, _ = feature_key(model, src, features=("trunk",), input_size=32, interpolation="bilinear", align="none",
+    k1, _ = feature_key(model, src, features=("trunk",), input_size=32, interpolation="bilinear", detect=False,
                         dtype="float32")
-    k2, _ = feature_key(model, rgb, features=("trunk",), input_size=32, interpolation="bilinear", align="none",
+    k2, _ = feature_key(model, rgb, features=("trunk",), input_size=32, interpolation="bilinear", detect=False,
                         dtype="float32")
     assert k1 != k2
 
@@ -119,7 +119,7 @@ def test_bad_arguments(model, images, tmp_path):
 @pytest.mark.photos
 def test_detect_mode_aligns_real_faces_and_marks_faceless_images(model, photo_paths, tmp_path):
     imgs = PathImages([photo_paths["single_face.jpg"], photo_paths["free-mountain-vector-01.jpg"]])
-    fs = extract_features(model, imgs, input_size=48, align="detect", cache_dir=tmp_path, device="cpu")
+    fs = extract_features(model, imgs, input_size=48, detect=True, cache_dir=tmp_path, device="cpu")
     assert fs.valid.tolist() == [True, False]
     assert np.abs(fs.arrays["trunk"][0]).sum() > 0 and not fs.arrays["trunk"][1].any()
     # the detected face, warped straight to 48 px with the model's template, is what was encoded

@@ -116,7 +116,7 @@ def test_verification_full_finetuning_restarts_every_fold(tmp_path, monkeypatch)
     model = PCLModel(PCLConfig(name="ft")).eval()
     start = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     pairs = read_lfw(demo.make_lfw(tmp_path / "lfw", sets=3, per=2, size=32))
-    res = run_finetune(model, "verify", pairs, "lfw", _opts(tmp_path, "verify", 1, align="none"))
+    res = run_finetune(model, "verify", pairs, "lfw", _opts(tmp_path, "verify", 1, detect=False))
     m = res.report.metrics
     assert len(m["fold_accuracy"]) == 3 and m["accuracy"] == pytest.approx(np.mean(m["fold_accuracy"]))
     assert len(res.fits) == 4  # one per fold plus the saved encoder and head
@@ -128,7 +128,7 @@ def test_verification_full_finetuning_restarts_every_fold(tmp_path, monkeypatch)
     first = torch.cat([v.flatten().float() for v in start.values()])
     assert len(starts) == 4 and all(torch.equal(s, first) for s in starts)
     with pytest.raises(ValueError, match="holdout"):
-        run_finetune(model, "verify", pairs, "lfw", _opts(tmp_path, "verify", 1, align="none", selection="val"))
+        run_finetune(model, "verify", pairs, "lfw", _opts(tmp_path, "verify", 1, detect=False, selection="val"))
 
 
 def test_au_protocol_subject_cross_validation(random_pcl_model, tmp_path):

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from facepcl import _samples
 from facepcl.export._video import VideoReadError, iter_frames
+from tests import _samples
 
 FPS = 12.0
 # BGR colours as OpenCV writes them: blue, green, red, repeated

@@ -13,7 +13,7 @@ from facepcl.heads import HeadSpec, TaskHead, predict_crops, save_head
 def _head(name: str, task: str, size: int, out_dim: int, labels: list[str]) -> TaskHead:
     torch.manual_seed(len(name) + size)
     spec = HeadSpec(name=name, task=task, features=["trunk"], input_size=size, in_dim=feature_dim(size),
-                    out_dim=out_dim, label_names=labels, align="detect")
+                    out_dim=out_dim, label_names=labels, detect=True)
     head = TaskHead(spec)
     with torch.no_grad():
         for p in head.parameters():

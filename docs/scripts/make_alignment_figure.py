@@ -1,7 +1,7 @@
 """Draw docs/img/alignment.png: detection and alignment on scikit-image's astronaut photo.
 
 The astronaut (Eileen Collins, NASA) is in the public domain. The photo is
-fetched from the scikit-image wheel by ``facepcl._samples`` (once, into the
+fetched from the scikit-image wheel by ``tests/_samples.py`` (once, into the
 sample cache). Panels: the photo with the detected box and 5 landmarks; the
 aligned crops at 64 px (PCL's pretraining size) and 112 px with the template
 points drawn on them.
@@ -14,16 +14,22 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from facepcl import PCLConfig, _samples
+from facepcl import PCLConfig
 from facepcl.align import align_faces, template
 from facepcl.detection import FaceDetector
 from facepcl.io import load_image
+
+# The sample photos are test support (tests/_samples.py), not part of the package: put the repository
+# root on sys.path so this dev script can say ``from tests import _samples``.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests import _samples
 
 OUT = Path(__file__).resolve().parents[1] / "img" / "alignment.png"
 PANEL = 320  # every panel is PANEL x PANEL pixels

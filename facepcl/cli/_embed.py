@@ -66,7 +66,7 @@ def add_parser(sub) -> None:
     f.add_argument("--on-no-face", choices=("skip", "full_image", "error"), default="skip",
                    help="image without a face: skip it and record it in _errors.jsonl (default), embed the "
                         "whole image as one face (det_score NaN), or stop with exit code 1")
-    f.add_argument("--det-threshold", dest="conf_threshold", type=float, default=None,
+    f.add_argument("--det-threshold", dest="det_threshold", type=float, default=None,
                    help="detector score threshold (default: the model config's)")
     f.add_argument("--min-face-size", type=float, default=0.0, help="ignore faces smaller than this (pixels)")
     f.add_argument("--every", type=int, default=1, metavar="N", help="videos: embed every N-th frame (default 1)")
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype, compile=args.compile, fast=args.fast, detector_dtype=args.detector_dtype,
         batch_size=args.batch_size, num_workers=args.num_workers, max_faces=args.max_faces,
         on_no_face=args.on_no_face, features=args.features, format=args.format, every=args.every,
-        detect=args.detect, conf_threshold=args.conf_threshold, min_face_size=args.min_face_size,
+        detect=args.detect, det_threshold=args.det_threshold, min_face_size=args.min_face_size,
         shard_size=args.shard_size, shard_seconds=args.shard_seconds, resume=args.resume, overwrite=args.overwrite,
         progress=args.progress, quiet=args.quiet)
     return run_embed(opts)

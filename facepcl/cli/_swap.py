@@ -42,9 +42,9 @@ def add_parser(sub) -> None:
     p.add_argument("--faces-a", type=_faces, default=[0], metavar="I[,I...]|all",
                    help="which faces of A to use (default 0, the highest-scoring one)")
     p.add_argument("--faces-b", type=_faces, default=[0], metavar="J[,J...]|all", help="which faces of B (default 0)")
-    p.add_argument("--no-detect", dest="align", action="store_false",
+    p.add_argument("--no-detect", dest="detect", action="store_false",
                    help="the inputs are already aligned face crops: no detection")
-    p.add_argument("--det-threshold", dest="conf_threshold", type=float, default=None,
+    p.add_argument("--det-threshold", dest="det_threshold", type=float, default=None,
                    help="detector score threshold (default: the model config's)")
     p.add_argument("--scale", type=int, default=3, help="enlarge the 64 px tiles this many times (default 3)")
     p.add_argument("--resample", choices=("bicubic", "nearest"), default="bicubic",
@@ -58,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from ..viz._draw import save_image
 
     model = load_decoder_model(args.model, device=args.device, revision=args.revision)
-    swaps = swap_faces(args.a, args.b, model, faces_a=args.faces_a, faces_b=args.faces_b, align=args.align,
-                       conf_threshold=args.conf_threshold)
+    swaps = swap_faces(args.a, args.b, model, faces_a=args.faces_a, faces_b=args.faces_b, detect=args.detect,
+                       det_threshold=args.det_threshold)
     image = swaps.grid(scale=args.scale, resample=args.resample, labels=args.labels)
     save_image(image, args.output, "swap grid")
     rows = len(swaps)

@@ -1,9 +1,8 @@
 """The fast detector network on ONNX Runtime (CPU): exported once from the bundled weights into facepcl's cache.
 
-On a CPU, ONNX Runtime runs the BatchNorm-folded RetinaFace network about
-2.5x faster than torch's eager channels_last copy of it (8 against 20 ms at
-448 x 640 here; docs/benchmarks.md), with the same float32 arithmetic up
-to rounding (outputs within 2e-5). The network is exported with
+On a CPU, ONNX Runtime runs the BatchNorm-folded RetinaFace network faster
+than torch's eager channels_last copy of it (docs/benchmarks.md), with the
+same float32 arithmetic up to rounding (outputs within 2e-5). The network is exported with
 ``torch.onnx.export`` from the detector's own fast copy (folded, first
 convolution taking RGB) with an NHWC input, at first use, into
 ``facepcl_home()/detectors`` under a name that carries a digest of the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from .._accel import Plan, detector_plan, flip_input_channels, prepare_detector_net
+from .._deprecated import renamed_keywords
 from .._device import resolve_device
 from ..config import DetectorConfig
 from ..io import load_image
@@ -99,7 +101,7 @@ class FaceDetector:
             multiple of 32; default 32, which pads least: a 512 x 512 photo
             is detected on 512 x 512). Larger steps let images of similar
             sizes share a batch, at the cost of padding.
-        conf_threshold: Minimum face score.
+        det_threshold: Minimum face score.
         nms_threshold: IoU above which a lower-scored box is suppressed.
         max_size: Longer image side, in pixels, that detection works at.
         min_face_size: Drop faces whose box's shorter side is below this many
@@ -108,32 +110,38 @@ class FaceDetector:
         sort_by: "score" (default, highest first) or "size" (largest box area first).
         batch_size: Images per network forward. None: 1 for the exact
             float32 network on a CPU (one image at a time measured fastest
-            there: 25 against 20 images/s at 8, docs/benchmarks.md), else 8.
+            there), else 8.
         download: Allow downloading weights that are not cached (resnet50 only).
         runtime: What runs the network: "torch", or "onnxruntime" (the fast
             float32 network only, CPU; exported once from these weights into
             ``facepcl_home()/detectors``, see :mod:`facepcl.detection._onnx`).
-            None: onnxruntime for the fast float32 network on a CPU (about
-            2.5x faster than torch there), torch otherwise.
+            None: onnxruntime for the fast float32 network on a CPU (faster
+            than torch there, docs/benchmarks.md), torch otherwise.
         rescue_threshold: Second pass for faces that shrinking hid. In an
             image that was shrunk to ``max_size``, every candidate scoring
-            between this and ``conf_threshold`` (and not overlapping a
+            between this and ``det_threshold`` (and not overlapping a
             found face) is detected again in a region of 3x its box around
             it, at up to twice ``max_size`` (full resolution for most
-            photos); faces found there at ``conf_threshold`` are added. It
+            photos); faces found there at ``det_threshold`` are added. It
             costs nothing on images without such candidates (docs/alignment.md).
             None: one pass only.
+        conf_threshold: Deprecated name of ``det_threshold`` (a
+            DeprecationWarning; giving both is an error).
     """
 
     def __init__(self, name: str = "retinaface_mobile0.25", *, weights: str | os.PathLike | None = None,
-                 device: str | torch.device | None = None, conf_threshold: float = 0.8, nms_threshold: float = 0.4,
+                 device: str | torch.device | None = None, det_threshold: float = 0.8, nms_threshold: float = 0.4,
                  max_size: int = 640, min_face_size: float = 0.0, max_faces: int | None = None,
                  sort_by: str = "score", batch_size: int | None = None, download: bool = True,
                  dtype: str | torch.dtype | None = None, fast: bool = False,
                  canvas_step: int | None = None, runtime: str | None = None,
-                 rescue_threshold: float | None = 0.2) -> None:
-        if not 0.0 <= conf_threshold <= 1.0:
-            raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
+                 rescue_threshold: float | None = 0.2, conf_threshold: float | None = None) -> None:
+        if conf_threshold is not None:  # the old name (with a non-default det_threshold too: an error)
+            det_threshold = renamed_keywords("FaceDetector", {"conf_threshold": conf_threshold},
+                                             {"conf_threshold": "det_threshold"}, {"det_threshold": det_threshold},
+                                             {"det_threshold": 0.8})["det_threshold"]
+        if not 0.0 <= det_threshold <= 1.0:
+            raise ValueError(f"det_threshold must be in [0, 1], got {det_threshold}")
         if not 0.0 < nms_threshold <= 1.0:
             raise ValueError(f"nms_threshold must be in (0, 1], got {nms_threshold}")
         if max_size < 32:
@@ -146,14 +154,14 @@ class FaceDetector:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if runtime is not None and runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES} or None, got {runtime!r}")
-        if rescue_threshold is not None and not 0.0 < rescue_threshold <= conf_threshold:
-            raise ValueError(f"rescue_threshold must be in (0, conf_threshold={conf_threshold}] or None, "
+        if rescue_threshold is not None and not 0.0 < rescue_threshold <= det_threshold:
+            raise ValueError(f"rescue_threshold must be in (0, det_threshold={det_threshold}] or None, "
                              f"got {rescue_threshold}")
         if canvas_step is not None and (canvas_step < 32 or canvas_step % 32):
             raise ValueError(f"canvas_step must be a positive multiple of 32 (the network's stride), got {canvas_step}")
         self.name = name
         self.device = resolve_device(device)
-        self.conf_threshold = float(conf_threshold)
+        self.det_threshold = float(det_threshold)
         self.nms_threshold = float(nms_threshold)
         self.max_size = int(max_size)
         self.min_face_size = float(min_face_size)
@@ -189,7 +197,7 @@ class FaceDetector:
     @classmethod
     def from_config(cls, config: DetectorConfig, **kwargs: Any) -> FaceDetector:
         """A detector with a model config's detector defaults; ``kwargs`` override them."""
-        opts = {"conf_threshold": config.conf_threshold, "nms_threshold": config.nms_threshold,
+        opts = {"det_threshold": config.det_threshold, "nms_threshold": config.nms_threshold,
                 "max_size": config.max_size}
         opts.update(kwargs)
         return cls(opts.pop("name", config.name), **opts)
@@ -199,8 +207,15 @@ class FaceDetector:
                                             f"runtime={self.runtime!r}")
         if self.canvas_step != 32:
             dtype += f", canvas_step={self.canvas_step}"
-        return (f"FaceDetector({self.name!r}, device={str(self.device)!r}, conf_threshold={self.conf_threshold}, "
+        return (f"FaceDetector({self.name!r}, device={str(self.device)!r}, det_threshold={self.det_threshold}, "
                 f"nms_threshold={self.nms_threshold}, max_size={self.max_size}{dtype})")
+
+    @property
+    def conf_threshold(self) -> float:
+        """Deprecated name of :attr:`det_threshold`."""
+        warnings.warn("FaceDetector.conf_threshold is deprecated, use det_threshold", DeprecationWarning,
+                      stacklevel=2)
+        return self.det_threshold
 
     def detect(self, image: Any) -> Detections:
         """Detect the faces of one image.
@@ -257,12 +272,12 @@ class FaceDetector:
             One :class:`Detections` per image, in order, in original pixels.
         """
         found = self._detect(prepared)
-        weak = self.rescue_threshold is not None and self.rescue_threshold < self.conf_threshold
+        weak = self.rescue_threshold is not None and self.rescue_threshold < self.det_threshold
         for i, (p, det) in enumerate(zip(prepared, found, strict=True)):
-            strong = np.nonzero(det.scores > self.conf_threshold)[0]
+            strong = np.nonzero(det.scores > self.det_threshold)[0]
             if weak and p.source is not None and len(strong) < len(det):
                 found[i] = self._rescue(p.source, _take(det, strong),
-                                        _take(det, np.nonzero(det.scores <= self.conf_threshold)[0]))
+                                        _take(det, np.nonzero(det.scores <= self.det_threshold)[0]))
             else:
                 found[i] = _take(det, strong)
         return [self._select(det) for det in found]
@@ -283,7 +298,7 @@ class FaceDetector:
             boxes.append((x1, y1, x2, y2))
         added = []
         for box, offset, det in zip(boxes, offsets, self._detect(regions), strict=True):
-            det = _take(det, np.nonzero(det.scores > self.conf_threshold)[0])
+            det = _take(det, np.nonzero(det.scores > self.det_threshold)[0])
             det = Detections((det.boxes.reshape(-1, 2, 2) + offset).reshape(-1, 4), det.kps + offset, det.scores)
             # Only the face the candidate pointed at: its centre lies in the candidate's box.
             cx, cy = (det.boxes[:, 0] + det.boxes[:, 2]) / 2, (det.boxes[:, 1] + det.boxes[:, 3]) / 2
@@ -325,7 +340,7 @@ class FaceDetector:
         anchors = _retinaface.priors(hc, wc).to(self.device)
         scale = torch.tensor([wc, hc], dtype=torch.float32, device=self.device)
         scores = conf[..., 1].float()
-        threshold = min(self.conf_threshold, self.rescue_threshold or self.conf_threshold)
+        threshold = min(self.det_threshold, self.rescue_threshold or self.det_threshold)
         outs = []
         for b in range(len(images)):
             # Decoding is per anchor, so only the few anchors above the threshold (of tens of thousands) are decoded.

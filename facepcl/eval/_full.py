@@ -133,8 +133,9 @@ def run_finetune(model: PCLModel, protocol: str | Protocol, data: dict[str, Labe
     opt = options or RunOptions()
     if opt.selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, got {opt.selection!r}")
-    if opt.align != "none":
-        raise ValueError("full fine-tuning streams images that are already aligned crops; use --align none")
+    if opt.detect:
+        raise ValueError("full fine-tuning streams images that are already aligned crops; leave out --detect "
+                         "(Python: RunOptions(detect=False))")
     if isinstance(data, PairList):
         return _finetune_verification(model, proto, data, dataset, opt, augment)
     if not isinstance(data, dict) or "train" not in data or "test" not in data:

@@ -82,7 +82,7 @@ class RunContext:
         """The features of ``images`` at the run's settings (cached on disk as the options say)."""
         opt = self.opt
         return extract_features(self.model, images, features=self.st.feats, input_size=self.st.size,
-                                interpolation=self.st.interp, align=opt.align, batch_size=opt.batch_size_features,
+                                interpolation=self.st.interp, detect=opt.detect, batch_size=opt.batch_size_features,
                                 device=self.device, cache=opt.cache, cache_dir=opt.cache_dir, dtype=opt.cache_dtype,
                                 progress=opt.progress)
 
@@ -90,14 +90,14 @@ class RunContext:
         """``(N, in_dim)`` features of images that all have a face, computed once per run."""
         if id(images) not in self._memo:
             fs = self.compute(images)
-            if not fs.valid.all():  # only with align="detect"; usable() removed them from labelled sets
+            if not fs.valid.all():  # only with detect=True; usable() removed them from labelled sets
                 raise AssertionError("images without a detected face reached training")
             self._memo[id(images)] = fs.matrix(self.st.feats)  # once per run even without the disk cache
         return self._memo[id(images)]
 
     def usable(self, d: LabelledImages) -> LabelledImages:
-        """The samples whose face was found (all of them unless align='detect'), features memoised."""
-        if self.opt.align != "detect":
+        """The samples whose face was found (all of them unless detect=True), features memoised."""
+        if not self.opt.detect:
             return d
         fs = self.compute(d.images)
         if fs.valid.all():
@@ -361,7 +361,7 @@ def evaluate_head(model: PCLModel, head: TaskHead, data: LabelledImages | PairLi
     device = resolve_device(device)
     head.to(device).eval()
     fs = extract_features(model, data.images, features=spec.features, input_size=spec.input_size,
-                          interpolation=spec.interpolation, align=spec.align, batch_size=batch_size, device=device,
+                          interpolation=spec.interpolation, detect=spec.detect, batch_size=batch_size, device=device,
                           cache=cache, cache_dir=cache_dir, progress=progress)
     x = fs.matrix(spec.features)
     proto = PROTOCOLS.get(spec.protocol.get("protocol", ""))

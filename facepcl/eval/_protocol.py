@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
+from .._deprecated import detect_from_align
 from .._digest import FIELD, encoder_digest
 from ..config import feature_dim
 from ..heads._inputs import check_features
@@ -204,7 +205,8 @@ class RunOptions:
         train: Optimisation settings (default the protocol's).
         selection: "holdout" (default), "val", "test" or "last".
         val_fraction: Size of the holdout split.
-        align: "none" (aligned crops) or "detect".
+        detect: False: the images are aligned crops; True: detect and align
+            faces. (``align="none"|"detect"``: its deprecated old spelling.)
         cache, cache_dir, cache_dtype: Feature cache settings.
         batch_size_features: Images per encoder pass when computing features.
         device: Torch device.
@@ -221,7 +223,7 @@ class RunOptions:
     train: HeadTrainConfig | None = None
     selection: str = "holdout"
     val_fraction: float = 0.1
-    align: str = "none"
+    detect: bool = False
     cache: bool = True
     cache_dir: str | Path | None = None
     cache_dtype: str = "float32"
@@ -229,6 +231,13 @@ class RunOptions:
     device: str | torch.device | None = None
     progress: bool = False
     name: str | None = None
+    align: InitVar[str | None] = None
+
+    def __post_init__(self, align: str | None) -> None:
+        if align is not None:
+            if self.detect:
+                raise TypeError("RunOptions: got both align= and detect=; give only detect= (align= is its old name)")
+            self.detect = detect_from_align(align, "RunOptions", stacklevel=4)
 
 
 @dataclass
@@ -260,7 +269,7 @@ class Settings(NamedTuple):
         mlp = self.head_kind == "mlp"
         return TaskHead(HeadSpec(name=opt.name or proto.name, task=task, features=list(self.feats),
                                  input_size=self.size, in_dim=self.in_dim, out_dim=out_dim, kind=self.head_kind,
-                                 interpolation=self.interp, align=opt.align,
+                                 interpolation=self.interp, detect=opt.detect,
                                  hidden_dims=list(opt.hidden_dims) if mlp else [],
                                  dropout=opt.dropout if mlp else 0.0, label_names=names,
                                  encoder=dict(encoder or {})))
@@ -323,7 +332,7 @@ def describe(proto: Protocol, st: Settings, opt: RunOptions, out: int) -> list[s
     feat_txt = features_text(feats)
     frozen = "frozen encoder, features cached"
     lines = [f"Protocol: {proto.title}, linear evaluation ({frozen}); {feat_txt} at {size} px ({interp} resize, "
-             f"{'aligned crops as given' if opt.align == 'none' else 'detected and aligned'}); head {head_txt}{init}."]
+             f"{'detected and aligned' if opt.detect else 'aligned crops as given'}); head {head_txt}{init}."]
     if head_kind != "none":
         lines.append(f"Training: {cfg.optimizer} lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}, "
                      f"{'cosine over' if cfg.schedule == 'cosine' else 'constant for'} {cfg.epochs} epochs, batch "

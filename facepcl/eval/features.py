@@ -8,7 +8,7 @@ weights themselves and every image file's path, size and modification time
 (or the source file of images held in an array), so changing any of them
 gives a new entry; a stale entry is never read.
 
-With ``align="detect"`` each image's best face is found and aligned by the
+With ``detect=True`` each image's best face is found and aligned by the
 pipeline's own steps (:meth:`facepcl.FaceEmbedder.detect` and
 :meth:`facepcl.FaceEmbedder.crop`), straight at the input size; images
 without a face are marked in ``valid`` (their rows are zero).
@@ -36,6 +36,7 @@ import torch
 
 from .._accel import EncoderRunner, encoder_plan
 from .._constants import FEATURES
+from .._deprecated import detect_from_align
 from .._device import resolve_device
 from .._digest import encoder_digest
 from .._paths import facepcl_home
@@ -47,7 +48,6 @@ from .datasets._base import ImageSource
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-ALIGN_MODES = ("none", "detect")
 
 
 def default_cache_dir() -> Path:
@@ -61,7 +61,7 @@ class FeatureSet:
 
     Attributes:
         arrays: Feature name -> ``(N, D)`` array (memory-mapped when cached).
-        valid: ``(N,)`` bool; False where no face was found (``align="detect"``).
+        valid: ``(N,)`` bool; False where no face was found (``detect=True``).
         key: Cache key.
         folder: Cache entry folder (None when not cached).
         meta: What the key was computed from.
@@ -88,7 +88,7 @@ class FeatureSet:
 
 
 def feature_key(model: PCLModel, images: ImageSource, *, features: Sequence[str], input_size: int,
-                interpolation: str, align: str, dtype: str, accel: dict | None = None) -> tuple[str, dict]:
+                interpolation: str, detect: bool, dtype: str, accel: dict | None = None) -> tuple[str, dict]:
     """The cache key of a feature computation and the facts it hashes (``accel``: the fast path's plan, if used)."""
     prov = getattr(model, "provenance", None) or {}
     meta = {
@@ -102,7 +102,8 @@ def feature_key(model: PCLModel, images: ImageSource, *, features: Sequence[str]
         "features": list(features),
         "input_size": int(input_size),
         "interpolation": interpolation,
-        "align": align,
+        # Hashed under the option's first name and values, so that renaming it left every cache entry valid.
+        "align": "detect" if detect else "none",
         "dtype": dtype,
     }
     if accel is not None:
@@ -114,10 +115,10 @@ def feature_key(model: PCLModel, images: ImageSource, *, features: Sequence[str]
 
 
 def extract_features(model: PCLModel, images: ImageSource, *, features: str | Sequence[str] = ("trunk",),
-                     input_size: int, interpolation: str = "bilinear", align: str = "none",
+                     input_size: int, interpolation: str = "bilinear", detect: bool = False,
                      batch_size: int = 64, device: str | torch.device | None = None, cache: bool = True,
                      cache_dir: str | os.PathLike | None = None, dtype: str = "float32",
-                     progress: bool = False, fast: bool = False) -> FeatureSet:
+                     progress: bool = False, fast: bool = False, align: str | None = None) -> FeatureSet:
     """Features of every image, computed once and cached.
 
     Args:
@@ -127,8 +128,8 @@ def extract_features(model: PCLModel, images: ImageSource, *, features: str | Se
         features: Which of "trunk", "face", "pose" to keep.
         input_size: Network input side in pixels (images are resized to it).
         interpolation: "bilinear" or "bicubic".
-        align: "none" (images are already aligned face crops: resize only) or
-            "detect" (detect and align each face with the model's pipeline).
+        detect: False: images are already aligned face crops (resize only);
+            True: detect and align each face with the model's pipeline.
         batch_size: Images per forward pass.
         device: Torch device (None: CUDA if available, else CPU).
         cache: Read and write the on-disk cache.
@@ -140,13 +141,17 @@ def extract_features(model: PCLModel, images: ImageSource, *, features: str | Se
             the hardware computes it natively, channels_last; cosine
             similarity >= 0.999 to the exact features, checked in the tests).
             It is part of the cache key.
+        align: Deprecated: "none" or "detect" (``detect=False|True``), with a
+            DeprecationWarning.
 
     Returns:
         A :class:`FeatureSet`.
     """
     feats = check_features(features)
-    if align not in ALIGN_MODES:
-        raise ValueError(f"align must be one of {ALIGN_MODES}, got {align!r}")
+    if align is not None:
+        if detect:
+            raise TypeError("extract_features: got both align= and detect=; give only detect= (align= is its old name)")
+        detect = detect_from_align(align, "extract_features")
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
     if len(images) == 0:
@@ -154,7 +159,7 @@ def extract_features(model: PCLModel, images: ImageSource, *, features: str | Se
     dev = resolve_device(device)
     plan = encoder_plan(dev, fast=fast)
     key, meta = feature_key(model, images, features=feats, input_size=input_size, interpolation=interpolation,
-                            align=align, dtype=dtype, accel=None if plan.exact else plan.describe())
+                            detect=detect, dtype=dtype, accel=None if plan.exact else plan.describe())
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = root / key
     if cache:
@@ -177,7 +182,7 @@ def extract_features(model: PCLModel, images: ImageSource, *, features: str | Se
     try:
         job = _Job(model, EncoderRunner(model.encoder, dev, plan), images, arrays, valid, feats, input_size,
                    interpolation, batch_size, dev, progress)
-        if align == "detect":
+        if detect:
             _fill_detect(job, fast)
         else:
             _fill(job)
@@ -307,4 +312,4 @@ def _read_entry(folder: Path, meta: dict) -> FeatureSet | None:
     return FeatureSet(arrays, valid, folder.name, folder, stored)
 
 
-__all__ = ["ALIGN_MODES", "FEATURES", "FeatureSet", "default_cache_dir", "extract_features", "feature_key"]
+__all__ = ["FEATURES", "FeatureSet", "default_cache_dir", "extract_features", "feature_key"]

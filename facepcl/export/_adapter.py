@@ -53,7 +53,7 @@ class Embedder:
         detect: False for inputs that are already aligned face crops.
         max_faces: Keep at most this many faces per image (highest scores first).
         on_no_face: "skip", "full_image" or "error".
-        conf_threshold: Detector score threshold (None: the model config's).
+        det_threshold: Detector score threshold (None: the model config's).
         min_face_size: Ignore faces smaller than this many pixels.
         batch_size: Crops per encoder forward (the detector batches as :class:`FaceDetector` does by default).
         features: Which features to keep.
@@ -62,7 +62,7 @@ class Embedder:
     def __init__(self, model: str | None, *, revision: str | None = None, device: str | None = None,
                  dtype: str | None = None, compile: bool = False, fast: bool | None = None,
                  detector_dtype: str | None = None, detect: bool = True, max_faces: int | None = None,
-                 on_no_face: str = "skip", conf_threshold: float | None = None, min_face_size: float = 0.0,
+                 on_no_face: str = "skip", det_threshold: float | None = None, min_face_size: float = 0.0,
                  batch_size: int = 32, features: Sequence[str] = FEATURES) -> None:
         from .. import hub
         from .._device import resolve_device
@@ -84,7 +84,7 @@ class Embedder:
         self.embedder = FaceEmbedder(
             loaded, dtype=dtype, compile=compile, fast=fast, detector_dtype=detector_dtype if detect else None,
             align=detect, max_faces=max_faces,
-            on_no_face={"error": "raise"}.get(on_no_face, on_no_face), conf_threshold=conf_threshold,
+            on_no_face={"error": "raise"}.get(on_no_face, on_no_face), conf_threshold=det_threshold,
             min_face_size=min_face_size, batch_size=batch_size)
         self.detect = detect
         self.on_no_face = on_no_face
@@ -124,7 +124,7 @@ class Embedder:
         det = None
         if self.detect:
             d = emb.detector
-            det = {"name": d.name, "conf_threshold": d.conf_threshold, "nms_threshold": d.nms_threshold,
+            det = {"name": d.name, "det_threshold": d.det_threshold, "nms_threshold": d.nms_threshold,
                    "max_size": d.max_size, "min_face_size": d.min_face_size, "max_faces": d.max_faces,
                    "dtype": str(d.plan.dtype).removeprefix("torch."), "canvas_step": d.canvas_step}
         return {

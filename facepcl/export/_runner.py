@@ -20,11 +20,12 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import numpy as np
 
 from .. import _parallel
+from .._deprecated import renamed_keywords
 from ._dist import DistInfo, barrier_and_close, from_env, rank_device, reduce_at_end
 from ._inputs import (
     IMAGE_EXTENSIONS,
@@ -79,7 +80,7 @@ class EmbedOptions:
     format: str = "parquet"
     every: int = 1
     detect: bool = True
-    conf_threshold: float | None = None
+    det_threshold: float | None = None
     min_face_size: float = 0.0
     shard_size: int = 2048
     shard_seconds: float = 300.0
@@ -87,6 +88,13 @@ class EmbedOptions:
     overwrite: bool = False
     progress: bool = True
     quiet: bool = False
+    conf_threshold: InitVar[float | None] = None  # the old name of det_threshold (a DeprecationWarning)
+
+    def __post_init__(self, conf_threshold: float | None) -> None:
+        if conf_threshold is not None:
+            self.det_threshold = renamed_keywords(
+                "EmbedOptions", {"conf_threshold": conf_threshold}, {"conf_threshold": "det_threshold"},
+                {"det_threshold": self.det_threshold}, {"det_threshold": None}, stacklevel=5)["det_threshold"]
 
     def check(self) -> None:
         """Raise ValueError naming the first bad option."""
@@ -188,7 +196,7 @@ def run_embed(opts: EmbedOptions) -> int:
     embedder = Embedder(opts.model, revision=opts.revision, device=rank_device(opts.device, info), dtype=opts.dtype,
                         compile=opts.compile, fast=opts.fast, detector_dtype=opts.detector_dtype,
                         detect=opts.detect, max_faces=opts.max_faces, on_no_face=opts.on_no_face,
-                        conf_threshold=opts.conf_threshold, min_face_size=opts.min_face_size,
+                        det_threshold=opts.det_threshold, min_face_size=opts.min_face_size,
                         batch_size=opts.batch_size, features=opts.features)
     meta = embedder.metadata()
     settings = {k: meta[k] for k in IDENTITY} | {"format": opts.format, "every": opts.every,

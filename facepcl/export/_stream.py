@@ -1,11 +1,9 @@
 """Decode inputs ahead of the model, in worker threads, and hand them over in input order.
 
-Still images are decoded by a thread pool; a video is decoded by its own
-thread into a small queue while the model works on its earlier frames.
-Threads, not processes: Pillow and OpenCV release the GIL while decoding,
-and a process pool would pay for pickling every decoded image back (measured
-in docs/benchmarks.md: 2 threads decoded 120 photos 2.5x faster than one,
-2 processes were slower than one thread).
+Still images are decoded by :func:`facepcl._parallel.prefetch`'s threads; a
+video is decoded by its own thread into a small queue, in its place in the
+same ordered stream, while the model works on its earlier frames. Threads,
+not processes: see :mod:`facepcl._parallel` and docs/benchmarks.md.
 
 Everything is handed over in input order, so the consumer can commit shards
 in order and resume from a single cursor. At most ``lookahead`` inputs are
@@ -14,18 +12,18 @@ in flight, which bounds memory whatever the number of inputs.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import queue
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .._parallel import prefetch
 from ..errors import ImageLoadError
 from ._inputs import InputItem
 from ._video import iter_frames
@@ -110,11 +108,17 @@ class _VideoJob:
     def units(self) -> Iterator[Unit]:
         self.thread = threading.Thread(target=self._run, name=f"facepcl-video-{self.item.index}", daemon=True)
         self.thread.start()
-        while True:
-            unit = self.queue.get()
-            if unit is _DONE:
-                return
-            yield unit
+        try:
+            while True:
+                unit = self.queue.get()
+                if unit is _DONE:
+                    return
+                yield unit
+        finally:
+            if self.stop.is_set():
+                # Stopped early: it gives up at its next frame. Wait for it to leave OpenCV, so that the process
+                # never exits with a thread inside the decoder.
+                self.thread.join()
 
 
 def _decode(load: Callable[[str], np.ndarray], prepare: Callable[[np.ndarray], Any] | None,
@@ -153,34 +157,23 @@ def iter_units(items: Iterable[InputItem], load: Callable[[str], np.ndarray], *,
         end unit per video; one error unit per unreadable input.
     """
     stop = stop or threading.Event()
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="facepcl-decode")
-    pending: deque[Future | _VideoJob | Unit] = deque()
     buffer = max(2, lookahead)
 
-    def drain(entry) -> Iterator[Unit]:
-        if isinstance(entry, Unit):
-            yield entry
-        elif isinstance(entry, _VideoJob):
-            yield from entry.units()
-        else:
-            yield entry.result()
+    def inline(item: InputItem) -> Iterable[Unit] | None:
+        # Failed listings and videos keep their place in the ordered queue without a pool thread: a video is
+        # decoded by its own thread, started when the consumer reaches it.
+        if item.error is not None:
+            return (Unit(item, error=f"{item.path}: {item.error}"),)
+        if item.kind == "video":
+            after = partial[1] if partial is not None and partial[0] == item.index else -1
+            return _VideoJob(item, every, after, buffer, stop, prepare).units()
+        return None
 
+    units = prefetch(functools.partial(_decode, load, prepare), items, workers=max(1, workers),
+                     lookahead=lookahead, inline=inline)
     try:
-        for item in items:
-            if item.error is not None:
-                pending.append(Unit(item, error=f"{item.path}: {item.error}"))
-            elif item.kind == "video":
-                after = partial[1] if partial is not None and partial[0] == item.index else -1
-                pending.append(_VideoJob(item, every, after, buffer, stop, prepare))
-            else:
-                pending.append(pool.submit(_decode, load, prepare, item))
-            while len(pending) > lookahead:
-                yield from drain(pending.popleft())
-        while pending:
-            yield from drain(pending.popleft())
+        for unit in units:  # noqa: UP028 (``yield from`` would close ``units`` before ``stop`` is set)
+            yield unit
     finally:
-        stop.set()
-        for entry in pending:
-            if isinstance(entry, Future):
-                entry.cancel()
-        pool.shutdown(wait=False, cancel_futures=True)
+        stop.set()  # first, so that video threads still decoding give up while the rest winds down
+        units.close()

@@ -9,7 +9,7 @@ and the encoder it was trained on.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._deprecated import detect_from_align, options_with_detect
 from .._digest import FIELD, LEGACY_FIELD
 from .._version import __version__
 from ..model import PCLFeatures
@@ -38,8 +39,11 @@ class HeadSpec:
         features: Encoder outputs fed to the head, concatenated in this order.
         input_size: Side in pixels of the aligned crop given to the encoder.
         interpolation: How crops are resized to ``input_size``.
-        align: How the training images were prepared: "none" (already
-            aligned crops, resized) or "detect" (detected and aligned).
+        detect: How the training images were prepared: False (already
+            aligned crops, resized) or True (faces detected and aligned).
+            ``head.json`` files written before this name say ``"align":
+            "none"|"detect"``; they still load. (Python: ``align=`` is its
+            deprecated old spelling.)
         kind: "linear", "bn-linear" or "mlp".
         in_dim: Input width (``len(features) * feature_dim(input_size)``).
         out_dim: Output width.
@@ -65,7 +69,7 @@ class HeadSpec:
     out_dim: int
     kind: str = "linear"
     interpolation: str = "bilinear"
-    align: str = "none"
+    detect: bool = False
     hidden_dims: list[int] = field(default_factory=list)
     dropout: float = 0.0
     label_names: list[str] = field(default_factory=list)
@@ -74,8 +78,13 @@ class HeadSpec:
     protocol: dict[str, Any] = field(default_factory=dict)
     encoder: dict[str, Any] = field(default_factory=dict)
     facepcl_version: str = __version__
+    align: InitVar[str | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, align: str | None) -> None:
+        if align is not None:
+            if self.detect:
+                raise TypeError("HeadSpec: got both align= and detect=; give only detect= (align= is its old name)")
+            self.detect = detect_from_align(align, "HeadSpec", stacklevel=4)
         if self.task not in TASKS:
             raise ValueError(f"head task {self.task!r} is not one of {TASKS}")
         if self.kind not in HEAD_KINDS:
@@ -101,6 +110,8 @@ class HeadSpec:
         if not isinstance(ver, int) or ver > FORMAT_VERSION:
             raise ValueError(f"{where}: format_version {ver!r} is newer than this facepcl ({__version__}) reads "
                              f"({FORMAT_VERSION}); upgrade facepcl")
+        # Published heads cannot be edited by their users: the old "align" key is read without a warning.
+        data = options_with_detect(data, where, warn=False)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(fields))
         required = [n for n, f in fields.items()

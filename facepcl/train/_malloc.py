@@ -3,8 +3,8 @@
 A training step on the CPU allocates and frees gigabytes of activations.
 By default glibc serves every block above 32 MB with a fresh ``mmap`` and
 returns it to the kernel on ``free``, so each step pays for zeroing and
-mapping those pages again (measured here: about 40 % of the CPU time of a
-PCL step went to the kernel). With mmap disabled and trimming off, freed
+mapping those pages again (docs/training.md gives the share of a PCL step's
+CPU time that went to the kernel). With mmap disabled and trimming off, freed
 blocks go back to the heap and the next step reuses them. Results do not
 change; the process keeps its peak memory until it exits.
 """

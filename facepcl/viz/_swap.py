@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from .._deprecated import renamed_keywords
 from ..errors import ModelLoadError
 from ..model import PCLModel
 from ._draw import font, resize_tile, save_image, shorten, text_size, to_uint8
@@ -127,8 +128,9 @@ def decode_pairs(model: PCLModel, face: np.ndarray | torch.Tensor, pose: np.ndar
 
 def swap_faces(a: Any, b: Any, model: PCLModel | str | os.PathLike | None = None, *,
                faces_a: Sequence[int] | str = (0,), faces_b: Sequence[int] | str = (0,),
-               device: str | torch.device | None = None, align: bool = True,
-               conf_threshold: float | None = None, names: tuple[str, str] | None = None) -> SwapResult:
+               device: str | torch.device | None = None, detect: bool = True,
+               det_threshold: float | None = None, names: tuple[str, str] | None = None,
+               **deprecated: Any) -> SwapResult:
     """Detect and align the faces of two images and decode every face/pose combination.
 
     For each chosen pair of faces (A_i, B_j) the decoder rebuilds
@@ -144,9 +146,11 @@ def swap_faces(a: Any, b: Any, model: PCLModel | str | os.PathLike | None = None
         faces_a: Indices of A's faces to use (0 = highest detector score), or "all".
         faces_b: Indices of B's faces, or "all". Rows are every (A_i, B_j) combination.
         device: Torch device (None: CUDA if available, else CPU).
-        align: False when the inputs are already aligned face crops (no detection).
-        conf_threshold: Detector score threshold (default: the model config's).
+        detect: False when the inputs are already aligned face crops (no detection).
+        det_threshold: Detector score threshold (default: the model config's).
         names: Names of the inputs for titles (default: file names, else "A" and "B").
+        **deprecated: The old names ``align=`` (of ``detect``) and
+            ``conf_threshold=`` (of ``det_threshold``), with a DeprecationWarning.
 
     Returns:
         A :class:`SwapResult`; ``.grid()`` draws it.
@@ -159,8 +163,12 @@ def swap_faces(a: Any, b: Any, model: PCLModel | str | os.PathLike | None = None
     """
     from ..pipeline import FaceEmbedder
 
+    given = renamed_keywords("swap_faces", deprecated, {"align": "detect", "conf_threshold": "det_threshold"},
+                             {"detect": detect, "det_threshold": det_threshold},
+                             {"detect": True, "det_threshold": None})
+    detect, det_threshold = given["detect"], given["det_threshold"]
     net = load_decoder_model(model, device=device)
-    embedder = FaceEmbedder(net, return_crops=True, on_no_face="raise", align=align, conf_threshold=conf_threshold,
+    embedder = FaceEmbedder(net, return_crops=True, on_no_face="raise", align=detect, conf_threshold=det_threshold,
                             crop_size=net.config.input_size)
     if embedder.dim != net.decoder.fc.in_features:
         raise ValueError(f"the decoder takes {net.decoder.fc.in_features}-d codes but crops of "
@@ -265,7 +273,7 @@ def swap_grid(a: Any, b: Any, model: PCLModel | str | os.PathLike | None = None,
         resample: "bicubic" or "nearest" (or "bilinear", "lanczos").
         labels: Draw titles.
         **options: More :func:`swap_faces` options: ``faces_a``, ``faces_b``,
-            ``device``, ``align``, ``conf_threshold``, ``names``.
+            ``device``, ``detect``, ``det_threshold``, ``names``.
 
     Returns:
         The picture, an RGB PIL image.

