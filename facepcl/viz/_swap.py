@@ -160,7 +160,7 @@ def swap_faces(a: Any, b: Any, model: PCLModel | str | os.PathLike | None = None
     from ..pipeline import FaceEmbedder
 
     net = load_decoder_model(model, device=device)
-    embedder = FaceEmbedder(net, return_crops=True, on_no_face="raise", align=align, conf_threshold=conf_threshold,
+    embedder = FaceEmbedder(net, return_crops=True, on_no_face="error", detect=align, det_threshold=conf_threshold,
                             crop_size=net.config.input_size)
     if embedder.dim != net.decoder.fc.in_features:
         raise ValueError(f"the decoder takes {net.decoder.fc.in_features}-d codes but crops of "
