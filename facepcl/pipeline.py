@@ -34,14 +34,15 @@ from ._embedder_info import EmbedderInfo
 from ._input_stream import as_stream, chunks
 from ._options import RENAMED, check_crop_size, check_options, renamed_options, resolve_model
 from ._parallel import default_workers, prefetch
-from ._preprocess import crops_to_input
-from .align import align_faces, full_image_matrix, warp
+from ._preprocess import fit_crop
+from ._transforms import Transform
+from .align import align_faces
 from .align import template as template_points
 from .config import PCLConfig, PreprocessConfig, feature_dim
 from .detection import Detections, FaceDetector, Prepared
 from .errors import ImageLoadError, NoFaceError
 from .io import describe, load_image
-from .model import PCLModel
+from .model import PCLFeatures, PCLModel
 from .results import EmbeddingResult, Failure
 
 __all__ = ["EmbeddingResult", "FaceEmbedder", "Failure", "embed"]
@@ -147,6 +148,7 @@ class FaceEmbedder(EmbedderInfo):
                                              else config.preprocess.resized(size))
         self.crop_size = size
         self.template = template_points(self.preprocess)
+        self.transform = Transform(self.preprocess)  # = facepcl.transforms(self): the encoder's input
         self.detects = bool(detect)
         self.max_faces = max_faces
         self.min_face_size = float(min_face_size)
@@ -218,8 +220,7 @@ class FaceEmbedder(EmbedderInfo):
         size = size or self.crop_size
         pre = self.preprocess if size == self.crop_size else self.preprocess.resized(size)
         if kps is None:
-            m = full_image_matrix(image.shape[0], image.shape[1], size)
-            return warp(image, m, size, interpolation=pre.interpolation, border=pre.border)[None]
+            return fit_crop(image, pre)[None]
         return align_faces(image, kps, pre)[0]
 
     @torch.inference_mode()
@@ -234,8 +235,8 @@ class FaceEmbedder(EmbedderInfo):
         """
         out = {k: np.zeros((len(crops), self.dim), np.float32) for k in FEATURES}
         for start in range(0, len(crops), self.batch_size):
-            x = crops_to_input(crops[start:start + self.batch_size], self.preprocess, self.device,
-                               channels_last=self.plan.channels_last)
+            x = self.transform.batch(crops[start:start + self.batch_size], self.device,
+                                     channels_last=self.plan.channels_last)
             feats = self._runner(x)
             for k in FEATURES:
                 out[k][start:start + len(x)] = getattr(feats, k).cpu().numpy()
@@ -309,7 +310,7 @@ class FaceEmbedder(EmbedderInfo):
                                          no_face=no_face, num_images=len(images), info=info)
         all_crops = np.concatenate(crops)
         feats = self.encode(all_crops)
-        preds = self._predict_heads(sources, all_crops)
+        preds = self._predict_heads(sources, all_crops, feats)
         return EmbeddingResult(**feats, predictions=preds, bbox=np.concatenate(boxes).astype(np.float32),
                                kps=np.concatenate(kps).astype(np.float32),
                                det_score=np.concatenate(scores).astype(np.float32),
@@ -317,18 +318,25 @@ class FaceEmbedder(EmbedderInfo):
                                no_face=no_face, num_images=len(images), info=info)
 
     def _predict_heads(self, sources: list[tuple[np.ndarray, np.ndarray | None]],
-                       crops: np.ndarray) -> dict[str, Any]:
-        """Predictions of the model's task heads, each on faces aligned at the head's own input size."""
+                       crops: np.ndarray, feats: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Predictions of the model's task heads, each on faces aligned at the head's own input size.
+
+        Heads at the crop size read the features :meth:`encode` already computed
+        (the encoder does not run again); other sizes get their own crops.
+        """
         heads = getattr(self.model, "task_heads", None)
         if not heads:
             return {}
-        from .heads import predict_crops
+        from .heads import predict_crops, predict_features
 
         out: dict[str, Any] = {}
         for size in sorted({h.spec.input_size for h in heads.values()}):
-            at_size = crops if size == self.crop_size else np.concatenate([
-                self.crop(image, kps, size) for image, kps in sources])
             names = [n for n, h in heads.items() if h.spec.input_size == size]
+            if size == self.crop_size:
+                out.update(predict_features(self.model, PCLFeatures(
+                    *(torch.from_numpy(feats[k]) for k in PCLFeatures._fields)), names=names))
+                continue
+            at_size = np.concatenate([self.crop(image, kps, size) for image, kps in sources])
             out.update(predict_crops(self.model, at_size, names=names))
         return out
 
