@@ -102,3 +102,23 @@ def resolve_model(model: PCLModel | str | os.PathLike | None, device: str | torc
                                  f"is not in this installation ({e}). Pass model= (a facepcl.load name, Hub id "
                                  "or folder, or a PCLModel) or set FACEPCL_MODEL") from e
         raise
+
+
+def model_device(model: PCLModel) -> torch.device:
+    """Where the model's parameters are."""
+    return next(model.parameters()).device
+
+
+def cache_key(model: PCLModel | str | os.PathLike | None, options: dict[str, Any]) -> tuple:
+    """The key under which ``facepcl.embed`` caches the embedder of these model and options."""
+    if model is None:
+        key_model: Any = ("default", hub.default_model_name())
+    elif isinstance(model, (str, os.PathLike)):
+        key_model = ("name", os.fspath(model))
+    else:
+        key_model = ("object", id(model))
+    return key_model, tuple(sorted((k, _hashable(v)) for k, v in options.items()))
+
+
+def _hashable(v: Any) -> Any:
+    return v if isinstance(v, (str, int, float, bool, type(None))) else (type(v).__name__, id(v))

@@ -27,12 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import hub
 from ._accel import EncoderRunner, encoder_plan
 from ._constants import FEATURES
 from ._embedder_info import EmbedderInfo
 from ._input_stream import as_stream, chunks
-from ._options import RENAMED, check_crop_size, check_options, renamed_options, resolve_model
+from ._options import RENAMED, cache_key, check_crop_size, check_options, model_device, renamed_options, resolve_model
 from ._parallel import default_workers, prefetch
 from ._preprocess import fit_crop
 from ._transforms import Transform
@@ -136,7 +135,7 @@ class FaceEmbedder(EmbedderInfo):
                       detector_options=bool(max_faces is not None or min_face_size or det_threshold is not None
                                             or detector_dtype is not None), exact=exact, fast=fast)
         self.model = resolve_model(model, device)
-        self.device = _param_device(self.model)
+        self.device = model_device(self.model)
         self.fast = not exact and fast is not False
         self.plan = encoder_plan(self.device, dtype=dtype, compile=compile, fast=self.fast)
         self.dtype = self.plan.dtype
@@ -430,14 +429,7 @@ def embed(images: Any, *, model: PCLModel | str | os.PathLike | None = None, **o
         ((5, 2048), (5, 4))
     """
     options = renamed_options(options, "facepcl.embed")
-    key_model: Any = model
-    if model is None:
-        key_model = ("default", hub.default_model_name())
-    elif isinstance(model, (str, os.PathLike)):
-        key_model = ("name", os.fspath(model))
-    else:
-        key_model = ("object", id(model))
-    key = (key_model, tuple(sorted((k, _hashable(v)) for k, v in options.items())))
+    key = cache_key(model, options)
     with _CACHE_LOCK:
         embedder = _DEFAULT_CACHE.get(key)
         if embedder is not None:
@@ -449,11 +441,3 @@ def embed(images: Any, *, model: PCLModel | str | os.PathLike | None = None, **o
             while len(_DEFAULT_CACHE) > _CACHE_SIZE:
                 _DEFAULT_CACHE.popitem(last=False)
     return embedder.embed(images)
-
-
-def _hashable(v: Any) -> Any:
-    return v if isinstance(v, (str, int, float, bool, type(None))) else (type(v).__name__, id(v))
-
-
-def _param_device(model: PCLModel) -> torch.device:
-    return next(model.parameters()).device

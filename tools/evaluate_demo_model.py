@@ -90,7 +90,7 @@ def embed(model, files: list[Path], flip: bool = False, regray: bool = False) ->
     if regray:
         rng = np.random.default_rng(SEED)
         images = [_regray(im, rng) for im in images]
-    res = FaceEmbedder(model, align=False, device="cpu").embed_loaded(images)
+    res = FaceEmbedder(model, detect=False, device="cpu").embed_loaded(images)
     return {k: _normed(getattr(res, k)) for k in FEATURES}
 
 
