@@ -111,6 +111,11 @@ class FaceEmbedder(EmbedderInfo):
             beside them: its OpenMP threads wait passively (see
             :mod:`facepcl._threads`), so a core a decoder takes for a
             while slows torch by that share only.
+
+    Attributes:
+        detects: Whether faces are detected (the ``detect`` option).
+        transform: The :class:`~facepcl.Transform` that turns crops into encoder
+            input (= ``facepcl.transforms(embedder)``).
     """
 
     def __init__(self, model: PCLModel | str | os.PathLike | None = None, *,
