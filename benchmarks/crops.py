@@ -1,4 +1,4 @@
-"""Pipeline overhead around the encoder: ``FaceEmbedder(align=False)`` on decoded crops against the bare encoder.
+"""Pipeline overhead around the encoder: ``FaceEmbedder(detect=False)`` on decoded crops against the bare encoder.
 
 64 in-memory 64 px uint8 RGB crops (nothing to decode), side by side in one
 process, for the exact path and the default (fast) path:
@@ -6,7 +6,7 @@ process, for the exact path and the default (fast) path:
 - ``bare``: the encoder alone on a ready float32 batch (the exact path: the
   model's own module, NCHW; the fast path: facepcl's prepared copy, as
   :class:`facepcl._accel.EncoderRunner` runs it);
-- ``pipeline``: ``FaceEmbedder(model, align=False).embed(list_of_crops)``:
+- ``pipeline``: ``FaceEmbedder(model, detect=False).embed(list_of_crops)``:
   conversion, normalisation, the encoder, result assembly, with the default
   decoding threads.
 
@@ -38,7 +38,7 @@ def run(device: torch.device, batch: int = 64, size: int = 64, rounds: int = 3, 
     listed = list(crops)
     rows = []
     for path, opts in (("exact", {"exact": True}), ("default (fast)", {})):
-        emb = FaceEmbedder(model, device=device, align=False, batch_size=batch, **opts)
+        emb = FaceEmbedder(model, device=device, detect=False, batch_size=batch, **opts)
         x = crops_to_input(crops, emb.preprocess, device)
         _bench.say(f"crops: {path}")
         with torch.inference_mode():
@@ -54,7 +54,7 @@ def run(device: torch.device, batch: int = 64, size: int = 64, rounds: int = 3, 
 def markdown(result: dict[str, Any]) -> str:
     rows = [[r["path"], r["bare_images_per_s"], r["pipeline_images_per_s"], f"{r['ratio']:.2f}x"]
             for r in result["rows"]]
-    return _bench.table(["path", "bare encoder images/s", "FaceEmbedder(align=False) images/s", "pipeline / bare"],
+    return _bench.table(["path", "bare encoder images/s", "FaceEmbedder(detect=False) images/s", "pipeline / bare"],
                         rows) + (f"\n\n{result['batch']} in-memory {result['size']} px uint8 crops per call; "
                                  f"{result['rows'][0]['workers']} decoding threads, "
                                  f"{result['rows'][0]['torch_threads']} torch threads.")

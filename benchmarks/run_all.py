@@ -7,7 +7,7 @@ the performance issues checked:
   on CPUs with AMX, >= 2.5x with AVX512-BF16 and no AMX; no target without
   either (reported as measured);
 - end to end on real photos, default path: >= 3x the naive facexlib loop;
-- decoded crops (``align=False``) through the pipeline: >= 0.95x the bare encoder;
+- decoded crops (``detect=False``) through the pipeline: >= 0.95x the bare encoder;
 - one CPU-bound neighbour process: the default path at most 2.5x slower;
 - one training iteration: >= 2.5x the reference-style step.
 

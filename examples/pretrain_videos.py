@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     model = facepcl.load(args.output / "model", device=args.device, components="all")
     first = next(frames.rglob("*.png"))
-    result = facepcl.embed(str(first), model=model, align=False)
+    result = facepcl.embed(str(first), model=model, detect=False)
     print(f"model in {args.output / 'model'}: components {model.config.components}; "
           f"a training frame gives face/pose/trunk of {result.face.shape[1]} floats")
     return 0

@@ -2,13 +2,14 @@
 
 ``facepcl.load`` gets a model, ``facepcl.embed`` turns images into per-face
 face (F_f), pose (F_p) and trunk (F) embeddings, ``facepcl.similarity``
-compares them.
+compares them, ``facepcl.transforms`` turns an aligned crop into the encoder's input.
 """
 
 from . import _threads  # noqa: F401  (first: OpenMP reads its wait policy when torch loads)
 from ._load import load
 from ._save import push_to_hub, save_pretrained
 from ._similarity import similarity
+from ._transforms import Transform, transforms
 from ._version import __version__
 from .align import align_faces
 from .config import DetectorConfig, PCLConfig, PreprocessConfig
@@ -19,6 +20,7 @@ from .io import load_image
 from .model import PCLFeatures, PCLModel
 from .pipeline import EmbeddingResult, FaceEmbedder, embed
 from .registry import ModelInfo, list_models, register_model
+from .results import Failure
 from .search import FaceIndex
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "FaceEmbedder",
     "FaceIndex",
     "FacePCLError",
+    "Failure",
     "ImageLoadError",
     "ModelInfo",
     "ModelLoadError",
@@ -37,6 +40,7 @@ __all__ = [
     "PCLFeatures",
     "PCLModel",
     "PreprocessConfig",
+    "Transform",
     "__version__",
     "align_faces",
     "convert_checkpoint",
@@ -48,4 +52,5 @@ __all__ = [
     "register_model",
     "save_pretrained",
     "similarity",
+    "transforms",
 ]

@@ -112,7 +112,7 @@ def similarity_scale(matrix: np.ndarray) -> float:
 def full_image_matrix(height: int, width: int, size: int) -> np.ndarray:
     """The similarity that fits a whole ``height x width`` image into a ``size`` crop, centred.
 
-    Used for inputs that are already aligned faces (``align=False``) and for
+    Used for inputs that are already aligned faces (``detect=False``) and for
     ``on_no_face="full_image"``. A non-square image keeps its aspect ratio and
     is padded with the border fill.
 

@@ -21,140 +21,33 @@ import collections
 import contextlib
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
-from . import hub, registry
 from ._accel import EncoderRunner, encoder_plan
 from ._constants import FEATURES
-from ._device import resolve_device
+from ._embedder_info import EmbedderInfo
+from ._input_stream import as_stream, chunks
+from ._options import RENAMED, cache_key, check_crop_size, check_options, model_device, renamed_options, resolve_model
 from ._parallel import default_workers, prefetch
-from ._preprocess import crops_to_input
-from ._version import __version__
-from .align import align_faces, full_image_matrix, warp
+from ._preprocess import fit_crop
+from ._transforms import Transform
+from .align import align_faces
 from .align import template as template_points
-from .config import DOWNSAMPLE, PCLConfig, PreprocessConfig, feature_dim
+from .config import PCLConfig, PreprocessConfig, feature_dim
 from .detection import Detections, FaceDetector, Prepared
-from .errors import ImageLoadError, ModelLoadError, NoFaceError
+from .errors import ImageLoadError, NoFaceError
 from .io import describe, load_image
-from .model import PCLModel
+from .model import PCLFeatures, PCLModel
+from .results import EmbeddingResult, Failure
 
-ON_NO_FACE = ("skip", "raise", "full_image")
-
-
-class Failure(NamedTuple):
-    """An input that was skipped.
-
-    Attributes:
-        index: Position of the input in the call.
-        input: Description of the input (its path, or type and shape).
-        reason: Why it was skipped (the error message).
-    """
-
-    index: int
-    input: str
-    reason: str
+__all__ = ["EmbeddingResult", "FaceEmbedder", "Failure", "embed"]
 
 
-@dataclass
-class EmbeddingResult:
-    """Per-face embeddings of a call, one row per face, faces of image 0 first.
-
-    Attributes:
-        face: ``(N, D)`` float32 face features F_f (pose-unrelated branch).
-        pose: ``(N, D)`` float32 pose features F_p.
-        trunk: ``(N, D)`` float32 trunk features F (the paper's linear-probe feature).
-            ``D = 128 * (S/16)^2`` for crop side ``S``: 2048 at 64 px.
-        bbox: ``(N, 4)`` float32 face boxes x1, y1, x2, y2 in pixels of the
-            input image as decoded (upright after its EXIF orientation; the
-            whole image for faces that were not detected).
-        kps: ``(N, 5, 2)`` float32 landmarks in original pixels (left eye, right
-            eye, nose, left and right mouth corner); NaN where not detected.
-        det_score: ``(N,)`` float32 detector scores; NaN where not detected.
-        image_index: ``(N,)`` int64 index of the input each face comes from.
-        crops: ``(N, S, S, 3)`` uint8 RGB aligned crops, if asked for, else None.
-        failures: Inputs that were skipped, with the reason.
-        no_face: Indices of readable inputs in which no face was found
-            (skipped, or embedded whole with ``on_no_face="full_image"``).
-        num_images: Number of inputs.
-        info: Provenance: model id, revision, config hash, crop size, detector, facepcl version.
-        predictions: Head name -> ``HeadPrediction`` (one row per face) when the
-            model has task heads attached (``facepcl.load(..., head="fer")``);
-            each head sees the face aligned at its own input size.
-    """
-
-    face: np.ndarray
-    pose: np.ndarray
-    trunk: np.ndarray
-    bbox: np.ndarray
-    kps: np.ndarray
-    det_score: np.ndarray
-    image_index: np.ndarray
-    crops: np.ndarray | None = None
-    failures: list[Failure] = field(default_factory=list)
-    no_face: list[int] = field(default_factory=list)
-    num_images: int = 0
-    info: dict[str, Any] = field(default_factory=dict)
-    predictions: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.image_index)
-
-    def __repr__(self) -> str:
-        dim = self.face.shape[1] if self.face.ndim == 2 else "?"
-        faces, images = len(self), self.num_images
-        return (f"EmbeddingResult({faces} face{'s' * (faces != 1)} from {images} image{'s' * (images != 1)}, "
-                f"dim={dim}, failures={len(self.failures)}, no_face={len(self.no_face)})")
-
-    @classmethod
-    def empty(cls, dim: int, crop_size: int | None = None, **kwargs: Any) -> EmbeddingResult:
-        """A result with no faces (``crop_size`` given: an empty ``crops`` array too)."""
-        crops = None if crop_size is None else np.zeros((0, crop_size, crop_size, 3), np.uint8)
-        return cls(face=np.zeros((0, dim), np.float32), pose=np.zeros((0, dim), np.float32),
-                   trunk=np.zeros((0, dim), np.float32), bbox=np.zeros((0, 4), np.float32),
-                   kps=np.zeros((0, 5, 2), np.float32), det_score=np.zeros((0,), np.float32),
-                   image_index=np.zeros((0,), np.int64), crops=crops, **kwargs)
-
-    def select(self, rows: np.ndarray | Sequence[int] | slice) -> EmbeddingResult:
-        """The faces at ``rows`` (indices, boolean mask or slice); failures and counts are kept."""
-        return replace(self, face=self.face[rows], pose=self.pose[rows], trunk=self.trunk[rows],
-                       bbox=self.bbox[rows], kps=self.kps[rows], det_score=self.det_score[rows],
-                       image_index=self.image_index[rows], crops=None if self.crops is None else self.crops[rows],
-                       predictions={n: _rows(p, rows) for n, p in self.predictions.items()})
-
-    def for_image(self, index: int) -> EmbeddingResult:
-        """The faces of input ``index`` (possibly none)."""
-        return self.select(np.nonzero(self.image_index == index)[0])
-
-    def per_image(self) -> list[EmbeddingResult]:
-        """One result per input, in input order (empty for failed or face-less inputs)."""
-        return [self.for_image(i) for i in range(self.num_images)]
-
-    @classmethod
-    def concatenate(cls, results: Sequence[EmbeddingResult]) -> EmbeddingResult:
-        """Join results whose ``image_index`` values are already global (e.g. chunks of one stream)."""
-        if not results:
-            raise ValueError("nothing to concatenate")
-        with_crops = [r.crops is not None for r in results]
-        if any(with_crops) and not all(with_crops):
-            raise ValueError("cannot concatenate results with and without crops")
-        cat = {name: np.concatenate([getattr(r, name) for r in results])
-               for name in (*FEATURES, "bbox", "kps", "det_score", "image_index")}
-        crops = np.concatenate([r.crops for r in results]) if all(with_crops) else None
-        with_preds = [r for r in results if len(r)]
-        preds = {n: _cat_rows([r.predictions[n] for r in with_preds])
-                 for n in (with_preds[0].predictions if with_preds else {})}
-        return cls(**cat, crops=crops, predictions=preds, failures=[f for r in results for f in r.failures],
-                   no_face=[i for r in results for i in r.no_face], num_images=sum(r.num_images for r in results),
-                   info=dict(results[0].info))
-
-
-class FaceEmbedder:
+class FaceEmbedder(EmbedderInfo):
     """Reusable image -> per-face embedding pipeline.
 
     Args:
@@ -172,7 +65,7 @@ class FaceEmbedder:
         compile: ``torch.compile`` the encoder copy (inductor; one
             compilation, 10-60 s on a CPU, serves every batch size). It
             pays off only when encoding dominates a long run (aligned crops
-            with ``align=False``); with detection, the detector dominates.
+            with ``detect=False``); with detection, the detector dominates.
         fast: The fast path, the default (None or True): bf16 where the
             hardware computes it natively (CUDA, or a CPU with
             AVX512-BF16/AMX; else float32), channels_last, and the fast
@@ -190,18 +83,22 @@ class FaceEmbedder:
             faster still, but moves landmarks by up to a pixel, which can
             take embeddings below cosine 0.999 of the exact path; see
             :class:`~facepcl.detection.FaceDetector`.
-        crop_size: Aligned crop side (default: the config's, 64 px for PCL); a
-            multiple of 16. The template scales with it.
-        align: False for inputs that are already aligned face crops: no
-            detection, each input is one face, resized to the crop.
+        crop_size: Aligned crop side in pixels (default: the config's, 64 for
+            PCL); any side from 16 up (e.g. 100, the paper's expression
+            probe: D = 6272). The template scales with it.
+        detect: False for inputs that are already aligned face crops: no
+            detection, each input is one face, resized to the crop. (Old
+            name ``align=``: deprecated.)
         max_faces: Keep at most this many faces per image (highest scores first).
         min_face_size: Ignore faces whose box's shorter side is below this (pixels).
-        on_no_face: "skip" (record the image in ``no_face``), "raise"
+        on_no_face: "skip" (record the image in ``no_face``), "error"
             (:class:`~facepcl.errors.NoFaceError`) or "full_image" (embed the
-            whole image as one face, also recorded in ``no_face``).
+            whole image as one face, also recorded in ``no_face``). (Old
+            value "raise": deprecated.)
         color_order: Channel order of numpy/tensor inputs: "RGB" or "BGR".
         return_crops: Keep the aligned crops in the result.
-        conf_threshold: Detector score threshold (default: the config's).
+        det_threshold: Detector score threshold (default: the config's
+            ``detector.det_threshold``). (Old name ``conf_threshold=``: deprecated.)
         batch_size: Crops per encoder forward.
         detect_batch_size: Images per detector forward (None: the
             detector's default, 1 for the exact network on a CPU, else 8).
@@ -214,55 +111,55 @@ class FaceEmbedder:
             beside them: its OpenMP threads wait passively (see
             :mod:`facepcl._threads`), so a core a decoder takes for a
             while slows torch by that share only.
+
+    Attributes:
+        detects: Whether faces are detected (the ``detect`` option).
+        transform: The :class:`~facepcl.Transform` that turns crops into encoder
+            input (= ``facepcl.transforms(embedder)``).
     """
 
     def __init__(self, model: PCLModel | str | os.PathLike | None = None, *,
                  detector: FaceDetector | str | None = None, device: str | torch.device | None = None,
                  dtype: str | torch.dtype | None = None, compile: bool = False, fast: bool | None = None,
                  exact: bool = False,
-                 detector_dtype: str | torch.dtype | None = None, crop_size: int | None = None, align: bool = True,
+                 detector_dtype: str | torch.dtype | None = None, crop_size: int | None = None, detect: bool = True,
                  max_faces: int | None = None, min_face_size: float = 0.0, on_no_face: str = "skip",
-                 color_order: str = "RGB", return_crops: bool = False, conf_threshold: float | None = None,
+                 color_order: str = "RGB", return_crops: bool = False, det_threshold: float | None = None,
                  batch_size: int = 64, detect_batch_size: int | None = None, chunk_size: int = 32,
-                 num_workers: int | None = None) -> None:
-        if on_no_face not in ON_NO_FACE:
-            raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
-        if color_order.upper() not in ("RGB", "BGR"):
-            raise ValueError(f"color_order must be 'RGB' or 'BGR', got {color_order!r}")
-        if max_faces is not None and max_faces < 1:
-            raise ValueError(f"max_faces must be a positive integer or None, got {max_faces}")
-        if min(batch_size, detect_batch_size or 1, chunk_size) < 1:
-            raise ValueError("batch_size, detect_batch_size and chunk_size must be positive")
-        if num_workers is not None and num_workers < 0:
-            raise ValueError(f"num_workers must be 0 or more (or None), got {num_workers}")
-        if isinstance(detector, FaceDetector) and (max_faces is not None or min_face_size or conf_threshold
-                                                   or detector_dtype is not None):
-            raise ValueError("max_faces, min_face_size, conf_threshold and detector_dtype configure the detector "
-                             "this embedder builds; with your own FaceDetector, set them on it instead")
-        if exact and fast:
-            raise ValueError("exact=True and fast=True ask for different paths; pass one of them")
-        self.model = _resolve_model(model, device)
-        self.device = _param_device(self.model)
+                 num_workers: int | None = None, **deprecated: Any) -> None:
+        unknown = sorted(set(deprecated) - set(RENAMED))
+        if unknown:
+            raise TypeError(f"FaceEmbedder got unexpected keyword arguments {unknown}")
+        renamed = renamed_options({**deprecated, "on_no_face": on_no_face})
+        detect = renamed.get("detect", detect)
+        det_threshold = renamed.get("det_threshold", det_threshold)
+        on_no_face = renamed["on_no_face"]
+        check_options(on_no_face=on_no_face, color_order=color_order, max_faces=max_faces, batch_size=batch_size,
+                      detect_batch_size=detect_batch_size, chunk_size=chunk_size, num_workers=num_workers,
+                      own_detector=isinstance(detector, FaceDetector),
+                      detector_options=bool(max_faces is not None or min_face_size or det_threshold is not None
+                                            or detector_dtype is not None), exact=exact, fast=fast)
+        self.model = resolve_model(model, device)
+        self.device = model_device(self.model)
         self.fast = not exact and fast is not False
         self.plan = encoder_plan(self.device, dtype=dtype, compile=compile, fast=self.fast)
         self.dtype = self.plan.dtype
         self._detector_dtype = detector_dtype
         self._runner = EncoderRunner(self.model.encoder, self.device, self.plan)
         config: PCLConfig = self.model.config
-        size = int(crop_size or config.preprocess.crop_size)
-        if size <= 0 or size % DOWNSAMPLE:
-            raise ValueError(f"crop_size must be a positive multiple of {DOWNSAMPLE}, got {crop_size}")
+        size = check_crop_size(config.preprocess.crop_size if crop_size is None else crop_size)
         self.preprocess: PreprocessConfig = (config.preprocess if size == config.preprocess.crop_size
                                              else config.preprocess.resized(size))
         self.crop_size = size
         self.template = template_points(self.preprocess)
-        self.align = bool(align)
+        self.transform = Transform(self.preprocess)  # = facepcl.transforms(self): the encoder's input
+        self.detects = bool(detect)
         self.max_faces = max_faces
         self.min_face_size = float(min_face_size)
         self.on_no_face = on_no_face
         self.color_order = color_order.upper()
         self.return_crops = bool(return_crops)
-        self.conf_threshold = conf_threshold
+        self.det_threshold = det_threshold
         self.batch_size = int(batch_size)
         self.detect_batch_size = None if detect_batch_size is None else int(detect_batch_size)
         self.chunk_size = int(chunk_size)
@@ -274,13 +171,13 @@ class FaceEmbedder:
 
     @property
     def detector(self) -> FaceDetector:
-        """The face detector, built on first use (never with ``align=False``)."""
+        """The face detector, built on first use (never with ``detect=False``)."""
         if self._detector is None:
             opts: dict[str, Any] = {"device": self.device, "min_face_size": self.min_face_size,
                                     "max_faces": self.max_faces, "batch_size": self.detect_batch_size,
                                     "dtype": self._detector_dtype, "fast": self.fast}
-            if self.conf_threshold is not None:
-                opts["conf_threshold"] = self.conf_threshold
+            if self.det_threshold is not None:
+                opts["det_threshold"] = self.det_threshold
             if self._detector_name:
                 opts["name"] = self._detector_name
             self._detector = FaceDetector.from_config(self.model.config.detector, **opts)
@@ -290,42 +187,6 @@ class FaceEmbedder:
     def dim(self) -> int:
         """Feature size D of each of face, pose and trunk at this crop size."""
         return feature_dim(self.crop_size)
-
-    def info(self) -> dict[str, Any]:
-        """Provenance recorded with every result."""
-        prov = getattr(self.model, "provenance", None) or {}
-        det = self._detector
-        return {
-            "model_id": prov.get("model_id"), "revision": prov.get("revision"),
-            "config_hash": prov.get("config_hash") or self.model.config.hash(),
-            "crop_size": self.crop_size, "template": self.template.tolist(), "align": self.align,
-            "detector": None if not self.align else (det.name if det else self._detector_name
-                                                     or self.model.config.detector.name),
-            "on_no_face": self.on_no_face, "dtype": str(self.dtype).removeprefix("torch."),
-            "accel": self.accel_info(), "facepcl_version": __version__,
-        }
-
-    @property
-    def shares_cores(self) -> bool:
-        """Always False: torch keeps every core beside the decoding threads (see :mod:`facepcl._parallel`)."""
-        return False
-
-    def accel_info(self) -> dict[str, Any]:
-        """Which path ran.
-
-        Returns:
-            ``{"fast", "exact", "encoder": {dtype, channels_last, compile},
-            "detector": {dtype, channels_last, compile, runtime, canvas_step,
-            rescue_threshold} or None}``; ``exact`` is True when both networks
-            ran the exact path.
-        """
-        detector = None
-        if self.align:
-            det = self.detector
-            detector = {**det.plan.describe(), "runtime": det.runtime, "canvas_step": det.canvas_step,
-                        "rescue_threshold": det.rescue_threshold}
-        return {"fast": self.fast, "exact": self.plan.exact and (detector is None or det.plan.exact),
-                "encoder": self.plan.describe(), "detector": detector}
 
     # -- the four steps ------------------------------------------------------------------------------------
 
@@ -345,9 +206,9 @@ class FaceEmbedder:
 
         Returns:
             :class:`~facepcl.detection.Prepared` or :class:`~facepcl.detection.Detections`;
-            None when ``align=False``.
+            None when ``detect=False``.
         """
-        if not self.align:
+        if not self.detects:
             return None
         det = self.detector
         ready = det.prepare(image)
@@ -365,8 +226,7 @@ class FaceEmbedder:
         size = size or self.crop_size
         pre = self.preprocess if size == self.crop_size else self.preprocess.resized(size)
         if kps is None:
-            m = full_image_matrix(image.shape[0], image.shape[1], size)
-            return warp(image, m, size, interpolation=pre.interpolation, border=pre.border)[None]
+            return fit_crop(image, pre)[None]
         return align_faces(image, kps, pre)[0]
 
     @torch.inference_mode()
@@ -381,8 +241,8 @@ class FaceEmbedder:
         """
         out = {k: np.zeros((len(crops), self.dim), np.float32) for k in FEATURES}
         for start in range(0, len(crops), self.batch_size):
-            x = crops_to_input(crops[start:start + self.batch_size], self.preprocess, self.device,
-                               channels_last=self.plan.channels_last)
+            x = self.transform.batch(crops[start:start + self.batch_size], self.device,
+                                     channels_last=self.plan.channels_last)
             feats = self._runner(x)
             for k in FEATURES:
                 out[k][start:start + len(x)] = getattr(feats, k).cpu().numpy()
@@ -414,7 +274,7 @@ class FaceEmbedder:
             raise ValueError(f"got {len(images)} images but {len(indices)} indices")
         if prepared is not None and len(prepared) != len(images):
             raise ValueError(f"got {len(images)} images but {len(prepared)} prepared images")
-        if not self.align:
+        if not self.detects:
             found: list[Detections | None] = [None] * len(images)
         elif prepared is not None:
             found = list(prepared)  # type: ignore[arg-type]
@@ -437,10 +297,10 @@ class FaceEmbedder:
                 continue
             if det is not None:  # detection ran and found nothing
                 no_face.append(gi)
-                if self.on_no_face == "raise":
+                if self.on_no_face == "error":
                     name = names[i] if names is not None else f"image {gi}"
                     raise NoFaceError(f"{name}: no face found ({self.detector!r}); pass on_no_face='skip' or "
-                                      "'full_image', lower conf_threshold, or align=False if the image is already "
+                                      "'full_image', lower det_threshold, or detect=False if the image is already "
                                       "an aligned face crop")
                 if self.on_no_face == "skip":
                     continue
@@ -456,7 +316,7 @@ class FaceEmbedder:
                                          no_face=no_face, num_images=len(images), info=info)
         all_crops = np.concatenate(crops)
         feats = self.encode(all_crops)
-        preds = self._predict_heads(sources, all_crops)
+        preds = self._predict_heads(sources, all_crops, feats)
         return EmbeddingResult(**feats, predictions=preds, bbox=np.concatenate(boxes).astype(np.float32),
                                kps=np.concatenate(kps).astype(np.float32),
                                det_score=np.concatenate(scores).astype(np.float32),
@@ -464,18 +324,25 @@ class FaceEmbedder:
                                no_face=no_face, num_images=len(images), info=info)
 
     def _predict_heads(self, sources: list[tuple[np.ndarray, np.ndarray | None]],
-                       crops: np.ndarray) -> dict[str, Any]:
-        """Predictions of the model's task heads, each on faces aligned at the head's own input size."""
+                       crops: np.ndarray, feats: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Predictions of the model's task heads, each on faces aligned at the head's own input size.
+
+        Heads at the crop size read the features :meth:`encode` already computed
+        (the encoder does not run again); other sizes get their own crops.
+        """
         heads = getattr(self.model, "task_heads", None)
         if not heads:
             return {}
-        from .heads import predict_crops
+        from .heads import predict_crops, predict_features
 
         out: dict[str, Any] = {}
         for size in sorted({h.spec.input_size for h in heads.values()}):
-            at_size = crops if size == self.crop_size else np.concatenate([
-                self.crop(image, kps, size) for image, kps in sources])
             names = [n for n, h in heads.items() if h.spec.input_size == size]
+            if size == self.crop_size:
+                out.update(predict_features(self.model, PCLFeatures(
+                    *(torch.from_numpy(feats[k]) for k in PCLFeatures._fields)), names=names))
+                continue
+            at_size = np.concatenate([self.crop(image, kps, size) for image, kps in sources])
             out.update(predict_crops(self.model, at_size, names=names))
         return out
 
@@ -493,11 +360,11 @@ class FaceEmbedder:
         Raises:
             ImageLoadError: A single input cannot be read (in a list, the input
                 is recorded in ``failures`` instead).
-            NoFaceError: ``on_no_face="raise"`` and an image has no face.
+            NoFaceError: ``on_no_face="error"`` and an image has no face.
         """
-        single, stream = _as_stream(images)
+        single, stream = as_stream(images)
         workers = 0 if single else self.num_workers
-        if self.align:
+        if self.detects:
             self.detector  # noqa: B018 (built here, not in a worker thread)
 
         def decode(item: tuple[int, Any]) -> tuple[int, str, Any, ImageLoadError | None]:
@@ -516,7 +383,7 @@ class FaceEmbedder:
         count = 0
         decoded = prefetch(decode, stream, workers=workers, lookahead=self.chunk_size + 2 * workers)
         with contextlib.closing(decoded):
-            for chunk in _chunks(decoded, self.chunk_size):
+            for chunk in chunks(decoded, self.chunk_size):
                 loaded, prepared, names, at = [], [], [], []
                 for i, name, value, error in chunk:
                     if error is not None:
@@ -531,7 +398,7 @@ class FaceEmbedder:
                 count = chunk[-1][0] + 1
                 if loaded:
                     parts.append(self.embed_loaded(loaded, indices=at, names=names,
-                                                   prepared=prepared if self.align else None))
+                                                   prepared=prepared if self.detects else None))
         result = (EmbeddingResult.concatenate(parts) if parts
                   else EmbeddingResult.empty(self.dim, self.crop_size if self.return_crops else None, info=self.info()))
         result.failures = sorted(result.failures + failures)
@@ -554,8 +421,10 @@ def embed(images: Any, *, model: PCLModel | str | os.PathLike | None = None, **o
         model: A :class:`~facepcl.PCLModel`, a name / Hub id / folder, or None:
             ``$FACEPCL_MODEL``, else the bundled ``pcl-demo`` model.
         **options: Any :class:`FaceEmbedder` option (device, dtype, crop_size,
-            align, max_faces, min_face_size, on_no_face, color_order,
-            return_crops, conf_threshold, batch sizes).
+            detect, max_faces, min_face_size, on_no_face, color_order,
+            return_crops, det_threshold, batch sizes). The old names
+            ``align=``, ``conf_threshold=`` and ``on_no_face="raise"`` still
+            work, with a DeprecationWarning.
 
     Returns:
         An :class:`EmbeddingResult`. The embedder (model and detector) is
@@ -566,14 +435,8 @@ def embed(images: Any, *, model: PCLModel | str | os.PathLike | None = None, **o
         >>> result.face.shape, result.bbox.shape             # doctest: +SKIP
         ((5, 2048), (5, 4))
     """
-    key_model: Any = model
-    if model is None:
-        key_model = ("default", hub.default_model_name())
-    elif isinstance(model, (str, os.PathLike)):
-        key_model = ("name", os.fspath(model))
-    else:
-        key_model = ("object", id(model))
-    key = (key_model, tuple(sorted((k, _hashable(v)) for k, v in options.items())))
+    options = renamed_options(options, "facepcl.embed")
+    key = cache_key(model, options)
     with _CACHE_LOCK:
         embedder = _DEFAULT_CACHE.get(key)
         if embedder is not None:
@@ -585,63 +448,3 @@ def embed(images: Any, *, model: PCLModel | str | os.PathLike | None = None, **o
             while len(_DEFAULT_CACHE) > _CACHE_SIZE:
                 _DEFAULT_CACHE.popitem(last=False)
     return embedder.embed(images)
-
-
-def _rows(pred: Any, rows: Any) -> Any:
-    return replace(pred, scores=pred.scores[rows], labels=None if pred.labels is None else pred.labels[rows])
-
-
-def _cat_rows(preds: list[Any]) -> Any:
-    labels = None if preds[0].labels is None else np.concatenate([p.labels for p in preds])
-    return replace(preds[0], scores=np.concatenate([p.scores for p in preds]), labels=labels)
-
-
-def _hashable(v: Any) -> Any:
-    return v if isinstance(v, (str, int, float, bool, type(None))) else (type(v).__name__, id(v))
-
-
-def _resolve_model(model: PCLModel | str | os.PathLike | None, device) -> PCLModel:
-    if isinstance(model, PCLModel):
-        if device is not None:
-            model.to(resolve_device(device))
-        return model
-    if model is not None and not isinstance(model, (str, os.PathLike)):
-        raise TypeError(f"model must be a PCLModel, a name, a Hub id or a folder; got {type(model).__name__}")
-    name = hub.default_model_name() if model is None else model
-    try:
-        return hub.load(name, device=device)
-    except ModelLoadError as e:
-        if model is None and not os.environ.get("FACEPCL_MODEL") and name == registry.DEFAULT_MODEL:
-            raise ModelLoadError(f"no model was named and the default model {name!r}, which ships inside facepcl, "
-                                 f"is not in this installation ({e}). Pass model= (a facepcl.load name, Hub id "
-                                 "or folder, or a PCLModel) or set FACEPCL_MODEL") from e
-        raise
-
-
-def _param_device(model: PCLModel) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _is_single(x: Any) -> bool:
-    if isinstance(x, (str, bytes, bytearray, memoryview, os.PathLike, Image.Image)):
-        return True
-    if isinstance(x, (np.ndarray, torch.Tensor)):
-        return x.ndim != 4
-    return not isinstance(x, Iterable)
-
-
-def _as_stream(images: Any) -> tuple[bool, Iterator[tuple[int, Any]]]:
-    if _is_single(images):
-        return True, iter([(0, images)])
-    return False, enumerate(images)
-
-
-def _chunks(stream: Iterator[tuple[int, Any]], size: int) -> Iterator[list[tuple[int, Any]]]:
-    chunk: list[tuple[int, Any]] = []
-    for item in stream:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

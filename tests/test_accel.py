@@ -358,13 +358,13 @@ def test_cuda_fast_path_matches(random_pcl_model, face_photos):
 def test_torch_keeps_every_core_while_embedding(random_pcl_model, face_photos, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
-    for align, inputs in ((False, [np.zeros((64, 64, 3), np.uint8)] * 3), (True, face_photos[:2])):
-        emb = FaceEmbedder(random_pcl_model, device="cpu", align=align, num_workers=2)
+    for detect, inputs in ((False, [np.zeros((64, 64, 3), np.uint8)] * 3), (True, face_photos[:2])):
+        emb = FaceEmbedder(random_pcl_model, device="cpu", detect=detect, num_workers=2)
         seen: list[int] = []
         runner = emb._runner
         emb._runner = lambda x, runner=runner, seen=seen: (seen.append(torch.get_num_threads()), runner(x))[1]
         emb.embed(inputs)
-        assert seen and set(seen) == {before}, (align, seen)
+        assert seen and set(seen) == {before}, (detect, seen)
 
 
 def test_importing_facepcl_first_makes_openmp_wait_passively():

@@ -26,7 +26,7 @@ def demo_model():
 
 @pytest.mark.slow
 def test_photo_analysis_counts_faces_and_writes_embeddings(demo_model) -> None:
-    from facepcl import _samples
+    from tests import _samples
 
     a = demo_model.analyze(str(_samples.pyfeat("multi_face.jpg")))
     assert a.count == 5 and a.message.startswith("**5 faces found**")
@@ -42,7 +42,7 @@ def test_photo_analysis_counts_faces_and_writes_embeddings(demo_model) -> None:
 
 @pytest.mark.slow
 def test_unreadable_and_faceless_photos_get_clear_messages(demo_model, tmp_path) -> None:
-    from facepcl import _samples
+    from tests import _samples
 
     bad = tmp_path / "notes.jpg"
     bad.write_text("not a picture")
@@ -55,9 +55,9 @@ def test_unreadable_and_faceless_photos_get_clear_messages(demo_model, tmp_path)
 
 @pytest.mark.slow
 def test_demo_with_an_index_shows_each_faces_neighbours(tmp_path) -> None:
-    from facepcl import _samples
     from facepcl.cli import main
     from facepcl.demo import DemoModel
+    from tests import _samples
 
     assert main(["embed", str(_samples.astronaut()), str(_samples.grace_hopper()), "-o", str(tmp_path / "faces"),
                  "-q", "--no-progress"]) == 0
@@ -99,7 +99,7 @@ def test_demo_page_in_a_headless_browser_shows_every_face(tmp_path) -> None:
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from facepcl import _samples
+    from tests import _samples
 
     port = _free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}

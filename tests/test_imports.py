@@ -113,7 +113,7 @@ from facepcl.heads import attach_head, load_head
 model = facepcl.load(sys.argv[1], head="fer", device="cpu")
 attach_head(model, load_head(sys.argv[1], "pose"))
 crop = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-res = facepcl.embed(crop, model=model, align=False)
+res = facepcl.embed(crop, model=model, detect=False)
 print(json.dumps({"predictions": sorted(res.predictions), "rows": len(res),
                   "modules": sorted(m for m in sys.modules if m.startswith("facepcl"))}))
 """

@@ -332,7 +332,7 @@ def test_a_list_records_every_input_failure_and_keeps_the_rest(random_pcl_model,
     Image.fromarray(good).save(path)
     inputs = [good, tmp_path / ("x" * 300 + ".png"), torch.zeros(3, 64, 64).to_sparse(),
               torch.zeros(3, 64, 64, device="meta"), path]
-    embedder = facepcl.FaceEmbedder(random_pcl_model, align=False, device="cpu")
+    embedder = facepcl.FaceEmbedder(random_pcl_model, detect=False, device="cpu")
     result = embedder.embed(inputs)
     assert [f.index for f in result.failures] == [1, 2, 3]
     assert result.num_images == 5 and len(result.image_index) == 2

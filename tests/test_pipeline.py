@@ -153,7 +153,7 @@ def test_on_no_face_modes(random_pcl_model, photo_paths, photos):
     skip = FaceEmbedder(random_pcl_model)(landscape)
     assert len(skip) == 0 and skip.no_face == [0] and skip.face.shape == (0, feature_dim(64))
     with pytest.raises(NoFaceError, match=r"free-mountain-vector-01\.jpg.*on_no_face"):
-        FaceEmbedder(random_pcl_model, on_no_face="raise")([photo_paths["astronaut.png"], landscape])
+        FaceEmbedder(random_pcl_model, on_no_face="error")([photo_paths["astronaut.png"], landscape])
     full = FaceEmbedder(random_pcl_model, on_no_face="full_image", return_crops=True)(landscape)
     assert len(full) == 1 and full.no_face == [0]
     h, w = photos["free-mountain-vector-01.jpg"].shape[:2]
@@ -183,15 +183,15 @@ def test_max_faces_and_min_face_size(random_pcl_model, photo_paths):
 def test_crops_and_align_false_round_trip(random_pcl_model, photo_paths):
     res = FaceEmbedder(random_pcl_model, return_crops=True)(photo_paths["multi_face.jpg"])
     assert res.crops.shape == (5, 64, 64, 3) and res.crops.dtype == np.uint8
-    # feeding the aligned crops back with align=False reproduces the embeddings exactly
-    again = FaceEmbedder(random_pcl_model, align=False, return_crops=True)(list(res.crops))
+    # feeding the aligned crops back with detect=False reproduces the embeddings exactly
+    again = FaceEmbedder(random_pcl_model, detect=False, return_crops=True)(list(res.crops))
     assert len(again) == 5 and list(again.image_index) == [0, 1, 2, 3, 4]
     np.testing.assert_array_equal(again.crops, res.crops)
     np.testing.assert_allclose(again.face, res.face, atol=1e-5)
     assert np.isnan(again.det_score).all() and again.info["detector"] is None
     # already-aligned crops of another size are resized to the crop
     big = [cv2.resize(c, (100, 100), interpolation=cv2.INTER_CUBIC) for c in res.crops[:2]]
-    resized = FaceEmbedder(random_pcl_model, align=False, return_crops=True)(big)
+    resized = FaceEmbedder(random_pcl_model, detect=False, return_crops=True)(big)
     assert resized.crops.shape == (2, 64, 64, 3)
     assert np.abs(resized.crops.astype(int) - res.crops[:2]).mean() < 6
 
@@ -215,8 +215,9 @@ def test_crop_size_option(random_pcl_model, photo_paths):
     assert res.trunk.shape == (1, feature_dim(112)) == (1, 6272) and res.crops.shape == (1, 112, 112, 3)
     x64 = random_pcl_model.config.preprocess.template[0][0]
     assert res.info["template"][0][0] == pytest.approx((x64 + 0.5) * 112 / 64 - 0.5, abs=1e-3)
-    with pytest.raises(ValueError, match="multiple of 16"):
-        FaceEmbedder(random_pcl_model, crop_size=50)
+    for bad in (8, 50.5, "64"):
+        with pytest.raises(ValueError, match="at least 16"):
+            FaceEmbedder(random_pcl_model, crop_size=bad)
 
 
 def test_bf16_autocast_is_close_to_float32(random_pcl_model, photo_paths):

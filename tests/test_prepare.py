@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from facepcl import _samples
 from facepcl.prepare import PrepareStateError, Tracker, list_sources, prepare_tracks, read_manifest
+from tests import _samples
 
 from ._train_helpers import TINY
 

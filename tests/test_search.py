@@ -141,7 +141,7 @@ def test_cli_index_and_search_with_vectors_and_export_rows(tmp_path, capsys) -> 
 @pytest.mark.slow
 def test_photo_query_finds_the_other_copies_of_the_same_face_first(tmp_path, capsys) -> None:
     """Real photos, the bundled pcl-demo model: astronaut copies (rescaled, cropped) among other people."""
-    from facepcl import _samples
+    from tests import _samples
 
     src = Image.open(_samples.astronaut()).convert("RGB")
     photos = tmp_path / "photos"

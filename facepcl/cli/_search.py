@@ -29,9 +29,9 @@ def add_parser(sub) -> None:
     p.add_argument("--nprobe", type=int, default=None, help="lists scanned per approximate query (IVF indexes)")
     p.add_argument("--model", default=None, help="model for image queries (default: the index's model)")
     p.add_argument("--device", default=None, help="torch device for image queries")
-    p.add_argument("--det-threshold", dest="conf_threshold", type=float, default=None,
+    p.add_argument("--det-threshold", dest="det_threshold", type=float, default=None,
                    help="detector score threshold for image queries (default: the model config's)")
-    p.add_argument("--no-detect", dest="align", action="store_false",
+    p.add_argument("--no-detect", dest="detect", action="store_false",
                    help="image queries are already aligned face crops: no detection")
     p.set_defaults(func=run)
 
@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     def make_embedder():
         from ..pipeline import FaceEmbedder
 
-        emb = FaceEmbedder(args.model or index.model_id, device=args.device, align=args.align,
-                           conf_threshold=args.conf_threshold, return_crops=True)
+        emb = FaceEmbedder(args.model or index.model_id, device=args.device, detect=args.detect,
+                           det_threshold=args.det_threshold, return_crops=True)
         want, got = index.identity.get("config_hash"), emb.info()["config_hash"]
         if want and got != want:
             raise ValueError(f"model {args.model or index.model_id!r} (config {got}) is not the one the index was "

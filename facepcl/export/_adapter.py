@@ -83,8 +83,7 @@ class Embedder:
                                  f"be loaded ({e}). Pass --model NAME|HUB_ID|FOLDER or set FACEPCL_MODEL") from e
         self.embedder = FaceEmbedder(
             loaded, dtype=dtype, compile=compile, fast=fast, detector_dtype=detector_dtype if detect else None,
-            align=detect, max_faces=max_faces,
-            on_no_face={"error": "raise"}.get(on_no_face, on_no_face), conf_threshold=det_threshold,
+            detect=detect, max_faces=max_faces, on_no_face=on_no_face, det_threshold=det_threshold,
             min_face_size=min_face_size, batch_size=batch_size)
         self.detect = detect
         self.on_no_face = on_no_face

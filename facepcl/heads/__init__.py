@@ -21,7 +21,7 @@ from typing import Any
 from ._inputs import FEATURES, check_features, select_features, to_model_input
 from ._io import HEAD_CONFIG, HEAD_WEIGHTS, head_dirname, list_heads, load_head, push_head_to_hub, save_head
 from ._modules import HEAD_KINDS, BNLinearHead, LinearHead, MLPHead, build_head
-from ._predict import attach_head, attached_heads, load_with_head, predict_crops
+from ._predict import attach_head, attached_heads, load_with_head, predict_crops, predict_features
 from ._spec import TASKS, HeadPrediction, HeadSpec, TaskHead, postprocess
 
 _TRAINING = {"FineTuner": "._finetune", "HeadTrainConfig": "._train", "FitResult": "._train",
@@ -42,6 +42,7 @@ __all__ = [
     "FEATURES", "HEAD_CONFIG", "HEAD_KINDS", "HEAD_WEIGHTS", "TASKS", "BNLinearHead", "FineTuner", "FitResult",
     "HeadPrediction", "HeadSpec", "HeadTrainConfig", "LinearHead", "MLPHead", "TaskHead", "attach_head",
     "attached_heads", "build_head", "check_features", "fit_features", "fit_pairs", "head_dirname", "list_heads",
-    "load_head", "load_with_head", "postprocess", "predict_crops", "push_head_to_hub", "save_head", "select_features",
+    "load_head", "load_with_head", "postprocess", "predict_crops", "predict_features",
+    "push_head_to_hub", "save_head", "select_features",
     "task_metrics", "to_model_input",
 ]

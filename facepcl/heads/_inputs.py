@@ -10,14 +10,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .._constants import FEATURES
-from .._preprocess import normalize
+from .._preprocess import INTERPOLATIONS, to_input
 from ..config import PreprocessConfig
 from ..model import PCLFeatures
 
-INTERPOLATIONS = ("bilinear", "bicubic")
+__all__ = ["INTERPOLATIONS", "check_features", "select_features", "to_model_input"]
 
 
 def check_features(features: str | Sequence[str]) -> tuple[str, ...]:
@@ -41,14 +40,13 @@ def select_features(feats: PCLFeatures, features: Sequence[str]) -> torch.Tensor
 def to_model_input(images: Sequence[np.ndarray] | torch.Tensor, size: int, interpolation: str,
                    preprocess: PreprocessConfig, device: torch.device | str = "cpu",
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Resize images to ``size x size`` and scale them as the model expects.
+    """Resize images to ``size x size`` and scale them as the model expects: :func:`facepcl._preprocess.to_input`.
 
     Args:
-        images: ``(H, W, 3)`` uint8 RGB arrays (sizes may differ), or a float
-            tensor ``(B, 3, H, W)`` of RGB in [0, 1] (e.g. aligned crops).
+        images: ``(H, W, 3)`` uint8 RGB arrays (sizes may differ), uint8
+            ``(B, H, W, 3)`` or float ``(B, 3, H, W)`` RGB in [0, 1] tensors.
         size: Side of the network input in pixels (100 for expression, 256 for pose).
-        interpolation: "bilinear" or "bicubic"; antialiased when shrinking
-            (as PIL does), so a 250 px image and its 100 px copy agree.
+        interpolation: "bilinear" or "bicubic" (antialiased when shrinking).
         preprocess: The model's preprocessing (value range, mean, std).
         device: Where the result goes.
         dtype: Result dtype.
@@ -56,22 +54,4 @@ def to_model_input(images: Sequence[np.ndarray] | torch.Tensor, size: int, inter
     Returns:
         ``(B, 3, size, size)`` network input.
     """
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
-    if isinstance(images, torch.Tensor):
-        batch = [images[i : i + 1].to(device=device, dtype=torch.float32) for i in range(len(images))]
-    else:
-        batch = []
-        for img in images:
-            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-                raise ValueError(f"expected (H, W, 3) uint8 RGB images, got {img.dtype} {img.shape}")
-            # Copied: images may be read-only views of a memory map or an npz array.
-            t = torch.from_numpy(np.array(img, copy=True)).to(device).permute(2, 0, 1)[None]
-            batch.append(t.to(torch.float32) / 255.0)
-    out = []
-    for t in batch:
-        if t.shape[-2:] != (size, size):
-            t = F.interpolate(t, size=(size, size), mode=interpolation, align_corners=False, antialias=True)
-            t = t.clamp(0.0, 1.0)  # bicubic overshoots; the network never saw values outside [0, 1]
-        out.append(t)
-    return normalize(torch.cat(out), preprocess).to(dtype)
+    return to_input(images, size, interpolation, preprocess, device, dtype)

@@ -14,7 +14,7 @@ import torch
 from .._digest import encoder_digest, recorded_digest
 from ..errors import ModelLoadError
 from ..hub import load
-from ..model import PCLModel
+from ..model import PCLFeatures, PCLModel
 from ._inputs import to_model_input
 from ._spec import HeadPrediction, TaskHead
 
@@ -116,17 +116,11 @@ def predict_crops(model: PCLModel, crops: torch.Tensor | np.ndarray, names: Sequ
     Returns:
         Head name -> :class:`HeadPrediction` (B rows each).
     """
-    heads = heads if heads is not None else attached_heads(model)
-    if names is not None:
-        unknown = sorted(set(names) - set(heads))
-        if unknown:
-            raise KeyError(f"no heads {unknown} attached (have {sorted(heads)})")
-        heads = {n: heads[n] for n in names}
+    heads = _chosen(model, names, heads)
     if isinstance(crops, np.ndarray):
         crops = torch.from_numpy(np.array(crops, copy=True))
-    if crops.dtype == torch.uint8 and crops.ndim == 4 and crops.shape[3] == 3:
-        crops = crops.permute(0, 3, 1, 2).float() / 255.0
-    if crops.ndim != 4 or crops.shape[1] != 3 or not crops.is_floating_point():
+    uint8_crops = crops.dtype == torch.uint8 and crops.ndim == 4 and crops.shape[3] == 3
+    if not uint8_crops and (crops.ndim != 4 or crops.shape[1] != 3 or not crops.is_floating_point()):
         raise ValueError(f"crops must be float (B, 3, H, W) RGB in [0, 1] or uint8 (B, H, W, 3), got "
                          f"{crops.dtype} {tuple(crops.shape)}")
     param = next(model.encoder.parameters())
@@ -139,9 +133,38 @@ def predict_crops(model: PCLModel, crops: torch.Tensor | np.ndarray, names: Sequ
             by_input.setdefault((h.spec.input_size, h.spec.interpolation), []).append(n)
         for (size, interp), group in by_input.items():
             x = to_model_input(crops, size, interp, model.config.preprocess, param.device, param.dtype)
-            feats = model.encoder(x)
-            for n in group:
-                out[n] = heads[n].predict(feats)
+            out.update(predict_features(model, model.encoder(x), group, heads))
     finally:
         model.encoder.train(was)
     return out
+
+
+@torch.no_grad()
+def predict_features(model: PCLModel, feats: PCLFeatures, names: Sequence[str] | None = None,
+                     heads: dict[str, TaskHead] | None = None) -> dict[str, HeadPrediction]:
+    """Run attached heads on encoder features already computed at the heads' input size.
+
+    Args:
+        model: Model with heads attached (:func:`attach_head`).
+        feats: The encoder's outputs for B faces (any device and float dtype;
+            moved to the heads').
+        names: Which heads (default all attached).
+        heads: Use these heads instead of the attached ones.
+
+    Returns:
+        Head name -> :class:`HeadPrediction` (B rows each).
+    """
+    heads = _chosen(model, names, heads)
+    param = next(model.encoder.parameters())
+    feats = PCLFeatures(*(f.to(device=param.device, dtype=param.dtype) for f in feats))
+    return {n: h.predict(feats) for n, h in heads.items()}
+
+
+def _chosen(model: PCLModel, names: Sequence[str] | None, heads: dict[str, TaskHead] | None) -> dict[str, TaskHead]:
+    heads = heads if heads is not None else attached_heads(model)
+    if names is not None:
+        unknown = sorted(set(names) - set(heads))
+        if unknown:
+            raise KeyError(f"no heads {unknown} attached (have {sorted(heads)})")
+        heads = {n: heads[n] for n in names}
+    return heads

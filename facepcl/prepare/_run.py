@@ -72,7 +72,7 @@ class _Job:
 def prepare_tracks(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, every: int = 1,
                    frame_size: int = DEFAULT_FRAME_SIZE, shard_index: int | None = None,
                    shard_count: int | None = None, device: str | None = None, detect_size: int = 640,
-                   conf_threshold: float = 0.8, min_face_size: float = 0.0, min_iou: float = 0.3,
+                   det_threshold: float = 0.8, min_face_size: float = 0.0, min_iou: float = 0.3,
                    workers: int = 2, detector: FaceDetector | None = None) -> PrepareSummary:
     """Turn videos, frame folders and images into aligned face tracks ``OUT/identity/video/NNNNNN.png``.
 
@@ -97,7 +97,7 @@ def prepare_tracks(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, 
         shard_count: Number of shards; None: ``WORLD_SIZE`` under torchrun, else 1.
         device: Detector device (None: CUDA if available; under torchrun ``cuda:LOCAL_RANK``).
         detect_size: Longer image side the detector works at (smaller is faster; faces stay in source pixels).
-        conf_threshold: Minimum detector score.
+        det_threshold: Minimum detector score.
         min_face_size: Ignore faces whose box is smaller than this many source pixels.
         min_iou: Box overlap that links a face to a track (see :class:`facepcl.prepare.Tracker`).
         workers: Decoding threads.
@@ -118,10 +118,10 @@ def prepare_tracks(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, 
     preprocess = PreprocessConfig().resized(frame_size)
     if detector is None:
         detector = FaceDetector(device=rank_device(device, info), max_size=detect_size,
-                                conf_threshold=conf_threshold, min_face_size=min_face_size)
+                                det_threshold=det_threshold, min_face_size=min_face_size)
     settings = {"every": every, "frame_size": frame_size, "template": preprocess.template,
                 "interpolation": preprocess.interpolation, "border": preprocess.border, "detector": detector.name,
-                "detect_size": detector.max_size, "conf_threshold": detector.conf_threshold,
+                "detect_size": detector.max_size, "det_threshold": detector.det_threshold,
                 "min_face_size": detector.min_face_size, "min_iou": min_iou}
     os.makedirs(out, exist_ok=True)
     check_settings(out, settings)

@@ -18,7 +18,10 @@ batches on the training device:
   flip; targets stay clean.
 
 Pixels are float in [0, 1] throughout; unlike the reference (which runs the
-chain on 8-bit PIL images) nothing is rounded to 8 bits between steps.
+chain on 8-bit PIL images) nothing is rounded to 8 bits between steps. Every
+encoder input then goes through the exported model's normalisation
+(:func:`facepcl._preprocess.normalize`, as served by :func:`facepcl.transforms`);
+reconstruction targets stay in [0, 1].
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .._preprocess import normalize
+from ..config import PreprocessConfig
 from .config import AugmentConfig, RunConfig
 
 # Columns of a view's parameter row.
@@ -282,10 +287,15 @@ def make_inputs(batch: dict[str, torch.Tensor], cfg: RunConfig, device: torch.de
         ``{"rec": {noisy (2n,3,S,S), s, s_flip}, "face": {views (2n,3,S,S)},
         "pose": {anchors (2b,3,S,S), negatives (b*M,3,S,S)}}``; two-view
         tensors hold all first views, then all second views; negatives hold
-        the M flipped copies of frame 0, then those of frame 1, ...
+        the M flipped copies of frame 0, then those of frame 1, ... Encoder
+        inputs (noisy, views, anchors, negatives) are normalised as the
+        exported model's config says (``export.preprocess``); the targets
+        ``s`` and ``s_flip`` stay RGB in [0, 1].
     """
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     aug = cfg.augment
+    # What the exported model will be served with; the package default (no mean/std) changes nothing.
+    served = PreprocessConfig(**cfg.export.preprocess) if cfg.export.preprocess else PreprocessConfig()
 
     s = to_float(batch["rec_frames"], device, channels_last)
     s_flip = s.flip(-1)
@@ -304,8 +314,8 @@ def make_inputs(batch: dict[str, torch.Tensor], cfg: RunConfig, device: torch.de
     anchors = augment_views(frames.repeat(2, 1, 1, 1), params[:, :2].transpose(0, 1).reshape(2 * b, -1), aug)
     negatives = augment_views(frames.flip(-1).repeat_interleave(m, dim=0), params[:, 2:].reshape(b * m, -1), aug)
     return {
-        "rec": {"noisy": noisy.contiguous(memory_format=fmt), "s": s, "s_flip": s_flip},
-        "face": {"views": views.contiguous(memory_format=fmt)},
-        "pose": {"anchors": anchors.contiguous(memory_format=fmt),
-                 "negatives": negatives.contiguous(memory_format=fmt)},
+        "rec": {"noisy": normalize(noisy, served).contiguous(memory_format=fmt), "s": s, "s_flip": s_flip},
+        "face": {"views": normalize(views, served).contiguous(memory_format=fmt)},
+        "pose": {"anchors": normalize(anchors, served).contiguous(memory_format=fmt),
+                 "negatives": normalize(negatives, served).contiguous(memory_format=fmt)},
     }

@@ -168,7 +168,7 @@ def swap_faces(a: Any, b: Any, model: PCLModel | str | os.PathLike | None = None
                              {"detect": True, "det_threshold": None})
     detect, det_threshold = given["detect"], given["det_threshold"]
     net = load_decoder_model(model, device=device)
-    embedder = FaceEmbedder(net, return_crops=True, on_no_face="raise", align=detect, conf_threshold=det_threshold,
+    embedder = FaceEmbedder(net, return_crops=True, on_no_face="error", detect=detect, det_threshold=det_threshold,
                             crop_size=net.config.input_size)
     if embedder.dim != net.decoder.fc.in_features:
         raise ValueError(f"the decoder takes {net.decoder.fc.in_features}-d codes but crops of "
