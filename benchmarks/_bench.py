@@ -98,10 +98,21 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, min_t
     return 2 * n**3 / sec / 1e9
 
 
-def peaks(device: torch.device, min_time: float = 2.0) -> dict[str, float]:
-    """fp32 and bf16 matmul GFLOP/s on ``device``."""
-    return {"fp32": matmul_gflops(device, torch.float32, min_time=min_time),
-            "bf16": matmul_gflops(device, torch.bfloat16, min_time=min_time)}
+def peaks(device: torch.device, min_time: float = 2.0) -> dict[str, float | None]:
+    """fp32 and bf16 matmul GFLOP/s on ``device``; bf16 is None where bf16 is not native.
+
+    Emulated bf16 (e.g. an AVX2-only CPU) multiplies 2048^3 matrices in minutes
+    and measures nothing facepcl uses: its fast path computes float32 there.
+    """
+    from facepcl._accel import native_bf16
+
+    bf16 = matmul_gflops(device, torch.bfloat16, min_time=min_time) if native_bf16(device) else None
+    return {"fp32": matmul_gflops(device, torch.float32, min_time=min_time), "bf16": bf16}
+
+
+def gflops_text(value: float | None) -> str:
+    """A peak for a report line: ``"369"``, or ``"not native"`` where it was not measured."""
+    return "not native" if value is None else f"{value:.0f}"
 
 
 def onednn_isa() -> str | None:

@@ -68,7 +68,7 @@ def run(device: torch.device, sizes=(64, 100, 256), batches=(1, 64), rounds: int
                 gflops = ips * flops[size]
                 rows.append({"size": size, "batch": batch, "path": path, "dtype": dtype, "images_per_s": ips,
                              "ratio": sec["reference"] / s, "gflops": gflops,
-                             "peak_fraction": gflops / peak[dtype] if peak else None})
+                             "peak_fraction": gflops / peak[dtype] if peak and peak.get(dtype) else None})
     return {"flops_per_image_gflop": flops, "rows": rows, "compilations": fast.compilations[0]}
 
 
@@ -97,7 +97,8 @@ def main() -> int:
     result = run(device, a.sizes, a.batches, a.rounds, a.min_time, peak)
     result["peak_gflops"] = peak
     return _bench.finish(markdown(result), result, a.json,
-                         f"matmul peak (2048^3): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
+                         f"matmul peak (2048^3): fp32 {peak['fp32']:.0f} GFLOP/s, "
+                         f"bf16 {_bench.gflops_text(peak['bf16'])} GFLOP/s")
 
 
 if __name__ == "__main__":

@@ -146,7 +146,8 @@ def main() -> int:
     head = (f"Machine: {m.get('cpu')} ({m['cpus']} CPUs; flags {', '.join(m.get('cpu_flags', []))}; oneDNN ISA: "
             f"{m.get('onednn_isa')}){'; GPU ' + m['gpu'] if m.get('gpu') else ''}; device {device}; "
             f"torch {m['torch']} ({m['torch_threads']} threads), Python {m['python']}, facepcl {m['facepcl']}; "
-            f"{m['date']}. Matmul peak (2048^3): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s. "
+            f"{m['date']}. Matmul peak (2048^3): fp32 {peak['fp32']:.0f} GFLOP/s, "
+            f"bf16 {_bench.gflops_text(peak['bf16'])} GFLOP/s. "
             f"Before: {report['load_before']}; after: {report['load_after']}; {report['minutes']} minutes.")
     text = "\n\n".join([head, "### Targets\n\n" + _bench.table(["measure", "ratio", "target", "", "achieved"], summary),
                         *parts]) + "\n"

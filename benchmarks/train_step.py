@@ -205,7 +205,7 @@ def run(device: torch.device, batches=(64, 64, 8, 32), rounds: int = 3, fp32: bo
                      "pairs_per_s": batches[0] / r["steps"]["rec"],
                      "ratio": results["reference"]["seconds"] / r["seconds"],
                      "gflop": gflop[name], "gflops": gflops,
-                     "peak_fraction": gflops / peak[dtype] if peak and dtype in peak else None})
+                     "peak_fraction": gflops / peak[dtype] if peak and peak.get(dtype) else None})
     return {"batches": list(batches), "rows": rows,
             "augment_seconds": results["facepcl"].get("augment_seconds")}
 
@@ -236,7 +236,7 @@ def main() -> int:
     result = run(device, batches, a.rounds, a.fp32, peak)
     result["peak_gflops"] = peak
     return _bench.finish(markdown(result), result, a.json,
-                         f"matmul peak: fp32 {peak['fp32']:.0f}, bf16 {peak['bf16']:.0f} GFLOP/s")
+                         f"matmul peak: fp32 {peak['fp32']:.0f}, bf16 {_bench.gflops_text(peak['bf16'])} GFLOP/s")
 
 
 if __name__ == "__main__":

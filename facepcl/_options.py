@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from . import hub, registry
+from ._deprecated import rename_options
 from ._device import resolve_device
 from .errors import ModelLoadError
 from .model import PCLModel
@@ -34,14 +35,8 @@ def renamed_options(options: dict[str, Any], where: str = "FaceEmbedder") -> dic
     Raises:
         TypeError: An old name and its new name were both given.
     """
-    out = dict(options)
-    for old, new in RENAMED.items():
-        if old not in out:
-            continue
-        if new in out:
-            raise TypeError(f"{where}: got both {old}= and {new}=; pass only {new}= ({old}= is its old name)")
-        warnings.warn(f"{where}: {old}= is deprecated, use {new}=", DeprecationWarning, stacklevel=3)
-        out[new] = out.pop(old)
+    # stacklevel 4: the warning points at the line that called FaceEmbedder(...) or facepcl.embed(...)
+    out = rename_options(options, RENAMED, where, stacklevel=4)
     value = out.get("on_no_face")
     if isinstance(value, str) and value in ON_NO_FACE_ALIASES:
         warnings.warn(f"{where}: on_no_face={value!r} is deprecated, use on_no_face="

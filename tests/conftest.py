@@ -153,3 +153,12 @@ def bad_files(tmp_path_factory, photo_paths) -> dict[str, Path]:
     Image.fromarray(np.linspace(0, 1000, 64 * 64, dtype=np.float32).reshape(64, 64)).save(unsupported)
     paths["unsupported_mode"] = unsupported
     return paths
+
+
+@pytest.fixture(autouse=True)
+def _grad_mode_is_not_leaked():
+    """Fail the test that leaves torch's grad mode off (every later training test would fail instead)."""
+    yield
+    leaked = not torch.is_grad_enabled()
+    torch.set_grad_enabled(True)
+    assert not leaked, "this test left torch's grad mode off: use torch.no_grad() as a scope, not a global switch"

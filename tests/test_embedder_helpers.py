@@ -66,19 +66,19 @@ def test_crop_size_100_matches_the_encoder_at_100_px(random_pcl_model):
 
 
 def test_old_option_names_still_work_with_a_warning(random_pcl_model):
-    with pytest.warns(DeprecationWarning, match="align= is deprecated, use detect="):
+    with pytest.warns(DeprecationWarning, match="'align' is deprecated, use 'detect'"):
         old = FaceEmbedder(random_pcl_model, align=False)
     assert old.detects is False
-    with pytest.warns(DeprecationWarning, match="conf_threshold= is deprecated"):
+    with pytest.warns(DeprecationWarning, match="'conf_threshold' is deprecated"):
         assert FaceEmbedder(random_pcl_model, conf_threshold=0.5).detector.det_threshold == 0.5
     with pytest.warns(DeprecationWarning, match="'raise' is deprecated"):
         assert FaceEmbedder(random_pcl_model, on_no_face="raise").on_no_face == "error"
-    with pytest.warns(DeprecationWarning, match="facepcl.embed: align="):
+    with pytest.warns(DeprecationWarning, match="facepcl.embed: 'align'"):
         res = embed(_crops(1)[0], model=random_pcl_model, align=False)
     assert len(res) == 1 and res.info["detect"] is False
     with pytest.raises(TypeError, match="unexpected keyword"):
         FaceEmbedder(random_pcl_model, detekt=False)
-    with pytest.raises(TypeError, match="both align= and detect="):
+    with pytest.raises(TypeError, match="both 'align' and 'detect'"):
         embed(_crops(1)[0], model=random_pcl_model, align=False, detect=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

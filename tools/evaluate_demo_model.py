@@ -409,10 +409,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help=f"bootstrap draws (default {BOOTSTRAP})")
     args = p.parse_args(argv)
 
+    with torch.no_grad():  # a scope, not a global switch: tests call main() inside the test process
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     import facepcl
     from facepcl._paths import facepcl_home
 
-    torch.set_grad_enabled(False)
     data = (args.data or facepcl_home() / "demo-data").expanduser()
     trained = facepcl.load(args.model, device="cpu")
     torch.manual_seed(SEED)
