@@ -40,16 +40,17 @@ def atomic_write(dest: str | os.PathLike, write: Callable[[str], object], *, dur
         # Some writers (safetensors) create owner-only files; give the result the mode a plain open() would.
         os.chmod(tmp, _FILE_MODE)
         if durable:
-            _fsync(tmp)
+            fsync_path(tmp)
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     if durable:
-        _fsync(folder or ".", directory=True)
+        fsync_path(folder or ".", directory=True)
 
 
-def _fsync(path: str, directory: bool = False) -> None:
+def fsync_path(path: str, directory: bool = False) -> None:
+    """fsync a file, or a folder with ``directory=True`` (so a rename inside it is durable); never raises."""
     try:
         fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
     except OSError:

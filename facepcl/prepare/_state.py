@@ -24,7 +24,7 @@ import os
 import shutil
 from typing import Any
 
-from .._atomic import atomic_write
+from .._atomic import atomic_write, fsync_path
 
 STATE_DIR = "_prepare"
 TRACK_FILE = "track.json"
@@ -141,10 +141,10 @@ def commit_track(folder: str, out: str, key: str) -> str:
     parent = os.path.dirname(dest)
     os.makedirs(parent, exist_ok=True)
     for name in os.listdir(folder):
-        _fsync(os.path.join(folder, name))
-    _fsync(folder)
+        fsync_path(os.path.join(folder, name))
+    fsync_path(folder, directory=True)
     os.rename(folder, dest)
-    _fsync(parent)
+    fsync_path(parent, directory=True)
     return dest
 
 
@@ -170,11 +170,3 @@ def read_manifest(out: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a folder; the rename is still atomic
-    finally:
-        os.close(fd)
