@@ -25,11 +25,6 @@ class EmbedderInfo:
             "accel": self.accel_info(), "facepcl_version": __version__,
         }
 
-    @property
-    def shares_cores(self) -> bool:
-        """Always False: torch keeps every core beside the decoding threads (see :mod:`facepcl._parallel`)."""
-        return False
-
     def accel_info(self) -> dict[str, Any]:
         """Which path ran.
 

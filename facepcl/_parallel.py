@@ -13,13 +13,11 @@ descheduled for a decoder held up every other one at each operation's
 barrier while they spun. facepcl now asks OpenMP to wait passively (see
 :mod:`facepcl._threads`), so a core that a decoder takes for a while costs
 torch that share of time, no more, and nothing at all when nothing is
-decoded. :func:`shared_cores` remains for callers that want to reserve cores
-explicitly; facepcl's pipeline no longer calls it.
+decoded.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -33,39 +31,6 @@ R = TypeVar("R")
 def default_workers(processes: int = 1) -> int:
     """Decoding threads per process: this machine's cores shared by ``processes``, at most 4."""
     return max(1, min(4, (os.cpu_count() or 2) // max(1, processes)))
-
-
-def torch_threads_beside(workers: int, available: int) -> int:
-    """torch threads to run beside ``workers`` busy decoding threads: the rest of the cores, at least half."""
-    return max(1, available - min(workers, available // 2))
-
-
-@contextlib.contextmanager
-def shared_cores(workers: int) -> Iterator[int | None]:
-    """Within the block, run torch on the cores that ``workers`` decoding threads leave free.
-
-    Nothing changes when ``OMP_NUM_THREADS`` is set (the user, or torchrun,
-    decided) or when there are no workers. torch's thread count is restored
-    on exit.
-
-    Yields:
-        The previous thread count, or None when nothing was changed.
-    """
-    if workers < 1 or os.environ.get("OMP_NUM_THREADS"):
-        yield None
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    wanted = torch_threads_beside(workers, before)
-    if wanted == before:
-        yield None
-        return
-    torch.set_num_threads(wanted)
-    try:
-        yield before
-    finally:
-        torch.set_num_threads(before)
 
 
 def prefetch(fn: Callable[[T], R], items: Iterable[T], *, workers: int, lookahead: int,

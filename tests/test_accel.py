@@ -248,19 +248,6 @@ def test_prefetch_inline_items_yield_several_results_in_place_and_start_late(wor
     assert started == [0, 3, 6, 9]
 
 
-def test_shared_cores_restores_and_respects_omp_num_threads(monkeypatch):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    before = torch.get_num_threads()
-    with _parallel.shared_cores(2):
-        inside = torch.get_num_threads()
-    assert torch.get_num_threads() == before
-    assert inside == _parallel.torch_threads_beside(2, before)
-    assert _parallel.torch_threads_beside(2, 2) == 1 and _parallel.torch_threads_beside(4, 16) == 12
-    monkeypatch.setenv("OMP_NUM_THREADS", str(before))
-    with _parallel.shared_cores(2) as old:
-        assert old is None and torch.get_num_threads() == before
-
-
 def test_threaded_decoding_gives_the_same_result_and_records_failures(random_pcl_model, photo_paths, tmp_path,
                                                                      monkeypatch):
     bad = tmp_path / "broken.jpg"

@@ -223,10 +223,8 @@ def run_embed(opts: EmbedOptions) -> int:
     except BaseException:
         state.unlock()
         raise
-    cores = _parallel.shared_cores(workers) if embedder.embedder.shares_cores else contextlib.nullcontext()
     try:
-        with cores:
-            return _run(opts, info, embedder, state, shard_meta, workers, say)
+        return _run(opts, info, embedder, state, shard_meta, workers, say)
     finally:
         state.unlock()
 

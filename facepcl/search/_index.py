@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .._atomic import atomic_write
-from ..export._writers import FEATURES
+from .._constants import FEATURES
 from ._backend import EXACT_BELOW, Backend, normalize
 
 INDEX_FILE = "index.json"
