@@ -93,6 +93,24 @@ def test_channel_attention_formula() -> None:
     torch.testing.assert_close(att(x), expected)
 
 
+def test_channel_attention_on_channels_last_input_is_the_same_function_without_copies(monkeypatch) -> None:
+    # The fast path runs channels_last; its attention works on the (B, N, C) views instead of copying to NCHW.
+    torch.manual_seed(2)
+    att = ChannelAttention(8).double()
+    x = torch.randn(2, 8, 3, 5, dtype=torch.float64, requires_grad=True)
+    xl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    y, yl = att(x), att(xl)
+    assert yl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(yl, y, rtol=1e-12, atol=1e-12)
+    (g,) = torch.autograd.grad(y.square().sum(), x)
+    (gl,) = torch.autograd.grad(yl.square().sum(), xl)
+    torch.testing.assert_close(gl, g, rtol=1e-12, atol=1e-12)
+    # NCHW input never takes the channels_last formulation: the exact path stays the reference's computation
+    monkeypatch.setattr(ChannelAttention, "_forward_channels_last", lambda self, x: pytest.fail("NCHW input"))
+    att(torch.randn(2, 8, 1, 1, dtype=torch.float64))
+    att(x)
+
+
 def test_encoder_init_matches_reference_scheme() -> None:
     torch.manual_seed(0)
     model = PCLModel()
