@@ -11,7 +11,7 @@ from facepcl.train import main
 from facepcl.train.config import load_config
 from facepcl.train.verdict import LOSSES, report, trends
 
-from ._train_helpers import pyfeat_face_tree
+from ._train_helpers import make_video_tree, pyfeat_face_tree
 
 
 def test_verdict_needs_a_measurable_fall() -> None:
@@ -42,10 +42,10 @@ def test_check_recipe_passes_on_real_face_frames(tmp_path, capsys) -> None:
     run = tmp_path / "run"
     threads = torch.get_num_threads()
     try:
-        # One thread, seed 1234: the setting whose PASS docs/training.md reports (the thread count changes the
-        # order of float reductions, and with it a 64-iteration run's numbers).
+        # Two threads, seed 1234: one of the settings whose PASS docs/training.md reports (the thread count
+        # changes the order of float reductions, and with it a 64-iteration run's numbers).
         code = main(["check", f"data.root={root}", f"output_dir={run}", "log.progress=false", "log.tensorboard=false",
-                     "seed=1234", "train.threads=1",
+                     "seed=1234", "train.threads=2",
                      "train.retain_cpu_memory=false"])  # in-process: leave the test process's allocator alone
     finally:
         torch.set_num_threads(threads)
@@ -61,3 +61,19 @@ def test_check_recipe_passes_on_real_face_frames(tmp_path, capsys) -> None:
     assert all(t.falls and t.last < t.first for t in items)
     for t in items:
         assert f"{t.first:9.4f} -> {t.last:9.4f}" in out
+
+
+def test_check_refuses_a_face_batch_larger_than_the_identities(tmp_path, caplog) -> None:
+    # 3 identities and the recipe's face batch of 14: every batch would repeat identities, and the face loss
+    # could not fall on a sound setup. The check says so before training instead of failing minutes later.
+    from facepcl.train.trainer import _check_face_batch
+
+    root = make_video_tree(tmp_path / "frames", identities=3, videos=1, frames=2)
+    with pytest.raises(ValueError, match=r"batch.face=14 is larger than the 3 items \(identities\)"):
+        main(["check", f"data.root={root}", f"output_dir={tmp_path / 'run'}", "log.progress=false"])
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    # other recipes train anyway, with a warning
+    cfg = load_config("smoke", [f"data.root={root}", "batch.face=4"])
+    with caplog.at_level("WARNING", logger="facepcl.train"):
+        _check_face_batch(cfg, 3)
+    assert "batch.face=4 is larger than the 3 items" in caplog.text

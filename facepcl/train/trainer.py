@@ -258,6 +258,7 @@ class Trainer:
         """Train until ``train.epochs`` (or ``train.max_steps``); returns the export folder (rank 0)."""
         cfg, env = self.cfg, self.env
         source = build_source(cfg)
+        _check_face_batch(cfg, len(source))
         samples = cfg.data.samples_per_epoch or len(source)
         self.iters_per_epoch = max(1, samples // cfg.batch.rec)
         self._maybe_resume()
@@ -354,3 +355,17 @@ def _flat_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = ""):
             yield from _flat_diff(x, y, f"{prefix}{k}.")
         elif x != y:
             yield f"{prefix}{k}", x, y
+
+
+def _check_face_batch(cfg: Any, items: int) -> None:
+    """A face batch larger than the items (identities) puts an identity twice in a batch: a negative that
+    cannot be told from the positive. A setup check (``log.verdict_window``) would then fail on a sound
+    setup, so it is refused; other runs are warned."""
+    if cfg.batch.face <= items:
+        return
+    msg = (f"batch.face={cfg.batch.face} is larger than the {items} items (identities) in data.root="
+           f"{cfg.data.root}: identities repeat within a face batch, and their views are negatives that cannot be "
+           f"told from the positive; use batch.face={items} or less (ideally a divisor of {items})")
+    if cfg.log.verdict_window:
+        raise ValueError(msg + ", or a folder with more identities, for the setup check")
+    log.warning(msg)
