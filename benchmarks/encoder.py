@@ -19,6 +19,7 @@ Usage::
 
     python benchmarks/encoder.py                 # every size and batch
     python benchmarks/encoder.py --sizes 64 --batches 64
+    python benchmarks/encoder.py --no-compile    # without the torch.compile path (minutes less)
 """
 
 from __future__ import annotations
@@ -91,10 +92,11 @@ def main() -> int:
     _bench.add_common_args(p)
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 100, 256])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile path")
     a = p.parse_args()
     device = _bench.pick_device(a.device)
     peak = _bench.peaks(device)
-    result = run(device, a.sizes, a.batches, a.rounds, a.min_time, peak)
+    result = run(device, a.sizes, a.batches, a.rounds, a.min_time, peak, compile=not a.no_compile)
     result["peak_gflops"] = peak
     return _bench.finish(markdown(result), result, a.json,
                          f"matmul peak (2048^3): fp32 {peak['fp32']:.0f} GFLOP/s, "

@@ -1,17 +1,18 @@
 """The fast inference path: one place that prepares the encoder and the detector network for speed.
 
-The default path is exact: the model's own float32 modules, eager, NCHW.
-The fast path, used only when asked for (``FaceEmbedder(fast=True)``,
-``dtype="bf16"``, ``compile=True``; ``facepcl embed --fast``/``--compile``;
-the evaluation feature extraction's ``fast=True``), runs a *copy* of the
-network:
+The exact plan is the model's own float32 modules, eager, NCHW
+(``FaceEmbedder(exact=True)``, ``facepcl embed --exact``). The fast plan,
+the pipeline's default (and the evaluation feature extraction's
+``fast=True``; ``dtype=`` and ``compile=True`` refine it), runs a *copy* of
+the network:
 
 - in bfloat16 weights and activations where the hardware computes bf16
   natively (CUDA with bf16, or a CPU whose oneDNN has AVX512-BF16 or AMX;
   :func:`native_bf16`), otherwise in float32;
 - in channels_last memory format (oneDNN's and cuDNN's fast convolutions);
 - with BatchNorm folded into the preceding convolutions (detector, which
-  stays float32 unless a ``detector_dtype`` is given: see :func:`detector_plan`);
+  stays float32 unless a ``detector_dtype`` is given: see :func:`detector_plan`),
+  which on a CPU runs on ONNX Runtime (:mod:`facepcl.detection._onnx`);
 - when asked for (``compile=True``), compiled with ``torch.compile`` (inductor, with weight freezing
   on the CPU so that convolutions and their activations fuse), with the
   batch dimension marked dynamic so that one compilation serves every batch
