@@ -101,6 +101,9 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, min_t
 def peaks(device: torch.device, min_time: float = 2.0) -> dict[str, float | None]:
     """fp32 and bf16 matmul GFLOP/s on ``device``; bf16 is None where bf16 is not native.
 
+    ``min_time`` is per round (3 rounds); the scripts pass twice their ``--min-time``, so that a quick run
+    (``--min-time 0``, the tests) measures one call per round instead of 12 s.
+
     Emulated bf16 (e.g. an AVX2-only CPU) multiplies 2048^3 matrices in minutes
     and measures nothing facepcl uses: its fast path computes float32 there.
     """

@@ -95,7 +95,7 @@ def main() -> int:
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile path")
     a = p.parse_args()
     device = _bench.pick_device(a.device)
-    peak = _bench.peaks(device)
+    peak = _bench.peaks(device, min_time=2 * a.min_time)
     result = run(device, a.sizes, a.batches, a.rounds, a.min_time, peak, compile=not a.no_compile)
     result["peak_gflops"] = peak
     return _bench.finish(markdown(result), result, a.json,

@@ -231,7 +231,7 @@ def main() -> int:
     p.add_argument("--no-fp32", dest="fp32", action="store_false", help="skip the facepcl precision=fp32 row")
     a = p.parse_args()
     device = _bench.pick_device(a.device)
-    peak = _bench.peaks(device)
+    peak = _bench.peaks(device, min_time=2 * a.min_time)
     batches = tuple(int(v) for v in a.batches.split(","))
     result = run(device, batches, a.rounds, a.fp32, peak)
     result["peak_gflops"] = peak
