@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 import facepcl
 from facepcl.cli import main
 from facepcl.export import column_to_numpy, read_embeddings, read_errors, read_metadata
 from tests import _samples
+
+from ._threads import torch_threads
 
 pytestmark = [pytest.mark.slow, pytest.mark.photos]
 
@@ -83,10 +84,8 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 @pytest.fixture()
 def one_torch_thread():
     """One torch thread in this process, like the subprocesses (their rows are then bit-identical)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture()

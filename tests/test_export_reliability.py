@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from facepcl.cli import main
 from facepcl.export import _writers, column_to_numpy, read_embeddings, read_errors
 from facepcl.export._state import MANIFESTS, read_manifest
+
+from ._threads import torch_threads
 
 N_IMAGES = 9
 
@@ -39,9 +40,6 @@ def crops(tmp_path_factory) -> Path:
 @pytest.fixture()
 def embed(capsys, random_model_dir):
     """Run `facepcl embed INPUT... -o OUT` in this process; returns (exit code, stderr)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-
     def call(inputs: list, out: Path, *extra: str) -> tuple[int, str]:
         capsys.readouterr()
         rc = main(["embed", *map(str, inputs), "-o", str(out), "--model", str(random_model_dir), "--no-detect",
@@ -49,8 +47,8 @@ def embed(capsys, random_model_dir):
                    "--no-progress", *extra])
         return rc, capsys.readouterr().err
 
-    yield call
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield call
 
 
 @pytest.fixture()

@@ -14,11 +14,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from facepcl.prepare import PrepareStateError, Tracker, list_sources, prepare_tracks, read_manifest
 from tests import _samples
 
+from ._threads import torch_threads
 from ._train_helpers import TINY
 
 FAST = {"detect_size": 320, "workers": 1}  # faces in these clips are large: a 320 px detector finds them all
@@ -82,14 +82,8 @@ def clips(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def prepared(clips, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tracks")
-    # One thread, as the subprocess runs below (OMP_NUM_THREADS=1): the thread count changes the order of the
-    # detector's float reductions (by 3e-5 px on AVX-512 CPUs), and a landmark that moves can turn a crop's pixel.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):  # as the subprocesses below run (OMP_NUM_THREADS=1), whose output must equal this
         summary = prepare_tracks([clips], out, **FAST)
-    finally:
-        torch.set_num_threads(threads)
     assert summary.tracks == 3 and not summary.errors
     return out
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from facepcl.train import main
 from facepcl.train.config import load_config
 from facepcl.train.verdict import LOSSES, report, trends
 
+from ._threads import torch_threads
 from ._train_helpers import make_video_tree, pyfeat_face_tree
 
 
@@ -40,15 +40,12 @@ def test_check_recipe_passes_on_real_face_frames(tmp_path, capsys) -> None:
     # every optimised loss must fall measurably, and the exit status says so.
     root = pyfeat_face_tree(tmp_path / "frames")
     run = tmp_path / "run"
-    threads = torch.get_num_threads()
-    try:
+    with torch_threads():  # the run sets train.threads; the test process gets its own count back
         # Two threads, seed 1234: one of the settings whose PASS docs/training.md reports (the thread count
         # changes the order of float reductions, and with it a 64-iteration run's numbers).
         code = main(["check", f"data.root={root}", f"output_dir={run}", "log.progress=false", "log.tensorboard=false",
                      "seed=1234", "train.threads=2",
                      "train.retain_cpu_memory=false"])  # in-process: leave the test process's allocator alone
-    finally:
-        torch.set_num_threads(threads)
     out = capsys.readouterr().out
     assert "PASS: every optimised loss falls" in out, out
     assert code == 0

@@ -357,7 +357,7 @@ def _flat_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = ""):
             yield f"{prefix}{k}", x, y
 
 
-def _check_face_batch(cfg: Any, items: int) -> None:
+def _check_face_batch(cfg: RunConfig, items: int) -> None:
     """A face batch larger than the items (identities) puts an identity twice in a batch: a negative that
     cannot be told from the positive. A setup check (``log.verdict_window``) would then fail on a sound
     setup, so it is refused; other runs are warned."""
