@@ -44,7 +44,7 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
 
 def pick_device(name: str | None) -> torch.device:
     """The benchmark device: the one asked for, else CUDA when available, else the CPU."""
-    from facepcl._device import resolve_device
+    from facepcl._utils.device import resolve_device
 
     return resolve_device(name)
 
@@ -107,7 +107,7 @@ def peaks(device: torch.device, min_time: float = 2.0) -> dict[str, float | None
     Emulated bf16 (e.g. an AVX2-only CPU) multiplies 2048^3 matrices in minutes
     and measures nothing facepcl uses: its fast path computes float32 there.
     """
-    from facepcl._accel import native_bf16
+    from facepcl.runtime._accel import native_bf16
 
     bf16 = matmul_gflops(device, torch.bfloat16, min_time=min_time) if native_bf16(device) else None
     return {"fp32": matmul_gflops(device, torch.float32, min_time=min_time), "bf16": bf16}
@@ -150,7 +150,7 @@ def machine() -> dict[str, Any]:
     except (OSError, subprocess.TimeoutExpired):
         info["cpu"] = platform.processor()
     info["onednn_isa"] = onednn_isa()
-    from facepcl._accel import native_bf16
+    from facepcl.runtime._accel import native_bf16
 
     info["native_bf16_cpu"] = native_bf16("cpu")
     if torch.cuda.is_available():

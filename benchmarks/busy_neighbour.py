@@ -5,7 +5,7 @@ In one run, in interleaved rounds, ``FaceEmbedder(model).embed(photos)``
 that spins on one core ("busy"). The slowdown is busy / quiet. The same is
 measured in a child process whose OpenMP threads spin-wait as torch's
 default does (``OMP_WAIT_POLICY=ACTIVE``), which is what facepcl did before
-it asked for passive waiting (:mod:`facepcl._threads`), and, for
+it asked for passive waiting (:mod:`facepcl.runtime._threads`), and, for
 comparison, in one with ``OMP_NUM_THREADS=1``.
 
 Target: busy / quiet <= 2.5x with facepcl's defaults. A 2-core machine with

@@ -5,7 +5,7 @@ process, for the exact path and the default (fast) path:
 
 - ``bare``: the encoder alone on a ready float32 batch (the exact path: the
   model's own module, NCHW; the fast path: facepcl's prepared copy, as
-  :class:`facepcl._accel.EncoderRunner` runs it);
+  :class:`facepcl.runtime._accel.EncoderRunner` runs it);
 - ``pipeline``: ``FaceEmbedder(model, detect=False).embed(list_of_crops)``:
   conversion, normalisation, the encoder, result assembly, with the default
   decoding threads.
@@ -29,8 +29,8 @@ import torch
 
 def run(device: torch.device, batch: int = 64, size: int = 64, rounds: int = 3, min_time: float = 1.0) -> dict:
     from facepcl import PCLConfig, PCLModel
-    from facepcl._preprocess import crops_to_input
     from facepcl.pipeline import FaceEmbedder
+    from facepcl.preprocess import crops_to_input
 
     torch.manual_seed(0)
     model = PCLModel(PCLConfig(name="random-benchmark")).eval().to(device)

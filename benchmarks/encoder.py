@@ -45,7 +45,7 @@ def encoder_gflop(model, size: int) -> float:
 def run(device: torch.device, sizes=(64, 100, 256), batches=(1, 64), rounds: int = 3, min_time: float = 1.0,
         peak: dict[str, float] | None = None, compile: bool = True) -> dict[str, Any]:
     from facepcl import PCLConfig, PCLModel
-    from facepcl._accel import EncoderRunner, encoder_plan
+    from facepcl.runtime._accel import EncoderRunner, encoder_plan
 
     torch.manual_seed(0)
     model = PCLModel(PCLConfig(name="random-benchmark")).eval()
@@ -74,7 +74,7 @@ def run(device: torch.device, sizes=(64, 100, 256), batches=(1, 64), rounds: int
 
 
 def _native(device: torch.device) -> bool:
-    from facepcl._accel import native_bf16
+    from facepcl.runtime._accel import native_bf16
 
     return native_bf16(device)
 

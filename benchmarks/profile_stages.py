@@ -77,9 +77,9 @@ def top_ops(fn, rows: int = 12) -> str:
 
 def profiles() -> dict[str, Any]:
     from facepcl import PCLConfig, PCLModel
-    from facepcl._accel import EncoderRunner, encoder_plan
     from facepcl.detection import FaceDetector
     from facepcl.io import load_image
+    from facepcl.runtime._accel import EncoderRunner, encoder_plan
 
     torch.manual_seed(0)
     model = PCLModel(PCLConfig(name="random-benchmark")).eval()

@@ -27,7 +27,7 @@ import numpy as np
 
 from .config import PreprocessConfig
 
-INTERPOLATIONS = {
+WARP_INTERPOLATIONS = {
     "nearest": cv2.INTER_NEAREST,
     "bilinear": cv2.INTER_LINEAR,
     "bicubic": cv2.INTER_CUBIC,
@@ -140,7 +140,7 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int, *, interpolation: str
     Returns:
         ``(size, size, 3)`` uint8 crop.
     """
-    flags = _lookup(INTERPOLATIONS, interpolation, "interpolation")
+    flags = _lookup(WARP_INTERPOLATIONS, interpolation, "interpolation")
     border_mode = _lookup(BORDERS, border, "border")
     m = np.asarray(matrix, dtype=np.float64)
     scale = math.sqrt(abs(float(np.linalg.det(m[:, :2]))))

@@ -12,14 +12,15 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._constants import COMPONENTS
 from ._deprecated import rename_options
-from ._validate import check_config
-from ._version import __version__
+from ._utils.constants import COMPONENTS
+from ._utils.validate import check_config
+from ._utils.version import __version__
 
 ARCHITECTURE = "pcl"
 TRUNK_CHANNELS = 128
@@ -240,3 +241,17 @@ def _strict(cls: type, data: dict[str, Any], where: str) -> Any:
     if unknown:
         raise ValueError(f"unknown keys {unknown} in the {where!r} block; known: {sorted(known)}")
     return cls(**data)
+
+
+def check_crop_size(crop_size: Any) -> int:
+    """A crop side the encoder accepts: any whole number of pixels from 16 up.
+
+    The encoder is fully convolutional and each of its four stride-2
+    convolutions maps n pixels to ceil(n / 2), so any side works; the
+    feature size is ``128 * ceil(S/16)^2`` (6272 at 100 px). Below 16 px
+    the feature map is a single pixel and a face is not recognisable.
+    """
+    if isinstance(crop_size, bool) or not isinstance(crop_size, numbers.Integral) or crop_size < 16:
+        raise ValueError(f"crop_size must be a whole number of pixels, at least 16 (e.g. 64, or 100 as the "
+                         f"paper's expression probe), got {crop_size!r}")
+    return int(crop_size)

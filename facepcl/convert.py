@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from ._keymap import OFFICIAL_WRAPPER, component_of, official_to_ours, ours_to_official
 from .config import COMPONENTS, PCLConfig
 from .errors import CheckpointError, OutputError
 from .model import PCLModel
+from .model._keymap import OFFICIAL_WRAPPER, component_of, official_to_ours, ours_to_official
 
 OFFICIAL_SOURCE = ("Official PCL checkpoint by Liu et al. (CVPR 2023), github.com/DreamMr/PCL, trained on "
                    "VoxCeleb1 aligned face tracks; converted with `facepcl convert`.")

@@ -2,7 +2,7 @@
 
 A model is a folder (local, or a Hugging Face Hub repository) holding
 ``config.json`` (:class:`facepcl.config.PCLConfig`), ``model.safetensors``
-(our key names, see :mod:`facepcl._keymap`) and a model card ``README.md``.
+(our key names, see :mod:`facepcl.model._keymap`) and a model card ``README.md``.
 Downloads go through huggingface_hub, so ``HF_HOME``, ``HF_HUB_CACHE``,
 ``HF_HUB_OFFLINE``, ``HF_ENDPOINT`` and ``HF_TOKEN`` behave as it documents.
 Loading is strict: missing, unexpected or mis-shaped keys are an error that
@@ -21,15 +21,15 @@ import torch
 from safetensors import safe_open
 
 from . import registry
-from ._constants import COMPONENTS
-from ._device import resolve_device, resolve_dtype
-from ._keymap import component_of
-from ._save import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, model_card_text, push_to_hub, save_pretrained
-from ._validate import check_model_reference, check_weights
-from ._version import __version__
+from ._utils.constants import COMPONENTS
+from ._utils.device import resolve_device, resolve_dtype
+from ._utils.validate import check_model_reference, check_weights
+from ._utils.version import __version__
 from .config import PCLConfig
 from .errors import ModelLoadError
 from .model import PCLModel
+from .model._keymap import component_of
+from .model._save import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, model_card_text, push_to_hub, save_pretrained
 
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 

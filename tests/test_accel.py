@@ -1,4 +1,4 @@
-"""The fast path (facepcl._accel): bf16, channels_last, compiled encoder, fast detector, decode threads.
+"""The fast path (facepcl.runtime._accel): bf16, channels_last, compiled encoder, fast detector, decode threads.
 
 Reduced precision and compilation must keep the embeddings of real faces
 within cosine similarity 0.999 of the exact float32 path, find the same
@@ -71,7 +71,7 @@ def test_exact_path_runs_the_models_own_modules(random_pcl_model, face_photos):
     assert emb.plan.exact and emb.detector.plan.exact and emb.detector._run is emb.detector.net
     res = emb.embed(face_photos[1])
     with torch.inference_mode():
-        from facepcl._preprocess import crops_to_input
+        from facepcl.preprocess import crops_to_input
 
         crops = emb.crop(face_photos[1], res.kps)
         direct = random_pcl_model.encoder(crops_to_input(crops, emb.preprocess, "cpu"))

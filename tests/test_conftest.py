@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from facepcl._paths import facepcl_home, hf_home
+from facepcl._utils.paths import facepcl_home, hf_home
 from tests import _samples, conftest
 
 

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 
 import facepcl
-from facepcl._keymap import PREFIXES, ours_to_official
 from facepcl.cli import main
 from facepcl.convert import convert_checkpoint, official_layout, read_official_checkpoint
 from facepcl.errors import CheckpointError, OutputError
+from facepcl.model._keymap import PREFIXES, ours_to_official
 from tests._official import (
     official_state_dict,
     reference_decoder,

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from facepcl import ModelLoadError
-from facepcl._paths import BUNDLED_WEIGHTS
+from facepcl._utils.paths import BUNDLED_WEIGHTS
 from facepcl.config import DetectorConfig
 from facepcl.detection import FaceDetector, _retinaface, detector_dir
 

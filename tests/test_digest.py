@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from facepcl import hub
-from facepcl._digest import FIELD, LEGACY_FIELD, encoder_digest, recorded_digest
+from facepcl._utils.digest import FIELD, LEGACY_FIELD, encoder_digest, recorded_digest
 from facepcl.config import feature_dim
 from facepcl.errors import ModelLoadError
 from facepcl.heads import HeadSpec, TaskHead, attach_head, load_head, save_head

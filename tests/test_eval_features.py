@@ -125,12 +125,12 @@ def test_detect_mode_aligns_real_faces_and_marks_faceless_images(model, photo_pa
     # the detected face, warped straight to 48 px with the model's template, is what was encoded
     from facepcl.align import align_faces
     from facepcl.detection import FaceDetector
-    from facepcl.heads import to_model_input
     from facepcl.io import load_image
+    from facepcl.preprocess import to_input
 
     img = load_image(photo_paths["single_face.jpg"])
     det = FaceDetector(device="cpu").detect_batch([img])[0]
     crop = align_faces(img, det.kps[np.argmax(det.scores)][None], model.config.preprocess, crop_size=48)[0]
     with torch.no_grad():
-        ref = model.encoder(to_model_input(list(crop), 48, "bilinear", model.config.preprocess)).trunk.numpy()
+        ref = model.encoder(to_input(list(crop), 48, "bilinear", model.config.preprocess)).trunk.numpy()
     np.testing.assert_allclose(fs.arrays["trunk"][0], ref[0], rtol=1e-4, atol=1e-5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facepcl.eval import metrics
+from facepcl.heads import metrics
 
 
 def test_accuracy_from_indices_and_scores():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from facepcl.export import _inputs
-from facepcl.export._inputs import check_arguments, iter_inputs, select
+from facepcl.io.inputs import check_arguments, iter_inputs, select
 
 
 def touch(root: Path, *names: str) -> None:

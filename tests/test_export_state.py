@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from facepcl.export import _state, read_embeddings, read_errors
-from facepcl.export._inputs import InputItem, iter_inputs
 from facepcl.export._resume import skip_done
 from facepcl.export._state import Cursor, ExportStateError, RankState, Stats
-from facepcl.export._stream import iter_units
 from facepcl.export._writers import RowBuffer
+from facepcl.io.inputs import InputItem, iter_inputs
+from facepcl.io.stream import iter_units
 
 DIM = 4
 META = {"feature_dim": DIM, "features": ["face"]}

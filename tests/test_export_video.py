@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facepcl.export._video import VideoReadError, iter_frames
+from facepcl.io.video import VideoReadError, iter_frames
 from tests import _samples
 
 FPS = 12.0

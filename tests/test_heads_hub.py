@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import facepcl
-from facepcl._digest import encoder_digest
+from facepcl._utils.digest import encoder_digest
 from facepcl.heads import HeadSpec, TaskHead, push_head_to_hub, save_head
 from tests._fakehub import FakeHub
 

@@ -111,7 +111,7 @@ def test_load_head_source_errors(tmp_path):
 
 
 def _trained_like(model, task="classification", **kw):
-    from facepcl._digest import encoder_digest
+    from facepcl._utils.digest import encoder_digest
 
     spec = _spec(task=task, encoder={"encoder_sha256": encoder_digest(model), "model_id": "test"}, **kw)
     return TaskHead(spec).eval()
@@ -127,10 +127,10 @@ def test_attach_checks_encoder_and_predicts(random_pcl_model, tmp_path):
     out = predict_crops(model, crops)["fer"]
     assert out.scores.shape == (2, 3) and np.allclose(out.scores.sum(1), 1.0, atol=1e-5)
     # the head saw the crops resized to its 32 px input: same as running it by hand
-    from facepcl.heads import to_model_input
+    from facepcl.preprocess import to_input
 
     with torch.no_grad():
-        feats = model.encoder(to_model_input(crops, 32, "bilinear", model.config.preprocess))
+        feats = model.encoder(to_input(crops, 32, "bilinear", model.config.preprocess))
         ref = torch.softmax(head(feats), 1).numpy()
     np.testing.assert_allclose(out.scores, ref, rtol=1e-5, atol=1e-6)
     assert list(out.labels) == [["a", "b", "c"][i] for i in ref.argmax(1)]

@@ -100,7 +100,7 @@ def test_facepcl_has_no_import_cycle():
 
 def test_saving_needs_no_loading_code():
     edges = import_graph(PACKAGE)
-    assert "facepcl.hub" not in edges["facepcl.model"] and "facepcl.hub" not in edges["facepcl._save"]
+    assert "facepcl.hub" not in edges["facepcl.model"] and "facepcl.hub" not in edges["facepcl.model._save"]
     assert not any(m.startswith("facepcl.heads") for m in edges["facepcl.hub"])
 
 
@@ -120,7 +120,7 @@ print(json.dumps({"predictions": sorted(res.predictions), "rows": len(res),
 
 
 def test_inference_with_heads_imports_no_training_or_evaluation_code(random_model_dir, tmp_path):
-    from facepcl._digest import encoder_digest
+    from facepcl._utils.digest import encoder_digest
     from facepcl.config import feature_dim
     from facepcl.heads import HeadSpec, TaskHead, save_head
 
@@ -140,6 +140,6 @@ def test_inference_with_heads_imports_no_training_or_evaluation_code(random_mode
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["predictions"] == ["fer", "pose"] and report["rows"] == 1
     loaded = report["modules"]
-    assert "facepcl.heads._predict" in loaded and "facepcl._digest" in loaded  # the code under test did run
+    assert "facepcl.heads._predict" in loaded and "facepcl._utils.digest" in loaded  # the code under test did run
     assert [m for m in loaded if m.startswith(("facepcl.eval", "facepcl.train"))] == []
     assert [m for m in loaded if m.endswith(("_train", "_finetune"))] == []

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import facepcl
-import facepcl.io
+import facepcl.io.images
 from facepcl import ImageLoadError
 from facepcl.errors import MultiFrameWarning
 from facepcl.io import describe, load_image
@@ -295,14 +295,14 @@ def test_file_size_cap_is_checked_before_reading(monkeypatch, tmp_path):
     path = tmp_path / "photo.png"
     Image.fromarray(_pattern()).save(path)
     size = path.stat().st_size
-    monkeypatch.setattr(facepcl.io, "MAX_FILE_BYTES", size - 1)
+    monkeypatch.setattr(facepcl.io.images, "MAX_FILE_BYTES", size - 1)
     monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("the whole file was read"))
     with pytest.raises(ImageLoadError, match=rf"photo.png: file too large \({size:,} bytes; limit "
-                                             r"facepcl.io.MAX_FILE_BYTES"):
+                                             r"facepcl.io.images.MAX_FILE_BYTES"):
         load_image(path)
-    monkeypatch.setattr(facepcl.io, "MAX_FILE_BYTES", size)
+    monkeypatch.setattr(facepcl.io.images, "MAX_FILE_BYTES", size)
     assert load_image(path).shape == (24, 32, 3)
-    monkeypatch.setattr(facepcl.io, "MAX_FILE_BYTES", None)
+    monkeypatch.setattr(facepcl.io.images, "MAX_FILE_BYTES", None)
     assert load_image(path).shape == (24, 32, 3)
 
 

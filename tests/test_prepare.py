@@ -103,7 +103,7 @@ def test_track_follows_the_main_face_when_a_larger_second_face_appears(prepared)
 def test_the_second_face_is_the_larger_one(clips) -> None:
     """What makes the test above bite: keeping the largest face of each frame would switch to the pasted face."""
     from facepcl import FaceDetector
-    from facepcl.export._video import iter_frames
+    from facepcl.io.video import iter_frames
 
     frame = next(f for f in iter_frames(str(clips / "idW" / "pexels" / "00001.mp4")) if f.index == 3)
     found = FaceDetector(max_size=320, sort_by="size").detect(frame.image)

@@ -9,8 +9,8 @@ from PIL import Image
 
 import facepcl
 from facepcl.config import PCLConfig, PreprocessConfig
-from facepcl.heads import to_model_input
 from facepcl.model import PCLModel
+from facepcl.preprocess import to_input
 from facepcl.train import augment as A
 from facepcl.train.config import load_config
 
@@ -54,8 +54,8 @@ def test_transform_is_what_the_pipeline_feeds_the_encoder(odd_model):
     crops = _crops(3, seed=2)
     batch = t.batch(crops)
     assert torch.equal(batch[1], t(crops[1]))
-    assert torch.equal(to_model_input(list(crops), 64, "bilinear", odd_model.config.preprocess), batch)
-    assert torch.equal(to_model_input(torch.from_numpy(crops), 64, "bilinear", odd_model.config.preprocess), batch)
+    assert torch.equal(to_input(list(crops), 64, "bilinear", odd_model.config.preprocess), batch)
+    assert torch.equal(to_input(torch.from_numpy(crops), 64, "bilinear", odd_model.config.preprocess), batch)
 
 
 def test_transform_options_and_errors(odd_model):

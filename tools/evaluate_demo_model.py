@@ -73,7 +73,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facepcl._constants import FEATURES
+from facepcl._utils.constants import FEATURES
 
 # The repository root on sys.path so this dev script can say ``from tests import _samples``.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     import facepcl
-    from facepcl._paths import facepcl_home
+    from facepcl._utils.paths import facepcl_home
 
     data = (args.data or facepcl_home() / "demo-data").expanduser()
     trained = facepcl.load(args.model, device="cpu")
@@ -443,7 +443,7 @@ def _run(args: argparse.Namespace) -> int:
         print("  head-pose probe R^2 on held-out frames: "
               + ", ".join(f"{k} {r['pose_probe_r2'][k]:.3f}" for k in FEATURES))
     if args.json:
-        from facepcl._atomic import atomic_write
+        from facepcl._utils.atomic import atomic_write
 
         text = json.dumps(results, indent=2) + "\n"
         atomic_write(args.json, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

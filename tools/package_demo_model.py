@@ -280,7 +280,7 @@ def run_facts(run: Path, machine: str, precision: str) -> dict:
 
 def write_text(path: Path, text: str) -> None:
     """Write a UTF-8 text file atomically (rename into place, fsync)."""
-    from facepcl._atomic import atomic_write
+    from facepcl._utils.atomic import atomic_write
 
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 

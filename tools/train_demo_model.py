@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from facepcl._paths import facepcl_home
+    from facepcl._utils.paths import facepcl_home
     from facepcl.train import main as train
 
     data = (args.data or facepcl_home() / "demo-data").expanduser()

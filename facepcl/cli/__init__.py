@@ -15,8 +15,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from .._version import __version__
+from .._utils.version import __version__
 from ..errors import FacePCLError
+from ..runtime import set_wait_policy
 
 # Order here is the order in `facepcl --help`.
 SUBCOMMANDS = (
@@ -80,6 +81,7 @@ def run() -> None:
     active exception"), turning a clean, resumable stop into a crash code. So an
     interrupted run leaves without finalisation; every other exit is the normal one.
     """
+    set_wait_policy()  # before anything imports torch: OpenMP reads it when torch loads
     code = main()
     if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
         sys.stdout.flush()

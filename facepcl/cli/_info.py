@@ -19,8 +19,8 @@ def collect() -> dict:
     import numpy
     import torch
 
-    from .._paths import facepcl_home, hf_home
-    from .._version import __version__
+    from .._utils.paths import facepcl_home, hf_home
+    from .._utils.version import __version__
     from ..hub import default_model_name
 
     def version(mod: str) -> str | None:

@@ -1,9 +1,8 @@
 """``facepcl train``: PCL pretraining (needs the ``[train]`` extra).
 
-The arguments are defined once here (:func:`add_arguments`) and shared by
-``facepcl train`` and ``python -m facepcl.train`` / ``torchrun -m
-facepcl.train`` (:func:`facepcl.train.run.build_parser`). This module stays
-light: it imports the training package only when a training runs.
+The arguments are defined once here; ``python -m facepcl.train`` and
+``torchrun -m facepcl.train`` run this same command. This module stays light:
+it imports the training package only when a training runs.
 """
 
 from __future__ import annotations
@@ -22,31 +21,24 @@ CONFIG is a YAML file or a bundled recipe (pcl, smoke, check); overrides are dot
 values. Batch sizes are global (any number of processes). See docs/training.md."""
 
 
-def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Register the training arguments (CONFIG, key=value overrides, --print-config) on ``p``."""
-    p.add_argument("config", help="YAML config file, or a bundled recipe name: pcl, smoke, check")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. batch.rec=64")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    return p
-
-
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "train", help="pretrain a PCL model (the paper's recipe; needs pip install \"facepcl[train]\")",
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
+    p.add_argument("config", help="YAML config file, or a bundled recipe name: pcl, smoke, check")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. batch.rec=64")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=run)
-
-
-def to_argv(args: argparse.Namespace) -> list[str]:
-    """The parsed arguments back as an argument list for :func:`facepcl.train.main`."""
-    return [args.config, *args.overrides] + (["--print-config"] if args.print_config else [])
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from ..train import main
+        from ..train.config import load_config
+        from ..train.run import main
     except ImportError as e:
         print(f"facepcl train: error: {e}", file=sys.stderr)
         return 1
-    return main(to_argv(args))
+    if args.print_config:
+        print(load_config(args.config, args.overrides).to_yaml(), end="")
+        return 0
+    return main([args.config, *args.overrides])

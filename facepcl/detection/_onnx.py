@@ -11,7 +11,7 @@ changed weights get a new file.
 
 ONNX Runtime's threads follow the process's OpenMP settings: as many
 intra-op threads as torch has (``OMP_NUM_THREADS`` when set), and no
-spinning unless ``OMP_WAIT_POLICY=ACTIVE`` (see :mod:`facepcl._threads`).
+spinning unless ``OMP_WAIT_POLICY=ACTIVE`` (see :mod:`facepcl.runtime._threads`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._atomic import atomic_write
+from .._utils.atomic import atomic_write
 from ._retinaface import detector_dir
 
 #: Bump when the exported graph changes (input layout, opset, wrapper), so old cache files are not reused.

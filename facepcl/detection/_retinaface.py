@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .._paths import BUNDLED_WEIGHTS, facepcl_home
+from .._utils.paths import BUNDLED_WEIGHTS, facepcl_home
 from ..errors import ModelLoadError
 
 # name -> (facexlib network_name, bundled file or None, download URL or None)

@@ -14,11 +14,11 @@ import cv2
 import numpy as np
 import torch
 
-from .._accel import Plan, detector_plan, flip_input_channels, prepare_detector_net
 from .._deprecated import renamed_keywords
-from .._device import resolve_device
+from .._utils.device import resolve_device
 from ..config import DetectorConfig
 from ..io import load_image
+from ..runtime._accel import Plan, detector_plan, flip_input_channels, prepare_detector_net
 from . import _retinaface
 
 SORT_KEYS = ("score", "size")

@@ -1,10 +1,6 @@
-"""Downstream evaluation: dataset readers, feature caching, metrics and the paper's protocols.
+"""Downstream evaluation: dataset readers, feature caching and the paper's protocols.
 
-``facepcl.eval.metrics`` and ``facepcl.eval.datasets`` are light; the
-protocols (``facepcl.eval.protocols``) train heads and import the training
-code, so import them explicitly.
+``facepcl.eval.datasets`` is light; the protocols (``facepcl.eval.protocols``)
+train heads, so import them explicitly. Metrics live with the heads that
+report them (:mod:`facepcl.heads.metrics`).
 """
-
-from . import metrics
-
-__all__ = ["metrics"]

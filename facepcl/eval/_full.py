@@ -10,10 +10,10 @@ import dataclasses
 
 import numpy as np
 
+from ..heads import metrics
 from ..heads._spec import TaskHead
 from ..heads._train import HeadTrainConfig, task_metrics
 from ..model import PCLModel
-from . import metrics
 from ._protocol import (
     PROTOCOLS,
     SELECTIONS,

@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._device import resolve_device
-from .._digest import FIELD, encoder_digest
+from .._utils.device import resolve_device
+from .._utils.digest import FIELD, encoder_digest
+from ..heads import metrics
 from ..heads._spec import TaskHead
 from ..heads._train import HeadTrainConfig, fit_features, fit_pairs, outputs, pair_scores, task_metrics
 from ..model import PCLModel
-from . import metrics
 from ._protocol import (
     PROTOCOLS,
     SELECTIONS,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .._deprecated import detect_from_align
-from .._digest import FIELD, encoder_digest
+from .._utils.digest import FIELD, encoder_digest
 from ..config import feature_dim
 from ..heads._inputs import check_features
 from ..heads._spec import HeadSpec, TaskHead

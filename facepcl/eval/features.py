@@ -34,15 +34,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._accel import EncoderRunner, encoder_plan
-from .._constants import FEATURES
 from .._deprecated import detect_from_align
-from .._device import resolve_device
-from .._digest import encoder_digest
-from .._paths import facepcl_home
-from .._version import __version__
-from ..heads._inputs import check_features, to_model_input
+from .._utils.constants import FEATURES
+from .._utils.device import resolve_device
+from .._utils.digest import encoder_digest
+from .._utils.paths import facepcl_home
+from .._utils.version import __version__
+from ..heads import check_features
 from ..model import PCLModel
+from ..preprocess import to_input
+from ..runtime._accel import EncoderRunner, encoder_plan
 from .datasets._base import ImageSource
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def extract_features(model: PCLModel, images: ImageSource, *, features: str | Se
         dtype: Stored dtype, "float32" or "float16" (halves the disk for
             large sets such as 300W-LP at 256 px).
         progress: Show a progress bar on stderr.
-        fast: Compute with the fast path (:mod:`facepcl._accel`: bf16 where
+        fast: Compute with the fast path (:mod:`facepcl.runtime._accel`: bf16 where
             the hardware computes it natively, channels_last; cosine
             similarity >= 0.999 to the exact features, checked in the tests).
             It is part of the cache key.
@@ -238,7 +239,7 @@ class _Job:
     def encode(self, crops: Sequence[np.ndarray], rows: Sequence[int] | slice, interpolation: str) -> None:
         """Encode ``(H, W, 3)`` uint8 crops resized to the input size; write their features at ``rows``."""
         param = next(self.model.encoder.parameters())
-        x = to_model_input(crops, self.input_size, interpolation, self.model.config.preprocess, self.device,
+        x = to_input(crops, self.input_size, interpolation, self.model.config.preprocess, self.device,
                            param.dtype)
         out = self.runner(x)
         for f in self.feats:

@@ -8,7 +8,7 @@ For Parquet exports the plain one-liners work too:
 ``pyarrow.parquet.read_table(OUT)`` or ``pandas.read_parquet(OUT)``.
 """
 
-from ._inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputItem, iter_inputs
+from ..io.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputItem, iter_inputs
 from ._read import column_to_numpy, read_embeddings, read_errors, read_metadata
 from ._runner import EmbedOptions, run_embed
 

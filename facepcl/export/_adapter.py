@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._digest import encoder_digest
+from .._utils.digest import encoder_digest
 from ._writers import FEATURES
 
 
@@ -65,7 +65,7 @@ class Embedder:
                  on_no_face: str = "skip", det_threshold: float | None = None, min_face_size: float = 0.0,
                  batch_size: int = 32, features: Sequence[str] = FEATURES) -> None:
         from .. import hub
-        from .._device import resolve_device
+        from .._utils.device import resolve_device
         from ..errors import ModelLoadError
         from ..pipeline import FaceEmbedder
 

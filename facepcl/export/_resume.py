@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ._inputs import InputItem
+from ..io.inputs import InputItem
+from ..io.stream import file_stamp
 from ._state import Cursor, ExportStateError
-from ._stream import file_stamp
 
 
 def skip_done(items: Iterator[InputItem], cursor: Cursor,

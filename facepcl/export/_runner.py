@@ -24,17 +24,11 @@ from dataclasses import InitVar, dataclass, field
 
 import numpy as np
 
-from .. import _parallel
 from .._deprecated import renamed_keywords
-from ._dist import DistInfo, barrier_and_close, from_env, rank_device, reduce_at_end
-from ._inputs import (
-    IMAGE_EXTENSIONS,
-    VIDEO_EXTENSIONS,
-    check_arguments,
-    display_path,
-    iter_inputs,
-    select,
-)
+from ..io import prefetch as _parallel
+from ..io.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, check_arguments, display_path, iter_inputs, select
+from ..io.ranks import DistInfo, barrier_and_close, from_env, rank_device, reduce_at_end
+from ..io.stream import Unit, iter_units
 from ._progress import Progress, count_items, progress_wanted, summary_line
 from ._resume import skip_done
 from ._state import (
@@ -51,7 +45,6 @@ from ._state import (
     write_errors,
     write_index,
 )
-from ._stream import Unit, iter_units
 from ._writers import FEATURES, RowBuffer
 
 # Settings that decide the rows: a resumed run (and every rank) must use the same.

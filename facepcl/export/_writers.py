@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from .._atomic import atomic_write
-from .._constants import FEATURES
+from .._utils.atomic import atomic_write
+from .._utils.constants import FEATURES
 
 KPS_DIM = 10
 SCALARS = {
@@ -255,5 +255,5 @@ def get_format(name: str):
 
 
 def write_atomic(dest: str, write) -> None:
-    """Write ``dest`` atomically and durably (see :func:`facepcl._atomic.atomic_write`)."""
+    """Write ``dest`` atomically and durably (see :func:`facepcl._utils.atomic.atomic_write`)."""
     atomic_write(dest, write)

@@ -18,7 +18,7 @@ import importlib
 import warnings
 from typing import Any
 
-from ._inputs import FEATURES, check_features, select_features, to_model_input
+from ._inputs import FEATURES, check_features, select_features
 from ._io import HEAD_CONFIG, HEAD_WEIGHTS, head_dirname, list_heads, load_head, push_head_to_hub, save_head
 from ._modules import HEAD_KINDS, BNLinearHead, LinearHead, MLPHead, build_head
 from ._predict import attach_head, attached_heads, load_with_head, predict_crops, predict_features
@@ -44,5 +44,5 @@ __all__ = [
     "attached_heads", "build_head", "check_features", "fit_features", "fit_pairs", "head_dirname", "list_heads",
     "load_head", "load_with_head", "postprocess", "predict_crops", "predict_features",
     "push_head_to_hub", "save_head", "select_features",
-    "task_metrics", "to_model_input",
+    "task_metrics",
 ]

@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._device import resolve_device
-from ..eval import metrics
+from .._utils.device import resolve_device
 from ..model import PCLModel
-from ._inputs import select_features, to_model_input
+from ..preprocess import to_input
+from . import metrics
+from ._inputs import select_features
 from ._spec import TaskHead
 from ._train import FitResult, HeadTrainConfig, _batches, task_loss, task_metrics, train_loop
 
@@ -55,7 +56,7 @@ class FineTuner:
 
     def _encode(self, images: list[np.ndarray]) -> torch.Tensor:
         spec = self.head.spec
-        x = to_model_input(images, spec.input_size, spec.interpolation, self.model.config.preprocess, self.device)
+        x = to_input(images, spec.input_size, spec.interpolation, self.model.config.preprocess, self.device)
         return select_features(self.model.encoder(x), spec.features)
 
     def _read(self, images, idx, rng: np.random.Generator | None) -> tuple[list[np.ndarray], np.ndarray]:

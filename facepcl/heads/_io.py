@@ -19,9 +19,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .._atomic import atomic_write
-from .._device import resolve_device
-from .._version import __version__
+from .._utils.atomic import atomic_write
+from .._utils.device import resolve_device
+from .._utils.version import __version__
 from ..errors import ModelLoadError
 from ._spec import HeadSpec, TaskHead
 
@@ -198,7 +198,7 @@ def push_head_to_hub(head: TaskHead, repo_id: str, *, model=None, revision: str 
     api.create_repo(repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         if model is not None:
-            from .._save import save_pretrained
+            from ..model._save import save_pretrained
 
             save_pretrained(model, tmp)
         save_head(head, tmp)

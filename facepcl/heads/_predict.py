@@ -11,11 +11,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .._digest import encoder_digest, recorded_digest
+from .._utils.digest import encoder_digest, recorded_digest
 from ..errors import ModelLoadError
 from ..hub import load
 from ..model import PCLFeatures, PCLModel
-from ._inputs import to_model_input
+from ..preprocess import to_input
 from ._spec import HeadPrediction, TaskHead
 
 ATTR = "task_heads"
@@ -132,7 +132,7 @@ def predict_crops(model: PCLModel, crops: torch.Tensor | np.ndarray, names: Sequ
         for n, h in heads.items():
             by_input.setdefault((h.spec.input_size, h.spec.interpolation), []).append(n)
         for (size, interp), group in by_input.items():
-            x = to_model_input(crops, size, interp, model.config.preprocess, param.device, param.dtype)
+            x = to_input(crops, size, interp, model.config.preprocess, param.device, param.dtype)
             out.update(predict_features(model, model.encoder(x), group, heads))
     finally:
         model.encoder.train(was)

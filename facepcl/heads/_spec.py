@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._deprecated import detect_from_align, options_with_detect
-from .._digest import FIELD, LEGACY_FIELD
-from .._version import __version__
+from .._utils.digest import FIELD, LEGACY_FIELD
+from .._utils.version import __version__
 from ..model import PCLFeatures
-from ._inputs import INTERPOLATIONS, check_features, select_features
+from ..preprocess import RESIZE_INTERPOLATIONS
+from ._inputs import check_features, select_features
 from ._modules import HEAD_KINDS, build_head
 
 TASKS = ("classification", "multilabel", "regression", "verification")
@@ -55,7 +56,7 @@ class HeadSpec:
         metrics: Test metrics reached, e.g. ``{"accuracy": 0.74}``.
         protocol: How it was trained and selected (free-form, JSON).
         encoder: The encoder it was trained with: ``model_id``, ``revision``,
-            ``config_hash``, ``encoder_sha256`` (:mod:`facepcl._digest`),
+            ``config_hash``, ``encoder_sha256`` (:mod:`facepcl._utils.digest`),
             ``finetuned``. Files that name the digest ``weights_sha256``
             (earlier versions) are read with it renamed.
         facepcl_version: Version that wrote it.
@@ -89,8 +90,8 @@ class HeadSpec:
             raise ValueError(f"head task {self.task!r} is not one of {TASKS}")
         if self.kind not in HEAD_KINDS:
             raise ValueError(f"head kind {self.kind!r} is not one of {HEAD_KINDS}")
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation {self.interpolation!r} is not one of {INTERPOLATIONS}")
+        if self.interpolation not in RESIZE_INTERPOLATIONS:
+            raise ValueError(f"interpolation {self.interpolation!r} is not one of {RESIZE_INTERPOLATIONS}")
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise ValueError(f"head name {self.name!r} must be a plain folder-safe word such as 'fer'")
         self.features = list(check_features(self.features))

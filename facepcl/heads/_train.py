@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..eval import metrics
+from . import metrics
 from ._spec import TaskHead
 
 log = logging.getLogger(__name__)

@@ -15,14 +15,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .._version import __version__
+from .._utils.version import __version__
 from ..align import align_faces
 from ..config import PreprocessConfig
 from ..detection import FaceDetector
-from ..export._dist import from_env, rank_device
-from ..export._inputs import InputItem
-from ..export._stream import Unit, iter_units
 from ..io import load_image
+from ..io.inputs import InputItem
+from ..io.ranks import from_env, rank_device
+from ..io.stream import Unit, iter_units
 from ._sources import Source, list_sources, shard
 from ._state import TRACK_FILE, Ledger, check_settings, commit_track, read_ledgers, track_done, work_dir, write_text
 from ._tracks import Tracker

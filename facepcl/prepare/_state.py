@@ -24,7 +24,7 @@ import os
 import shutil
 from typing import Any
 
-from .._atomic import atomic_write, fsync_path
+from .._utils.atomic import atomic_write, fsync_path
 
 STATE_DIR = "_prepare"
 TRACK_FILE = "track.json"
@@ -64,7 +64,7 @@ def check_settings(out: str, settings: dict[str, Any]) -> None:
 
 
 def write_text(path: str, text: str, durable: bool = True) -> None:
-    """Write a text file atomically (see :func:`facepcl._atomic.atomic_write`)."""
+    """Write a text file atomically (see :func:`facepcl._utils.atomic.atomic_write`)."""
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .._atomic import atomic_write
-from .._constants import FEATURES
+from .._utils.atomic import atomic_write
+from .._utils.constants import FEATURES
 from ._backend import EXACT_BELOW, Backend, normalize
 
 INDEX_FILE = "index.json"

@@ -1,8 +1,8 @@
-"""``python -m facepcl.train CONFIG [key=value ...]`` (also what ``torchrun -m facepcl.train`` runs)."""
+"""``python -m facepcl.train CONFIG [key=value ...]`` (and ``torchrun -m facepcl.train``): ``facepcl train``."""
 
 import sys
 
-from .run import main
+from ..cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -20,7 +20,7 @@ batches on the training device:
 Pixels are float in [0, 1] throughout; unlike the reference (which runs the
 chain on 8-bit PIL images) nothing is rounded to 8 bits between steps. Every
 encoder input then goes through the exported model's normalisation
-(:func:`facepcl._preprocess.normalize`, as served by :func:`facepcl.transforms`);
+(:func:`facepcl.preprocess.normalize`, as served by :func:`facepcl.transforms`);
 reconstruction targets stay in [0, 1].
 """
 
@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .._preprocess import normalize
 from ..config import PreprocessConfig
+from ..preprocess import normalize
 from .config import AugmentConfig, RunConfig
 
 # Columns of a view's parameter row.

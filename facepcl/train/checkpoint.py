@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._atomic import atomic_write
-from .._version import __version__
+from .._utils.atomic import atomic_write
+from .._utils.version import __version__
 from ..errors import CheckpointError
 
 FORMAT = "facepcl-train-1"

@@ -22,9 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+try:
+    import yaml
+except ImportError as e:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        "facepcl's training configs need the training extra, which is not installed (missing module: pyyaml). "
+        'Install it with: pip install "facepcl[train]"'
+    ) from e
 
-from .._version import __version__
+from .._utils.version import __version__
 from ._coerce import build as _build
 from ._coerce import coerce as _coerce
 from ._coerce import hints as _hints

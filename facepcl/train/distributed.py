@@ -71,7 +71,7 @@ def init_distributed(device: str | None = None, timeout_s: float = 1800.0) -> Di
     Returns:
         The :class:`DistEnv`.
     """
-    from .._device import resolve_device
+    from .._utils.device import resolve_device
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

@@ -1,39 +1,35 @@
-"""Command-line entry: ``facepcl train CONFIG [key=value ...]`` and ``python -m facepcl.train``."""
+"""Run a training from a config and overrides: what ``facepcl train`` and ``python -m facepcl.train`` call."""
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from collections.abc import Sequence
 
 from . import distributed as D
 from .config import load_config
 
 
-def build_parser(prog: str = "facepcl train") -> argparse.ArgumentParser:
-    """The training argument parser (the same arguments as ``facepcl train``)."""
-    from ..cli._train import DESCRIPTION, EPILOG, add_arguments
+def main(argv: Sequence[str]) -> int:
+    """Run a training; ``argv`` is ``[CONFIG, key=value, ...]`` as ``facepcl train`` takes them.
 
-    return add_arguments(argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
-                                                 formatter_class=argparse.RawDescriptionHelpFormatter))
+    Args:
+        argv: A YAML file or bundled recipe name (pcl, smoke, check), then
+            dotted ``key=value`` overrides with YAML values.
 
+    Returns:
+        The exit code: 0, or 3 when ``log.verdict_window`` asked for a
+        verdict and a loss did not fall (the ``check`` recipe).
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run a training from an argument list (``sys.argv[1:]`` when None); returns the exit code.
-
-    The exit code is 0, or 3 when ``log.verdict_window`` asked for a verdict
-    and a loss did not fall (the ``check`` recipe).
+    Raises:
+        ValueError: No config was named, or an override is malformed.
 
     Example:
         >>> main(["smoke", "data.root=frames", "output_dir=/tmp/run", "train.max_steps=2"])  # doctest: +SKIP
         0
     """
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    cfg = load_config(args.config, args.overrides)
-    if args.print_config:
-        print(cfg.to_yaml(), end="")
-        return 0
+    if not argv:
+        raise ValueError("name a config: a YAML file or a bundled recipe (pcl, smoke, check)")
+    cfg = load_config(argv[0], list(argv[1:]))
     if not logging.getLogger().handlers:  # standalone (python -m, torchrun); the facepcl CLI sets up its own
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     env = D.init_distributed(cfg.device)

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._accel import native_bf16
-from .._constants import COMPONENTS as _COMPONENTS
+from .._utils.constants import COMPONENTS as _COMPONENTS
 from ..config import PCLConfig
 from ..model import PCLModel
+from ..runtime._accel import native_bf16
 from . import distributed as D
 from .augment import make_inputs
 from .checkpoint import CheckpointDir, export_model, load_checkpoint, rng_state, set_rng_state

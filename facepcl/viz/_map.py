@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .._constants import FEATURES
+from .._utils.constants import FEATURES
 from ._draw import MISSING_COLOUR, PALETTE, ramp
 from ._project import Projection, project_2d
 

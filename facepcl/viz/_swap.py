@@ -78,7 +78,7 @@ def load_decoder_model(model: PCLModel | str | os.PathLike | None = None, *,
                 "facepcl.load(NAME, components=['encoder', 'decoder']) (the model's config.json must list "
                 "'decoder' among its components)")
         if device is not None:
-            from .._device import resolve_device
+            from .._utils.device import resolve_device
 
             model.to(resolve_device(device))
         return model

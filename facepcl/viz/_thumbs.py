@@ -102,7 +102,7 @@ def _crop(image: np.ndarray, kps: np.ndarray, pre: PreprocessConfig) -> np.ndarr
 
 
 def _video_frames(path: str, wanted: dict[int, int]) -> dict[int, np.ndarray]:
-    from ..export._video import iter_frames
+    from ..io.video import iter_frames
 
     need = defaultdict(list)
     for row, frame in wanted.items():

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import POSE_ANGLES
+from ...heads.metrics import POSE_ANGLES
 from ._base import ArrayImages, LabelledImages, files_key, format_error
 
 MAX_ABS_ANGLE = 99.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from ._version import __version__
+from .._utils.version import __version__
 
 
 class EmbedderInfo:

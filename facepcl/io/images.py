@@ -33,7 +33,7 @@ decoded. To read larger images, raise that limit:
 Files: only regular files are read. Devices (``/dev/zero``), FIFOs and
 sockets are refused by type before anything is read, and a file larger than
 :data:`MAX_FILE_BYTES` (512 MiB, far above any real photo) is refused before
-it is read whole; raise ``facepcl.io.MAX_FILE_BYTES`` to read larger files.
+it is read whole; raise ``facepcl.io.images.MAX_FILE_BYTES`` to read larger files.
 
 Multi-frame files (animated GIF, WebP or PNG, multi-page TIFF): the first
 frame is used, and a :class:`~facepcl.errors.MultiFrameWarning` says so.
@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageLoadError, MultiFrameWarning
+from ..errors import ImageLoadError, MultiFrameWarning
 
 MAX_FILE_BYTES = 512 << 20  # bytes; a knob like PIL.Image.MAX_IMAGE_PIXELS (None disables the check)
 COLOR_ORDERS = ("RGB", "BGR")
@@ -203,9 +203,9 @@ def _open_regular(path: str | os.PathLike, label: str) -> int:
 
 
 def _too_large(label: str, size: int, limit: int) -> ImageLoadError:
-    return ImageLoadError(f"{label}: file too large ({size:,} bytes; limit facepcl.io.MAX_FILE_BYTES = {limit:,}). "
-                          "If the file is a trusted image, raise the limit: `facepcl.io.MAX_FILE_BYTES = <bytes>` "
-                          "(None disables the check)")
+    return ImageLoadError(f"{label}: file too large ({size:,} bytes; limit facepcl.io.images.MAX_FILE_BYTES = "
+                          f"{limit:,}). If the file is a trusted image, raise the limit: "
+                          "`facepcl.io.images.MAX_FILE_BYTES = <bytes>` (None disables the check)")
 
 
 def _open_bytes(data: bytes, label: str) -> Image.Image:

@@ -14,10 +14,10 @@ from pathlib import Path
 from safetensors.torch import save_file
 from torch import nn
 
-from ._atomic import atomic_write
-from ._constants import COMPONENTS
-from ._version import __version__
-from .config import PCLConfig
+from .._utils.atomic import atomic_write
+from .._utils.constants import COMPONENTS
+from .._utils.version import __version__
+from ..config import PCLConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

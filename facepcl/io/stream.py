@@ -1,9 +1,9 @@
 """Decode inputs ahead of the model, in worker threads, and hand them over in input order.
 
-Still images are decoded by :func:`facepcl._parallel.prefetch`'s threads; a
+Still images are decoded by :func:`facepcl.io.prefetch.prefetch`'s threads; a
 video is decoded by its own thread into a small queue, in its place in the
 same ordered stream, while the model works on its earlier frames. Threads,
-not processes: see :mod:`facepcl._parallel` and docs/benchmarks.md.
+not processes: see :mod:`facepcl.io.prefetch` and docs/benchmarks.md.
 
 Everything is handed over in input order, so the consumer can commit shards
 in order and resume from a single cursor. At most ``lookahead`` inputs are
@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from .._parallel import prefetch
 from ..errors import ImageLoadError
-from ._inputs import InputItem
-from ._video import iter_frames
+from .inputs import InputItem
+from .prefetch import prefetch
+from .video import iter_frames
 
 
 @dataclass

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._device import resolve_dtype
+from .._utils.device import resolve_dtype
 
 
 @functools.lru_cache(maxsize=8)
@@ -186,7 +186,7 @@ class EncoderRunner:
 
     def __call__(self, x: torch.Tensor):
         """Encode ``(B, 3, H, W)`` float network input; returns ``PCLFeatures`` of ``(B, D)`` float32."""
-        from .model import PCLFeatures
+        from ..model import PCLFeatures
 
         if self.plan.exact:
             param_dtype = next(self.encoder.parameters()).dtype

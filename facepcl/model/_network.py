@@ -3,7 +3,7 @@
 Layer for layer the network of Liu et al., "Pose-disentangled Contrastive
 Learning for Self-supervised Facial Representation" (CVPR 2023), as the
 authors' code builds it (see ``docs/architecture.md`` for the table and
-:mod:`facepcl._keymap` for the one-to-one mapping onto the official
+:mod:`facepcl.model._keymap` for the one-to-one mapping onto the official
 checkpoint's key names). "face" here is the reference's "exp" (the
 pose-unrelated branch).
 
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import PCLConfig
+from ..config import PCLConfig
 
 _SLOPE = 0.1  # every activation of the encoder is LeakyReLU(0.1)
 

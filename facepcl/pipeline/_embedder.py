@@ -27,22 +27,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._accel import EncoderRunner, encoder_plan
-from ._constants import FEATURES
-from ._embedder_info import EmbedderInfo
-from ._input_stream import as_stream, chunks
-from ._options import RENAMED, cache_key, check_crop_size, check_options, model_device, renamed_options, resolve_model
-from ._parallel import default_workers, prefetch
-from ._preprocess import fit_crop
-from ._transforms import Transform
-from .align import align_faces
-from .align import template as template_points
-from .config import PCLConfig, PreprocessConfig, feature_dim
-from .detection import Detections, FaceDetector, Prepared
-from .errors import ImageLoadError, NoFaceError
-from .io import describe, load_image
-from .model import PCLFeatures, PCLModel
-from .results import EmbeddingResult, Failure
+from .._utils.constants import FEATURES
+from ..align import align_faces
+from ..align import template as template_points
+from ..config import PCLConfig, PreprocessConfig, check_crop_size, feature_dim
+from ..detection import Detections, FaceDetector, Prepared
+from ..errors import ImageLoadError, NoFaceError
+from ..io import describe, load_image
+from ..io.prefetch import default_workers, prefetch
+from ..model import PCLFeatures, PCLModel
+from ..preprocess import Transform, fit_crop
+from ..results import EmbeddingResult, Failure
+from ..runtime._accel import EncoderRunner, encoder_plan
+from ._info import EmbedderInfo
+from ._options import RENAMED, cache_key, check_options, model_device, renamed_options, resolve_model
+from ._stream import as_stream, chunks
 
 __all__ = ["EmbeddingResult", "FaceEmbedder", "Failure", "embed"]
 
@@ -61,7 +60,7 @@ class FaceEmbedder(EmbedderInfo):
         dtype: Encoder compute dtype: None (the fast path's choice, or
             float32 with ``exact=True``), "float32", or "bf16"/"fp16": a copy
             of the encoder in that dtype and in channels_last memory format
-            (see :mod:`facepcl._accel`); features are returned as float32 either way.
+            (see :mod:`facepcl.runtime._accel`); features are returned as float32 either way.
         compile: ``torch.compile`` the encoder copy (inductor; one
             compilation, 10-60 s on a CPU, serves every batch size). It
             pays off only when encoding dominates a long run (aligned crops
@@ -109,7 +108,7 @@ class FaceEmbedder(EmbedderInfo):
             detection and encoding. None: the machine's cores, at most 4; 0:
             decode in the calling thread. torch keeps all its threads
             beside them: its OpenMP threads wait passively (see
-            :mod:`facepcl._threads`), so a core a decoder takes for a
+            :mod:`facepcl.runtime._threads`), so a core a decoder takes for a
             while slows torch by that share only.
 
     Attributes:
@@ -333,7 +332,7 @@ class FaceEmbedder(EmbedderInfo):
         heads = getattr(self.model, "task_heads", None)
         if not heads:
             return {}
-        from .heads import predict_crops, predict_features
+        from ..heads import predict_crops, predict_features
 
         out: dict[str, Any] = {}
         for size in sorted({h.spec.input_size for h in heads.values()}):

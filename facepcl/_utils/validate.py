@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from numbers import Integral, Real
 from typing import Any
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 
-# The channel orders facepcl._preprocess.normalize implements (images are decoded as RGB; "BGR" flips them).
+# The channel orders facepcl.preprocess.normalize implements (images are decoded as RGB; "BGR" flips them).
 NETWORK_COLOR_ORDERS = ("RGB", "BGR")
 _HUB_ID = re.compile(r"[\w.\-]+/[\w.\-]+")
 

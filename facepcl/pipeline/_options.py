@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import numbers
 import os
 import warnings
 from typing import Any
 
 import torch
 
-from . import hub, registry
-from ._deprecated import rename_options
-from ._device import resolve_device
-from .errors import ModelLoadError
-from .model import PCLModel
+from .. import hub, registry
+from .._deprecated import rename_options
+from .._utils.device import resolve_device
+from ..errors import ModelLoadError
+from ..model import PCLModel
 
 ON_NO_FACE = ("skip", "error", "full_image")
 
@@ -64,20 +63,6 @@ def check_options(*, on_no_face: str, color_order: str, max_faces: int | None, b
                          "this embedder builds; with your own FaceDetector, set them on it instead")
     if exact and fast:
         raise ValueError("exact=True and fast=True ask for different paths; pass one of them")
-
-
-def check_crop_size(crop_size: Any) -> int:
-    """A crop side the encoder accepts: any whole number of pixels from 16 up.
-
-    The encoder is fully convolutional and each of its four stride-2
-    convolutions maps n pixels to ceil(n / 2), so any side works; the
-    feature size is ``128 * ceil(S/16)^2`` (6272 at 100 px). Below 16 px
-    the feature map is a single pixel and a face is not recognisable.
-    """
-    if isinstance(crop_size, bool) or not isinstance(crop_size, numbers.Integral) or crop_size < 16:
-        raise ValueError(f"crop_size must be a whole number of pixels, at least 16 (e.g. 64, or 100 as the "
-                         f"paper's expression probe), got {crop_size!r}")
-    return int(crop_size)
 
 
 def resolve_model(model: PCLModel | str | os.PathLike | None, device: str | torch.device | None) -> PCLModel:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ImageLoadError
-from ..io import check_regular_file, load_image
+from .images import check_regular_file, load_image
 
 
 class VideoReadError(ImageLoadError):

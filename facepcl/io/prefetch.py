@@ -11,7 +11,7 @@ the whole call, which cost a lot whenever there was little to decode
 expensive was not the thread count but OpenMP's spin-waiting: a thread
 descheduled for a decoder held up every other one at each operation's
 barrier while they spun. facepcl now asks OpenMP to wait passively (see
-:mod:`facepcl._threads`), so a core that a decoder takes for a while costs
+:mod:`facepcl.runtime._threads`), so a core that a decoder takes for a while costs
 torch that share of time, no more, and nothing at all when nothing is
 decoded.
 """
