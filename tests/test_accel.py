@@ -18,11 +18,13 @@ import torch
 from torch import nn
 
 import facepcl
-from facepcl import PCLConfig, PCLModel, _accel, _parallel
+from facepcl import PCLConfig, PCLModel
 from facepcl.detection import FaceDetector
 from facepcl.io import load_image
+from facepcl.io import prefetch as _parallel
 from facepcl.pipeline import FaceEmbedder
 from facepcl.registry import get_model_info
+from facepcl.runtime import _accel
 from tests import _samples
 
 FACES = ["multi_face.jpg", "single_face.jpg", "BWPictureHuman.jpg", "Image_with_alpha.png", "0-f1-su-ph.jpg",

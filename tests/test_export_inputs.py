@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from facepcl.export import _inputs
+from facepcl.io import inputs as _inputs
 from facepcl.io.inputs import check_arguments, iter_inputs, select
 
 
