@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 from facepcl.cli import main
-from facepcl.export import _writers, column_to_numpy, read_embeddings, read_errors
-from facepcl.export._state import MANIFESTS, read_manifest
+from facepcl.export import _formats, column_to_numpy, read_embeddings, read_errors
+from facepcl.export._folder import MANIFESTS, read_manifest
 
 from ._threads import torch_threads
 
@@ -99,7 +99,7 @@ class _FailingWrite:
 def test_full_disk_fails_loudly_and_resume_completes_every_row(crops, embed, reference, tmp_path,
                                                                monkeypatch) -> None:
     out = tmp_path / "out"
-    fmt = _writers.FORMATS["parquet"]
+    fmt = _formats.FORMATS["parquet"]
     monkeypatch.setattr(fmt, "write", _FailingWrite(fmt, 3, OSError(errno.ENOSPC, "No space left on device")))
     rc, err = embed([crops], out)
     assert rc == 1
@@ -142,7 +142,7 @@ def test_real_full_disk_then_resume_on_a_disk_with_room(crops, embed, reference,
 def test_second_ctrl_c_during_a_shard_write_commits_nothing_of_it(crops, embed, reference, tmp_path,
                                                                   monkeypatch) -> None:
     out = tmp_path / "out"
-    fmt = _writers.FORMATS["parquet"]
+    fmt = _formats.FORMATS["parquet"]
     monkeypatch.setattr(fmt, "write", _FailingWrite(fmt, 2, KeyboardInterrupt()))
     rc, err = embed([crops], out)
     assert rc == 130 and "interrupted" in err

@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facepcl.export import _state, read_embeddings, read_errors
+from facepcl._utils.folders import FolderLockedError
+from facepcl.export import _dataset, read_embeddings, read_errors
+from facepcl.export._folder import ExportFolder, any_shards
+from facepcl.export._formats import RowBuffer
 from facepcl.export._resume import skip_done
-from facepcl.export._state import Cursor, ExportStateError, RankState, Stats
-from facepcl.export._writers import RowBuffer
+from facepcl.export._types import Cursor, ExportStateError, Stats
 from facepcl.io.inputs import InputItem, iter_inputs
 from facepcl.io.stream import iter_units
 
@@ -37,19 +39,19 @@ def cursor(item: int, frame: int = -1, complete: bool = True) -> Cursor:
     return Cursor(item, frame, complete, f"d{item}", f"p{item}.jpg")
 
 
-def commit(state: RankState, shard: int, start: Cursor, end: Cursor, items: list[int], errors=()) -> None:
+def commit(state: ExportFolder, shard: int, start: Cursor, end: Cursor, items: list[int], errors=()) -> None:
     state.commit(shard, rows(items), ["face"], DIM, META, start, end, Stats(inputs=len(items), faces=len(items)),
                  list(errors))
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "npz", "safetensors"])
 def test_commit_then_scan(tmp_path: Path, fmt: str) -> None:
-    state = RankState(str(tmp_path), 0, fmt)
+    state = ExportFolder(str(tmp_path), fmt, 0)
     os.makedirs(tmp_path / "_manifests")
-    assert state.scan().next_shard == 0
+    assert state.resume().next_shard == 0
     commit(state, 0, Cursor(), cursor(2), [0, 2])
     commit(state, 1, cursor(2), cursor(6, 30, complete=False), [4, 6])
-    point = state.scan()
+    point = state.resume()
     assert point.next_shard == 2 and point.cursor == cursor(6, 30, complete=False)
     assert point.rows == 4 and point.done.inputs == 4
     assert read_embeddings(tmp_path).column("item").to_pylist() == [0, 2, 4, 6]
@@ -57,7 +59,7 @@ def test_commit_then_scan(tmp_path: Path, fmt: str) -> None:
 
 def test_crash_leftovers_are_cleaned_and_bad_folders_refused(tmp_path: Path) -> None:
     out = str(tmp_path)
-    state = RankState(out, 0, "parquet")
+    state = ExportFolder(out, "parquet", 0)
     os.makedirs(tmp_path / "_manifests")
     commit(state, 0, Cursor(), cursor(0), [0])
     commit(state, 1, cursor(0), cursor(1), [1])
@@ -66,7 +68,7 @@ def test_crash_leftovers_are_cleaned_and_bad_folders_refused(tmp_path: Path) -> 
     (tmp_path / ".part-r00000-000002.parquet.tmp-999").write_bytes(b"half")
     (tmp_path / "_manifests" / ".part-r00000-000003.json.tmp-999").write_bytes(b"half")
     (tmp_path / ".part-r00001-000000.parquet.tmp-999").write_bytes(b"another rank's")
-    point = state.scan()
+    point = state.resume()
     assert point.next_shard == 2 and point.cursor == cursor(1)
     assert sorted(os.listdir(tmp_path)) == [".part-r00001-000000.parquet.tmp-999", "_manifests",
                                             "part-r00000-000000.parquet", "part-r00000-000001.parquet"]
@@ -75,41 +77,44 @@ def test_crash_leftovers_are_cleaned_and_bad_folders_refused(tmp_path: Path) -> 
     os.rename(tmp_path / "part-r00000-000000.parquet", tmp_path / "keep.bin")
     os.rename(tmp_path / "_manifests" / "part-r00000-000000.json", tmp_path / "keep.json")
     with pytest.raises(ExportStateError, match=r"part-r00000-000000 of .* is missing"):
-        state.scan()
+        state.resume()
     # a data file without its manifest: what it covers is unknown, refused
     os.rename(tmp_path / "keep.bin", tmp_path / "part-r00000-000000.parquet")
     with pytest.raises(ExportStateError, match="has no manifest"):
-        state.scan()
+        state.resume()
     os.rename(tmp_path / "keep.json", tmp_path / "_manifests" / "part-r00000-000000.json")
-    assert state.scan().next_shard == 2
+    assert state.resume().next_shard == 2
     with pytest.raises(ExportStateError, match="not a npz shard"):
-        RankState(out, 0, "npz").scan()
+        ExportFolder(out, "npz", 0).resume()
 
 
 def test_settings_check(tmp_path: Path) -> None:
     out = str(tmp_path / "out")
     settings = {"config_hash": "a", "features": ["face"], "world_size": 1}
-    _state.run_settings_check(out, settings, resume=False)
-    _state.run_settings_check(out, settings, resume=False)  # no shards yet: starting again is fine
-    state = RankState(out, 0, "parquet")
+    state = ExportFolder(out)
+    state.write_settings(settings, resume=False)
+    state.write_settings(settings, resume=False)  # no shards yet: starting again is fine
     commit(state, 0, Cursor(), cursor(0), [0])
     with pytest.raises(ExportStateError, match="--resume"):
-        _state.run_settings_check(out, settings, resume=False)
-    _state.run_settings_check(out, settings, resume=False, rank=1)  # rank 1 of the same run starts fresh
-    _state.run_settings_check(out, settings, resume=True)
+        state.write_settings(settings, resume=False)
+    ExportFolder(out, rank=1).write_settings(settings, resume=False)  # rank 1 of the same run starts fresh
+    state.write_settings(settings, resume=True)
     with pytest.raises(ExportStateError, match="features: was \\['face'\\], now \\['pose'\\]"):
-        _state.run_settings_check(out, {**settings, "features": ["pose"]}, resume=True)
+        state.write_settings({**settings, "features": ["pose"]}, resume=True)
+    (Path(out) / "_run.json").write_text('{"config_hash": "a", "feat')  # a torn or garbled file
+    with pytest.raises(ExportStateError, match=r"_run.json is damaged .*run with --overwrite or restore it"):
+        state.write_settings(settings, resume=True)
 
 
 def test_one_writer_per_rank(tmp_path: Path) -> None:
     os.makedirs(tmp_path / "_manifests")
-    a, b = RankState(str(tmp_path), 0, "parquet"), RankState(str(tmp_path), 0, "parquet")
+    a, b = ExportFolder(str(tmp_path), "parquet", 0), ExportFolder(str(tmp_path), "parquet", 0)
     a.lock()
     try:
-        with pytest.raises(ExportStateError, match="another facepcl embed") as info:
+        with pytest.raises(FolderLockedError, match="another process is writing this rank 0 of a facepcl embed export") as info:
             b.lock()
         assert "resuming" not in str(info.value)  # the same message whether or not --resume was given
-        RankState(str(tmp_path), 1, "parquet").lock()  # other ranks are independent
+        ExportFolder(str(tmp_path), "parquet", 1).lock()  # other ranks are independent
     finally:
         a.unlock()
     b.lock()
@@ -120,22 +125,22 @@ def test_errors_and_index_merge_ranks_in_input_order(tmp_path: Path) -> None:
     out = str(tmp_path)
     os.makedirs(tmp_path / "_manifests")
     err = lambda i, frame=-1: {"item": i, "path": f"p{i}.jpg", "frame": frame, "kind": "no_face", "reason": "r"}  # noqa: E731
-    r0, r1 = RankState(out, 0, "npz"), RankState(out, 1, "npz")
+    r0, r1 = ExportFolder(out, "npz", 0), ExportFolder(out, "npz", 1)
     commit(r0, 0, Cursor(), cursor(2), [0], [err(2)])
     commit(r0, 1, cursor(2), cursor(4), [4], [])
     commit(r1, 0, Cursor(), cursor(3, 5, complete=False), [1], [err(3, 2), err(3, 5)])
     commit(r1, 1, cursor(3, 5, complete=False), cursor(5), [5], [err(5)])
-    assert _state.write_errors(out) == 4
+    assert _dataset.write_errors(out) == 4
     lines = [json.loads(x) for x in (tmp_path / "_errors.jsonl").read_text().splitlines()]
     assert [(x["item"], x["frame"]) for x in lines] == [(2, -1), (3, 2), (3, 5), (5, -1)]
     assert read_errors(out) == lines
-    _state.write_index(out, "npz")
+    _dataset.write_index(out, "npz")
     with open(tmp_path / "index.csv", newline="") as f:
         index = list(csv.DictReader(f))
     assert [int(r["item"]) for r in index] == [0, 1, 4, 5]
     assert [r["file"] for r in index] == ["part-r00000-000000.npz", "part-r00001-000000.npz",
                                           "part-r00000-000001.npz", "part-r00001-000001.npz"]
-    stats, n = _state.dataset_totals(out)
+    stats, n = _dataset.dataset_totals(out)
     assert n == 4 and stats.inputs == 4
 
 
@@ -225,7 +230,7 @@ def test_shards_copied_without_bookkeeping_still_read(tmp_path: Path) -> None:
 
     out = tmp_path / "out"
     os.makedirs(out / "_manifests")
-    state = RankState(str(out), 0, "safetensors")
+    state = ExportFolder(str(out), "safetensors", 0)
     commit(state, 0, Cursor(), cursor(3), [1, 3])
     commit(state, 1, cursor(3), cursor(5), [5])
     copy = tmp_path / "copy"
@@ -241,16 +246,16 @@ def test_clear_export_deletes_only_export_files_of_its_ranks(tmp_path: Path) -> 
     out = str(tmp_path)
     os.makedirs(tmp_path / "_manifests")
     for rank in (0, 1, 2):  # an earlier run with 3 processes
-        commit(RankState(out, rank, "parquet"), 0, Cursor(), cursor(rank), [rank])
+        commit(ExportFolder(out, "parquet", rank), 0, Cursor(), cursor(rank), [rank])
     for name in ("_run.json", "_errors.jsonl", "index.csv", "notes.txt"):
         (tmp_path / name).write_text("x")
     (tmp_path / "_manifests" / ".lock-r00001").write_text("")
     # This run has 2 processes: rank 1 clears its own files only.
-    gone = _state.clear_export(out, 1, 2)
+    gone = ExportFolder(out, rank=1, world_size=2).clear()
     assert sorted(os.path.basename(p) for p in gone) == ["part-r00001-000000.json", "part-r00001-000000.parquet"]
-    assert _state.any_shards(out, 0) and _state.any_shards(out, 2) and not _state.any_shards(out, 1)
+    assert any_shards(out, 0) and any_shards(out, 2) and not any_shards(out, 1)
     # Rank 0 clears its own, those of ranks the run lacks (2), and the folder-level files.
-    _state.clear_export(out, 0, 2)
-    assert not _state.any_shards(out)
+    ExportFolder(out, rank=0, world_size=2).clear()
+    assert not any_shards(out)
     left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
     assert left == ["_manifests", "_manifests/.lock-r00001", "notes.txt"]

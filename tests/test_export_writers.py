@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from facepcl.export._writers import FORMATS, RowBuffer, arrow_schema, from_arrow, get_format, write_atomic
+from facepcl._utils.atomic import atomic_write as write_atomic
+from facepcl.export._formats import FORMATS, RowBuffer, arrow_schema, from_arrow, get_format
 
 DIM = 32
 META = {"model_id": "tiny", "revision": None, "config_hash": "abc", "feature_dim": DIM,

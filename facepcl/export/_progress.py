@@ -7,7 +7,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 
-from ._state import Stats
+from ._types import Stats
 
 
 def progress_wanted(no_progress: bool, quiet: bool, rank: int, stream=None) -> bool:
@@ -58,6 +58,12 @@ class Progress:
             self.bar.total = self._total
         self.bar.set_postfix(faces=stats.faces, frames=stats.frames, skipped=stats.skipped, refresh=False)
         self.bar.update(inputs)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         if self.bar is None:

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import glob
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
-from ._state import MANIFESTS, RUN_FILE, committed_manifests, iter_errors, read_manifest
-from ._writers import FEATURES, RowBuffer, from_arrow, get_format, to_arrow
+from ._dataset import committed_shards, iter_errors
+from ._folder import MANIFESTS, RUN_FILE, read_json
+from ._formats import FEATURES, RowBuffer, from_arrow, get_format, to_arrow
 
 
 def _shard_files(out: str) -> tuple[list[str], str]:
+    """Data files of the committed shards (verified against their manifests) and their format.
+
+    Raises:
+        FileNotFoundError: ``out`` is not an export folder.
+        ExportStateError: A shard is damaged (the message names it and says to ``--resume``).
+    """
     if not os.path.isdir(out):
         raise FileNotFoundError(f"{out}: no such folder; pass the OUT folder of `facepcl embed`")
-    files = [os.path.join(out, read_manifest(p)["file"]) for paths in committed_manifests(out).values()
-             for p in paths]
+    files = [s.path for s in committed_shards(out, verify=True)]
     if not files and not os.path.isdir(os.path.join(out, MANIFESTS)):
         # shards copied somewhere without their bookkeeping: every shard file is a finished one
         files = sorted(f for ext in ("parquet", "npz", "safetensors")
@@ -29,8 +34,7 @@ def _shard_files(out: str) -> tuple[list[str], str]:
 
 
 def _run_format(out: str) -> str:
-    with open(os.path.join(out, RUN_FILE), encoding="utf-8") as f:
-        return json.load(f).get("format", "parquet")
+    return read_json(os.path.join(out, RUN_FILE)).get("format", "parquet")
 
 
 def read_metadata(out: str | os.PathLike) -> dict[str, Any]:
@@ -38,8 +42,7 @@ def read_metadata(out: str | os.PathLike) -> dict[str, Any]:
     out = os.fspath(out)
     files, fmt = _shard_files(out)
     if not files:
-        with open(os.path.join(out, RUN_FILE), encoding="utf-8") as f:
-            return json.load(f)
+        return read_json(os.path.join(out, RUN_FILE))
     return get_format(fmt).metadata(files[0])
 
 
@@ -58,6 +61,12 @@ def read_embeddings(out: str | os.PathLike, columns: Sequence[str] | None = None
 
     Returns:
         A ``pyarrow.Table`` whose schema metadata holds the provenance JSON under ``b"facepcl"``.
+
+    Raises:
+        FileNotFoundError: ``out`` is not an export folder.
+        ExportStateError: A shard's data file does not match its manifest
+            (truncated, partially copied, changed); the message names it and
+            says to run the export again with ``--resume``.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq

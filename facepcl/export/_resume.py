@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from ..io.inputs import InputItem
 from ..io.stream import file_stamp
-from ._state import Cursor, ExportStateError
+from ._types import Cursor, ExportStateError
 
 
 def skip_done(items: Iterator[InputItem], cursor: Cursor,
@@ -14,7 +14,7 @@ def skip_done(items: Iterator[InputItem], cursor: Cursor,
     """Drop what earlier runs committed; prove the inputs are the same up to the cursor.
 
     ``stamps`` (``(item, size, mtime_ns)`` in input order, see
-    :meth:`RankState.iter_stamps`) are compared with the finished inputs'
+    :meth:`ExportFolder.pending`) are compared with the finished inputs'
     files, so that a file changed since it was embedded is refused.
     """
     checked = cursor.item < 0

@@ -3,12 +3,18 @@
 One pass per rank: the input stream (sliced for this rank, minus what
 earlier runs committed) is decoded by worker threads, batched, run through
 the face pipeline, and turned into rows. Rows and skipped inputs accumulate
-in the shard in flight, which is committed (atomically) when it holds
-``shard_size`` rows or records, after ``shard_seconds``, at the end, on
-Ctrl-C / SIGTERM, and before a fatal error propagates. Nothing but the
-in-flight shard is lost when the process is killed. A shard whose write
-fails (disk full, a second Ctrl-C during the write) is not committed at all:
-its inputs stay unfinished, and ``--resume`` embeds them again.
+in the shard in flight (:class:`~._shard.ShardWriter`), which is committed
+(see :meth:`~._folder.ExportFolder.commit`) when it holds ``shard_size``
+rows or records, after ``shard_seconds``, at the end, on Ctrl-C / SIGTERM,
+and before a fatal error propagates. Nothing but the in-flight shard is lost
+when the process is killed. A shard whose write fails (disk full, an I/O
+error, a second Ctrl-C during the write) is not committed at all: its inputs
+stay unfinished, and ``--resume`` embeds them again.
+
+:func:`run_embed` reads top to bottom: check the options, probe the inputs,
+load the model, lock and set up the folder (:class:`~._folder.ExportFolder`),
+resume, embed batch by batch into the shard writer, then merge the
+folder-level files and print the summary.
 """
 
 from __future__ import annotations
@@ -26,26 +32,22 @@ import numpy as np
 
 from .._deprecated import renamed_keywords
 from ..io import prefetch as _parallel
-from ..io.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, check_arguments, display_path, iter_inputs, select
+from ..io.inputs import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    ListingInterrupted,
+    check_arguments,
+    display_path,
+    iter_inputs,
+    select,
+)
 from ..io.ranks import DistInfo, barrier_and_close, from_env, rank_device, reduce_at_end
 from ..io.stream import Unit, iter_units
+from ._folder import ERRORS_FILE, ExportFolder
+from ._formats import FEATURES
 from ._progress import Progress, count_items, progress_wanted, summary_line
-from ._resume import skip_done
-from ._state import (
-    ERRORS_FILE,
-    MANIFESTS,
-    STAT_KEYS,
-    Cursor,
-    RankState,
-    Stats,
-    check_fresh,
-    clear_export,
-    output_error,
-    run_settings_check,
-    write_errors,
-    write_index,
-)
-from ._writers import FEATURES, RowBuffer
+from ._shard import BatchRows, ShardWriter
+from ._types import STAT_KEYS, Cursor, ResumePoint, Stats
 
 # Settings that decide the rows: a resumed run (and every rank) must use the same.
 IDENTITY = ("encoder_sha256", "config_hash", "preprocess", "crop_size", "feature_dim", "features", "dtype", "accel",
@@ -117,10 +119,17 @@ def default_workers(info: DistInfo) -> int:
 
 
 class _Signals:
-    """First Ctrl-C (or SIGTERM) asks to stop after the current batch; a second Ctrl-C aborts at once."""
+    """First Ctrl-C (or SIGTERM) asks to stop after the current batch; a second Ctrl-C aborts at once.
+
+    The first signal also sets :attr:`stop`, which ends the listing of the
+    inputs (:func:`facepcl.io.inputs.iter_inputs` raises
+    :class:`~facepcl.io.inputs.ListingInterrupted`), so a run stops promptly
+    even while it walks a huge tree.
+    """
 
     def __init__(self, say) -> None:
         self.requested: int | None = None
+        self.stop = threading.Event()
         self._say = say
         self._old: dict[int, object] = {}
 
@@ -138,28 +147,9 @@ class _Signals:
         if self.requested is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = signum
+        self.stop.set()
         self._say("stopping after the current batch and saving it (Ctrl-C again to stop at once; "
                   "--resume continues either way)")
-
-
-class _Shard:
-    """The shard in flight: rows, skipped-input records, counts, and the cursor range it covers."""
-
-    def __init__(self, features: list[str], dim: int, start: Cursor) -> None:
-        self.rows = RowBuffer(features, dim)
-        self.errors: list[dict] = []
-        self.inputs: list[list[int]] = []  # [item, size, mtime_ns] of each input this shard finishes
-        self.stats = Stats()
-        self.start = self.end = start
-        self.opened = time.monotonic()
-
-    @property
-    def size(self) -> int:
-        return len(self.rows) + len(self.errors)
-
-    @property
-    def empty(self) -> bool:
-        return self.end == self.start
 
 
 def run_embed(opts: EmbedOptions) -> int:
@@ -167,161 +157,115 @@ def run_embed(opts: EmbedOptions) -> int:
 
     Raises:
         FacePCLError, ValueError, FileNotFoundError: Fatal problems (bad options,
-            model not loadable, output folder not resumable as asked); the
-            command line turns them into exit code 1.
+            model not loadable, output folder not resumable as asked, a damaged
+            manifest, a model giving NaN); the command line turns them into exit code 1.
     """
     opts.check()
     info = from_env()
     check_arguments(opts.inputs)
     say = (lambda msg: None) if opts.quiet else (lambda msg: print(f"facepcl embed: {msg}", file=sys.stderr,
                                                                    flush=True))
-    workers = opts.num_workers or default_workers(info)
-    # Fail fast, before the model loads: a folder that would be overwritten, or nothing to read at all.
-    if not opts.overwrite:
-        check_fresh(opts.out, opts.resume, info.rank)
-    if next(iter_inputs(opts.inputs), None) is None:
-        raise FileNotFoundError(
-            f"no input files found in {' '.join(opts.inputs)}; folders and patterns take files with the extensions "
-            f"{' '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))} (name any other file directly)")
-
-    from ._adapter import Embedder
-
-    embedder = Embedder(opts.model, revision=opts.revision, device=rank_device(opts.device, info), dtype=opts.dtype,
-                        compile=opts.compile, fast=opts.fast, detector_dtype=opts.detector_dtype,
-                        detect=opts.detect, max_faces=opts.max_faces, on_no_face=opts.on_no_face,
-                        det_threshold=opts.det_threshold, min_face_size=opts.min_face_size,
-                        batch_size=opts.batch_size, features=opts.features)
-    meta = embedder.metadata()
-    settings = {k: meta[k] for k in IDENTITY} | {"format": opts.format, "every": opts.every,
-                                                  "world_size": info.world_size}
-    shard_meta = meta | {"format": opts.format, "every": opts.every, "world_size": info.world_size,
-                         "cwd": os.getcwd()}
-    manifests = os.path.join(opts.out, MANIFESTS)
-    try:
-        os.makedirs(manifests, exist_ok=True)
-    except OSError as e:
-        raise output_error(e, manifests) from e
-    state = RankState(opts.out, info.rank, opts.format)
-    state.lock()
-    try:
-        if opts.overwrite:
-            # Only now, with the model loaded and the lock held: a failed start must not delete the old export.
-            cleared = clear_export(opts.out, info.rank, info.world_size)
-            if cleared:
-                say(f"--overwrite: deleted {len(cleared)} file(s) of the earlier export in {opts.out}")
+    folder = ExportFolder(opts.out, opts.format, info.rank, info.world_size)
+    with _Signals(say) as signals:
+        # Fail fast, before the model loads: a folder that would be overwritten, or nothing to read at all.
+        if not opts.overwrite:
+            folder.check_fresh(opts.resume)
         try:
-            run_settings_check(opts.out, settings, opts.resume, info.rank, overwrite=opts.overwrite)
-        except OSError as e:
-            raise output_error(e, os.path.join(opts.out, "_run.json")) from e
-    except BaseException:
-        state.unlock()
-        raise
-    try:
-        return _run(opts, info, embedder, state, shard_meta, workers, say)
-    finally:
-        state.unlock()
+            first = next(iter_inputs(opts.inputs, stop=signals.stop), None)
+        except ListingInterrupted:
+            return _stopped_early(signals, opts, say)
+        if first is None:
+            raise FileNotFoundError(
+                f"no input files found in {' '.join(opts.inputs)}; folders and patterns take files with the "
+                f"extensions {' '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))} (name any other file directly)")
+
+        from ._adapter import Embedder
+
+        embedder = Embedder(opts.model, revision=opts.revision, device=rank_device(opts.device, info),
+                            dtype=opts.dtype, compile=opts.compile, fast=opts.fast,
+                            detector_dtype=opts.detector_dtype, detect=opts.detect, max_faces=opts.max_faces,
+                            on_no_face=opts.on_no_face, det_threshold=opts.det_threshold,
+                            min_face_size=opts.min_face_size, batch_size=opts.batch_size, features=opts.features)
+        if signals.requested is not None:
+            return _stopped_early(signals, opts, say)
+        meta = embedder.metadata()
+        settings = {k: meta[k] for k in IDENTITY} | {"format": opts.format, "every": opts.every,
+                                                      "world_size": info.world_size}
+        shard_meta = meta | {"format": opts.format, "every": opts.every, "world_size": info.world_size,
+                             "cwd": os.getcwd()}
+        folder.lock()
+        try:
+            if opts.overwrite:
+                # Only now, with the model loaded and the lock held: a failed start must not delete the old export.
+                cleared = folder.clear()
+                if cleared:
+                    say(f"--overwrite: deleted {len(cleared)} file(s) of the earlier export in {opts.out}")
+            folder.write_settings(settings, opts.resume, overwrite=opts.overwrite)
+            point = folder.resume()
+            for name, problem in point.redone:
+                say(f"redoing {name}: {problem}")
+            if point.next_shard:
+                say(f"resuming rank {info.rank}: {point.next_shard} shards with {point.rows} faces and "
+                    f"{point.done.inputs} finished inputs are already in {opts.out}")
+            session, seconds, stopped = _embed_all(opts, info, embedder, folder, point, shard_meta, signals, say)
+        finally:
+            folder.unlock()
+    interrupted = signals.requested if stopped else None  # a signal after the last batch changes nothing
+    return _finish(opts, info, folder, session, seconds, interrupted, point.done.inputs, say)
 
 
-def _run(opts: EmbedOptions, info: DistInfo, embedder, state: RankState, shard_meta: dict, workers: int,
-         say) -> int:
-    point = state.scan()
+def _stopped_early(signals: _Signals, opts: EmbedOptions, say) -> int:
+    say(f"interrupted before anything was written to {opts.out}; run the same command again to start")
+    return 128 + int(signals.requested or signal.SIGINT)
+
+
+def _embed_all(opts: EmbedOptions, info: DistInfo, embedder, folder: ExportFolder, point: ResumePoint,
+               shard_meta: dict, signals: _Signals, say) -> tuple[Stats, float, bool]:
+    """Embed this rank's remaining inputs into shards; returns (counts, seconds, stopped by a signal)."""
+    mine = lambda: select(iter_inputs(opts.inputs, stop=signals.stop), info.rank, info.world_size)  # noqa: E731
+    items = folder.pending(mine(), point)
     cursor = point.cursor
-    if point.next_shard:
-        say(f"resuming rank {info.rank}: {point.next_shard} shards with {point.rows} faces and "
-            f"{point.done.inputs} finished inputs are already in {opts.out}")
-    items = skip_done(select(iter_inputs(opts.inputs), info.rank, info.world_size), cursor, state.iter_stamps())
-    partial = None if cursor.complete else (cursor.item, cursor.frame)
-
-    def remaining() -> int:
-        return count_items(x for x in select(iter_inputs(opts.inputs), info.rank, info.world_size)
-                           if not cursor.done(x.index))
-
-    progress = Progress(progress_wanted(not opts.progress, opts.quiet, info.rank), remaining,
+    progress = Progress(progress_wanted(not opts.progress, opts.quiet, info.rank),
+                        lambda: count_items(x for x in mine() if not cursor.done(x.index)),
                         desc="embed" if not info.distributed else f"embed rank 0/{info.world_size}")
-    features, dim = embedder.features, embedder.dim
-    shard = _Shard(features, dim, cursor)
-    next_shard = point.next_shard
+    workers = opts.num_workers or default_workers(info)
+    units = iter_units(items, embedder.load, every=opts.every, workers=workers,
+                       lookahead=opts.batch_size + 2 * workers,
+                       partial=None if cursor.complete else (cursor.item, cursor.frame),
+                       prepare=embedder.prepare if embedder.detect else None)
     session = Stats()
     started = time.monotonic()
-
-    # The shard is being written, or a batch is being added to it: an exception now (a failed write, a
-    # second Ctrl-C) leaves it uncommitted rather than committing a failed write or rows without their cursor.
-    busy = False
-
-    def commit() -> None:
-        nonlocal shard, next_shard, busy
-        if shard.empty:
-            return
-        busy = True
-        # The rows stay in the shard until its file is complete: a failed write loses nothing that a
-        # --resume cannot redo, and is never retried as an empty shard.
-        state.commit(next_shard, shard.rows.columns(), features, dim, shard_meta, shard.start, shard.end,
-                     shard.stats, shard.errors, shard.inputs)
-        busy = False
-        next_shard += 1
-        shard = _Shard(features, dim, shard.end)
-
-    def process(batch: list[Unit]) -> None:
-        nonlocal busy
-        stats, errors, block = _embed_batch(embedder, batch, features)
-        busy = True
-        shard.rows.add(block)
-        shard.errors.extend(errors)
-        shard.inputs.extend([u.item.index, *u.stamp] for u in batch if u.end and u.stamp is not None)
-        shard.stats.add(stats)
-        session.add(stats)
-        last = batch[-1]
-        shard.end = Cursor(last.item.index, -1 if last.end else last.frame, last.end, last.item.digest,
-                           last.item.path)
-        busy = False
-        progress.update(stats.inputs, session)
-
-    stop_decoding = threading.Event()
-    units = iter_units(items, embedder.load, every=opts.every, workers=workers,
-                       lookahead=opts.batch_size + 2 * workers, partial=partial, stop=stop_decoding,
-                       prepare=embedder.prepare if embedder.detect else None)
-    batch: list[Unit] = []
-    images = 0
     stopped = False
-    with _Signals(say) as signals:
+
+    def embed(batch: list[Unit], shards: ShardWriter) -> None:
+        rows = _embed_batch(embedder, batch, embedder.features)
+        shards.add(rows)
+        session.add(rows.stats)
+        progress.update(rows.stats.inputs, session)
+
+    with ShardWriter(folder, point, embedder.features, embedder.dim, shard_meta, shard_size=opts.shard_size,
+                     shard_seconds=opts.shard_seconds) as shards, contextlib.closing(units), progress:
+        batch: list[Unit] = []
+        images = 0
         try:
             for unit in units:
                 batch.append(unit)
                 images += unit.image is not None
                 if images >= opts.batch_size or len(batch) >= 4 * opts.batch_size:
-                    process(batch)
+                    embed(batch, shards)
                     batch, images = [], 0
-                    if (shard.size >= opts.shard_size
-                            or time.monotonic() - shard.opened >= opts.shard_seconds):
-                        commit()
                     if signals.requested is not None:
                         stopped = True
                         break
-            if batch:
-                process(batch)
-                batch = []
-            commit()
-        except BaseException:
-            # Whatever stops the run (a fatal error, a second Ctrl-C), the rows already made are kept, unless
-            # it was their own write that failed: then the shard is left uncommitted for --resume to redo.
-            try:
-                if not busy:
-                    with contextlib.suppress(Exception):  # the error that stopped the run is the one to report
-                        commit()
-            finally:
-                progress.close()
-                units.close()
-            raise
-        finally:
-            units.close()
-            progress.close()
-    interrupted = signals.requested if stopped else None  # a signal after the last batch changes nothing
-    seconds = time.monotonic() - started
-    return _finish(opts, info, session, seconds, interrupted, point.done.inputs, say)
+        except ListingInterrupted:
+            stopped = True  # the listing was cut by a signal: the units in hand are still saved
+        if batch:
+            embed(batch, shards)
+    return session, time.monotonic() - started, stopped
 
 
-def _finish(opts: EmbedOptions, info: DistInfo, session: Stats, seconds: float, interrupted: int | None,
-            done_before: int, say) -> int:
+def _finish(opts: EmbedOptions, info: DistInfo, folder: ExportFolder, session: Stats, seconds: float,
+            interrupted: int | None, done_before: int, say) -> int:
     counts, synced = session.as_list(), False
     if interrupted is None:
         counts, seconds, synced = reduce_at_end(info, counts, seconds)
@@ -329,27 +273,21 @@ def _finish(opts: EmbedOptions, info: DistInfo, session: Stats, seconds: float, 
             say("WORLD_SIZE > 1 but no torchrun rendezvous (MASTER_ADDR/MASTER_PORT unset): this rank's counts "
                 f"only, and {ERRORS_FILE} may miss other ranks' records until a later --resume rebuilds it")
     try:
-        if info.rank == 0:
-            try:
-                write_errors(opts.out)
-                if opts.format != "parquet":
-                    write_index(opts.out, opts.format)
-            except OSError as e:
-                raise output_error(e, e.filename or opts.out) from e
+        folder.finish()
     finally:
         barrier_and_close(info, synced)
     total = Stats(**dict(zip(STAT_KEYS, counts, strict=True)))
     if info.rank == 0 or not synced:
         say(summary_line(total, seconds, opts.out, interrupted=interrupted is not None,
-                         ranks=info.world_size if synced else 1, errors_file=os.path.join(opts.out, ERRORS_FILE),
+                         ranks=info.world_size if synced else 1, errors_file=folder.path(ERRORS_FILE),
                          resumed_from=done_before if not info.distributed else 0))
     if interrupted is not None:
         return 128 + int(interrupted)
     return 0
 
 
-def _embed_batch(embedder, batch: list[Unit], features: list[str]) -> tuple[Stats, list[dict], dict]:
-    """Rows, skipped-input records and counts of one batch of units (in unit order)."""
+def _embed_batch(embedder, batch: list[Unit], features: list[str]) -> BatchRows:
+    """Rows, skipped-input records, counts, finished inputs and end cursor of one batch of units (in unit order)."""
     stats = Stats()
     errors: list[dict] = []
     pictures = [u for u in batch if u.image is not None]
@@ -372,8 +310,13 @@ def _embed_batch(embedder, batch: list[Unit], features: list[str]) -> tuple[Stat
                 errors.append(_record(u, "no_face", f"{_name(u)}: no face found"))
             pos += 1
     stats.skipped = len(errors)
+    last = batch[-1]
+    rows = BatchRows(stats, errors, {"path": []},
+                     Cursor(last.item.index, -1 if last.end else last.frame, last.end, last.item.digest,
+                            last.item.path),
+                     [[u.item.index, *u.stamp] for u in batch if u.end and u.stamp is not None])
     if faces is None or len(faces.image_index) == 0:
-        return stats, errors, {"path": []}
+        return rows
     idx = faces.image_index
     n = len(idx)
     stats.faces = n
@@ -393,7 +336,8 @@ def _embed_batch(embedder, batch: list[Unit], features: list[str]) -> tuple[Stat
     }
     for f in features:
         block[f] = faces.features[f]
-    return stats, errors, block
+    rows.block = block
+    return rows
 
 
 def _name(u: Unit) -> str:

@@ -16,7 +16,15 @@ Folders and patterns yield only files whose extension (any case) is in
 :data:`IMAGE_EXTENSIONS` or :data:`VIDEO_EXTENSIONS`, and skip names starting
 with ``.``. They are walked in sorted name order, one folder listing at a
 time, so the stream is the same on every run and on every torchrun rank, and
-memory does not grow with the number of files. Every item gets its position
+memory does not grow with the number of files.
+
+Symbolic links are followed, without cycles or duplicates: a folder walk
+enters each real folder once (by device and inode, however many links lead
+to it), and yields each real file once (a link to a file that the walk
+reaches by its own name, or through an earlier link, is skipped); patterns
+skip repeated links to one file. Files named explicitly (arguments, list
+lines) are taken as given. Listing checks a ``stop`` event between entries,
+so a signal ends even the walk of a whole file system promptly. Every item gets its position
 in the stream as ``index`` (rank ``r`` of ``w`` takes the items with
 ``index % w == r``) and a running digest of all paths so far, which lets a
 resumed run prove that it sees the same inputs in the same order.
@@ -27,6 +35,8 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import stat
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -39,6 +49,10 @@ VIDEO_EXTENSIONS = frozenset({
     ".m2ts", ".ogv",
 })
 _MAGIC = frozenset("*?[")
+
+
+class ListingInterrupted(Exception):
+    """The listing of the inputs was stopped (its ``stop`` event was set, e.g. by Ctrl-C or SIGTERM)."""
 
 
 @dataclass(frozen=True)
@@ -76,10 +90,15 @@ def check_arguments(inputs: Iterable[str]) -> None:
 
     Raises:
         FileNotFoundError: A list file does not exist or is not readable.
+        ValueError: A list file is not a regular file (a device, a FIFO, a folder).
     """
     for arg in inputs:
         if arg.startswith("@") and not os.path.exists(arg):
             listfile = os.path.expanduser(arg[1:])
+            kind = _special_kind(listfile)
+            if kind is not None:
+                raise ValueError(f"input list {listfile!r} (from {arg!r}) is not a regular file (it is {kind}); "
+                                 "pass a text file with one path per line")
             if not os.path.isfile(listfile):
                 raise FileNotFoundError(f"input list {listfile!r} (from {arg!r}) does not exist; write one path "
                                         "per line into it, or pass the paths themselves")
@@ -87,53 +106,40 @@ def check_arguments(inputs: Iterable[str]) -> None:
                 raise FileNotFoundError(f"input list {listfile!r} is not readable; check its permissions")
 
 
-def iter_inputs(inputs: Iterable[str]) -> Iterator[InputItem]:
+def _special_kind(path: str) -> str | None:
+    """What ``path`` is when it exists but is neither a regular file nor a folder ("a character device", ...)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def iter_inputs(inputs: Iterable[str], stop: threading.Event | None = None) -> Iterator[InputItem]:
     """Stream every input item of the arguments, in a deterministic order.
 
     Args:
         inputs: The INPUT arguments (files, folders, globs, ``@LIST`` files).
+        stop: When set, the listing ends between two entries by raising
+            :class:`ListingInterrupted`.
 
     Yields:
         :class:`InputItem` with consecutive ``index`` from 0.
+
+    Raises:
+        ListingInterrupted: ``stop`` was set.
     """
     digest = hashlib.blake2b(digest_size=16)
-    for index, (path, error) in enumerate(_paths(inputs)):
+    for index, (path, error) in enumerate(_Lister(stop).paths(inputs)):
         digest.update(os.fsencode(path) + b"\0")
         kind = "folder" if error is not None else media_kind(path) or "image"
         yield InputItem(index, path, kind, digest.hexdigest(), error)
-
-
-def _paths(inputs: Iterable[str]) -> Iterator[tuple[str, str | None]]:
-    for arg in inputs:
-        if arg.startswith("@") and not os.path.exists(arg):
-            yield from _list_file(os.path.expanduser(arg[1:]))
-        else:
-            yield from _expand(arg)
-
-
-def _list_file(listfile: str) -> Iterator[tuple[str, str | None]]:
-    base = os.path.dirname(listfile)
-    # Bytes that are not UTF-8 become surrogate escapes, which name the same file on POSIX (os.fsencode
-    # turns them back into those bytes); a list file is never fatal part way through.
-    with open(listfile, encoding="utf-8", errors="surrogateescape") as f:
-        number = 0
-        while True:
-            try:
-                line = f.readline()  # read lazily: a list of millions of paths is never held in memory
-            except OSError as e:
-                raise OSError(e.errno, f"input list {listfile!r}: cannot read line {number + 1} "
-                                       f"({e.strerror or e})") from e
-            if not line:
-                return
-            number += 1
-            entry = line.strip()
-            if not entry or entry.startswith("#"):
-                continue
-            if "\0" in entry:
-                yield entry, f"line {number} of input list {display_path(listfile)} holds a NUL character"
-                continue
-            entry = os.path.expanduser(entry)
-            yield from _expand(entry if os.path.isabs(entry) else os.path.join(base, entry))
 
 
 def display_path(path: str) -> str:
@@ -155,14 +161,156 @@ def display_path(path: str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-def _expand(arg: str) -> Iterator[tuple[str, str | None]]:
-    path = os.path.expanduser(arg)
-    if os.path.isdir(path):
-        yield from _walk(path, frozenset())
-    elif os.path.exists(path) or not _has_magic(path):
-        yield path, None  # a missing plain path fails later, when it is read, and is recorded then
-    else:
-        yield from _glob(path)
+class _Lister:
+    """One listing of the arguments: its stop event, and the folders and linked files seen so far."""
+
+    def __init__(self, stop: threading.Event | None) -> None:
+        self.stop = stop
+        self.dirs: set[tuple[int, int]] = set()  # every real folder a walk entered
+        self.linked: set[tuple[int, int]] = set()  # every real file yielded through a symlink
+
+    def check(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise ListingInterrupted("the listing of the inputs was stopped")
+
+    def paths(self, inputs: Iterable[str]) -> Iterator[tuple[str, str | None]]:
+        for arg in inputs:
+            self.check()
+            if arg.startswith("@") and not os.path.exists(arg):
+                yield from self.list_file(os.path.expanduser(arg[1:]))
+            else:
+                yield from self.expand(arg)
+
+    def list_file(self, listfile: str) -> Iterator[tuple[str, str | None]]:
+        base = os.path.dirname(listfile)
+        # Bytes that are not UTF-8 become surrogate escapes, which name the same file on POSIX (os.fsencode
+        # turns them back into those bytes); a list file is never fatal part way through.
+        with open(listfile, encoding="utf-8", errors="surrogateescape") as f:
+            number = 0
+            while True:
+                self.check()
+                try:
+                    line = f.readline()  # read lazily: a list of millions of paths is never held in memory
+                except OSError as e:
+                    raise OSError(e.errno, f"input list {listfile!r}: cannot read line {number + 1} "
+                                           f"({e.strerror or e})") from e
+                if not line:
+                    return
+                number += 1
+                entry = line.strip()
+                if not entry or entry.startswith("#"):
+                    continue
+                if "\0" in entry:
+                    yield entry, f"line {number} of input list {display_path(listfile)} holds a NUL character"
+                    continue
+                entry = os.path.expanduser(entry)
+                yield from self.expand(entry if os.path.isabs(entry) else os.path.join(base, entry))
+
+    def expand(self, arg: str) -> Iterator[tuple[str, str | None]]:
+        path = os.path.expanduser(arg)
+        if os.path.isdir(path):
+            yield from self.walk(path)
+        elif os.path.exists(path) or not _has_magic(path):
+            yield path, None  # a missing plain path fails later, when it is read, and is recorded then
+        else:
+            base, parts = _split(path)
+            yield from ((p, None) for p in self.match(base, parts, frozenset()) if media_kind(p))
+
+    def walk(self, folder: str) -> Iterator[tuple[str, str | None]]:
+        """Media files below ``folder`` in sorted order, each real folder and each real file once."""
+        ident = _dir_id(folder or ".")
+        if ident is None or ident in self.dirs:
+            return
+        self.dirs.add(ident)
+        entries = _listing(folder)
+        if isinstance(entries, str):
+            yield folder, entries
+            return
+        for entry in entries:
+            self.check()
+            if entry.name.startswith("."):
+                continue
+            path = os.path.join(folder, entry.name)
+            if _is_dir(entry):
+                yield from self.walk(path)
+            elif media_kind(entry.name) and self.first_time(entry, path, ident[0]):
+                yield path, None
+
+    def first_time(self, entry: os.DirEntry, path: str, dev: int, walked: bool = True) -> bool:
+        """Whether a file entry is the first way the listing reaches its real file.
+
+        A regular file is new unless a symlink already yielded it. A symlink is
+        skipped when its target is yielded by its own name anyway (``walked``:
+        its real folder is, or is being, walked), or when another link already
+        yielded it.
+        """
+        try:
+            link = entry.is_symlink()
+        except OSError:
+            link = False
+        if not link:
+            return not self.linked or (dev, entry.inode()) not in self.linked
+        try:
+            st = os.stat(path)
+        except OSError:
+            return True  # a dangling link: it fails when read, and is recorded then
+        ident = (st.st_dev, st.st_ino)
+        if ident in self.linked:
+            return False
+        real = os.path.realpath(path)
+        name = os.path.basename(real)
+        if (walked and not name.startswith(".") and media_kind(name)
+                and _dir_id(os.path.dirname(real) or ".") in self.dirs):
+            return False
+        self.linked.add(ident)
+        return True
+
+    def match(self, base: str, parts: list[str], ancestors: frozenset) -> Iterator[str]:
+        head, rest = parts[0], parts[1:]
+        if head == "**":
+            if not rest:  # a trailing "**" means every file below
+                yield from (p for p, err in self.walk(base) if err is None)
+                return
+            yield from self.match(base, rest, ancestors)  # zero folders
+            ident = _dir_id(base or ".")
+            if ident in ancestors:
+                return
+            entries = _listing(base)
+            if isinstance(entries, str):
+                return
+            for entry in entries:
+                self.check()
+                if not entry.name.startswith(".") and _is_dir(entry):
+                    yield from self.match(os.path.join(base, entry.name), parts, ancestors | {ident})
+            return
+        entries = _listing(base)
+        if isinstance(entries, str):
+            return
+        dev = (_dir_id(base or ".") or (0, 0))[0]
+        for entry in entries:
+            self.check()
+            if entry.name.startswith(".") and not head.startswith("."):
+                continue
+            if not fnmatch.fnmatchcase(entry.name, head):
+                continue
+            path = os.path.join(base, entry.name)
+            if rest:
+                if _is_dir(entry):
+                    yield from self.match(path, rest, ancestors)
+            elif not _is_dir(entry) and self._glob_new(entry, path, dev, head):
+                yield path
+
+    def _glob_new(self, entry: os.DirEntry, path: str, dev: int, head: str) -> bool:
+        """Whether a matched file is new: a link to a file that the same pattern matches by name is not."""
+        try:
+            if entry.is_symlink():
+                real = os.path.realpath(path)
+                if (os.path.dirname(real) == os.path.realpath(os.path.dirname(path))
+                        and fnmatch.fnmatchcase(os.path.basename(real), head)):
+                    return False
+        except OSError:
+            return True
+        return self.first_time(entry, path, dev, walked=False)
 
 
 def _has_magic(s: str) -> bool:
@@ -192,26 +340,6 @@ def _dir_id(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _walk(folder: str, ancestors: frozenset) -> Iterator[tuple[str, str | None]]:
-    """Media files below ``folder`` in sorted order; ``ancestors`` guards against symlink loops."""
-    ident = _dir_id(folder or ".")
-    if ident in ancestors:
-        return
-    ancestors = ancestors | {ident}
-    entries = _listing(folder)
-    if isinstance(entries, str):
-        yield folder, entries
-        return
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        path = os.path.join(folder, entry.name)
-        if _is_dir(entry):
-            yield from _walk(path, ancestors)
-        elif media_kind(entry.name):
-            yield path, None
-
-
 def _split(pattern: str) -> tuple[str, list[str]]:
     """(folder without magic, remaining components) of a glob pattern."""
     parts = pattern.split(os.sep)
@@ -228,44 +356,6 @@ def _split(pattern: str) -> tuple[str, list[str]]:
         if p and not (p == "**" and rest and rest[-1] == "**"):
             rest.append(p)
     return base, rest
-
-
-def _glob(pattern: str) -> Iterator[tuple[str, str | None]]:
-    base, parts = _split(pattern)
-    yield from ((p, None) for p in _match(base, parts, frozenset()) if media_kind(p))
-
-
-def _match(base: str, parts: list[str], ancestors: frozenset) -> Iterator[str]:
-    head, rest = parts[0], parts[1:]
-    if head == "**":
-        if not rest:  # a trailing "**" means every file below
-            yield from (p for p, err in _walk(base, ancestors) if err is None)
-            return
-        yield from _match(base, rest, ancestors)  # zero folders
-        ident = _dir_id(base or ".")
-        if ident in ancestors:
-            return
-        entries = _listing(base)
-        if isinstance(entries, str):
-            return
-        for entry in entries:
-            if not entry.name.startswith(".") and _is_dir(entry):
-                yield from _match(os.path.join(base, entry.name), parts, ancestors | {ident})
-        return
-    entries = _listing(base)
-    if isinstance(entries, str):
-        return
-    for entry in entries:
-        if entry.name.startswith(".") and not head.startswith("."):
-            continue
-        if not fnmatch.fnmatchcase(entry.name, head):
-            continue
-        path = os.path.join(base, entry.name)
-        if rest:
-            if _is_dir(entry):
-                yield from _match(path, rest, ancestors)
-        elif not _is_dir(entry):
-            yield path
 
 
 def select(items: Iterable[InputItem], rank: int, world: int) -> Iterator[InputItem]:

@@ -1,0 +1,156 @@
+"""The whole export, all ranks together: its verified shards, and the files merged from their manifests.
+
+Readers (:func:`facepcl.export.read_embeddings`, the search index) and the
+final step of a run (``_errors.jsonl``, ``index.csv``) see the folder
+through :func:`committed_shards`, which lists the committed shards of every
+rank in order and, when asked, proves each data file is the one its
+manifest recorded.
+"""
+
+from __future__ import annotations
+
+import glob
+import heapq
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .._utils.atomic import atomic_write
+from .._utils.folders import check_file
+from ._folder import ERRORS_FILE, INDEX_FILE, MANIFESTS, SHARD_RE, read_manifest
+from ._formats import get_format
+from ._types import ExportStateError, Stats
+
+INDEX_COLUMNS = ("item", "path", "frame", "timestamp", "face_index")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One committed shard of an export.
+
+    Attributes:
+        rank: The torchrun rank that wrote it.
+        number: Its number within the rank.
+        path: Its data file.
+        manifest: Its manifest (``rows``, ``data`` record, ``start``/``end`` cursors, ``stats``, ``errors``, ...).
+    """
+
+    rank: int
+    number: int
+    path: str
+    manifest: dict[str, Any]
+
+
+def committed_shards(out: str | os.PathLike, verify: bool = True) -> list[Shard]:
+    """The committed shards of every rank, ordered by (rank, number).
+
+    A shard is committed when its manifest and its data file both exist; the
+    last manifest of a rank without its data file is a shard that was in
+    flight when a run stopped, and is left out.
+
+    Args:
+        out: The export folder.
+        verify: Check every data file against its manifest's size and SHA-256.
+
+    Raises:
+        ExportStateError: A data file is damaged or missing (with ``verify``,
+            or missing from the middle of a rank), or a manifest is damaged;
+            the message names the file and says to run ``--resume``.
+    """
+    out = os.fspath(out)
+    per_rank: dict[int, list[tuple[int, str]]] = {}
+    for path in glob.glob(os.path.join(glob.escape(out), MANIFESTS, "part-r*.json")):
+        m = SHARD_RE.match(os.path.basename(path))
+        if m:
+            per_rank.setdefault(int(m.group(1)), []).append((int(m.group(2)), path))
+    shards: list[Shard] = []
+    for rank, found in sorted(per_rank.items()):
+        found.sort()
+        for k, (number, path) in enumerate(found):
+            man = read_manifest(path)
+            data = os.path.join(out, man["file"])
+            if not os.path.exists(data):
+                if k == len(found) - 1:
+                    continue  # in flight when a run stopped
+                problem: str | None = "missing"
+            elif verify and "data" in man:
+                problem = check_file(data, man["data"])
+            else:
+                problem = None
+            if problem is not None:
+                raise ExportStateError(f"{data} is damaged ({problem}); run the same facepcl embed command with "
+                                       "--resume to redo it (and every later shard of its rank)")
+            shards.append(Shard(rank, number, data, man))
+    return shards
+
+
+def _per_rank(shards: list[Shard]) -> list[list[Shard]]:
+    ranks: dict[int, list[Shard]] = {}
+    for s in shards:
+        ranks.setdefault(s.rank, []).append(s)
+    return list(ranks.values())
+
+
+def iter_errors(out: str, verify: bool = False) -> Iterator[dict]:
+    """Every error record of the committed shards of all ranks, ordered by (item, frame)."""
+
+    def rank_errors(shards: list[Shard]) -> Iterator[tuple[int, int, dict]]:
+        for s in shards:
+            for rec in s.manifest["errors"]:
+                yield rec["item"], rec.get("frame", -1), rec
+
+    streams = [rank_errors(r) for r in _per_rank(committed_shards(out, verify))]
+    for _, _, rec in heapq.merge(*streams, key=lambda t: (t[0], t[1])):
+        yield rec
+
+
+def write_errors(out: str) -> int:
+    """Rebuild ``_errors.jsonl`` from the manifests; returns the number of records."""
+    n = 0
+
+    def write(tmp: str) -> None:
+        nonlocal n
+        with open(tmp, "w", encoding="utf-8") as f:
+            for rec in iter_errors(out):
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                n += 1
+
+    atomic_write(os.path.join(out, ERRORS_FILE), write)
+    return n
+
+
+def dataset_totals(out: str) -> tuple[Stats, int]:
+    """Counts and rows summed over the committed shards of all ranks."""
+    stats, rows = Stats(), 0
+    for s in committed_shards(out, verify=False):
+        stats.add(Stats(**s.manifest["stats"]))
+        rows += s.manifest["rows"]
+    return stats, rows
+
+
+def write_index(out: str, fmt: str) -> None:
+    """Write ``index.csv`` (file, row, item, path, frame, timestamp, face_index) for npz/safetensors shards."""
+    import csv
+
+    f_obj = get_format(fmt)
+
+    def rank_rows(shards: list[Shard]) -> Iterator[tuple[int, int, int, list]]:
+        for s in shards:
+            name = s.manifest["file"]
+            cols, _ = f_obj.read(s.path, INDEX_COLUMNS)
+            for row in range(len(cols["path"])):
+                item, frame, face = int(cols["item"][row]), int(cols["frame"][row]), int(cols["face_index"][row])
+                yield item, frame, face, [name, row, item, cols["path"][row], frame,
+                                          repr(float(cols["timestamp"][row])), face]
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["file", "row", "item", "path", "frame", "timestamp", "face_index"])
+            streams = [rank_rows(r) for r in _per_rank(committed_shards(out, verify=False))]
+            for *_, row in heapq.merge(*streams, key=lambda t: t[:3]):
+                w.writerow(row)
+
+    atomic_write(os.path.join(out, INDEX_FILE), write)
