@@ -111,7 +111,7 @@ def test_one_writer_per_rank(tmp_path: Path) -> None:
     a, b = ExportFolder(str(tmp_path), "parquet", 0), ExportFolder(str(tmp_path), "parquet", 0)
     a.lock()
     try:
-        with pytest.raises(FolderLockedError, match="another process is writing this rank 0 of a facepcl embed export") as info:
+        with pytest.raises(FolderLockedError, match="writing this rank 0 of a facepcl embed export") as info:
             b.lock()
         assert "resuming" not in str(info.value)  # the same message whether or not --resume was given
         ExportFolder(str(tmp_path), "parquet", 1).lock()  # other ranks are independent
