@@ -28,7 +28,7 @@ import facepcl.runtime
 facepcl.runtime.set_wait_policy()
 
 # isort: split
-import torch
+import torch  # noqa: E402  (after set_wait_policy)
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # benchmarks/ is not a package: let the scripts import each other
