@@ -23,6 +23,7 @@ from ..runtime import set_wait_policy
 SUBCOMMANDS = (
     "embed",
     "convert",
+    "onnx",
     "models",
     "download",
     "info",
