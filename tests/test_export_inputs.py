@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
 from facepcl.io import inputs as _inputs
-from facepcl.io.inputs import check_arguments, iter_inputs, select
+from facepcl.io.inputs import ListingInterrupted, check_arguments, iter_inputs, select
 
 
 def touch(root: Path, *names: str) -> None:
@@ -138,3 +139,39 @@ def test_list_file_is_read_lazily(tmp_path: Path) -> None:
     first = next(stream)
     assert first.path == str(tmp_path / "img000000.jpg") and first.index == 0
     assert sum(1 for _ in stream) == 99_999
+
+
+def test_a_fan_out_of_symlinks_to_one_file_lists_it_once(tmp_path: Path) -> None:
+    touch(tmp_path, "d/m.jpg", "other/n.jpg")
+    for i in range(64):  # links sorting before and after the real name, in the folder and beside it
+        os.symlink(tmp_path / "d" / "m.jpg", tmp_path / "d" / f"{'a' if i % 2 else 'z'}{i:03d}.jpg")
+        os.symlink(tmp_path / "other" / "n.jpg", tmp_path / "d" / f"n{i:03d}.jpg")
+    got = paths([str(tmp_path / "d"), str(tmp_path / "other")])
+    # n.jpg is reached first through a link (its folder is walked later), then never again
+    assert got == [str(tmp_path / "d" / "m.jpg"), str(tmp_path / "d" / "n000.jpg")]
+    assert paths([str(tmp_path / "d" / "*.jpg")]) == got
+
+
+def test_folders_reached_by_several_links_are_walked_once(tmp_path: Path) -> None:
+    touch(tmp_path, "real/x.jpg", "real/sub/y.jpg")
+    for i in range(20):
+        os.symlink(tmp_path / "real", tmp_path / f"link{i:02d}")
+    os.symlink(tmp_path, tmp_path / "real" / "sub" / "up")  # a loop through the root
+    got = paths([str(tmp_path)])
+    # the first link reaches the folder first (sorted names); each file comes once
+    assert got == [str(tmp_path / "link00" / "sub" / "y.jpg"), str(tmp_path / "link00" / "x.jpg")]
+
+
+def test_a_set_stop_event_ends_the_listing(tmp_path: Path) -> None:
+    touch(tmp_path, "a/x.jpg", "b/y.jpg")
+    stop = threading.Event()
+    stream = iter_inputs([str(tmp_path)], stop=stop)
+    assert next(stream).path.endswith("x.jpg")
+    stop.set()
+    with pytest.raises(ListingInterrupted):
+        next(stream)
+
+
+def test_an_input_list_that_is_a_device_is_not_a_regular_file() -> None:
+    with pytest.raises(ValueError, match="'/dev/zero' .* is not a regular file \\(it is a character device\\)"):
+        check_arguments(["@/dev/zero"])
