@@ -173,5 +173,5 @@ def test_a_set_stop_event_ends_the_listing(tmp_path: Path) -> None:
 
 
 def test_an_input_list_that_is_a_device_is_not_a_regular_file() -> None:
-    with pytest.raises(ValueError, match="'/dev/zero' .* is not a regular file \\(it is a character device\\)"):
+    with pytest.raises(ValueError, match=r"'/dev/zero' .* is not a regular file \(it is a character device\)"):
         check_arguments(["@/dev/zero"])

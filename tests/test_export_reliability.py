@@ -20,6 +20,7 @@ from PIL import Image
 
 from facepcl.cli import main
 from facepcl.export import _formats, column_to_numpy, read_embeddings, read_errors
+from facepcl.export import ExportStateError
 from facepcl.export._folder import MANIFESTS, read_manifest
 
 from ._threads import torch_threads
@@ -241,3 +242,136 @@ def test_read_only_output_folder_is_a_clear_error(crops, embed, tmp_path) -> Non
     finally:
         ro.chmod(0o755)
     assert rc == 1 and "not writable" in err
+
+
+# --- nothing half-written, nothing silent ---------------------------------------------------------------------
+
+
+def test_failed_fsync_of_a_shard_fails_the_run_and_resume_completes_it(crops, embed, reference, tmp_path,
+                                                                     monkeypatch) -> None:
+    out = tmp_path / "out"
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".part-r"):  # shard data files
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    rc, err = embed([crops], out)
+    assert rc == 1 and "Traceback" not in err
+    assert "cannot write" in err and "part-r00000-000000.parquet" in err and "Input/output error" in err
+    assert "--resume" in err
+    assert not list(out.glob("part-*")) and not list((out / MANIFESTS).glob("part-*"))  # nothing committed
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+    monkeypatch.undo()
+    rc, err = embed([crops], out, "--resume")
+    assert rc == 0, err
+    assert_same_rows(out, reference)
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":  # head -c, or a copy to another disk that stopped part way
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:  # one flipped bit, same size
+        flipped = bytearray(data)
+        flipped[len(data) // 2] ^= 0x10
+        path.write_bytes(bytes(flipped))
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "bitflip"])
+def test_a_damaged_shard_is_refused_by_readers_and_redone_by_resume(crops, embed, reference, tmp_path, how) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    _damage(out / "part-r00000-000001.parquet", how)
+    with pytest.raises(ExportStateError, match=r"part-r00000-000001\.parquet is damaged \(.*--resume"):
+        read_embeddings(out)
+    rc, err = embed([crops], out, "--resume")
+    assert rc == 0, err
+    problem = {"truncated": "bytes, the manifest says", "empty": "0 bytes, the manifest says",
+               "bitflip": "SHA-256 differs"}[how]
+    assert f"redoing part-r00000-000001.parquet: " in err and problem in err
+    assert "redoing part-r00000-000002.parquet: comes after a shard that is redone" in err
+    assert "redoing part-r00000-000000" not in err
+    assert_same_rows(out, reference)
+    assert_consistent(out)
+    assert read_errors(out) == read_errors(reference)
+
+
+@pytest.mark.parametrize("content", ['{"shard": 1, "rank": 0, "file": "part-r0', "\x00\x00garbage"])
+def test_a_damaged_manifest_is_a_clear_error(crops, embed, reference, tmp_path, content) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    manifest = out / MANIFESTS / "part-r00000-000001.json"
+    manifest.write_text(content)
+    rc, err = embed([crops], out, "--resume")
+    assert rc == 1 and "Traceback" not in err
+    assert f"{manifest} is damaged (" in err and "run with --overwrite or restore it" in err
+    with pytest.raises(ExportStateError, match="is damaged"):
+        read_embeddings(out)
+    rc, err = embed([crops], out, "--overwrite")
+    assert rc == 0, err
+    assert_same_rows(out, reference)
+
+
+@pytest.fixture(scope="module")
+def overflowing_model_dir(random_model_dir, tmp_path_factory) -> Path:
+    """The random model with finite weights scaled so far up that its activations overflow to inf/NaN."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    folder = tmp_path_factory.mktemp("overflowing")
+    shutil.copytree(random_model_dir, folder, dirs_exist_ok=True)
+    path = folder / "model.safetensors"
+    with safe_open(str(path), framework="np") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    for k, v in tensors.items():
+        if v.dtype == np.float32 and v.ndim == 4:  # conv kernels
+            tensors[k] = v * np.float32(1e12)
+    save_file(tensors, str(path), metadata=meta)
+    return folder
+
+
+def test_a_model_giving_nan_is_a_fatal_error_and_nothing_is_written(crops, embed, tmp_path,
+                                                                   overflowing_model_dir) -> None:
+    out = tmp_path / "out"
+    rc, err = embed([crops], out, "--model", str(overflowing_model_dir))
+    assert rc == 1 and "Traceback" not in err
+    assert "non-finite (NaN or infinite)" in err and "encoder_sha256" in err and "c00.png" in err
+    assert "nothing of this batch was written" in err
+    assert read_embeddings(out).num_rows == 0 and not list(out.glob("part-*"))
+
+
+def test_safetensors_shards_on_a_full_disk_say_so_and_resume(crops, embed, reference, tmp_path,
+                                                            monkeypatch) -> None:
+    out = tmp_path / "out"
+    fmt = _formats.FORMATS["safetensors"]
+    monkeypatch.setattr(fmt, "write", _FailingWrite(fmt, 2, OSError(errno.ENOSPC, "No space left on device")))
+    rc, err = embed([crops], out, "--format", "safetensors")
+    assert rc == 1 and "Traceback" not in err
+    assert "disk is full" in err and "part-r00000-000001.safetensors" in err and "--resume" in err
+    monkeypatch.undo()
+    rc, err = embed([crops], out, "--format", "safetensors", "--resume")
+    assert rc == 0, err
+    assert_same_rows(out, reference)
+
+
+def test_overwrite_of_a_folder_it_cannot_delete_from_is_a_clear_error(crops, embed, reference, tmp_path,
+                                                                      monkeypatch) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    real = os.remove
+
+    def remove(path, *args, **kwargs):
+        if os.path.basename(path).startswith("part-"):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "remove", remove)
+    rc, err = embed([crops], out, "--overwrite")
+    assert rc == 1 and "Traceback" not in err
+    assert "--overwrite cannot delete" in err and "part-r00000-" in err and "not writable" in err

@@ -35,6 +35,7 @@ from typing import Any
 
 from .._utils.atomic import _FILE_MODE, atomic_write, fsync_path
 from .._utils.folders import FolderLock, FolderLockedError, check_file, file_record
+from .._utils.settings import SettingsError, guard_settings, read_settings
 from ..errors import OutputError
 from ..io.inputs import InputItem
 from ._formats import get_format
@@ -63,14 +64,11 @@ def read_json(path: str) -> dict[str, Any]:
         FileNotFoundError: It does not exist.
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f)
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError) as e:
-        raise ExportStateError(f"{path} is damaged ({type(e).__name__}: {e}); {FIX_DAMAGED}") from None
-    if not isinstance(value, dict):
-        raise ExportStateError(f"{path} is damaged (not a JSON object); {FIX_DAMAGED}")
+        value = read_settings(path, FIX_DAMAGED)
+    except SettingsError as e:
+        raise ExportStateError(str(e)) from None
+    if value is None:
+        raise FileNotFoundError(f"{path}: no such file")
     return value
 
 
@@ -191,22 +189,21 @@ class ExportFolder:
                 given, ``_run.json`` is damaged, or it cannot be written.
         """
         path = self.path(RUN_FILE)
+
+        def differ(lines: list[str]) -> ExportStateError:
+            return ExportStateError(
+                f"{self.out} was written with other settings, so its rows would not match: {'; '.join(lines)}. "
+                "Resume with the same options (and the same number of torchrun processes), or write to a new folder")
+
         try:
             os.makedirs(self.path(MANIFESTS), exist_ok=True)
             if not overwrite:
                 self.check_fresh(resume)
-            if not overwrite and os.path.exists(path) and any_shards(self.out):
-                old = read_json(path)
-                diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-                if diff:
-                    lines = "; ".join(f"{k}: was {old.get(k)!r}, now {settings.get(k)!r}" for k in diff)
-                    raise ExportStateError(
-                        f"{self.out} was written with other settings, so its rows would not match: {lines}. Resume "
-                        "with the same options (and the same number of torchrun processes), or write to a new folder")
-                return
-            text = json.dumps(settings, indent=2, sort_keys=True) + "\n"
             # Every rank writes the same bytes, so concurrent writers cannot leave a mixed file.
-            atomic_write(path, lambda tmp: _write_text(tmp, text))
+            guard_settings(path, settings, compare=not overwrite and any_shards(self.out), damaged_fix=FIX_DAMAGED,
+                           differ=differ)
+        except SettingsError as e:
+            raise ExportStateError(str(e)) from None
         except OSError as e:
             raise output_error(e, e.filename or path) from e
 
