@@ -19,8 +19,7 @@ import pytest
 from PIL import Image
 
 from facepcl.cli import main
-from facepcl.export import _formats, column_to_numpy, read_embeddings, read_errors
-from facepcl.export import ExportStateError
+from facepcl.export import ExportStateError, _formats, column_to_numpy, read_embeddings, read_errors
 from facepcl.export._folder import MANIFESTS, read_manifest
 
 from ._threads import torch_threads
@@ -293,7 +292,7 @@ def test_a_damaged_shard_is_refused_by_readers_and_redone_by_resume(crops, embed
     assert rc == 0, err
     problem = {"truncated": "bytes, the manifest says", "empty": "0 bytes, the manifest says",
                "bitflip": "SHA-256 differs"}[how]
-    assert f"redoing part-r00000-000001.parquet: " in err and problem in err
+    assert "redoing part-r00000-000001.parquet: " in err and problem in err
     assert "redoing part-r00000-000002.parquet: comes after a shard that is redone" in err
     assert "redoing part-r00000-000000" not in err
     assert_same_rows(out, reference)
