@@ -374,3 +374,25 @@ def test_overwrite_of_a_folder_it_cannot_delete_from_is_a_clear_error(crops, emb
     rc, err = embed([crops], out, "--overwrite")
     assert rc == 1 and "Traceback" not in err
     assert "--overwrite cannot delete" in err and "part-r00000-" in err and "not writable" in err
+
+
+@pytest.mark.photos
+def test_a_video_cut_short_keeps_its_frames_and_records_where_it_stopped(embed, tmp_path) -> None:
+    from tests import _samples
+    from tests.test_export_video import remux_avi
+
+    whole = tmp_path / "whole.avi"
+    remux_avi(_samples.pyfeat("single_face.mp4"), whole)
+    cut = tmp_path / "in" / "clip.avi"
+    cut.parent.mkdir()
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    rc, err = embed([cut], out, "--every", "12", "--shard-size", "100")
+    assert rc == 0, err
+    frames = read_embeddings(out).column("frame").to_pylist()
+    (record,) = read_errors(out)
+    assert record["kind"] == "truncated" and record["frame"] == -1 and record["path"] == str(cut)
+    last = int(record["reason"].split("truncated after frame ")[1].split(":")[0])
+    assert frames == list(range(0, last + 1, 12)) and 2 <= len(frames) < 6
+    assert "declares 72 frames" in record["reason"] and "1 skipped" in err

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facepcl.io.video import VideoReadError, iter_frames
+from facepcl.io.video import VideoReadError, VideoTruncatedError, iter_frames
 from tests import _samples
 
 FPS = 12.0
@@ -66,3 +66,45 @@ def test_broken_videos(tmp_path: Path, synthetic_video) -> None:
         list(iter_frames(str(tmp_path / "missing.mp4")))
     with pytest.raises(ValueError, match="every"):
         list(iter_frames(str(synthetic_video), every=0))
+
+
+def remux_avi(source: Path, dest: Path) -> int:
+    """Re-encode a video as MJPG AVI (whose header declares the frame count); returns the frames written."""
+    cap = cv2.VideoCapture(str(source))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    writer = None
+    n = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if writer is None:
+            writer = cv2.VideoWriter(str(dest), cv2.VideoWriter_fourcc(*"MJPG"), fps,
+                                     (frame.shape[1], frame.shape[0]))
+        writer.write(frame)
+        n += 1
+    cap.release()
+    writer.release()
+    return n
+
+
+@pytest.mark.photos
+def test_a_real_video_cut_short_yields_its_frames_then_says_where_it_stopped(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.avi"
+    assert remux_avi(_samples.pyfeat("single_face.mp4"), whole) == 72
+    cut = tmp_path / "cut.avi"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])  # a byte cut: a download or copy that stopped half way
+    frames = []
+    with pytest.raises(VideoTruncatedError, match=r"cut.avi: truncated after frame (\d+).* declares 72 frames") as e:
+        for f in iter_frames(str(cut), every=5):
+            frames.append(f)
+    assert 20 < e.value.frames < 60 and e.value.declared == 72
+    assert [f.index for f in frames] == list(range(0, e.value.frames, 5))
+    assert all(f.error is None for f in frames)
+    assert [f.index for f in iter_frames(str(whole), every=5)] == list(range(0, 72, 5))  # whole: no error
+    # the mp4 itself cut short loses its index (moov at the end): it cannot be opened at all, a recorded error
+    mp4 = tmp_path / "cut.mp4"
+    mp4.write_bytes(_samples.pyfeat("single_face.mp4").read_bytes()[:100_000])
+    with pytest.raises(VideoReadError, match="cannot be opened"):
+        list(iter_frames(str(mp4)))

@@ -304,7 +304,7 @@ def _embed_batch(embedder, batch: list[Unit], features: list[str]) -> BatchRows:
         elif u.frame >= 0:
             stats.frames += 1
         if u.error is not None:
-            errors.append(_record(u, "unreadable", u.error))
+            errors.append(_record(u, u.error_kind, u.error))
         elif u.image is not None:
             if pos in no_face:
                 errors.append(_record(u, "no_face", f"{_name(u)}: no face found"))

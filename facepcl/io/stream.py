@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import ImageLoadError
 from .inputs import InputItem
 from .prefetch import prefetch
-from .video import iter_frames
+from .video import VideoTruncatedError, iter_frames
 
 
 @dataclass
@@ -44,6 +44,9 @@ class Unit:
             detector's resized input), or None.
         stamp: ``(size in bytes, mtime in ns)`` of the input file, taken before
             it was read (on the unit that finishes the input), or None.
+        error_kind: What ``error`` is: "unreadable" (nothing or not this of
+            the input could be read) or "truncated" (a video that ended early;
+            its frames before the damage were handed over).
     """
 
     item: InputItem
@@ -54,6 +57,7 @@ class Unit:
     end: bool = True
     prepared: Any = None
     stamp: tuple[int, int] | None = None
+    error_kind: str = "unreadable"
 
 
 def file_stamp(path: str) -> tuple[int, int] | None:
@@ -98,6 +102,8 @@ class _VideoJob:
                 if not self._put(unit):
                     return
             self._put(Unit(self.item, stamp=stamp))
+        except VideoTruncatedError as e:  # its frames were kept: the input is finished, with a record
+            self._put(Unit(self.item, error=str(e), stamp=stamp, error_kind="truncated"))
         except (ImageLoadError, OSError, ValueError) as e:
             self._put(Unit(self.item, error=str(e)))
         except Exception as e:  # a decoder crash on one file must not end the run

@@ -23,6 +23,30 @@ class VideoReadError(ImageLoadError):
     """A video cannot be opened, or no frame of it can be decoded."""
 
 
+class VideoTruncatedError(VideoReadError):
+    """A video ended (or stopped decoding) before the frame count its container declares.
+
+    Raised by :func:`iter_frames` after every frame it could read was
+    yielded: those frames are good, and the message says where it stopped.
+
+    Attributes:
+        frames: Frames read (the last good one is ``frames - 1``).
+        declared: Frames the container declares.
+    """
+
+    def __init__(self, message: str, frames: int, declared: int) -> None:
+        super().__init__(message)
+        self.frames = frames
+        self.declared = declared
+
+
+def _short(read: int, declared: float) -> bool:
+    """Whether ``read`` frames fall short of a declared count (containers that estimate it may be 1% off)."""
+    if not math.isfinite(declared) or declared <= 0:
+        return False
+    return declared - read > max(1, round(0.01 * declared))
+
+
 @dataclass
 class Frame:
     """One kept frame, or the failure to decode it.
@@ -57,6 +81,9 @@ def iter_frames(path: str, every: int = 1, after: int = -1) -> Iterator[Frame]:
         VideoReadError: The file does not exist, cannot be opened as a video,
             or ends before its first frame could be decoded. Raised when the
             generator is first advanced.
+        VideoTruncatedError: After the last frame that could be read, when
+            the video ends before the frame count its container declares (a
+            file cut short, or damaged so that decoding stops).
     """
     import cv2
 
@@ -96,6 +123,12 @@ def iter_frames(path: str, every: int = 1, after: int = -1) -> Iterator[Frame]:
         if index == 0:
             raise VideoReadError(f"{path}: no frame could be decoded (the video is empty or damaged); re-encode it "
                                  "or remove it")
+        declared = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        if _short(index, declared):
+            raise VideoTruncatedError(
+                f"{path}: truncated after frame {index - 1}: decoding stopped there, but the container declares "
+                f"{int(declared)} frames (the file was cut short or is damaged); the frames before were kept. "
+                "Restore or re-encode the file, then embed it again", index, int(declared))
     finally:
         cap.release()
 
