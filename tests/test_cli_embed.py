@@ -380,3 +380,28 @@ def test_progress_bar_on_a_terminal(data, random_model_dir, tmp_path) -> None:
     shown = b"".join(chunks).decode(errors="replace")
     assert proc.wait() == 0
     assert "embed: 100%" in shown and "1/1" in shown and "faces=1" in shown and "done: 1 inputs" in shown
+
+
+def test_sigterm_while_listing_a_symlink_to_the_root_stops_promptly(data, random_model_dir, tmp_path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    os.symlink("/", inputs / "root")  # the whole file system, /proc and its loops included
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "facepcl", "embed", str(data / "single_face.jpg"), str(inputs), "-o", str(out),
+           "--model", str(random_model_dir), "--no-detect", "--batch-size", "1", "--device", "cpu",
+           "--num-workers", "1"]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(1200):  # past start-up: the settings are written, the walk of / has begun
+            if (out / "_run.json").exists() or proc.poll() is not None:
+                break
+            time.sleep(0.25)
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "interrupted" in stderr and "--resume" in stderr and "Traceback" not in stderr
