@@ -249,3 +249,49 @@ def test_train_reads_the_prepared_folder(prepared, tmp_path) -> None:
                  "data.samples_per_epoch=2", "export.enabled=false"]) == 0
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(np.isfinite(r["loss"]) for r in rows)
+
+
+def test_an_output_folder_inside_an_input_folder_is_refused(clips, tmp_path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a.mp4").write_bytes(b"")
+    with pytest.raises(PrepareStateError, match=r"is inside the input folder .*new identity.*outside the inputs"):
+        prepare_tracks([inputs], inputs / "tracks", **FAST)
+    with pytest.raises(PrepareStateError, match="is inside the input folder"):
+        prepare_tracks([inputs], inputs, **FAST)
+    assert not (inputs / "tracks").exists()
+
+
+def test_two_runs_of_one_shard_into_one_folder_are_refused(clips, tmp_path) -> None:
+    from facepcl._utils.folders import FolderLock, FolderLockedError
+
+    out = tmp_path / "out"
+    with FolderLock(out / "_prepare", "facepcl prepare output", name=".lock-r00000"), \
+            pytest.raises(FolderLockedError, match=r"another process is writing this facepcl prepare output \(pid"):
+        prepare_tracks([clips / "idM" / "clip" / "00002.mp4"], out, **FAST)
+
+
+def test_a_damaged_settings_file_is_a_clear_error(clips, tmp_path) -> None:
+    out = tmp_path / "out"
+    (out / "_prepare").mkdir(parents=True)
+    (out / "_prepare" / "settings.json").write_text('{"every": 1, "frame_')
+    with pytest.raises(PrepareStateError, match=r"settings.json is damaged .*restore it"):
+        prepare_tracks([clips / "idM" / "clip" / "00002.mp4"], out, **FAST)
+
+
+def test_a_damaged_track_is_found_and_redone(prepared, clips, tmp_path, caplog) -> None:
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(prepared, out)
+    frame = out / "idM" / "clip-00001" / "000003.png"
+    frame.write_bytes(frame.read_bytes()[:100])  # a partial copy
+    with pytest.raises(PrepareStateError, match=r"clip-00001 is damaged \(000003.png: 100 bytes"):
+        read_manifest(out, verify=True)
+    with torch_threads(1), caplog.at_level("WARNING"):
+        summary = prepare_tracks([clips], out, **FAST)
+    assert summary.tracks == 1 and summary.resumed == 2
+    assert "redoing" in caplog.text and "clip-00001" in caplog.text and "000003.png" in caplog.text
+    assert _tree(out) == _tree(prepared)
+    assert len(read_manifest(out, verify=True)) == 3
+    assert all(set(r["files"]) == {f"{i:06d}.png" for i in r["frames"]} for r in read_manifest(out))

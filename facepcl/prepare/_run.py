@@ -24,7 +24,21 @@ from ..io.inputs import InputItem
 from ..io.ranks import from_env, rank_device
 from ..io.stream import Unit, iter_units
 from ._sources import Source, list_sources, shard
-from ._state import TRACK_FILE, Ledger, check_settings, commit_track, read_ledgers, track_done, work_dir, write_text
+from ._state import (
+    TRACK_FILE,
+    Ledger,
+    check_outside_inputs,
+    check_settings,
+    commit_track,
+    drop_track,
+    lock,
+    read_ledgers,
+    record_files,
+    track_done,
+    track_problem,
+    work_dir,
+    write_text,
+)
 from ._tracks import Tracker
 
 log = logging.getLogger("facepcl.prepare")
@@ -112,6 +126,7 @@ def prepare_tracks(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, 
         raise ValueError(f"every must be >= 1, got {every}")
     if frame_size < 32:
         raise ValueError(f"frame_size must be at least 32 px, got {frame_size}")
+    check_outside_inputs(out, [os.fspath(i) for i in inputs])
     info = from_env()
     index = info.rank if shard_index is None else int(shard_index)
     count = info.world_size if shard_count is None else int(shard_count)
@@ -124,14 +139,35 @@ def prepare_tracks(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, 
                 "detect_size": detector.max_size, "det_threshold": detector.det_threshold,
                 "min_face_size": detector.min_face_size, "min_iou": min_iou}
     os.makedirs(out, exist_ok=True)
-    check_settings(out, settings)
+    summary = PrepareSummary()
+    held = lock(out, index)
+    try:
+        check_settings(out, settings)
+        _run_shard(inputs, out, index, count, settings, summary, detector, preprocess, every, min_iou, workers)
+    finally:
+        held.release()
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _run_shard(inputs: Sequence[str | os.PathLike], out: str, index: int, count: int, settings: dict[str, Any],
+               summary: PrepareSummary, detector: FaceDetector, preprocess: PreprocessConfig, every: int,
+               min_iou: float, workers: int) -> None:
+    """Prepare this shard's sources that are not done (under its lock), counting into ``summary``."""
     mine = shard(list_sources(inputs), index, count)
-    summary = PrepareSummary(sources=len(mine))
+    summary.sources = len(mine)
     done = read_ledgers(out)
     todo = []
     ledger = Ledger(out, index)
     for s in mine:
-        if s.index in done and done[s.index].get("key") == s.key:
+        finished = (s.index in done and done[s.index].get("key") == s.key
+                    and done[s.index].get("status") == "ok") or track_done(out, s.key)
+        problem = track_problem(out, s.key) if finished and track_done(out, s.key) else None
+        if problem is not None:
+            log.warning("redoing %s: its track %s is damaged (%s)", s.path, os.path.join(out, s.key), problem)
+            drop_track(out, s.key)
+            todo.append(s)
+        elif s.index in done and done[s.index].get("key") == s.key:
             summary.resumed += 1
         elif track_done(out, s.key):
             ledger.add({"index": s.index, "key": s.key, "status": "ok", "source": s.path})
@@ -146,8 +182,6 @@ def prepare_tracks(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, 
             _finish(job, out, settings, ledger, summary)
     finally:
         ledger.close()
-    summary.seconds = time.perf_counter() - t0
-    return summary
 
 
 def _items(todo: list[Source], every: int, where: dict[int, tuple[Source, int, bool]]) -> Iterator[InputItem]:
@@ -233,8 +267,12 @@ def _finish(job: _Job, out: str, settings: dict[str, Any], ledger: Ledger, summa
                 "landmarks": [job.landmarks[(main.id, f)] for f in main.frames],
                 "track": main.id, "tracks_found": len(job.tracker.tracks), "frames_read": job.decoded,
                 "frames_unreadable": job.bad_frames, "frames_without_track": job.decoded - len(main.frames),
-                "settings": settings, "facepcl": __version__,
+                "settings": settings, "facepcl": __version__, "files": record_files(folder),
             }
+            if job.error is not None:  # e.g. a video cut short: its frames before the damage are kept
+                provenance["warning"] = job.error
+                record["warning"] = job.error
+                log.warning("%s: %s", s.path, job.error)
             # Durability comes with the folder: commit_track fsyncs its files before the rename.
             write_text(os.path.join(folder, TRACK_FILE), json.dumps(provenance, indent=1) + "\n", durable=False)
             commit_track(folder, out, s.key)
