@@ -148,3 +148,44 @@ def test_model_init_continues_from_an_export(runs, tmp_path) -> None:
     with pytest.raises(ValueError, match=r"model\.init"):
         main(["smoke", f"data.root={runs['root']}", *TINY, "model.decoder_dim=64", f"model.init={start}",
               f"output_dir={tmp_path / 'bad'}"])
+
+
+def test_checkpoints_are_recorded_and_a_damaged_one_falls_back_to_the_one_before(tmp_path, caplog) -> None:
+    folder = CheckpointDir(tmp_path / "ck", keep_last=2)
+    for step in (1, 2, 3):
+        folder.save({"position": {"global_step": step}, "x": torch.ones(2) * step}, step)
+    index = json.loads((tmp_path / "ck" / "index.json").read_text())
+    assert index["latest"] == "step-00000003.pt" and sorted(index["files"]) == ["step-00000002.pt",
+                                                                                "step-00000003.pt"]
+    assert index["files"]["step-00000003.pt"]["size"] == (tmp_path / "ck" / "step-00000003.pt").stat().st_size
+    path, state = folder.load_latest()
+    assert path.name == "step-00000003.pt" and state["x"].tolist() == [3.0, 3.0]
+    newest = tmp_path / "ck" / "step-00000003.pt"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit: same size, and torch.load may well still read it
+    newest.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="facepcl.train"):
+        path, state = folder.load_latest()
+    assert path.name == "step-00000002.pt" and state["x"].tolist() == [2.0, 2.0]
+    assert "step-00000003.pt is damaged" in caplog.text and "SHA-256" in caplog.text
+    (tmp_path / "ck" / "step-00000002.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"no intact checkpoint .*step-00000003.pt .*step-00000002.pt"):
+        folder.load_latest()
+
+
+def test_two_trainings_into_one_output_dir_are_refused(tmp_path) -> None:
+    from facepcl._utils.folders import FolderLockedError
+    from facepcl.train.checkpoint import lock_output
+
+    root = make_video_tree(tmp_path / "data", identities=3, videos=2, frames=3)
+    out = tmp_path / "run"
+    held = lock_output(out)  # another training holds the folder
+    try:
+        with pytest.raises(FolderLockedError, match=r"another process is writing this training run \(pid"):
+            main(["smoke", f"data.root={root}", *TINY, "train.max_steps=1", "data.samples_per_epoch=4",
+                  f"output_dir={out}", "export.enabled=false"])
+    finally:
+        held.release()
+    assert not (out / "checkpoints").exists()
+    assert main(["smoke", f"data.root={root}", *TINY, "train.max_steps=1", "data.samples_per_epoch=4",
+                 f"output_dir={out}", "export.enabled=false"]) == 0

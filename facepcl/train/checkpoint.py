@@ -6,12 +6,22 @@ optimizer, LR scheduler, grad scaler, DWA history, the running epoch sums,
 the position (epoch, iteration, global step) and the RNG states of Python,
 numpy and torch. It is written to a temporary file in the same folder and
 renamed into place, so a crash never leaves half a checkpoint; the file
-``latest`` names the newest one. Checkpoints hold only tensors and plain
+``latest`` names the newest one, and ``index.json`` records the size and
+SHA-256 of every kept checkpoint (:func:`facepcl._utils.folders.file_record`).
+Resuming verifies the newest checkpoint against that record and falls back
+to the previous good one, with a warning naming the damaged one
+(:meth:`CheckpointDir.load_latest`). Checkpoints hold only tensors and plain
 Python values and are read with ``torch.load(weights_only=True)``.
+
+A training holds :data:`LOCK_NAME` in its ``output_dir``
+(:class:`facepcl._utils.folders.FolderLock`, see :func:`lock_output`), so
+two trainings into one folder are refused.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import random
 from pathlib import Path
@@ -21,11 +31,25 @@ import numpy as np
 import torch
 
 from .._utils.atomic import atomic_write
+from .._utils.folders import FolderLock, check_file, file_record
 from .._utils.version import __version__
 from ..errors import CheckpointError
 
 FORMAT = "facepcl-train-1"
 LATEST = "latest"
+INDEX = "index.json"
+LOCK_NAME = ".facepcl-train.lock"
+log = logging.getLogger("facepcl.train")
+
+
+def lock_output(output_dir: str | os.PathLike) -> FolderLock:
+    """Hold the writer lock of a training's ``output_dir`` (release it when the training ends).
+
+    Raises:
+        FolderLockedError: Another training writes into the same folder (the message names it).
+        OutputError: The folder cannot be created or written.
+    """
+    return FolderLock(output_dir, "training run", name=LOCK_NAME).acquire()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -93,16 +117,72 @@ class CheckpointDir:
         found = self.all()
         return found[-1] if found else None
 
+    def records(self) -> dict[str, dict[str, Any]]:
+        """``{file name: {"size", "sha256"}}`` of the checkpoints ``index.json`` records (empty if none)."""
+        try:
+            index = json.loads((self.folder / INDEX).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}  # no index (an older run), or a damaged one: the checkpoints are then checked by loading
+        files = index.get("files") if isinstance(index, dict) else None
+        return files if isinstance(files, dict) else {}
+
     def save(self, state: dict[str, Any], global_step: int) -> Path:
-        """Write a checkpoint, point ``latest`` at it and prune old ones."""
+        """Write a checkpoint, record it in ``index.json``, point ``latest`` at it and prune old ones.
+
+        Order: the checkpoint (atomic, fsynced), then the index with its size
+        and SHA-256, then ``latest``; a crash in between leaves a checkpoint
+        that is complete but unrecorded, which resuming checks by loading it.
+
+        Raises:
+            OSError: A write or fsync failed; ``latest`` still names the previous checkpoint.
+        """
         path = self.path_for(global_step)
         atomic_save({"format": FORMAT, "facepcl_version": __version__, **state}, path)
+        records = self.records()
+        records[path.name] = file_record(path)
+        if self.keep_last:
+            for old in self.all()[:-self.keep_last]:
+                if old != path:
+                    records.pop(old.name, None)
+        records = {k: v for k, v in records.items() if (self.folder / k).is_file()}
+        atomic_write_text(self.folder / INDEX, json.dumps({"latest": path.name, "files": records}, indent=1) + "\n")
         atomic_write_text(self.folder / LATEST, path.name + "\n")
         if self.keep_last:
             for old in self.all()[:-self.keep_last]:
                 if old != path:
                     old.unlink(missing_ok=True)
         return path
+
+    def load_latest(self) -> tuple[Path, dict[str, Any]] | None:
+        """The newest checkpoint that is intact, loaded; None when the folder holds none.
+
+        Each candidate, newest first, is checked against its ``index.json``
+        record (size and SHA-256) and loaded; one that fails is skipped with a
+        warning naming it and the problem, and the previous one is tried.
+
+        Raises:
+            CheckpointError: Checkpoints exist but none is intact.
+        """
+        candidates = self.all()[::-1]
+        newest = self.latest()
+        if newest is not None and newest in candidates:  # what ``latest`` names first
+            candidates.remove(newest)
+            candidates.insert(0, newest)
+        records = self.records()
+        problems = []
+        for path in candidates:
+            problem = check_file(path, records[path.name]) if path.name in records else None
+            if problem is None:
+                try:
+                    return path, load_checkpoint(path)
+                except CheckpointError as e:
+                    problem = str(e)
+            problems.append(f"{path.name} ({problem})")
+            log.warning("checkpoint %s is damaged (%s); falling back to the one before it", path, problem)
+        if problems:
+            raise CheckpointError(f"{self.folder}: no intact checkpoint to resume from: {'; '.join(problems)}; "
+                                  "start a new output_dir, or set checkpoint.resume=never there")
+        return None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from ..model import PCLModel
 from ..runtime._accel import native_bf16
 from . import distributed as D
 from .augment import make_inputs
-from .checkpoint import CheckpointDir, export_model, load_checkpoint, rng_state, set_rng_state
+from .checkpoint import CheckpointDir, export_model, load_checkpoint, lock_output, rng_state, set_rng_state
 from .config import RunConfig, save_resolved
 from .data import PCLFrames, StepSampler, build_loader, build_source
 from .dwa import DynamicWeightAverage
@@ -195,10 +195,14 @@ class Trainer:
                 raise ValueError(f"{self.checkpoints.folder} already holds checkpoints and checkpoint.resume=never: "
                                  "pick a new output_dir, or set checkpoint.resume=auto to continue that run")
             return
-        path = self.checkpoints.latest() if mode == "auto" else Path(mode).expanduser()
-        if path is None:
-            return
-        state = load_checkpoint(path)
+        if mode == "auto":
+            found = self.checkpoints.load_latest()
+            if found is None:
+                return
+            path, state = found
+        else:
+            path = Path(mode).expanduser()
+            state = load_checkpoint(path)
         self._warn_config_changes(state["config"], path)
         self.load_state_dict(state)
         self._resumed_from = path
@@ -261,6 +265,16 @@ class Trainer:
         _check_face_batch(cfg, len(source))
         samples = cfg.data.samples_per_epoch or len(source)
         self.iters_per_epoch = max(1, samples // cfg.batch.rec)
+        # One training per output_dir: rank 0 holds its lock until the run ends (the OS drops it if it dies).
+        held = lock_output(self.out) if env.is_main else None
+        try:
+            return self._fit(source, samples)
+        finally:
+            if held is not None:
+                held.release()
+
+    def _fit(self, source, samples: int) -> Path | None:
+        cfg, env = self.cfg, self.env
         self._maybe_resume()
         total = cfg.train.epochs * self.iters_per_epoch
         if cfg.train.max_steps is not None:
