@@ -20,7 +20,7 @@ from PIL import Image
 
 from facepcl.cli import main
 from facepcl.export import ExportStateError, _formats, column_to_numpy, read_embeddings, read_errors
-from facepcl.export._folder import MANIFESTS, read_manifest
+from facepcl.export._layout import MANIFESTS, read_manifest
 
 from ._threads import torch_threads
 

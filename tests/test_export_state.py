@@ -14,8 +14,9 @@ import pytest
 
 from facepcl._utils.folders import FolderLockedError
 from facepcl.export import _dataset, read_embeddings, read_errors
-from facepcl.export._folder import ExportFolder, any_shards
+from facepcl.export._folder import ExportFolder
 from facepcl.export._formats import RowBuffer
+from facepcl.export._layout import any_shards
 from facepcl.export._resume import skip_done
 from facepcl.export._types import Cursor, ExportStateError, Stats
 from facepcl.io.inputs import InputItem, iter_inputs

@@ -17,8 +17,8 @@ columns, :func:`is_export` recognises an output folder, and ``RUN_FILE`` /
 
 from ..io.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputItem, iter_inputs
 from ._dataset import Shard, committed_shards
-from ._folder import ERRORS_FILE, INDEX_FILE, MANIFESTS, RUN_FILE, is_export
 from ._formats import FEATURES, from_arrow, read_shard
+from ._layout import ERRORS_FILE, INDEX_FILE, MANIFESTS, RUN_FILE, is_export
 from ._read import column_to_numpy, read_embeddings, read_errors, read_metadata
 from ._runner import EmbedOptions, run_embed
 from ._types import ExportStateError, NonFiniteEmbeddingError

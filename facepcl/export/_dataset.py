@@ -19,8 +19,8 @@ from typing import Any
 
 from .._utils.atomic import atomic_write
 from .._utils.folders import check_file
-from ._folder import ERRORS_FILE, INDEX_FILE, MANIFESTS, SHARD_RE, read_manifest
 from ._formats import get_format
+from ._layout import ERRORS_FILE, INDEX_FILE, MANIFESTS, SHARD_RE, read_manifest
 from ._types import ExportStateError, Stats
 
 INDEX_COLUMNS = ("item", "path", "frame", "timestamp", "face_index")

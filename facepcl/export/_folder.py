@@ -27,7 +27,6 @@ import contextlib
 import glob
 import json
 import os
-import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -35,73 +34,29 @@ from typing import Any
 
 from .._utils.atomic import _FILE_MODE, atomic_write, fsync_path
 from .._utils.folders import FolderLock, FolderLockedError, check_file, file_record
-from .._utils.settings import SettingsError, guard_settings, read_settings
+from .._utils.settings import SettingsError, guard_settings
 from ..errors import OutputError
 from ..io.inputs import InputItem
+from ._dataset import write_errors, write_index
 from ._formats import get_format
+from ._layout import (
+    ERRORS_FILE,
+    FIX_DAMAGED,
+    INDEX_FILE,
+    MANIFESTS,
+    RUN_FILE,
+    SHARD_RE,
+    any_shards,
+    read_manifest,
+    shard_name,
+)
 from ._resume import skip_done
 from ._types import Cursor, ExportStateError, ResumePoint, Stats, output_error
-
-RUN_FILE = "_run.json"
-MANIFESTS = "_manifests"
-ERRORS_FILE = "_errors.jsonl"
-INDEX_FILE = "index.csv"
-SHARD_RE = re.compile(r"part-r(\d{5})-(\d{6})")
-FIX_DAMAGED = "run with --overwrite or restore it"
-
-
-def shard_name(rank: int, shard: int) -> str:
-    """``part-r{rank:05d}-{shard:06d}`` (no suffix)."""
-    return f"part-r{rank:05d}-{shard:06d}"
-
-
-def read_json(path: str) -> dict[str, Any]:
-    """A manifest or ``_run.json``.
-
-    Raises:
-        ExportStateError: The file is not a JSON object (garbage, truncated),
-            naming it and the fix.
-        FileNotFoundError: It does not exist.
-    """
-    try:
-        value = read_settings(path, FIX_DAMAGED)
-    except SettingsError as e:
-        raise ExportStateError(str(e)) from None
-    if value is None:
-        raise FileNotFoundError(f"{path}: no such file")
-    return value
-
-
-def read_manifest(path: str) -> dict[str, Any]:
-    """A shard manifest, checked for the keys every reader needs.
-
-    Raises:
-        ExportStateError: It is damaged.
-    """
-    man = read_json(path)
-    missing = [k for k in ("file", "rows", "start", "end", "stats", "errors") if k not in man]
-    if missing:
-        raise ExportStateError(f"{path} is damaged (it lacks {', '.join(missing)}); {FIX_DAMAGED}")
-    return man
-
-
-def is_export(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is an output folder of ``facepcl embed`` (it has ``_run.json`` or ``_manifests/``)."""
-    path = os.fspath(path)
-    return os.path.isdir(path) and (os.path.exists(os.path.join(path, RUN_FILE))
-                                    or os.path.isdir(os.path.join(path, MANIFESTS)))
 
 
 def _write_text(path: str, text: str) -> None:
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
-
-
-def any_shards(out: str, rank: int | None = None) -> bool:
-    """Whether ``out`` holds any committed or half-committed shard (of one rank, or of any)."""
-    pattern = "part-r*" if rank is None else f"part-r{rank:05d}-*"
-    return bool(glob.glob(os.path.join(glob.escape(out), MANIFESTS, pattern + ".json"))
-                or glob.glob(os.path.join(glob.escape(out), pattern)))
 
 
 class ExportFolder:
@@ -421,8 +376,6 @@ class ExportFolder:
         Raises:
             ExportStateError: They cannot be written.
         """
-        from ._dataset import write_errors, write_index
-
         if self.rank != 0:
             return
         try:

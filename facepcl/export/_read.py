@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._dataset import committed_shards, iter_errors
-from ._folder import MANIFESTS, RUN_FILE, read_json
 from ._formats import FEATURES, RowBuffer, from_arrow, get_format, to_arrow
+from ._layout import MANIFESTS, RUN_FILE, read_json
 
 
 def _shard_files(out: str) -> tuple[list[str], str]:

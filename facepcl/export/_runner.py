@@ -43,8 +43,9 @@ from ..io.inputs import (
 )
 from ..io.ranks import DistInfo, barrier_and_close, from_env, rank_device, reduce_at_end
 from ..io.stream import Unit, iter_units
-from ._folder import ERRORS_FILE, ExportFolder
+from ._folder import ExportFolder
 from ._formats import FEATURES
+from ._layout import ERRORS_FILE
 from ._progress import Progress, count_items, progress_wanted, summary_line
 from ._shard import BatchRows, ShardWriter
 from ._types import STAT_KEYS, Cursor, ResumePoint, Stats

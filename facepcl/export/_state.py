@@ -3,6 +3,6 @@
 Import ``MANIFESTS`` and ``RUN_FILE`` from :mod:`facepcl.export` instead; this module goes once nothing uses it.
 """
 
-from ._folder import MANIFESTS, RUN_FILE
+from ._layout import MANIFESTS, RUN_FILE
 
 __all__ = ["MANIFESTS", "RUN_FILE"]
