@@ -396,3 +396,38 @@ def test_a_video_cut_short_keeps_its_frames_and_records_where_it_stopped(embed, 
     last = int(record["reason"].split("truncated after frame ")[1].split(":")[0])
     assert frames == list(range(0, last + 1, 12)) and 2 <= len(frames) < 6
     assert "declares 72 frames" in record["reason"] and "1 skipped" in err
+
+
+def test_a_signal_while_the_inputs_are_listed_stops_there_and_resume_completes(crops, embed, tmp_path,
+                                                                            monkeypatch) -> None:
+    import signal
+
+    from facepcl.io import inputs as _inputs
+
+    folder = tmp_path / "in"
+    for i, part in enumerate(["a", "a", "a", "a", "b", "b", "b", "b", "b"]):
+        (folder / part).mkdir(parents=True, exist_ok=True)
+        shutil.copy(crops / f"c{i:02d}.png", folder / part / f"c{i:02d}.png")
+    straight = tmp_path / "straight"
+    rc, err = embed([folder], straight)
+    assert rc == 0, err
+    real = _inputs._listing
+    sent = []
+
+    def listing(path: str):
+        if path.endswith(os.sep + "b") and not sent:  # SIGTERM arrives while the walk reaches folder b
+            sent.append(path)
+            signal.raise_signal(signal.SIGTERM)
+        return real(path)
+
+    monkeypatch.setattr(_inputs, "_listing", listing)
+    out = tmp_path / "out"
+    rc, err = embed([folder], out)
+    assert rc == 128 + signal.SIGTERM and sent, err
+    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    assert_consistent(out)
+    assert 0 < read_embeddings(out).num_rows < N_IMAGES
+    monkeypatch.undo()
+    rc, err = embed([folder], out, "--resume")
+    assert rc == 0, err
+    assert_same_rows(out, straight)

@@ -12,7 +12,7 @@ from ._formats import FEATURES, RowBuffer, from_arrow, get_format, to_arrow
 from ._layout import MANIFESTS, RUN_FILE, read_json
 
 
-def _shard_files(out: str) -> tuple[list[str], str]:
+def _shard_files(out: str, verify: bool = True) -> tuple[list[str], str]:
     """Data files of the committed shards (verified against their manifests) and their format.
 
     Raises:
@@ -21,7 +21,7 @@ def _shard_files(out: str) -> tuple[list[str], str]:
     """
     if not os.path.isdir(out):
         raise FileNotFoundError(f"{out}: no such folder; pass the OUT folder of `facepcl embed`")
-    files = [s.path for s in committed_shards(out, verify=True)]
+    files = [s.path for s in committed_shards(out, verify=verify)]
     if not files and not os.path.isdir(os.path.join(out, MANIFESTS)):
         # shards copied somewhere without their bookkeeping: every shard file is a finished one
         files = sorted(f for ext in ("parquet", "npz", "safetensors")
@@ -40,7 +40,7 @@ def _run_format(out: str) -> str:
 def read_metadata(out: str | os.PathLike) -> dict[str, Any]:
     """The provenance stored with the shards (model id, revision, config hash, preprocessing, ...)."""
     out = os.fspath(out)
-    files, fmt = _shard_files(out)
+    files, fmt = _shard_files(out, verify=False)  # the provenance only: read_embeddings verifies the rows
     if not files:
         return read_json(os.path.join(out, RUN_FILE))
     return get_format(fmt).metadata(files[0])
