@@ -208,7 +208,7 @@ def run_embed(opts: EmbedOptions) -> int:
             if point.next_shard:
                 say(f"resuming rank {info.rank}: {point.next_shard} shards with {point.rows} faces and "
                     f"{point.done.inputs} finished inputs are already in {opts.out}")
-            session, seconds, stopped = _embed_all(opts, info, embedder, folder, point, shard_meta, signals, say)
+            session, seconds, stopped = _embed_all(opts, info, embedder, folder, point, shard_meta, signals)
         finally:
             folder.unlock()
     interrupted = signals.requested if stopped else None  # a signal after the last batch changes nothing
@@ -221,7 +221,7 @@ def _stopped_early(signals: _Signals, opts: EmbedOptions, say) -> int:
 
 
 def _embed_all(opts: EmbedOptions, info: DistInfo, embedder, folder: ExportFolder, point: ResumePoint,
-               shard_meta: dict, signals: _Signals, say) -> tuple[Stats, float, bool]:
+               shard_meta: dict, signals: _Signals) -> tuple[Stats, float, bool]:
     """Embed this rank's remaining inputs into shards; returns (counts, seconds, stopped by a signal)."""
     mine = lambda: select(iter_inputs(opts.inputs, stop=signals.stop), info.rank, info.world_size)  # noqa: E731
     items = folder.pending(mine(), point)
