@@ -175,3 +175,8 @@ def test_a_set_stop_event_ends_the_listing(tmp_path: Path) -> None:
 def test_an_input_list_that_is_a_device_is_not_a_regular_file() -> None:
     with pytest.raises(ValueError, match=r"'/dev/zero' .* is not a regular file \(it is a character device\)"):
         check_arguments(["@/dev/zero"])
+
+
+def test_a_device_as_input_list_is_recorded_when_listed_directly() -> None:
+    (item,) = iter_inputs(["@/dev/zero"])  # never read: it would never end
+    assert item.path == "/dev/zero" and "not a regular file (it is a character device)" in item.error

@@ -431,3 +431,16 @@ def test_a_signal_while_the_inputs_are_listed_stops_there_and_resume_completes(c
     rc, err = embed([folder], out, "--resume")
     assert rc == 0, err
     assert_same_rows(out, straight)
+
+
+def test_a_fan_out_of_symlinks_to_one_file_is_embedded_once(crops, embed, tmp_path) -> None:
+    folder = tmp_path / "in"
+    (folder / "links").mkdir(parents=True)
+    shutil.copy(crops / "c00.png", folder / "real.png")
+    for i in range(40):
+        os.symlink(folder / "real.png", folder / "links" / f"l{i:02d}.png")
+        os.symlink(folder, folder / "links" / f"up{i:02d}")  # and loops back to the top
+    rc, err = embed([folder], tmp_path / "out")
+    assert rc == 0, err
+    # the folder holding the real file is walked anyway: the file is taken by its own name, the links skipped
+    assert read_embeddings(tmp_path / "out").column("path").to_pylist() == [str(folder / "real.png")]

@@ -295,3 +295,11 @@ def test_a_damaged_track_is_found_and_redone(prepared, clips, tmp_path, caplog) 
     assert _tree(out) == _tree(prepared)
     assert len(read_manifest(out, verify=True)) == 3
     assert all(set(r["files"]) == {f"{i:06d}.png" for i in r["frames"]} for r in read_manifest(out))
+
+
+def test_a_symlink_loop_in_the_inputs_is_listed_once(tmp_path) -> None:
+    clip = tmp_path / "vox" / "id1" / "v1" / "00001.mp4"
+    clip.parent.mkdir(parents=True)
+    clip.write_bytes(b"")
+    os.symlink(tmp_path / "vox", tmp_path / "vox" / "id1" / "v1" / "loop")
+    assert [s.key for s in list_sources([tmp_path / "vox"])] == ["id1/v1-00001"]

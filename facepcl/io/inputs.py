@@ -177,7 +177,12 @@ class _Lister:
         for arg in inputs:
             self.check()
             if arg.startswith("@") and not os.path.exists(arg):
-                yield from self.list_file(os.path.expanduser(arg[1:]))
+                listfile = os.path.expanduser(arg[1:])
+                kind = _special_kind(listfile)
+                if kind is not None:  # reading a device or a FIFO as a list could never end
+                    yield listfile, f"input list {listfile!r} is not a regular file (it is {kind})"
+                else:
+                    yield from self.list_file(listfile)
             else:
                 yield from self.expand(arg)
 

@@ -65,8 +65,19 @@ def _hidden(name: str) -> bool:
     return name.startswith((".", "_"))
 
 
-def _walk(root: str, rel: tuple[str, ...], found: list[tuple[tuple[str, ...], str, str, tuple[str, ...], str | None]]):
+def _walk(root: str, rel: tuple[str, ...], found: list[tuple[tuple[str, ...], str, str, tuple[str, ...], str | None]],
+          seen: set[tuple[int, int]] | None = None):
+    """Sources below ``root/rel`` in sorted order; each real folder once (symlink loops and repeats are skipped)."""
     folder = os.path.join(root, *rel)
+    seen = set() if seen is None else seen
+    try:
+        st = os.stat(folder)
+    except OSError:
+        st = None
+    if st is not None:
+        if (st.st_dev, st.st_ino) in seen:
+            return
+        seen.add((st.st_dev, st.st_ino))
     try:
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
@@ -80,7 +91,7 @@ def _walk(root: str, rel: tuple[str, ...], found: list[tuple[tuple[str, ...], st
         if _hidden(e.name):
             continue
         if e.is_dir():
-            _walk(root, (*rel, e.name), found)
+            _walk(root, (*rel, e.name), found, seen)
         elif e.is_file() and _ext(e.name) in VIDEO_EXTENSIONS:
             found.append(((*rel, os.path.splitext(e.name)[0]), "video", e.path, (), None))
 
