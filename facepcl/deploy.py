@@ -190,7 +190,7 @@ def model_card(meta: dict[str, Any]) -> str:
         "",
         "## Input",
         "",
-        f"1. Detect five landmarks (left eye, right eye, nose tip, left and right mouth corner; image left/right) "
+        "1. Detect five landmarks (left eye, right eye, nose tip, left and right mouth corner; image left/right) "
         "with any detector (facepcl uses RetinaFace).",
         f"2. Align: the similarity transform (rotation, uniform scale, translation; least squares, Umeyama) that "
         f"maps the five landmarks onto the template `{pre['template']}` (pixel centres at integer coordinates), "
