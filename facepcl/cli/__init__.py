@@ -36,6 +36,7 @@ SUBCOMMANDS = (
     "index",
     "search",
     "demo",
+    "serve",
 )
 
 
