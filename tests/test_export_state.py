@@ -260,3 +260,25 @@ def test_clear_export_deletes_only_export_files_of_its_ranks(tmp_path: Path) -> 
     assert not any_shards(out)
     left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
     assert left == ["_manifests", "_manifests/.lock-r00001", "notes.txt"]
+
+
+def test_resume_verifies_shards_and_redoes_the_first_damaged_one_and_all_after_it(tmp_path: Path) -> None:
+    out = str(tmp_path)
+    state = ExportFolder(out, "npz", 0)
+    commit(state, 0, Cursor(), cursor(1), [0, 1])
+    commit(state, 1, cursor(1), cursor(3), [2, 3])
+    commit(state, 2, cursor(3), cursor(5), [4, 5])
+    man = json.loads((tmp_path / "_manifests" / "part-r00000-000001.json").read_text())
+    assert man["rows"] == 2 and man["data"]["size"] == (tmp_path / "part-r00000-000001.npz").stat().st_size
+    assert len(man["data"]["sha256"]) == 64
+    assert [s.number for s in _dataset.committed_shards(out)] == [0, 1, 2]
+    data = tmp_path / "part-r00000-000001.npz"
+    data.write_bytes(data.read_bytes()[:-10])
+    with pytest.raises(ExportStateError, match=r"part-r00000-000001.npz is damaged \(\d+ bytes, the manifest says"):
+        _dataset.committed_shards(out)
+    point = state.resume()
+    assert point.next_shard == 1 and point.cursor == cursor(1) and point.rows == 2
+    assert [name for name, _ in point.redone] == ["part-r00000-000001.npz", "part-r00000-000002.npz"]
+    assert sorted(p.name for p in tmp_path.glob("part-*")) == ["part-r00000-000000.npz"]
+    assert sorted(p.name for p in (tmp_path / "_manifests").glob("part-*")) == ["part-r00000-000000.json"]
+    assert read_embeddings(tmp_path).column("item").to_pylist() == [0, 1]
