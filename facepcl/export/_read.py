@@ -46,7 +46,8 @@ def read_metadata(out: str | os.PathLike) -> dict[str, Any]:
     return get_format(fmt).metadata(files[0])
 
 
-def read_embeddings(out: str | os.PathLike, columns: Sequence[str] | None = None, *, sort: bool = True):
+def read_embeddings(out: str | os.PathLike, columns: Sequence[str] | None = None, *, sort: bool = True,
+                    verify: bool = True):
     """All rows of an export, from every shard of every rank, as one ``pyarrow.Table``.
 
     Works for every ``--format``. Vector columns (bbox, kps, face, pose,
@@ -58,6 +59,8 @@ def read_embeddings(out: str | os.PathLike, columns: Sequence[str] | None = None
         columns: Columns to read (default: all).
         sort: Order rows by (item, frame, face_index), i.e. input order, so a
             torchrun export reads exactly like a single-process one.
+        verify: Check every shard against the size and SHA-256 its manifest
+            recorded before reading it (False skips the hashing).
 
     Returns:
         A ``pyarrow.Table`` whose schema metadata holds the provenance JSON under ``b"facepcl"``.
@@ -72,7 +75,7 @@ def read_embeddings(out: str | os.PathLike, columns: Sequence[str] | None = None
     import pyarrow.parquet as pq
 
     out = os.fspath(out)
-    files, fmt = _shard_files(out)
+    files, fmt = _shard_files(out, verify=verify)
     f_obj = get_format(fmt)
     wanted = list(columns) if columns is not None else None
     read_cols = None if wanted is None else sorted(set(wanted) | ({"item", "frame", "face_index"} if sort else set()))
