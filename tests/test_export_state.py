@@ -282,3 +282,13 @@ def test_resume_verifies_shards_and_redoes_the_first_damaged_one_and_all_after_i
     assert sorted(p.name for p in tmp_path.glob("part-*")) == ["part-r00000-000000.npz"]
     assert sorted(p.name for p in (tmp_path / "_manifests").glob("part-*")) == ["part-r00000-000000.json"]
     assert read_embeddings(tmp_path).column("item").to_pylist() == [0, 1]
+
+
+def test_data_files_after_the_last_manifest_are_redone(tmp_path: Path) -> None:
+    state = ExportFolder(str(tmp_path), "parquet", 0)
+    commit(state, 0, Cursor(), cursor(1), [0, 1])
+    commit(state, 1, cursor(1), cursor(3), [2, 3])
+    (tmp_path / "_manifests" / "part-r00000-000001.json").unlink()  # a copy that missed the last manifest
+    point = state.resume()
+    assert point.next_shard == 1 and point.redone == [("part-r00000-000001.parquet", "it has no manifest")]
+    assert sorted(p.name for p in tmp_path.glob("part-*")) == ["part-r00000-000000.parquet"]

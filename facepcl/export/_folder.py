@@ -236,20 +236,27 @@ class ExportFolder:
         the run continues from its start cursor; each dropped shard is listed
         in :attr:`ResumePoint.redone` with its problem. A last shard whose
         data file is missing was in flight when a run died: dropped silently.
+        Data files after the last manifest (a partial copy of the folder)
+        cannot be verified and are redone too.
 
         Raises:
             ExportStateError: Shards are missing from the middle, a data file
-                has no manifest, a manifest is damaged, or files of another
-                format are present.
+                before the last manifest has none, a manifest is damaged, or
+                files of another format are present.
         """
         self._sweep()
         data, manifests = self._listing()
+        point = ResumePoint()
+        last = max(manifests, default=-1)
+        for shard in sorted(set(data) - set(manifests)):
+            if shard > last:  # after every manifest (a partial copy of OUT): unverifiable, so redone
+                point.redone.append((os.path.basename(data.pop(shard)), "it has no manifest"))
+                os.unlink(self.data_path(shard))
         orphans = sorted(set(data) - set(manifests))
         if orphans:
             raise ExportStateError(f"{data[orphans[0]]} has no manifest in {self.path(MANIFESTS)}; the folder was "
                                    "changed by hand, so what is done cannot be known. Restore the manifests or "
                                    "start a new folder")
-        point = ResumePoint()
         order = sorted(manifests)
         for expected, shard in enumerate(order):
             if shard != expected:
