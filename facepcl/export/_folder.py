@@ -267,8 +267,8 @@ class ExportFolder:
                 break
             man = read_manifest(manifests[shard])
             if Cursor(**man["start"]) != point.cursor:
-                raise ExportStateError(f"{manifests[shard]} does not continue where the shard before it ended; the "
-                                       f"folder was changed by hand. {FIX_DAMAGED[0].upper()}{FIX_DAMAGED[1:]}")
+                raise ExportStateError(f"{manifests[shard]} does not continue where the shard before it ended (the "
+                                       f"folder was changed by hand); {FIX_DAMAGED}")
             problem = self._problem(shard, man)
             if problem is not None:
                 point.redone.append((os.path.basename(self.data_path(shard)), problem))
