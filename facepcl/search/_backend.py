@@ -33,10 +33,12 @@ def _faiss():
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
-    """``(N, D)`` rows scaled to unit L2 norm, as float32 (zero rows stay zero)."""
+    """``(N, D)`` rows scaled to unit L2 norm, as float32 (zero rows stay zero; huge values do not overflow)."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim == 1:
         x = x[None]
+    peak = np.max(np.abs(x), axis=1, keepdims=True) if x.size else np.zeros((len(x), 1), np.float32)
+    x = np.divide(x, peak, out=np.zeros_like(x), where=peak > 0)  # so the squares below stay finite
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
 
