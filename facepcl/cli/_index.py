@@ -36,13 +36,13 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .._utils.folders import FolderLock
-    from ..search._exports import export_api
+    from ..search._exports import list_shards
+    from ..search._query import is_export
 
     if not args.exports and not args.rebuild:
         raise ValueError("name at least one EXPORT (an output folder of `facepcl embed`), or pass --rebuild to "
                          f"build {args.output} again from the exports it lists")
-    api = export_api()
-    if any(os.path.exists(os.path.join(args.output, n)) for n in (api.RUN_FILE, api.MANIFESTS)):
+    if is_export(args.output) or (os.path.isdir(args.output) and list_shards(args.output)):
         raise ValueError(f"{args.output} is an export folder of `facepcl embed`; write the index to its own folder "
                          "with -o")
     created = not os.path.exists(args.output)
