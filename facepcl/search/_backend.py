@@ -88,10 +88,10 @@ class Backend:
         """(Re)build over all rows: flat below the threshold, else train an IVF on a sample and fill it."""
         faiss = _faiss()
         n = len(vectors)
-        if n < self.exact_below:
+        if n == 0 or n < self.exact_below:
             self.index = faiss.IndexFlatIP(self.dim)
         else:
-            nlist = n_lists(n)
+            nlist = min(n_lists(n), n)  # k-means needs at least one row per list
             quantizer = faiss.IndexFlatIP(self.dim)
             self.index = faiss.IndexIVFScalarQuantizer(quantizer, self.dim, nlist, faiss.ScalarQuantizer.QT_fp16,
                                                        faiss.METRIC_INNER_PRODUCT)

@@ -34,6 +34,7 @@ FORMAT_VERSION = 2
 _OURS = re.compile(r"(rows|face|pose|trunk)(\.v\d+)?\.(parquet|npy|ivf\.faiss)")
 _TEMP = re.compile(r"\.(index\.json|(rows|face|pose|trunk)(\.v\d+)?\.(parquet|npy|ivf\.faiss))\.tmp-.*")
 _VERSION = re.compile(r"\.v(\d+)\.")
+_REQUIRED = ("version", "features", "rows", "exact_below", "search", "identity", "exports", "files")
 
 
 class IndexFileError(FacePCLError, ValueError):
@@ -62,9 +63,15 @@ def read_manifest(folder: str) -> dict[str, Any]:
         IndexFileError: ``index.json`` is unreadable or of another format.
     """
     manifest = read_settings(folder)
-    if manifest.get("format_version") != FORMAT_VERSION or not isinstance(manifest.get("files"), dict):
-        raise IndexFileError(f"{os.path.join(folder, INDEX_FILE)}: index format {manifest.get('format_version')}, "
-                             f"this facepcl reads format {FORMAT_VERSION}; {rebuild_fix(folder)}")
+    path = os.path.join(folder, INDEX_FILE)
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise IndexFileError(f"{path}: index format {manifest.get('format_version')}, this facepcl reads format "
+                             f"{FORMAT_VERSION}; {rebuild_fix(folder)}")
+    missing = [k for k in _REQUIRED if k not in manifest]
+    files = manifest.get("files")
+    if missing or not isinstance(files, dict) or "rows" not in files or not all(
+            isinstance(r, dict) and {"name", "size", "sha256"} <= set(r) for r in files.values()):
+        raise IndexFileError(f"{path}: incomplete (missing {missing or 'file records'}); {rebuild_fix(folder)}")
     return manifest
 
 
