@@ -371,3 +371,16 @@ def test_non_utf8_file_names_are_found_for_the_grid_and_printed(tmp_path, capsys
     out, err = capsys.readouterr()
     assert "q\\xe9.npy[0]" in out and "caf\\xe9.png" in out
     assert "not found" not in err and (tmp_path / "g.png").exists()
+
+
+def test_index_loaded_before_another_writer_committed_says_so(tmp_path) -> None:
+    rng = np.random.default_rng(23)
+    vec = _vectors(rng, 4)
+    _export(tmp_path / "e", vec)
+    _export(tmp_path / "f", _vectors(rng, 4))
+    assert main(["index", str(tmp_path / "e"), "-o", str(tmp_path / "idx")]) == 0
+    stale = FaceIndex.load(tmp_path / "idx")  # its vectors are opened on first use
+    assert main(["index", str(tmp_path / "f"), "-o", str(tmp_path / "idx")]) == 0
+    with pytest.raises(IndexFileError, match="replaced by a newer version of the index since it was loaded"):
+        stale.search(vec["face"][0])
+    assert FaceIndex.load(tmp_path / "idx").search(vec["face"][0], k=1).rows[0, 0] == 0

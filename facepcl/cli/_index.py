@@ -37,6 +37,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from .._utils.folders import FolderLock
     from ..search._exports import list_shards
+    from ..search._files import write_error
     from ..search._query import is_export
 
     if not args.exports and not args.rebuild:
@@ -46,7 +47,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.output} is an export folder of `facepcl embed`; write the index to its own folder "
                          "with -o")
     created = not os.path.exists(args.output)
-    lock = FolderLock(args.output, "index").acquire()
+    try:
+        lock = FolderLock(args.output, "index").acquire()
+    except OSError as e:  # recording the owner in the lock file failed (a full disk)
+        raise write_error(e, args.output) from None
     try:
         return _update(args)
     except BaseException:
@@ -90,7 +94,13 @@ def _update(args: argparse.Namespace) -> int:
     total = 0
     for export in exports:
         before = len(index)
-        added = index.add(export)
+        try:
+            added = index.add(export)
+        except OSError as e:
+            if isinstance(e, FileNotFoundError):
+                raise
+            raise ValueError(f"{export}: cannot read this export ({e.strerror or e}); check that it is readable, "
+                             "or leave it out") from None
         total += added
         replaced = before + added - len(index)
         note = f" (the export was written again: its {replaced} earlier rows were replaced)" if replaced else ""

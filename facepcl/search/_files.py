@@ -107,14 +107,28 @@ def check_sizes(folder: str, manifest: dict[str, Any]) -> str | None:
     return None
 
 
-def verify(folder: str, record: dict[str, Any]) -> str:
+def verify(folder: str, record: dict[str, Any], version: int | None = None) -> str:
     """Check one named file against its record (size and SHA-256); returns its path.
+
+    Args:
+        folder: The index folder.
+        record: The file's record in ``index.json``.
+        version: The version the record belongs to: a file missing because a
+            newer version was committed since is told apart from damage.
 
     Raises:
         IndexFileError: The file is missing or differs from its record.
     """
     path = os.path.join(folder, record["name"])
     problem = check_file(path, record)
+    if problem == "missing" and version is not None:
+        try:
+            current = read_settings(folder).get("version")
+        except (FileNotFoundError, IndexFileError):
+            current = version
+        if current != version:
+            raise IndexFileError(f"{path}: replaced by a newer version of the index since it was loaded (by "
+                                 "another `facepcl index`); load the index again")
     if problem:
         raise IndexFileError(f"{path}: {problem}; the index is damaged: {rebuild_fix(folder)}")
     return path

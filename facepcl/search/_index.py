@@ -91,6 +91,7 @@ class FaceIndex:
         self._backends: dict[str, Backend] = {}
         self._folder: str | None = None  # where a loaded index's files are (opened and checked on first use)
         self._stored: dict[str, dict[str, Any]] = {}  # file records of that folder not opened yet
+        self._version: int | None = None  # the version of that folder's index.json they belong to
 
     def __len__(self) -> int:
         return len(self.rows["path"])
@@ -253,7 +254,7 @@ class FaceIndex:
             b = Backend(self.dim, exact_below=self.exact_below, nprobe=self.nprobe)
             rec = self._stored.pop(f"{feature}.ivf", None)
             if rec is not None:
-                path = files.verify(self._folder, rec)
+                path = files.verify(self._folder, rec, self._version)
                 try:
                     b.read(path)
                 except RuntimeError as e:
@@ -268,7 +269,7 @@ class FaceIndex:
         """``(N, D)`` float16 unit vectors of a feature (empty before any row was added)."""
         rec = self._stored.pop(feature, None)
         if rec is not None:
-            path = files.verify(self._folder, rec)
+            path = files.verify(self._folder, rec, self._version)
             try:
                 vec = np.load(path, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as e:
@@ -425,7 +426,7 @@ class FaceIndex:
         if len(index) != manifest["rows"]:
             raise files.IndexFileError(f"{path}: holds {len(index)} rows, index.json says {manifest['rows']}; "
                                        f"{files.rebuild_fix(folder)}")
-        index._folder = folder
+        index._folder, index._version = folder, manifest["version"]
         index._stored = {k: v for k, v in manifest["files"].items() if k != "rows"}
         return index
 
