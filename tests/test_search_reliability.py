@@ -223,6 +223,10 @@ def test_nan_infinite_or_zero_codes_are_refused_naming_export_shard_and_row(tmp_
     line = _one_error_line(capsys.readouterr().err, "index")
     assert f"shard part-r00000-000001.parquet, row 4 (img8.jpg, face 0) has a pose code with {what}" in line
     assert str(tmp_path / "e") in line and not (tmp_path / "idx").exists()
+    index = FaceIndex()
+    with pytest.raises(ValueError, match="row 4"):
+        index.add(tmp_path / "e")
+    assert len(index) == 0 and index.exports == [] and index.identity is None  # nothing half-added
     np.save(tmp_path / "q.npy", np.full(DIM, np.nan, np.float32))
     _export(tmp_path / "ok", _vectors(rng, 4))
     assert main(["index", str(tmp_path / "ok"), "-o", str(tmp_path / "idx")]) == 0

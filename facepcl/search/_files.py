@@ -233,6 +233,19 @@ def write_error(e: OSError, folder: str) -> OutputError:
                        "before, if any, is unchanged")
 
 
-__all__ = ["FORMAT_VERSION", "INDEX_FILE", "IndexFileError", "check_sizes", "file_name", "named", "next_version",
-           "read_manifest", "read_settings", "rebuild_fix", "sweep", "verify", "write_error", "write_file",
-           "write_manifest", "write_npy"]
+def arrow_column(value: Any):
+    """A column of the rows table: strings, numbers, or ``(N, W)`` float32 fixed-size lists."""
+    import pyarrow as pa
+
+    if isinstance(value, list):
+        return pa.array(value, pa.string())
+    value = np.asarray(value)
+    if value.ndim == 2:
+        flat = pa.array(np.ascontiguousarray(value, np.float32).reshape(-1), pa.float32())
+        return pa.FixedSizeListArray.from_arrays(flat, value.shape[1])
+    return pa.array(value)
+
+
+__all__ = ["FORMAT_VERSION", "INDEX_FILE", "IndexFileError", "arrow_column", "check_sizes", "file_name", "named",
+           "next_version", "read_manifest", "read_settings", "rebuild_fix", "sweep", "verify", "write_error",
+           "write_file", "write_manifest", "write_npy"]

@@ -155,24 +155,25 @@ class FaceIndex:
         if missing:
             raise ValueError(f"{export}: the export has no {missing} features (it holds {have}); re-export with "
                              f"--features {','.join(features)} or build the index with fewer features")
-        self._check_identity(folder, meta)
+        ident = self._check_identity(folder, meta)
         shards = list_shards(folder)
         current = {s.file: s.identity() for s in shards}
-        number = self._export_number(folder, meta)
-        entry = self.exports[number]
-        known = entry.get("shards", {})
-        if any(current.get(name) != rec for name, rec in known.items()):
-            self._drop_export(number)  # rewritten since it was indexed
-            known = {}
-        fresh = [s for s in shards if s.file not in known]
+        known = next((e.get("shards", {}) for e in self.exports if e["export"] == folder), {})
+        rewritten = any(current.get(name) != rec for name, rec in known.items())
         parts = []
-        for s in fresh:
-            s.check(folder)
-            cols = read_shard(folder, s, [*ROW_COLUMNS, *features])
-            check_codes(folder, s, cols, features)
-            parts.append(cols)
+        for s in shards:
+            if rewritten or s.file not in known:
+                s.check(folder)
+                cols = read_shard(folder, s, [*ROW_COLUMNS, *features])
+                check_codes(folder, s, cols, features)
+                parts.append(cols)
+        # everything read and checked: only now does the index change
+        self.identity = self.identity or ident
+        number = self._export_number(folder, meta)
+        if rewritten:
+            self._drop_export(number)
         self.features = features
-        entry["shards"] = current
+        self.exports[number]["shards"] = current
         if not parts:
             return 0
         cols = merge_shards(parts, _KEYS)
@@ -212,15 +213,15 @@ class FaceIndex:
         self.exports[number]["rows"] = 0
         self._backends.clear()
 
-    def _check_identity(self, folder: str, meta: dict[str, Any]) -> None:
+    def _check_identity(self, folder: str, meta: dict[str, Any]) -> dict[str, Any]:
+        """The export's identity, if it may join the index."""
         ident = {k: meta.get(k) for k in (*IDENTITY, "model_id", "revision")}
         if not ident["encoder_sha256"]:
             raise ValueError(f"{folder}: its metadata has no encoder_sha256 (it was written by an older facepcl), so "
                              "the model its vectors come from cannot be checked: re-export it with "
                              "`facepcl embed ... --overwrite`")
         if self.identity is None:
-            self.identity = ident
-            return
+            return ident
         differ = [k for k in IDENTITY if self.identity.get(k) != ident.get(k)]
         if differ:
             first = self.exports[0]["export"] if self.exports else "the index"
@@ -228,6 +229,7 @@ class FaceIndex:
             raise ValueError(f"{folder}: made with another encoder or preprocessing than {first}, already in the "
                              f"index ({what}); vectors of different models are not comparable: build one index per "
                              "model")
+        return ident
 
     def _export_number(self, folder: str, meta: dict[str, Any]) -> int:
         for i, e in enumerate(self.exports):
@@ -367,7 +369,7 @@ class FaceIndex:
         version = files.next_version(folder, old)
         files.sweep(folder, files.named(old))  # what an interrupted writer left
         table = pa.table({"export": pa.array(self.rows["export"], pa.int32()),
-                          **{c: _arrow_column(self.rows[c]) for c in ROW_COLUMNS}})
+                          **{c: files.arrow_column(self.rows[c]) for c in ROW_COLUMNS}})
         written: dict[str, dict[str, Any]] = {}
         kinds = {}
         try:
@@ -433,15 +435,3 @@ class FaceIndex:
 
 def _cat(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     return np.asarray(new) if len(old) == 0 else np.concatenate([old, new])
-
-
-def _arrow_column(value: Any):
-    import pyarrow as pa
-
-    if isinstance(value, list):
-        return pa.array(value, pa.string())
-    value = np.asarray(value)
-    if value.ndim == 2:
-        flat = pa.array(np.ascontiguousarray(value, np.float32).reshape(-1), pa.float32())
-        return pa.FixedSizeListArray.from_arrays(flat, value.shape[1])
-    return pa.array(value)
