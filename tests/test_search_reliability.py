@@ -388,3 +388,19 @@ def test_index_loaded_before_another_writer_committed_says_so(tmp_path) -> None:
     with pytest.raises(IndexFileError, match="replaced by a newer version of the index since it was loaded"):
         stale.search(vec["face"][0])
     assert FaceIndex.load(tmp_path / "idx").search(vec["face"][0], k=1).rows[0, 0] == 0
+
+
+def test_run_that_changes_nothing_writes_nothing_but_deletes_leftovers(tmp_path, capsys) -> None:
+    rng = np.random.default_rng(24)
+    _export(tmp_path / "e", _vectors(rng, 4))
+    idx = tmp_path / "idx"
+    assert main(["index", str(tmp_path / "e"), "-o", str(idx)]) == 0
+    committed = _index_files(idx)
+    (idx / "face.v9.npy").write_bytes(b"left by a killed run")
+    (idx / ".rows.v9.parquet.tmp-1-abcd").write_bytes(b"half")
+    (idx / "notes.txt").write_text("mine")
+    assert main(["index", str(tmp_path / "e"), "-o", str(idx)]) == 0
+    assert "0 new rows" in capsys.readouterr().out
+    assert _index_files(idx) == sorted([*committed, "notes.txt"])  # same version; leftovers gone, the rest kept
+    assert main(["index", str(tmp_path / "e"), "-o", str(idx), "--nprobe", "7"]) == 0
+    assert FaceIndex.load(idx).nprobe == 7 and "rows.v2.parquet" in _index_files(idx)

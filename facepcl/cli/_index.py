@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 def _update(args: argparse.Namespace) -> int:
     """The read-modify-write of the index, under its lock."""
     from ..search import EXACT_BELOW, FaceIndex
-    from ..search._files import INDEX_FILE, IndexFileError, read_settings
+    from ..search._files import INDEX_FILE, IndexFileError, named, read_settings, sweep
 
     exports = list(args.exports)
     features = None if args.features is None else [f.strip() for f in args.features.split(",") if f.strip()]
@@ -91,6 +91,9 @@ def _update(args: argparse.Namespace) -> int:
             index.exact_below = args.exact_below
     else:
         index = FaceIndex(features, exact_below=args.exact_below or EXACT_BELOW, nprobe=args.nprobe)
+    state = None
+    if not args.rebuild and os.path.exists(os.path.join(args.output, INDEX_FILE)):
+        state = _state(read_settings(args.output))
     total = 0
     for export in exports:
         before = len(index)
@@ -105,8 +108,19 @@ def _update(args: argparse.Namespace) -> int:
         replaced = before + added - len(index)
         note = f" (the export was written again: its {replaced} earlier rows were replaced)" if replaced else ""
         print(f"facepcl index: {export}: {added} new row{'s' * (added != 1)}{note}")
-    index.save(args.output, locked=True)
+    if _state(vars(index)) == state:  # nothing to write; only what an interrupted run left is deleted
+        sweep(args.output, named(read_settings(args.output)))
+    else:
+        index.save(args.output, locked=True)
     kinds = ", ".join(f"{f} {k}" for f, k in index.kinds().items())
     print(f"facepcl index: {args.output}: {len(index)} faces from {len(index.exports)} export(s) "
           f"(+{total}); search: {kinds}")
     return 0
+
+
+def _state(settings: dict) -> str:
+    """What a save would record: exports (rows, shards) and settings, from ``index.json`` or a ``FaceIndex``."""
+    import json
+
+    return json.dumps([settings.get(k) for k in ("exports", "exact_below", "nprobe", "features")], sort_keys=True,
+                      default=str)
