@@ -269,8 +269,8 @@ def test_resume_verifies_shards_and_redoes_the_first_damaged_one_and_all_after_i
     commit(state, 1, cursor(1), cursor(3), [2, 3])
     commit(state, 2, cursor(3), cursor(5), [4, 5])
     man = json.loads((tmp_path / "_manifests" / "part-r00000-000001.json").read_text())
-    assert man["rows"] == 2 and man["data"]["size"] == (tmp_path / "part-r00000-000001.npz").stat().st_size
-    assert len(man["data"]["sha256"]) == 64
+    assert man["rows"] == 2 and man["size"] == (tmp_path / "part-r00000-000001.npz").stat().st_size
+    assert len(man["sha256"]) == 64
     assert [s.number for s in _dataset.committed_shards(out)] == [0, 1, 2]
     data = tmp_path / "part-r00000-000001.npz"
     data.write_bytes(data.read_bytes()[:-10])

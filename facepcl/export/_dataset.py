@@ -75,8 +75,8 @@ def committed_shards(out: str | os.PathLike, verify: bool = True) -> list[Shard]
                 if k == len(found) - 1:
                     continue  # in flight when a run stopped
                 problem: str | None = "missing"
-            elif verify and "data" in man:
-                problem = check_file(data, man["data"])
+            elif verify and "sha256" in man:
+                problem = check_file(data, man)
             else:
                 problem = None
             if problem is not None:
@@ -98,7 +98,7 @@ def iter_errors(out: str, verify: bool = False) -> Iterator[dict]:
 
     def rank_errors(shards: list[Shard]) -> Iterator[tuple[int, int, dict]]:
         for s in shards:
-            for rec in s.manifest["errors"]:
+            for rec in s.manifest.get("errors", []):
                 yield rec["item"], rec.get("frame", -1), rec
 
     streams = [rank_errors(r) for r in _per_rank(committed_shards(out, verify))]
@@ -125,8 +125,8 @@ def dataset_totals(out: str) -> tuple[Stats, int]:
     """Counts and rows summed over the committed shards of all ranks."""
     stats, rows = Stats(), 0
     for s in committed_shards(out, verify=False):
-        stats.add(Stats(**s.manifest["stats"]))
-        rows += s.manifest["rows"]
+        stats.add(Stats(**s.manifest.get("stats", {})))
+        rows += s.manifest.get("rows", 0)
     return stats, rows
 
 

@@ -4,8 +4,8 @@ Layout of ``OUT``::
 
     _run.json                          settings every rank and every resumed run must share
     part-r00000-000000.parquet         data shards: rank 0, shard 0 (.npz / .safetensors for other formats)
-    _manifests/part-r00000-000000.json what each shard covers: cursor range, counts, skipped inputs, the input
-                                       stamps, and the data file's size and SHA-256
+    _manifests/part-r00000-000000.json what each shard covers: ``file``, ``rows``, the data file's ``size``
+                                       and ``sha256``, cursor range, counts, skipped inputs, input stamps
     _manifests/.lock-r00000            the writer lock of rank 0 (:class:`~facepcl._utils.folders.FolderLock`)
     _errors.jsonl                      every skipped input or frame with its reason (rebuilt from the manifests)
     index.csv                          (npz / safetensors only) file and row of every face
@@ -44,6 +44,7 @@ from ._layout import (
     FIX_DAMAGED,
     INDEX_FILE,
     MANIFESTS,
+    RESUME_KEYS,
     RUN_FILE,
     SHARD_RE,
     any_shards,
@@ -265,7 +266,7 @@ class ExportFolder:
             if shard == order[-1] and shard not in data:
                 self._drop([shard], data, manifests, point)  # in flight when a run stopped
                 break
-            man = read_manifest(manifests[shard])
+            man = read_manifest(manifests[shard], RESUME_KEYS)
             if Cursor(**man["start"]) != point.cursor:
                 raise ExportStateError(f"{manifests[shard]} does not continue where the shard before it ended (the "
                                        f"folder was changed by hand); {FIX_DAMAGED}")
@@ -283,9 +284,9 @@ class ExportFolder:
 
     def _problem(self, shard: int, man: dict[str, Any]) -> str | None:
         path = self.data_path(shard)
-        if "data" not in man:  # written before manifests recorded their data file: the file must be there
+        if "sha256" not in man:  # written before manifests recorded their data file: the file must be there
             return None if os.path.exists(path) else "missing"
-        return check_file(path, man["data"])
+        return check_file(path, man)
 
     def _drop(self, shards: list[int], data: dict[int, str], manifests: dict[int, str], point: ResumePoint) -> None:
         for later in shards[1:]:
@@ -356,7 +357,7 @@ class ExportFolder:
             os.chmod(tmp, _FILE_MODE)  # some writers (safetensors) create owner-only files
             fsync_path(tmp)
             manifest = {"shard": shard, "rank": self.rank, "file": name, "rows": len(cols["path"]),
-                        "data": file_record(tmp), "start": asdict(start), "end": asdict(end),
+                        **file_record(tmp), "start": asdict(start), "end": asdict(end),
                         "stats": asdict(stats), "errors": errors, "inputs": inputs or []}
             text = json.dumps(manifest) + "\n"
             try:

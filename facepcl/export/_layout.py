@@ -43,14 +43,19 @@ def read_json(path: str) -> dict[str, Any]:
     return value
 
 
-def read_manifest(path: str) -> dict[str, Any]:
-    """A shard manifest, checked for the keys every reader needs.
+#: What reading a shard needs from its manifest, and what resuming after it needs.
+READ_KEYS = ("file",)
+RESUME_KEYS = ("file", "rows", "start", "end", "stats", "errors")
+
+
+def read_manifest(path: str, need: tuple[str, ...] = READ_KEYS) -> dict[str, Any]:
+    """A shard manifest, checked for the keys the caller needs (:data:`READ_KEYS` or :data:`RESUME_KEYS`).
 
     Raises:
-        ExportStateError: It is damaged.
+        ExportStateError: It is damaged (not JSON, or without a needed key).
     """
     man = read_json(path)
-    missing = [k for k in ("file", "rows", "start", "end", "stats", "errors") if k not in man]
+    missing = [k for k in need if k not in man]
     if missing:
         raise ExportStateError(f"{path} is damaged (it lacks {', '.join(missing)}); {FIX_DAMAGED}")
     return man
