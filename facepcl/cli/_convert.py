@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .._utils.paths import refuse_url
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("convert", help="convert an official PCL checkpoint (best.pth) to a facepcl model folder",
@@ -17,6 +19,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_url(args.checkpoint, "CHECKPOINT")
+    refuse_url(args.out_dir, "OUT_DIR")
     from ..convert import convert_checkpoint
 
     out = convert_checkpoint(args.checkpoint, args.out_dir, name=args.name, overwrite=args.overwrite)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .._utils.paths import refuse_url
+
 EPILOG = """\
 the page: upload or drop a photo -> detected faces with boxes and landmarks, aligned crops, per-face embeddings
 to download (.npz), a pose-swap grid between two chosen faces (models with a decoder), task-head predictions
@@ -29,6 +31,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_url(args.index, "--index")
     from ..demo import build_demo
 
     app = build_demo(args.model, revision=args.revision, device=args.device, index=args.index, k=args.k)

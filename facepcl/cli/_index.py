@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from .._utils.paths import refuse_url
+
 EPILOG = """\
 adding to an existing INDEX adds only rows it does not hold yet: run it again after `facepcl embed --resume`
 or with a new export. All exports of one index must come from the same model and preprocessing.
@@ -29,6 +31,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_url(args.exports, "EXPORT")
+    refuse_url(args.output, "-o")
     from ..search import EXACT_BELOW, FaceIndex
     from ..search._index import INDEX_FILE
 
