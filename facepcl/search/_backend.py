@@ -5,8 +5,8 @@ Vectors are L2-normalised, so the inner product is the cosine similarity
 exhaustive (``IndexFlatIP``: the true top k). From ``exact_below`` rows on, an
 inverted-file index with float16 storage (``IndexIVFScalarQuantizer``,
 ``QT_fp16``) scans only the ``nprobe`` lists nearest to the query: half the
-memory of float32 and a fraction of the work, at a recall measured in
-docs/benchmarks.md. FAISS was chosen by measurement (docs/search.md).
+memory of float32 and a fraction of the work (recall and the choice of FAISS:
+docs/benchmarks.md, docs/search.md).
 """
 
 from __future__ import annotations
