@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import pickle
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import facepcl
 from facepcl.cli import main
 from facepcl.config import PCLConfig, check_crop_size
 from facepcl.errors import ModelLoadError
+from facepcl.io import images
 
 URL_CASES = [
     ["embed", "img.jpg", "-o", "s3://bucket/out"],
@@ -198,3 +203,113 @@ def test_degenerate_templates_are_refused_at_load(folder, template, match) -> No
     with pytest.raises(ModelLoadError, match=f"preprocess.template: .*{match}") as info:
         facepcl.load(folder, device="cpu")
     assert "config.json" in str(info.value)
+
+
+# -- huge images: reduced-scale decoding, coordinates in the file's pixels ----------------------------------------
+
+def _marked_jpeg(orientation: int = 1, size=(301, 203)) -> bytes:
+    """A grey JPEG with a white 10 px square at x 200-210, y 50-60 (stored pixels) and an EXIF orientation."""
+    arr = np.full((size[1], size[0], 3), 128, np.uint8)
+    arr[50:60, 200:210] = 255
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif, quality=95)
+    return buf.getvalue()
+
+
+def _centre(image: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(image[..., 0] > 200)
+    return np.array([xs.mean() + 0.5, ys.mean() + 0.5])  # pixel-edge coordinates
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_reduced_decoding_maps_back_to_the_files_pixels(orientation, monkeypatch) -> None:
+    monkeypatch.setattr(images, "REDUCE_ABOVE_PIXELS", 50_000)
+    data = _marked_jpeg(orientation)
+    full = images.load_image(data)
+    reduced = images.load_image(data, min_side=60)
+    assert isinstance(reduced, images.ReducedImage) and reduced.scale == 4
+    assert reduced.original_size == (full.shape[1], full.shape[0])
+    assert max(reduced.shape[:2]) >= 60 and max(reduced.shape[:2]) < 2 * 60  # the smallest scale that keeps 60 px
+    box, kps = images.to_original(reduced, np.array([[0, 0, reduced.shape[1], reduced.shape[0]]], np.float32),
+                                  _centre(reduced)[None, None])
+    np.testing.assert_allclose(kps[0, 0], _centre(full), atol=1.0)  # one pixel: the marker's quantisation
+    assert -4 < box[0, 0] <= 0 and -4 < box[0, 1] <= 0  # the whole decoded image covers the file's image
+    _, back_kps = images.to_decoded(reduced, box, kps)
+    np.testing.assert_allclose(back_kps[0, 0], _centre(reduced), atol=1e-4)
+    copy = pickle.loads(pickle.dumps(reduced))  # worker processes keep the mapping
+    assert (copy.scale, copy.origin, copy.original_size) == (reduced.scale, reduced.origin, reduced.original_size)
+
+
+def test_ordinary_images_decode_exactly_as_before(monkeypatch, tmp_path) -> None:
+    data = _marked_jpeg()
+    plain = images.load_image(data, min_side=60)  # 61,103 pixels: far below the default threshold
+    assert type(plain) is np.ndarray
+    np.testing.assert_array_equal(plain, images.load_image(data))
+    monkeypatch.setattr(images, "REDUCE_ABOVE_PIXELS", 50_000)
+    png = io.BytesIO()
+    Image.fromarray(plain).save(png, "PNG")
+    assert type(images.load_image(png.getvalue(), min_side=60)) is np.ndarray  # only JPEGs have DCT scaling
+    assert type(images.load_image(data, min_side=200)) is np.ndarray  # a reduction would go below min_side
+    monkeypatch.setattr(images, "REDUCE_ABOVE_PIXELS", None)
+    assert type(images.load_image(data, min_side=60)) is np.ndarray
+
+
+def test_min_decode_side_keeps_what_detection_and_alignment_need() -> None:
+    assert images.min_decode_side(640, 64) == 2560
+    assert images.min_decode_side(640, 256) == 10240
+    assert images.min_decode_side(100, 16) == 200  # at least twice the detector's side
+    assert images.min_decode_side(None, 64) == 256
+
+
+@pytest.fixture(scope="module")
+def huge_face_jpeg(tmp_path_factory):
+    """A real photo enlarged 4x into a JPEG of 2048 x 2048 pixels (huge for a detector working at 128 px)."""
+    from tests import _samples
+
+    photo = Image.open(_samples.astronaut()).convert("RGB")
+    big = photo.resize((photo.width * 4, photo.height * 4), Image.BICUBIC)
+    path = tmp_path_factory.mktemp("huge") / "huge.jpg"
+    big.save(path, quality=92)
+    return path
+
+
+def test_embedding_a_huge_jpeg_reports_the_files_pixels(huge_face_jpeg, random_pcl_model, monkeypatch) -> None:
+    from facepcl.detection import FaceDetector
+    from facepcl.pipeline import FaceEmbedder
+
+    emb = FaceEmbedder(random_pcl_model, detector=FaceDetector(device="cpu", max_size=128), exact=True,
+                       num_workers=0)
+    assert emb.decode_min_side == 512  # 128 * 64 / 16
+    full = emb.embed(str(huge_face_jpeg))
+    assert len(full) == 1
+    monkeypatch.setattr(images, "REDUCE_ABOVE_PIXELS", 1_000_000)
+    image = emb.load(str(huge_face_jpeg))
+    assert isinstance(image, images.ReducedImage) and image.scale == 4 and image.shape == (512, 512, 3)
+    reduced = emb.embed(str(huge_face_jpeg))
+    assert reduced.info["decode"] == {"min_side": 512, "reduce_above_pixels": 1_000_000}
+    assert len(reduced) == 1
+    # boxes and landmarks in the file's pixels: the same face within 4 px (a quarter of one of the detector's
+    # pixels, 16 file pixels here); measured 1.7 px
+    np.testing.assert_allclose(reduced.bbox, full.bbox, atol=4)
+    np.testing.assert_allclose(reduced.kps, full.kps, atol=4)
+    assert reduced.bbox[0, 2] > 1024  # not the decoded image's 512 px
+    cos = (full.face * reduced.face).sum() / np.linalg.norm(full.face) / np.linalg.norm(reduced.face)
+    assert cos > 0.99
+
+
+def test_a_whole_image_box_stays_within_the_file(huge_face_jpeg, random_pcl_model, monkeypatch) -> None:
+    from facepcl.pipeline import FaceEmbedder
+
+    monkeypatch.setattr(images, "REDUCE_ABOVE_PIXELS", 1_000_000)
+    emb = FaceEmbedder(random_pcl_model, device="cpu", detect=False, num_workers=0)
+    assert emb.load(str(huge_face_jpeg)).scale == 8  # 2048 -> 256 keeps 4 x 64
+    np.testing.assert_array_equal(emb.embed(str(huge_face_jpeg)).bbox, [[0, 0, 2048, 2048]])
+
+
+def test_min_face_size_turns_reduced_decoding_off(random_pcl_model) -> None:
+    from facepcl.pipeline import FaceEmbedder
+
+    assert FaceEmbedder(random_pcl_model, device="cpu", min_face_size=40).decode_min_side is None
