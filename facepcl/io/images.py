@@ -39,9 +39,9 @@ Reduced-scale decoding (bounded memory for huge JPEGs): with ``min_side``,
 a JPEG file with more than :data:`REDUCE_ABOVE_PIXELS` pixels (64 million;
 ordinary photos, up to 61 MP from today's cameras, decode as before) is
 decoded by the JPEG decoder's DCT scaling at 1/2, 1/4 or 1/8 of its size,
-the smallest that keeps the longer side at least ``min_side`` pixels. 48
-JPEGs of 88 megapixels then take about 0.8 GB instead of 12 GB. The result
-is a :class:`ReducedImage`, which records the scale:
+the smallest that keeps the longer side at least ``min_side`` pixels, so
+its array takes 4, 16 or 64 times less memory. The result is a
+:class:`ReducedImage`, which records the scale:
 :func:`to_original` maps points on it back to the file's pixels (what
 :class:`facepcl.FaceEmbedder` reports). Set
 ``facepcl.io.images.REDUCE_ABOVE_PIXELS = None`` to always decode in full.
