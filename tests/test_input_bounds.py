@@ -35,6 +35,8 @@ URL_CASES = [
     ["plot", "s3://bucket/export", "-o", "map.png"],
     ["swap", "a.jpg", "https://example.com/b.jpg", "-o", "grid.png"],
     ["swap", "a.jpg", "b.jpg", "-o", "s3://bucket/grid.png"],
+    ["onnx", "pcl-demo", "-o", "gs://bucket/onnx"],
+    ["demo", "--index", "s3://bucket/index"],
 ]
 
 
