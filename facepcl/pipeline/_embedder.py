@@ -84,7 +84,7 @@ class FaceEmbedder(EmbedderInfo):
             take embeddings below cosine 0.999 of the exact path; see
             :class:`~facepcl.detection.FaceDetector`.
         crop_size: Aligned crop side in pixels (default: the config's, 64 for
-            PCL); any side from 16 up (e.g. 100, the paper's expression
+            PCL); any side from 16 to 1024 (e.g. 100, the paper's expression
             probe: D = 6272). The template scales with it.
         detect: False for inputs that are already aligned face crops: no
             detection, each input is one face, resized to the crop. (Old
