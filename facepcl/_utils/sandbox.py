@@ -6,7 +6,8 @@ tuple nested 60 levels deep (2**60 steps, in C, deaf to Ctrl-C) or allocate
 without limit. :func:`run_isolated` runs such a read in a child process with
 an address-space limit (``RLIMIT_AS``, Linux) and stops it when a deadline
 passes or the caller is interrupted, so the caller always gets an answer or
-a clear error, and Ctrl-C always works.
+a clear error, and Ctrl-C always works. A CPU-time limit (``RLIMIT_CPU``)
+a little past the deadline stops a child whose parent was killed.
 
 Children are forked from a ``forkserver`` that has imported torch once, so a
 call costs milliseconds, not an interpreter start (``spawn`` where
@@ -92,12 +93,30 @@ def _limit_memory(budget: int | None) -> None:
         return
 
 
-def _child(conn: Any, func: Callable[..., Any], args: tuple, memory_limit: int | None) -> None:
+def _limit_cpu(seconds: float) -> None:
+    """Cap CPU time a little past ``seconds``: a child orphaned by a killed parent still stops (POSIX)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    soft = int(usage.ru_utime + usage.ru_stime + seconds) + 10
+    try:
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        if hard != resource.RLIM_INFINITY and hard < soft + 5:
+            return
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 5))
+    except (ValueError, OSError):
+        return
+
+
+def _child(conn: Any, func: Callable[..., Any], args: tuple, memory_limit: int | None, timeout: float) -> None:
     try:
         import torch
 
         torch.set_num_threads(1)
         _limit_memory(memory_limit)
+        _limit_cpu(timeout)
         conn.send(("ready", None))
         conn.send(("done", func(*args)))
     except BaseException as e:  # everything goes back to the parent, as text
@@ -129,7 +148,7 @@ def run_isolated(func: Callable[..., Any], args: tuple, *, timeout: float, memor
     """
     ctx = _context()
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, func, args, memory_limit), daemon=True)
+    proc = ctx.Process(target=_child, args=(child, func, args, memory_limit, float(timeout)), daemon=True)
     try:
         with _MAIN_LOCK:
             # multiprocessing would import the caller's main script in the child (re-running an unguarded
