@@ -41,7 +41,8 @@ LOAD_TIMEOUT = 120.0
 
 def official_layout() -> dict[str, tuple[int, ...]]:
     """Official key (without ``module.``) -> shape, for the full pretraining model at 64 px."""
-    model = PCLModel(PCLConfig(components=list(COMPONENTS)))
+    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
+        model = PCLModel(PCLConfig(components=list(COMPONENTS)))
     return {ours_to_official(k): tuple(v.shape) for k, v in model.state_dict().items()}
 
 
