@@ -75,8 +75,13 @@ class FolderLock:
                                     "for it to finish or stop it, then run again") from None
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                  "command": " ".join(sys.argv)[:500]}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(owner) + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(owner) + "\n").encode(), 0)
+        except OSError as e:
+            os.close(fd)
+            raise OutputError(f"{self.folder}: cannot write the {self.what} there ({e.strerror}); free space or "
+                              "choose another folder") from None
         self._fd = fd
         return self
 
