@@ -37,6 +37,9 @@ URL_CASES = [
     ["swap", "a.jpg", "b.jpg", "-o", "s3://bucket/grid.png"],
     ["onnx", "pcl-demo", "-o", "gs://bucket/onnx"],
     ["demo", "--index", "s3://bucket/index"],
+    ["finetune", "--dataset", "rafdb", "--data", "s3://bucket/RAF-DB", "--task", "fer"],
+    ["finetune", "--dataset", "rafdb", "--data", "raf", "--task", "fer", "-o", "gs://bucket/model"],
+    ["evaluate", "--dataset", "rafdb", "--data", "s3://bucket/RAF-DB"],
 ]
 
 
