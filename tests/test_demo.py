@@ -180,6 +180,7 @@ def test_the_photo_input_hands_non_images_to_the_page(tmp_path) -> None:
     assert photo.preprocess(None) is None
 
 
+@pytest.mark.slow
 def test_a_huge_photo_is_drawn_on_its_reduced_decode(demo_model, tmp_path, monkeypatch) -> None:
     from PIL import Image
 
