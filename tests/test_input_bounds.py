@@ -318,3 +318,18 @@ def test_min_face_size_turns_reduced_decoding_off(random_pcl_model) -> None:
     from facepcl.pipeline import FaceEmbedder
 
     assert FaceEmbedder(random_pcl_model, device="cpu", min_face_size=40).decode_min_side is None
+
+
+def test_an_export_of_a_huge_jpeg_records_file_pixels_and_the_decoding(huge_face_jpeg, random_model_dir, tmp_path,
+                                                                       monkeypatch) -> None:
+    from facepcl.export import column_to_numpy, read_embeddings, read_metadata
+    from facepcl.pipeline import _embedder
+
+    monkeypatch.setattr(images, "REDUCE_ABOVE_PIXELS", 1_000_000)
+    monkeypatch.setattr(_embedder, "min_decode_side", lambda detect_size, crop_size: 512)  # 2048 px -> 1/4
+    out = tmp_path / "out"
+    assert main(["embed", str(huge_face_jpeg), "-o", str(out), "--model", str(random_model_dir), "-q",
+                 "--no-progress", "--device", "cpu"]) == 0
+    assert read_metadata(out)["decode"] == {"min_side": 512, "reduce_above_pixels": 1_000_000}
+    bbox = column_to_numpy(read_embeddings(out), "bbox")
+    assert len(bbox) == 1 and 1024 < bbox[0, 2] <= 2048  # the file's pixels (2048 px), not the decoded 512
