@@ -148,7 +148,8 @@ def to_original(image: np.ndarray, bbox: np.ndarray, kps: np.ndarray) -> tuple[n
         kps: ``(N, K, 2)`` landmarks on ``image`` (NaN stays NaN).
 
     Returns:
-        ``(bbox, kps)`` float32, unchanged unless ``image`` is a :class:`ReducedImage`.
+        ``(bbox, kps)``: new float32 arrays for a :class:`ReducedImage`,
+        else the arrays given, unchanged.
     """
     if not isinstance(image, ReducedImage) or image.scale == 1:
         return bbox, kps
