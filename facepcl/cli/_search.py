@@ -44,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
     def make_embedder():
         from ..pipeline import FaceEmbedder
 
-        emb = FaceEmbedder(args.model or index.model_id, device=args.device, detect=args.detect,
-                           det_threshold=args.det_threshold, return_crops=True)
+        detector = {"det_threshold": args.det_threshold} if args.det_threshold is not None else None
+        emb = FaceEmbedder(args.model or index.model_id, device=args.device, detect=args.detect, detector=detector,
+                           return_crops=True)
         want, got = index.identity.get("config_hash"), emb.info()["config_hash"]
         if want and got != want:
             raise ValueError(f"model {args.model or index.model_id!r} (config {got}) is not the one the index was "
