@@ -56,20 +56,23 @@ def _models(random_pcl_model) -> list[tuple[str, PCLModel]]:
 def test_default_plan_is_exact_and_fast_picks_native_bf16():
     cpu = torch.device("cpu")
     assert _accel.encoder_plan(cpu).exact and _accel.detector_plan(cpu).exact
-    fast = _accel.encoder_plan(cpu, fast=True)
+    fast = _accel.encoder_plan(cpu, mode="fast")
     assert fast.dtype == (torch.bfloat16 if _accel.native_bf16(cpu) else torch.float32)
     assert fast.channels_last and not fast.compile and not fast.exact
     # explicit options override the fast defaults
-    assert _accel.encoder_plan(cpu, fast=True, dtype="float32", compile=True) == _accel.Plan(
+    assert _accel.encoder_plan(cpu, mode="fast", dtype="float32", compile=True) == _accel.Plan(
         torch.float32, channels_last=True, compile=True)
     assert _accel.encoder_plan(cpu, dtype="bf16") == _accel.Plan(torch.bfloat16, channels_last=True, compile=False)
-    det = _accel.detector_plan(cpu, fast=True)
+    det = _accel.detector_plan(cpu, mode="fast")
     assert not det.compile and det.channels_last and det.dtype == torch.float32  # bf16 only when asked for
     assert _accel.detector_plan(cpu, dtype="bf16") == _accel.Plan(torch.bfloat16, channels_last=True)
+    for plan in (_accel.encoder_plan, _accel.detector_plan):
+        with pytest.raises(ValueError, match=r"mode must be one of \('fast', 'exact'\), got 'quick'"):
+            plan(cpu, mode="quick")
 
 
 def test_exact_path_runs_the_models_own_modules(random_pcl_model, face_photos):
-    emb = FaceEmbedder(random_pcl_model, device="cpu", exact=True)
+    emb = FaceEmbedder(random_pcl_model, device="cpu", mode="exact")
     assert emb.plan.exact and emb.detector.plan.exact and emb.detector._run is emb.detector.net
     res = emb.embed(face_photos[1])
     with torch.inference_mode():
@@ -79,22 +82,24 @@ def test_exact_path_runs_the_models_own_modules(random_pcl_model, face_photos):
         direct = random_pcl_model.encoder(crops_to_input(crops, emb.preprocess, "cpu"))
     np.testing.assert_array_equal(res.face, direct.face.numpy())  # bit for bit
     assert emb._runner._module is None  # no copy was made
-    assert res.info["accel"] == {"fast": False, "exact": True,
+    assert res.info["accel"] == {"mode": "exact", "exact": True,
                                  "encoder": {"dtype": "float32", "channels_last": False, "compile": False},
                                  "detector": {"dtype": "float32", "channels_last": False, "compile": False,
                                               "runtime": "torch", "canvas_step": 32, "rescue_threshold": 0.2}}
-    assert FaceEmbedder(random_pcl_model, device="cpu", fast=False).accel_info() == res.info["accel"]
 
 
 def test_default_is_the_fast_path_and_says_so(random_pcl_model):
     emb = FaceEmbedder(random_pcl_model, device="cpu")
     accel = emb.accel_info()
-    assert accel["fast"] and not accel["exact"] and accel["encoder"]["channels_last"]
+    assert accel["mode"] == "fast" and not accel["exact"] and accel["encoder"]["channels_last"]
     # The detector stays float32 whatever the encoder's dtype (bf16 where native), so a CPU runs it on ONNX Runtime.
     assert emb.detector.plan.dtype == torch.float32
     assert accel["detector"]["runtime"] == "onnxruntime" == emb.detector.runtime
-    with pytest.raises(ValueError, match="exact=True and fast=True"):
-        FaceEmbedder(random_pcl_model, device="cpu", exact=True, fast=True)
+    for bad in ("Fast", "exact ", True, None):
+        with pytest.raises(ValueError, match=r"FaceEmbedder: mode must be one of \('fast', 'exact'\)"):
+            FaceEmbedder(random_pcl_model, device="cpu", mode=bad)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        FaceEmbedder(random_pcl_model, device="cpu", detector={"mode": "quick"})
 
 
 def test_reduced_precision_works_on_a_copy(random_pcl_model, face_photos):
@@ -132,7 +137,7 @@ def test_runner_follows_weight_changes(random_pcl_model):
                          ids=["bf16-channels_last", "fp32-channels_last"])
 def test_encoder_plans_keep_cosine_on_real_faces(random_pcl_model, face_photos, plan):
     for name, model in _models(random_pcl_model):
-        exact = FaceEmbedder(model, device="cpu", num_workers=0, exact=True)
+        exact = FaceEmbedder(model, device="cpu", num_workers=0, mode="exact")
         res = exact.embed(face_photos)
         assert len(res) == 11, name
         crops = np.concatenate([exact.crop(face_photos[i], res.kps[res.image_index == i])
@@ -151,8 +156,8 @@ def test_encoder_plans_keep_cosine_on_real_faces(random_pcl_model, face_photos, 
 @pytest.mark.parametrize("dtype", [None, "bf16"])
 def test_fast_detector_finds_the_same_faces(face_photos, dtype):
     exact = FaceDetector(device="cpu", det_threshold=0.5)
-    fast = FaceDetector(device="cpu", det_threshold=0.5, fast=True, dtype=dtype)
-    assert fast._run is not fast.net and "fast=True" in repr(fast)
+    fast = FaceDetector(device="cpu", det_threshold=0.5, mode="fast", dtype=dtype)
+    assert fast._run is not fast.net and "mode='fast'" in repr(fast)
     for image, a, b in zip(face_photos, exact.detect_batch(face_photos), fast.detect_batch(face_photos),
                            strict=True):
         if dtype is None:  # folded float32: the same numbers up to rounding
@@ -169,9 +174,9 @@ def test_fast_detector_finds_the_same_faces(face_photos, dtype):
 
 def test_fast_pipeline_keeps_cosine_end_to_end(random_pcl_model, face_photos):
     for name, model in _models(random_pcl_model):
-        ref = FaceEmbedder(model, device="cpu", exact=True).embed(face_photos)
+        ref = FaceEmbedder(model, device="cpu", mode="exact").embed(face_photos)
         fast = FaceEmbedder(model, device="cpu").embed(face_photos)  # the default
-        assert fast.info["accel"]["fast"] and fast.info["accel"]["detector"]["channels_last"]
+        assert fast.info["accel"]["mode"] == "fast" and fast.info["accel"]["detector"]["channels_last"]
         np.testing.assert_array_equal(ref.image_index, fast.image_index)  # the same faces ...
         assert np.abs(ref.kps - fast.kps).max() <= 0.5  # ... at the same landmarks
         for k in ("face", "pose", "trunk"):
@@ -182,7 +187,7 @@ def test_fast_pipeline_keeps_cosine_end_to_end(random_pcl_model, face_photos):
 @pytest.mark.slow
 def test_compiled_encoder_is_close_and_compiles_once_for_all_batch_sizes(random_pcl_model):
     runner = _accel.EncoderRunner(random_pcl_model.encoder, torch.device("cpu"),
-                                  _accel.encoder_plan("cpu", fast=True, compile=True))
+                                  _accel.encoder_plan("cpu", mode="fast", compile=True))
     x = torch.rand(9, 3, 64, 64)
     with torch.inference_mode():
         want = random_pcl_model.encoder(x)
@@ -285,11 +290,12 @@ def test_cli_fast_records_its_path_and_keeps_cosine(random_model_dir, photo_path
     for name in ("multi_face.jpg", "single_face.jpg", "astronaut.png", "free-mountain-vector-01.jpg"):
         shutil.copy(photo_paths[name], folder / name)
     common = [str(folder), "--model", str(random_model_dir), "--device", "cpu", "--no-progress", "-q"]
-    assert main(["embed", *common, "-o", str(tmp_path / "exact"), "--exact"]) == 0
+    assert main(["embed", *common, "-o", str(tmp_path / "exact"), "--mode", "exact"]) == 0
     assert main(["embed", *common, "-o", str(tmp_path / "fast"), "--num-workers", "2"]) == 0  # fast by default
     exact, fast = read_metadata(tmp_path / "exact"), read_metadata(tmp_path / "fast")
-    assert exact["accel"]["encoder"]["dtype"] == "float32" and not exact["accel"]["fast"] and exact["accel"]["exact"]
-    assert fast["accel"]["fast"] and fast["accel"]["encoder"]["channels_last"]
+    assert exact["accel"]["encoder"]["dtype"] == "float32" and exact["accel"]["exact"]
+    assert exact["accel"]["mode"] == "exact" == exact["detector"]["mode"]
+    assert fast["accel"]["mode"] == "fast" and fast["accel"]["encoder"]["channels_last"]
     assert fast["detector"]["dtype"] == fast["accel"]["detector"]["dtype"]
     a, b = read_embeddings(tmp_path / "exact"), read_embeddings(tmp_path / "fast")
     assert a.num_rows == b.num_rows == 7
@@ -298,7 +304,7 @@ def test_cli_fast_records_its_path_and_keeps_cosine(random_model_dir, photo_path
         assert _cosine(column_to_numpy(a, k), column_to_numpy(b, k)).min() >= MIN_COSINE
     # a resumed export must keep the path it started with: its rows would differ otherwise
     capsys.readouterr()
-    assert main(["embed", *common, "-o", str(tmp_path / "exact"), "--fast", "--resume"]) == 1
+    assert main(["embed", *common, "-o", str(tmp_path / "exact"), "--mode", "fast", "--resume"]) == 1
     assert "accel" in capsys.readouterr().err
 
 
@@ -310,7 +316,7 @@ def test_feature_extraction_fast_path_is_close_and_keyed_apart(random_pcl_model,
     exact = extract_features(random_pcl_model, src, features=("trunk", "face"), input_size=100, cache_dir=tmp_path,
                              device="cpu")
     fast = extract_features(random_pcl_model, src, features=("trunk", "face"), input_size=100, cache_dir=tmp_path,
-                            device="cpu", fast=True)
+                            device="cpu", mode="fast")
     assert exact.key != fast.key and "accel" in fast.meta and "accel" not in exact.meta
     for k in ("trunk", "face"):
         assert _cosine(np.asarray(exact.arrays[k]), np.asarray(fast.arrays[k])).min() >= MIN_COSINE
@@ -328,8 +334,8 @@ def _crop(image: np.ndarray, size: int = 128) -> np.ndarray:
 def test_options_are_checked(random_pcl_model):
     with pytest.raises(ValueError, match="num_workers"):
         FaceEmbedder(random_pcl_model, num_workers=-1)
-    with pytest.raises(ValueError, match="detector_dtype"):
-        FaceEmbedder(random_pcl_model, detector=FaceDetector(device="cpu"), detector_dtype="bf16")
+    with pytest.raises(TypeError, match=r"unknown detector options \['detector_dtype'\]"):
+        FaceEmbedder(random_pcl_model, detector={"detector_dtype": "bf16"})
     with pytest.raises(ValueError, match="unknown dtype"):
         FaceEmbedder(random_pcl_model, dtype="int8")
 
@@ -339,8 +345,8 @@ def test_options_are_checked(random_pcl_model):
 def test_cuda_fast_path_matches(random_pcl_model, face_photos):
     model = PCLModel(PCLConfig(name="cuda-copy")).eval()
     model.load_state_dict(random_pcl_model.state_dict())
-    ref = FaceEmbedder(model, device="cpu", exact=True).embed(face_photos)
-    fast = FaceEmbedder(model, device="cuda", fast=True).embed(face_photos)
+    ref = FaceEmbedder(model, device="cpu", mode="exact").embed(face_photos)
+    fast = FaceEmbedder(model, device="cuda", mode="fast").embed(face_photos)
     for k in ("face", "pose", "trunk"):
         assert _cosine(getattr(ref, k), getattr(fast, k)).min() >= MIN_COSINE
 
@@ -375,14 +381,14 @@ def test_importing_facepcl_first_makes_openmp_wait_passively():
 
 def test_onnx_detector_is_exported_once_into_the_cache(monkeypatch, tmp_path, face_photos):
     monkeypatch.setenv("FACEPCL_HOME", str(tmp_path))
-    first = FaceDetector(device="cpu", fast=True)
+    first = FaceDetector(device="cpu", mode="fast")
     assert first.runtime == "onnxruntime"
     files = list((tmp_path / "detectors").glob("*.onnx"))
     assert len(files) == 1 and not list((tmp_path / "detectors").glob(".*tmp*"))
     stamp = files[0].stat().st_mtime_ns
-    second = FaceDetector(device="cpu", fast=True)
+    second = FaceDetector(device="cpu", mode="fast")
     assert files[0].stat().st_mtime_ns == stamp  # reused, not exported again
-    torch_fast = FaceDetector(device="cpu", fast=True, runtime="torch")
+    torch_fast = FaceDetector(device="cpu", mode="fast", runtime="torch")
     a, b = second.detect(face_photos[0]), torch_fast.detect(face_photos[0])
     assert len(a) == len(b) and np.abs(a.kps - b.kps).max() < 1e-2
     with pytest.raises(ValueError, match="onnxruntime"):

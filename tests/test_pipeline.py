@@ -92,7 +92,7 @@ def test_batched_equals_one_at_a_time(embedder, photo_paths):
         one.image_index[:] = i
         assert_same_faces(part, one)
     # small chunks (streaming) and a generator give the same result
-    streamed = FaceEmbedder(embedder.model, chunk_size=2, batch_size=3, detect_batch_size=2)(p for p in paths)
+    streamed = FaceEmbedder(embedder.model, chunk_size=2, batch_size=3, detector={"batch_size": 2})(p for p in paths)
     assert_same_faces(streamed, batch)
 
 
@@ -169,15 +169,15 @@ def test_on_no_face_modes(random_pcl_model, photo_paths, photos):
 def test_max_faces_and_min_face_size(random_pcl_model, photo_paths):
     group = photo_paths["multi_face.jpg"]
     full = FaceEmbedder(random_pcl_model)(group)
-    top2 = FaceEmbedder(random_pcl_model, max_faces=2)(group)
+    top2 = FaceEmbedder(random_pcl_model, detector={"max_faces": 2})(group)
     assert len(top2) == 2
     np.testing.assert_allclose(top2.det_score, full.det_score[:2])
     np.testing.assert_allclose(top2.face, full.face[:2], atol=1e-5)
-    big = FaceEmbedder(random_pcl_model, min_face_size=110)(group)
+    big = facepcl.embed(group, model=random_pcl_model, min_face_size=110)
     sides = np.minimum(full.bbox[:, 2] - full.bbox[:, 0], full.bbox[:, 3] - full.bbox[:, 1])
     assert len(big) == int((sides >= 110).sum()) < 5
-    with pytest.raises(ValueError, match="set them on it"):
-        FaceEmbedder(random_pcl_model, detector=FaceDetector(device="cpu"), max_faces=1)
+    with pytest.raises(ValueError, match=r"\['max_faces'\] configure the detector.*set them on it"):
+        facepcl.embed(group, model=random_pcl_model, detector=FaceDetector(device="cpu"), max_faces=1)
 
 
 def test_crops_and_align_false_round_trip(random_pcl_model, photo_paths):
@@ -268,7 +268,7 @@ def test_separable_steps_and_result_helpers(embedder, photos):
     assert [len(r) for r in per] == [5, 0, 1]
     assert len(whole.select(whole.det_score > 0.999)) == int((whole.det_score > 0.999).sum())
     # the steps one by one give the same features
-    dets = embedder.detect(images[:1])
+    dets = embedder.detect_faces(images[:1])
     crops = embedder.crop(images[0], dets[0].kps)
     feats = embedder.encode(crops)
     np.testing.assert_allclose(feats["trunk"], whole.for_image(0).trunk, atol=1e-4, rtol=1e-4)

@@ -43,7 +43,7 @@ def test_transform_is_what_the_pipeline_feeds_the_encoder(odd_model):
         assert torch.equal(t(same), x)
     # the exact pipeline's features are the encoder's features of exactly this input, also for a crop
     # of another size (scaled to fit, as detect=False does)
-    embedder = facepcl.FaceEmbedder(odd_model, detect=False, exact=True)
+    embedder = facepcl.FaceEmbedder(odd_model, detect=False, mode="exact")
     other = _crops(1, 90, seed=1)[0][:, :70]
     res = embedder([crop, other])
     with torch.no_grad():
