@@ -142,6 +142,21 @@ def test_from_config_and_argument_checks():
         FaceDetector("mtcnn", device="cpu")
 
 
+def test_every_option_is_an_attribute_and_settings_report_them():
+    det = FaceDetector(device="cpu", det_threshold=0.6, max_faces=2, sort_by="size", canvas_step=64)
+    for name in FaceDetector.options():
+        assert hasattr(det, name), f"FaceDetector option {name!r} has no attribute of that name"
+    settings = det.settings()
+    assert set(settings) == set(FaceDetector.options()) - {"device", "batch_size", "download"}
+    assert settings["det_threshold"] == 0.6 and settings["max_faces"] == 2 and settings["sort_by"] == "size"
+    assert settings["mode"] == "exact" and settings["dtype"] == "float32" and settings["canvas_step"] == 64
+    with pytest.raises(TypeError, match=r"unknown detector options \['threshold'\]; FaceDetector takes \['name'"):
+        FaceDetector.check_options({"threshold": 0.5})
+    with pytest.raises(ValueError, match="rescue_threshold must be in"):
+        FaceDetector.check_options({"det_threshold": 0.3, "rescue_threshold": 0.5})
+    FaceDetector.check_options({"det_threshold": 0.3, "rescue_threshold": None, "mode": "fast"})
+
+
 def test_small_max_size_still_finds_the_big_face(photos):
     det = FaceDetector(device="cpu", max_size=320).detect(photos["single_face.jpg"])
     assert len(det) == 1

@@ -13,7 +13,7 @@ from PIL import Image
 
 import facepcl
 from facepcl import EmbeddingResult, FaceEmbedder, ImageLoadError, ModelLoadError, NoFaceError
-from facepcl import pipeline as pipeline_mod
+from facepcl.pipeline import _embedder as pipeline_mod
 from facepcl.config import feature_dim
 from facepcl.detection import FaceDetector
 from facepcl.registry import get_model_info
@@ -250,8 +250,12 @@ def test_embed_caches_its_embedder(random_model_dir, photo_paths):
     first = list(pipeline_mod._DEFAULT_CACHE.values())
     facepcl.embed(photo_paths["astronaut.png"], model=random_model_dir, device="cpu", max_faces=1)
     assert list(pipeline_mod._DEFAULT_CACHE.values()) == first and len(first) == 1
+    # the key holds the split options: the same detector options, flat or in detector=, are one embedder
+    facepcl.embed(photo_paths["astronaut.png"], model=random_model_dir, device="cpu", detector={"max_faces": 1})
+    assert list(pipeline_mod._DEFAULT_CACHE.values()) == first
     facepcl.embed(photo_paths["astronaut.png"], model=random_model_dir, device="cpu", max_faces=2)
     assert len(pipeline_mod._DEFAULT_CACHE) == 2
+    assert [e.detector.max_faces for e in pipeline_mod._DEFAULT_CACHE.values()] == [1, 2]
 
 
 @pytest.mark.slow
