@@ -111,8 +111,10 @@ def test_array_images_resize_float16_and_no_cache(model, tmp_path):
 def test_bad_arguments(model, images, tmp_path):
     with pytest.raises(ValueError, match="features"):
         extract_features(model, images, features="nose", input_size=32, cache=False)
-    with pytest.raises(ValueError, match="align"):
-        extract_features(model, images, input_size=32, align="sideways", cache=False)
+    with pytest.raises(ValueError, match=r"extract_features: mode must be one of \('fast', 'exact'\)"):
+        extract_features(model, images, input_size=32, mode="sideways", cache=False)
+    with pytest.raises(TypeError, match="align"):
+        extract_features(model, images, input_size=32, align="detect", cache=False)
 
 
 @pytest.mark.slow

@@ -176,10 +176,10 @@ def test_a_last_batch_of_one_is_folded_into_the_one_before():
     assert [len(b) for b in _batches(5, 1, False, rng)] == [1, 1, 1, 2]
 
 
-def test_old_head_train_config_name_still_works_with_a_deprecation_warning():
+def test_head_training_has_one_config_name():
     import facepcl.heads as heads
     from facepcl.train.config import TrainConfig as PretrainConfig
 
-    with pytest.warns(DeprecationWarning, match="HeadTrainConfig"):
-        old = heads.TrainConfig
-    assert old is HeadTrainConfig and old is not PretrainConfig
+    assert heads.HeadTrainConfig is HeadTrainConfig and HeadTrainConfig is not PretrainConfig
+    with pytest.raises(AttributeError, match="TrainConfig"):
+        heads.TrainConfig  # noqa: B018

@@ -126,6 +126,15 @@ def test_image_without_face_raises(tmp_path, decoder_model):
     Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(flat)
     with pytest.raises(NoFaceError, match=r"wall\.png"):
         swap_faces(flat, A, decoder_model, device="cpu")
+    with pytest.raises(NoFaceError, match=r"wall\.png"):  # the detector's options, as facepcl.embed takes them
+        swap_faces(flat, A, decoder_model, device="cpu", mode="exact", det_threshold=0.9, max_faces=1)
+
+
+def test_options_are_the_embedders(decoder_model):
+    with pytest.raises(TypeError, match=r"\['crop_size', 'return_crops'\] are set by swap_faces itself"):
+        swap_faces(A, B, decoder_model, return_crops=False, crop_size=32)
+    with pytest.raises(TypeError, match=r"unknown options \['conf_threshold'\]"):
+        swap_faces(A, B, decoder_model, conf_threshold=0.5)
 
 
 def _fake_swaps(rows: int = 2) -> SwapResult:
