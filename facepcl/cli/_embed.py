@@ -42,6 +42,7 @@ class OwnedGroup:
         self.group = parser.add_argument_group(title)
 
     def add_argument(self, *flags: str, dest: str, **kwargs) -> argparse.Action:
+        """``argparse``'s ``add_argument`` for the owner's option ``dest`` (its metavar: ``dest`` in capitals)."""
         if kwargs.get("action") not in ("store_true", "store_false") and "choices" not in kwargs:
             kwargs.setdefault("metavar", dest.upper())
         return self.group.add_argument(*flags, dest=f"{self.owner}.{dest}", **kwargs)

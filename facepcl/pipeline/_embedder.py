@@ -158,7 +158,7 @@ class FaceEmbedder(EmbedderInfo):
         return self._detector
 
     def detector_option(self, name: str) -> Any:
-        """One option of the detector, read without building it (its settings once built)."""
+        """The detector's option ``name``: its attribute once built, else the value it will be built with."""
         if self._detector is not None:
             return getattr(self._detector, name)
         return self._detector_options.get(name, inspect.signature(FaceDetector).parameters[name].default)
