@@ -110,8 +110,8 @@ def encoder_plan(device: torch.device | str, *, mode: str = "exact", dtype: str 
             otherwise) and channels_last.
         dtype: Compute dtype; None: float32, or in the fast mode bf16 where native.
         compile: ``torch.compile`` the encoder (not implied by the fast mode:
-            it adds a compilation at the first call, which pays off only when
-            the encoder dominates a long run, e.g. aligned crops without detection).
+            one compilation per process, worth it only when the encoder
+            dominates a long run, e.g. aligned crops without detection).
 
     Returns:
         The plan. Anything but float32-eager runs channels_last.
@@ -131,12 +131,12 @@ def detector_plan(device: torch.device | str, *, mode: str = "exact",
 
     The fast mode keeps float32 and runs a BatchNorm-folded, channels_last copy:
     its landmarks match the exact network's to float rounding. bf16 only
-    when asked for (``dtype="bf16"``): its landmarks
-    move by up to about a pixel, which turns the aligned crops enough to take
-    a trained model's embeddings below the fast path's 0.999 cosine promise
-    (docs/benchmarks.md).
+    when asked for (``dtype="bf16"``): its landmarks move by up to about a
+    pixel, which turns the aligned crops enough to take a trained model's
+    embeddings below the fast path's 0.999 cosine promise.
 
-    The detector is never compiled: its input shapes vary with the image sizes.
+    The detector is never compiled: its input shapes vary with the image
+    sizes (docs/benchmarks.md compares it with the folded eager network).
 
     Raises:
         ValueError: ``mode`` is not one of :data:`MODES`.
