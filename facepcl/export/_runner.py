@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +47,9 @@ from ._state import (
 )
 from ._writers import FEATURES, RowBuffer
 
+if TYPE_CHECKING:
+    from ..pipeline import FaceEmbedder
+
 # Settings that decide the rows: a resumed run (and every rank) must use the same.
 IDENTITY = ("encoder_sha256", "config_hash", "preprocess", "crop_size", "feature_dim", "features", "dtype", "accel",
             "detect", "detector", "on_no_face", "max_faces", "facepcl_version")
@@ -65,15 +68,11 @@ class EmbedOptions:
         out: The output folder.
         model: ``facepcl.load`` name, Hub id or folder (None: the default model).
         revision: Hub revision to pin.
-        embedder: :class:`~facepcl.FaceEmbedder` keyword arguments, the
-            detector's in its ``detector`` dict (e.g. ``{"mode": "exact",
-            "detector": {"det_threshold": 0.6}}``). Its ``batch_size``
-            (default :data:`BATCH_SIZE`) is also the images per batch;
-            ``device`` becomes ``cuda:LOCAL_RANK`` under torchrun.
-        num_workers: Decoding threads per process (None: the cores of this
-            machine shared by its ranks, at most 4).
-        features, format, every, shard_size, shard_seconds, resume,
-            overwrite, progress, quiet: The export's own options.
+        embedder: :class:`~facepcl.FaceEmbedder` keyword arguments, the detector's in its ``detector``
+            dict (``{"mode": "exact", "detector": {"det_threshold": 0.6}}``). Its ``batch_size`` (default
+            :data:`BATCH_SIZE`) is also the images per batch; ``device`` is ``cuda:LOCAL_RANK`` under torchrun.
+        num_workers: Decoding threads per process (None: the machine's cores shared by its ranks, at most 4).
+        features, format, every, shard_size, shard_seconds, resume, overwrite, progress, quiet: The export's own.
     """
 
     inputs: list[str]
@@ -117,7 +116,7 @@ class EmbedOptions:
             FaceDetector.check_options(detector, "facepcl embed: detector")
 
 
-def build_embedder(opts: EmbedOptions, info: DistInfo):
+def build_embedder(opts: EmbedOptions, info: DistInfo) -> FaceEmbedder:
     """The run's :class:`~facepcl.FaceEmbedder` on this rank's device, its detector built (a start-up error if missing).
 
     Raises:
@@ -254,8 +253,8 @@ def run_embed(opts: EmbedOptions) -> int:
         state.unlock()
 
 
-def _run(opts: EmbedOptions, info: DistInfo, embedder, features: list[str], state: RankState, shard_meta: dict,
-         workers: int, say) -> int:
+def _run(opts: EmbedOptions, info: DistInfo, embedder: FaceEmbedder, features: list[str], state: RankState,
+         shard_meta: dict, workers: int, say) -> int:
     point = state.scan()
     cursor = point.cursor
     if point.next_shard:
@@ -380,7 +379,7 @@ def _finish(opts: EmbedOptions, info: DistInfo, session: Stats, seconds: float, 
     return 0
 
 
-def _embed_batch(embedder, batch: list[Unit], features: list[str]) -> tuple[Stats, list[dict], dict]:
+def _embed_batch(embedder: FaceEmbedder, batch: list[Unit], features: list[str]) -> tuple[Stats, list[dict], dict]:
     """Rows, skipped-input records and counts of one batch of units (in unit order).
 
     Raises:
