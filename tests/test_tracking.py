@@ -138,3 +138,14 @@ def test_a_real_video_is_one_track_and_a_written_video_cuts(tmp_path):
     path = _video.write_video(tmp_path / "cut.avi", _video.compose(frames, scenes, _video.face_patches()))
     tracks = facepcl.track(path, model="pcl-demo")
     assert [(int(t.frame[0]), int(t.frame[-1])) for t in tracks] == [(0, 5), (6, 11)]
+    # the same tracks drawn by the command: one panel (thumbnails + plot) per track, faces pasted in
+    from PIL import Image
+
+    from facepcl.cli import main
+
+    out = tmp_path / "strips.png"
+    assert main(["plot", str(path), "--tracks", "--model", "pcl-demo", "-o", str(out), "--thumb-size", "48"]) == 0
+    picture = np.asarray(Image.open(out).convert("RGB"))
+    assert picture.shape[1] == 8 * 48
+    first_thumb = picture[18 + 14:18 + 14 + 48, :48]
+    assert first_thumb.std() > 20  # a face, not the empty frame of a missing thumbnail

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .._utils.paths import refuse_url
+
 EPILOG = """\
 inputs: files, folders (walked recursively, sorted), glob patterns ('photos/**/*.jpg'), @list.txt files
 (one path per line, relative to the list's folder) and videos (every --every-th frame).
@@ -145,9 +147,12 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_url(args.inputs, "INPUT")
+    refuse_url(args.out, "-o")
     from ..export._runner import EmbedOptions, run_embed
 
     detector = owned(args, "detector")
+    refuse_url(detector.get("weights"), "--detector-weights")
     if detector.get("rescue_threshold") == 0:
         detector["rescue_threshold"] = None
     embedder = owned(args, "embedder") | ({"detector": detector} if detector else {})

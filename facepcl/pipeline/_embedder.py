@@ -35,6 +35,7 @@ from ..config import PCLConfig, PreprocessConfig, check_crop_size, feature_dim
 from ..detection import Detections, FaceDetector, Prepared
 from ..errors import ImageLoadError, NoFaceError
 from ..io import describe, load_image
+from ..io.images import min_decode_side, original_size, to_original
 from ..io.prefetch import default_workers, prefetch
 from ..model import PCLFeatures, PCLModel
 from ..preprocess import Transform, fit_crop
@@ -83,7 +84,7 @@ class FaceEmbedder(EmbedderInfo):
             compilation serves every batch size). It pays off only when
             encoding dominates a long run (aligned crops with ``detect=False``).
         crop_size: Aligned crop side in pixels (default: the config's, 64 for
-            PCL); any side from 16 up (e.g. 100, the paper's expression
+            PCL); any side from 16 to 1024 (e.g. 100, the paper's expression
             probe: D = 6272). The template scales with it.
         detect: False for inputs that are already aligned face crops: no
             detection, each input is one face, resized to the crop.
@@ -105,6 +106,9 @@ class FaceEmbedder(EmbedderInfo):
         detect: Whether faces are detected (the ``detect`` option). Every
             option is kept as the attribute of the same name, ``detector``
             being the :class:`~facepcl.detection.FaceDetector` itself.
+        decode_min_side: The longer side huge JPEGs keep when decoded at
+            reduced scale (:func:`facepcl.io.images.min_decode_side`); None:
+            always decoded in full (with the detector's ``min_face_size``).
         transform: The :class:`~facepcl.Transform` that turns crops into encoder
             input (= ``facepcl.transforms(embedder)``).
     """
@@ -142,6 +146,12 @@ class FaceEmbedder(EmbedderInfo):
         self._detector = detector if isinstance(detector, FaceDetector) else None
         self._detector_options = (None if self._detector is not None
                                   else detector_options(detector, config.detector, self.device, mode))
+        # Huge JPEGs decode at reduced scale keeping what detection and alignment need (facepcl.io.images);
+        # not with min_face_size, which the detector applies in decoded pixels.
+        heads = getattr(self.model, "task_heads", None) or {}
+        self.decode_min_side = None if self.detect and self.detector_option("min_face_size") else min_decode_side(
+            self.detector_option("max_size") if self.detect else None,
+            max([size, *(h.spec.input_size for h in heads.values())]))
 
     @classmethod
     def options(cls) -> tuple[str, ...]:
@@ -171,8 +181,14 @@ class FaceEmbedder(EmbedderInfo):
     # -- the four steps ------------------------------------------------------------------------------------
 
     def load(self, source: Any) -> np.ndarray:
-        """Step 1: decode one input to an ``(H, W, 3)`` uint8 RGB array (raises ImageLoadError)."""
-        return load_image(source, color_order=self.color_order)
+        """Step 1: decode one input to an ``(H, W, 3)`` uint8 RGB array (raises ImageLoadError).
+
+        A JPEG over ``facepcl.io.images.REDUCE_ABOVE_PIXELS`` pixels is
+        decoded at reduced scale, keeping a longer side of at least
+        :attr:`decode_min_side` pixels (a :class:`~facepcl.io.images.ReducedImage`);
+        :meth:`embed_loaded` reports its boxes and landmarks in the file's pixels.
+        """
+        return load_image(source, color_order=self.color_order, min_side=self.decode_min_side)
 
     def prepare(self, image: np.ndarray) -> Prepared | Detections | None:
         """The per-image part of detection, for worker threads; hand the results to :meth:`embed_loaded`.
@@ -265,13 +281,14 @@ class FaceEmbedder(EmbedderInfo):
             found = list(self.detect_faces(images))
         crops, boxes, kps, scores, index, no_face, sources = [], [], [], [], [], [], []
         for i, (image, det) in enumerate(zip(images, found, strict=True)):
-            h, w = image.shape[:2]
+            w, h = original_size(image)
             gi = indices[i]
             if det is not None and len(det):
                 sources.append((image, det.kps))
                 crops.append(self.crop(image, det.kps))
-                boxes.append(det.boxes)
-                kps.append(det.kps)
+                box, points = to_original(image, det.boxes, det.kps)  # in the file's pixels
+                boxes.append(box)
+                kps.append(points)
                 scores.append(det.scores)
                 index.append(np.full(len(det), gi, np.int64))
                 continue

@@ -7,6 +7,7 @@ from typing import Any
 
 from .._utils.digest import encoder_digest
 from .._utils.version import __version__
+from ..io import images
 
 
 class EmbedderInfo:
@@ -22,6 +23,7 @@ class EmbedderInfo:
             "detector": self.detector_option("name") if self.detect else None,
             "on_no_face": self.on_no_face, "dtype": str(self.dtype).removeprefix("torch."),
             "accel": self.accel_info(), "facepcl_version": __version__,
+            "decode": {"min_side": self.decode_min_side, "reduce_above_pixels": images.REDUCE_ABOVE_PIXELS},
         }
 
     def provenance(self) -> dict[str, Any]:
@@ -36,7 +38,8 @@ class EmbedderInfo:
             ``input_size``, ``feature_dim``, ``dtype``, ``accel``,
             ``detect``, ``detector`` (the detector's
             :meth:`~facepcl.detection.FaceDetector.settings`, None without
-            detection), ``on_no_face`` and ``max_faces``.
+            detection), ``decode`` (how huge JPEGs are decoded),
+            ``on_no_face`` and ``max_faces``.
         """
         info = self.info()
         config = self.model.config
@@ -47,7 +50,8 @@ class EmbedderInfo:
             "facepcl_version": info["facepcl_version"], "preprocess": dataclasses.asdict(self.preprocess),
             "crop_size": self.crop_size, "input_size": config.input_size, "feature_dim": self.dim,
             "dtype": info["dtype"], "accel": info["accel"], "detect": self.detect, "detector": detector,
-            "on_no_face": self.on_no_face, "max_faces": detector["max_faces"] if detector else None,
+            "decode": info["decode"], "on_no_face": self.on_no_face,
+            "max_faces": detector["max_faces"] if detector else None,
         }
 
     def accel_info(self) -> dict[str, Any]:
