@@ -81,8 +81,7 @@ class FaceEmbedder(EmbedderInfo):
             channels_last memory format (see :mod:`facepcl.runtime._accel`);
             features are returned as float32 either way.
         compile: ``torch.compile`` the encoder copy (inductor; one
-            compilation serves every batch size). It pays off only when
-            encoding dominates a long run (aligned crops with ``detect=False``).
+            compilation serves every batch size).
         crop_size: Aligned crop side in pixels (default: the config's, 64 for
             PCL); any side from 16 to 1024 (e.g. 100, the paper's expression
             probe: D = 6272). The template scales with it.
@@ -97,10 +96,8 @@ class FaceEmbedder(EmbedderInfo):
         chunk_size: Inputs decoded and detected at a time, which bounds memory
             for long lists and generators.
         num_workers: Threads that decode (and resize for detection) the
-            inputs of a list ahead of the model, so that decoding overlaps
-            detection and encoding. None: the machine's cores, at most 4; 0:
-            decode in the calling thread. torch's OpenMP threads wait
-            passively beside them (see :mod:`facepcl.runtime._threads`).
+            inputs of a list ahead of the model. None: the machine's cores,
+            at most 4; 0: decode in the calling thread.
 
     Attributes:
         detect: Whether faces are detected (the ``detect`` option). Every
@@ -197,8 +194,7 @@ class FaceEmbedder(EmbedderInfo):
         (they detect in batches later, in the calling thread: ONNX Runtime
         has its own thread pool, and a process interrupted while a worker
         thread is inside it aborts at exit). The fast torch detector also
-        detects here, one image per forward: on a CPU that is as fast per
-        image as a batch, and worker threads then detect in parallel.
+        detects here, one image per forward, in parallel worker threads.
 
         Returns:
             :class:`~facepcl.detection.Prepared` or :class:`~facepcl.detection.Detections`;
@@ -417,15 +413,12 @@ def embed(images: Any, model: PCLModel | str | os.PathLike | None = None, **opti
         images: See :meth:`FaceEmbedder.embed`.
         model: A :class:`~facepcl.PCLModel`, a name / Hub id / folder, or None:
             ``$FACEPCL_MODEL``, else the bundled ``pcl-demo`` model.
-        **options: Any :class:`FaceEmbedder` option (``mode``, ``device``,
-            ``dtype``, ``crop_size``, ``detect``, ``on_no_face``, ...) and any
-            :class:`~facepcl.detection.FaceDetector` option that FaceEmbedder
-            does not take itself (``det_threshold``, ``max_faces``,
-            ``min_face_size``, ``nms_threshold``, ...), which go to the
-            detector: ``embed(x, det_threshold=0.5, max_faces=1)`` is
-            ``FaceEmbedder(detector={"det_threshold": 0.5, "max_faces": 1})``.
-            The detector's own ``dtype``, ``batch_size``, ``device`` and
-            ``mode`` go in ``detector={...}``.
+        **options: Any :class:`FaceEmbedder` option, and any
+            :class:`~facepcl.detection.FaceDetector` option FaceEmbedder does
+            not take itself, for the detector: ``embed(x, det_threshold=0.5,
+            max_faces=1)`` is ``FaceEmbedder(detector={"det_threshold": 0.5,
+            "max_faces": 1})``. The detector's own ``dtype``, ``batch_size``,
+            ``device``, ``mode``, ``name`` and ``weights`` go in ``detector=``.
 
     Returns:
         An :class:`EmbeddingResult`. The embedder (model and detector) is
