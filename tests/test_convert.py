@@ -89,10 +89,12 @@ def test_converted_folder_format(converted) -> None:
     assert sorted(p.name for p in converted.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     cfg = facepcl.PCLConfig.from_json_file(converted / "config.json")
     assert cfg.components == ["encoder", "face_head", "pose_head", "decoder"]
-    assert "epoch 801" in cfg.source and "DreamMr/PCL" in cfg.source
+    assert "epoch 801" in cfg.source
+    assert "DreamMr/PCL" in cfg.source
     assert cfg.license.startswith("unknown")
     card = (converted / "README.md").read_text()
-    assert "license: other" in card and "DreamMr/PCL" in card
+    assert "license: other" in card
+    assert "DreamMr/PCL" in card
 
 
 @pytest.mark.parametrize("form", ["bare", "unprefixed", "wrapped_unprefixed"])
@@ -205,7 +207,8 @@ def test_cli_convert(official, tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-m", "facepcl", "convert", str(bad), str(tmp_path / "x")],
                           capture_output=True, text=True)
     assert proc.returncode == 1
-    assert "bad.pth" in proc.stderr and "truncated, corrupt or not a PyTorch checkpoint" in proc.stderr
+    assert "bad.pth" in proc.stderr
+    assert "truncated, corrupt or not a PyTorch checkpoint" in proc.stderr
     assert not (tmp_path / "x").exists()
 
 

@@ -24,14 +24,18 @@ def test_repr_names_model_device_plan_crop_and_detection(random_pcl_model):
                  "det_threshold=0.6", "on_no_face='error'"):
         assert part in text, (part, text)
     text = repr(FaceEmbedder(random_pcl_model, detect=False))
-    assert "detect=False" in text and "det_threshold" not in text and "crop_size=64" in text
+    assert "detect=False" in text
+    assert "det_threshold" not in text
+    assert "crop_size=64" in text
 
 
 def test_to_torch_gives_tensors_sharing_memory(random_pcl_model):
     res = FaceEmbedder(random_pcl_model, detect=False, return_crops=True)(list(_crops(3)))
     out = res.to_torch()
-    assert out["face"].shape == (3, 2048) and out["face"].dtype == torch.float32
-    assert out["image_index"].dtype == torch.int64 and out["crops"].shape == (3, 64, 64, 3)
+    assert out["face"].shape == (3, 2048)
+    assert out["face"].dtype == torch.float32
+    assert out["image_index"].dtype == torch.int64
+    assert out["crops"].shape == (3, 64, 64, 3)
     assert out["trunk"].data_ptr() == res.trunk.__array_interface__["data"][0]  # no copy on the CPU
     np.testing.assert_array_equal(out["kps"].numpy(), res.kps)
     assert "crops" not in FaceEmbedder(random_pcl_model, detect=False)(_crops(1)[0]).to_torch()
@@ -41,17 +45,29 @@ def test_per_image_parts_hold_only_their_own_failures_and_counts(random_pcl_mode
     landscape = photo_paths["free-mountain-vector-01.jpg"]
     inputs = [photo_paths["astronaut.png"], "missing.jpg", landscape]
     res = FaceEmbedder(random_pcl_model)(inputs)
-    assert res.num_images == 3 and [f.index for f in res.failures] == [1] and res.no_face == [2]
+    assert res.num_images == 3
+    assert [f.index for f in res.failures] == [1]
+    assert res.no_face == [2]
     face, failed, empty = res.per_image()
     assert face.num_images == failed.num_images == empty.num_images == 1
-    assert len(face) == 1 and face.failures == [] and face.no_face == []
-    assert len(failed) == 0 and [f.index for f in failed.failures] == [1] and failed.no_face == []
-    assert isinstance(failed.failures[0], Failure) and "missing.jpg" in failed.failures[0].input
-    assert len(empty) == 0 and empty.failures == [] and empty.no_face == [2]
+    assert len(face) == 1
+    assert face.failures == []
+    assert face.no_face == []
+    assert len(failed) == 0
+    assert [f.index for f in failed.failures] == [1]
+    assert failed.no_face == []
+    assert isinstance(failed.failures[0], Failure)
+    assert "missing.jpg" in failed.failures[0].input
+    assert len(empty) == 0
+    assert empty.failures == []
+    assert empty.no_face == [2]
     # indices keep their meaning in the whole call
-    assert list(face.image_index) == [0] and res.for_image(2).no_face == [2]
+    assert list(face.image_index) == [0]
+    assert res.for_image(2).no_face == [2]
     joined = EmbeddingResult.concatenate(res.per_image())
-    assert joined.num_images == 3 and joined.failures == res.failures and joined.no_face == [2]
+    assert joined.num_images == 3
+    assert joined.failures == res.failures
+    assert joined.no_face == [2]
 
 
 def test_crop_size_100_matches_the_encoder_at_100_px(random_pcl_model):
@@ -75,7 +91,8 @@ def test_old_option_names_still_work_with_a_warning(random_pcl_model):
         assert FaceEmbedder(random_pcl_model, on_no_face="raise").on_no_face == "error"
     with pytest.warns(DeprecationWarning, match="facepcl.embed: 'align'"):
         res = embed(_crops(1)[0], model=random_pcl_model, align=False)
-    assert len(res) == 1 and res.info["detect"] is False
+    assert len(res) == 1
+    assert res.info["detect"] is False
     with pytest.raises(TypeError, match="unexpected keyword"):
         FaceEmbedder(random_pcl_model, detekt=False)
     with pytest.raises(TypeError, match="both 'align' and 'detect'"):
@@ -105,4 +122,5 @@ def test_heads_at_the_crop_size_reuse_the_encoded_features(random_pcl_model):
     attach_head(model, _head("fer", 96), check_encoder=False)
     calls.clear()
     res = embedder(crops)
-    assert len(calls) == 2 and sorted(res.predictions) == ["fer", "pose"]  # the 96 px head needs its own forward
+    assert len(calls) == 2
+    assert sorted(res.predictions) == ["fer", "pose"]  # the 96 px head needs its own forward

@@ -36,10 +36,12 @@ def test_face_detector_conf_threshold_is_det_threshold_with_a_warning():
     with pytest.warns(DeprecationWarning, match="'conf_threshold' is deprecated, use 'det_threshold'") as caught:
         old = FaceDetector(device="cpu", conf_threshold=0.6)
     assert caught[0].filename == __file__  # the warning points at the caller's line
-    assert old.det_threshold == new.det_threshold == 0.6 and repr(old) == repr(new)
+    assert old.det_threshold == new.det_threshold == 0.6
+    assert repr(old) == repr(new)
     image = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
     a, b = old.detect(image), new.detect(image)
-    assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
+    assert np.array_equal(a.boxes, b.boxes)
+    assert np.array_equal(a.scores, b.scores)
     with pytest.warns(DeprecationWarning, match="det_threshold"):
         assert old.conf_threshold == 0.6
     with pytest.raises(TypeError, match="give only 'det_threshold'"):
@@ -51,12 +53,14 @@ def test_face_detector_conf_threshold_is_det_threshold_with_a_warning():
 def test_old_config_files_load_silently_and_keep_their_hash(tmp_path):
     new = PCLConfig(detector=DetectorConfig(det_threshold=0.7))
     data = json.loads(new.to_json())
-    assert data["detector"]["det_threshold"] == 0.7 and "conf_threshold" not in data["detector"]
+    assert data["detector"]["det_threshold"] == 0.7
+    assert "conf_threshold" not in data["detector"]
     data["detector"]["conf_threshold"] = data["detector"].pop("det_threshold")  # as older versions wrote it
     path = tmp_path / "config.json"
     path.write_text(json.dumps(data), encoding="utf-8")
     old = PCLConfig.from_json_file(path)  # no warning: published files cannot be edited by their users
-    assert old.detector == new.detector and old.detector.det_threshold == 0.7
+    assert old.detector == new.detector
+    assert old.detector.det_threshold == 0.7
     # The hash is computed under the key's first name: renaming it changed no model's hash.
     assert old.hash() == new.hash()
     assert new.hash() != PCLConfig(detector=DetectorConfig(det_threshold=0.75)).hash()
@@ -69,7 +73,8 @@ def test_old_config_files_load_silently_and_keep_their_hash(tmp_path):
 def test_bundled_demo_config_uses_the_new_key_and_keeps_its_hash():
     path = Path(facepcl.__file__).parent / "weights" / "pcl-demo" / "config.json"
     data = json.loads(path.read_text(encoding="utf-8"))
-    assert data["detector"]["det_threshold"] == 0.8 and "conf_threshold" not in data["detector"]
+    assert data["detector"]["det_threshold"] == 0.8
+    assert "conf_threshold" not in data["detector"]
     cfg = PCLConfig.from_json_file(path)
     assert cfg.hash() == "e0ce0a42b0e2c023"  # as before the rename (published heads and exports record it)
 
@@ -80,7 +85,8 @@ def _spec(**kw) -> HeadSpec:
 
 
 def test_head_spec_align_becomes_detect():
-    assert _spec().detect is False and _spec(detect=True).detect is True
+    assert _spec().detect is False
+    assert _spec(detect=True).detect is True
     with pytest.warns(DeprecationWarning, match="detect=True"):
         assert _spec(align="detect").detect is True
     with pytest.warns(DeprecationWarning, match="detect=False"):
@@ -88,7 +94,8 @@ def test_head_spec_align_becomes_detect():
     with pytest.raises(TypeError, match="give only detect="):
         _spec(detect=True, align="detect")
     written = _spec(detect=True).to_dict()
-    assert written["detect"] is True and "align" not in written
+    assert written["detect"] is True
+    assert "align" not in written
     for value, want in (("detect", True), ("none", False)):  # head.json files of earlier versions: no warning
         old = {**written, "align": value}
         del old["detect"]

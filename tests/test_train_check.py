@@ -19,7 +19,8 @@ def test_verdict_needs_a_measurable_fall() -> None:
     history = {"rec": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1],
                "face": noisy_flat, "pose": [3.0] * 5 + [2.97] * 5}
     items = {t.name: t for t in trends(history, 3, 0.02)}
-    assert items["rec"].falls and items["rec"].change < -0.5
+    assert items["rec"].falls
+    assert items["rec"].change < -0.5
     assert not items["face"].falls  # no trend under the noise
     assert not items["pose"].falls  # steady, but 1 % is below the 2 % asked for
     text = report(list(items.values()), 3)
@@ -30,7 +31,8 @@ def test_verdict_needs_a_measurable_fall() -> None:
 
 def test_check_recipe_is_valid_and_asks_for_a_verdict() -> None:
     cfg = load_config("check", ["data.root=x"])
-    assert cfg.log.verdict_window >= 5 and cfg.train.max_steps >= 2 * cfg.log.verdict_window
+    assert cfg.log.verdict_window >= 5
+    assert cfg.train.max_steps >= 2 * cfg.log.verdict_window
 
 
 @pytest.mark.slow
@@ -55,7 +57,8 @@ def test_check_recipe_passes_on_real_face_frames(tmp_path, capsys) -> None:
     # The verdict agrees with the logged losses (the windows are the logged values, not a separate computation).
     history = {name: [r[name] for r in rows] for name in LOSSES}
     items = trends(history, cfg.log.verdict_window, cfg.log.verdict_min_drop)
-    assert all(t.falls and t.last < t.first for t in items)
+    assert all(t.falls for t in items), items
+    assert all(t.last < t.first for t in items), items
     for t in items:
         assert f"{t.first:9.4f} -> {t.last:9.4f}" in out
 

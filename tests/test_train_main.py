@@ -77,15 +77,19 @@ def test_main_learns_on_real_face_frames(face_root, tmp_path) -> None:
 def test_config_overrides_are_typed_and_checked(tmp_path) -> None:
     cfg = load_config("pcl", ["data.root=/d", "optim.lr=3e-4", "batch.rec=64", "optim.cosine_epochs=null",
                               "augment.jitter=[0.4, 0.4, 0.4, 0.1]", "train.channels_last=auto"])
-    assert cfg.optim.lr == 3e-4 and isinstance(cfg.optim.lr, float) and cfg.batch.rec == 64
-    assert cfg.optim.cosine_epochs is None and cfg.augment.jitter == [0.4, 0.4, 0.4, 0.1]
+    assert cfg.optim.lr == 3e-4
+    assert isinstance(cfg.optim.lr, float)
+    assert cfg.batch.rec == 64
+    assert cfg.optim.cosine_epochs is None
+    assert cfg.augment.jitter == [0.4, 0.4, 0.4, 0.1]
     # the paper's recipe
     paper = load_config("pcl")
     assert (paper.batch.rec, paper.batch.face, paper.batch.pose, paper.batch.pose_negatives) == (256, 256, 10, 100)
     assert (paper.optim.lr, paper.optim.weight_decay, paper.loss.temperature, paper.loss.beta_alpha) == (
         1e-4, 1e-3, 0.07, 1.6)
     assert (paper.loss.noise_std, paper.dwa.temperature, paper.seed, paper.data.image_size) == (0.4, 2.0, 1234, 64)
-    assert paper.loss.pose_negatives == "per_sample" and paper.loss.orthogonality
+    assert paper.loss.pose_negatives == "per_sample"
+    assert paper.loss.orthogonality
     for bad, match in (("batch.recs=3", "unknown key"), ("batch.rec=many", "integer"), ("precision=fp8", "precision"),
                        ("loss.pose_negatives=grouped", "pose_negatives"), ("data.image_size=100", "64"),
                        ("norm", "key=value"), ("loss.temperature=-1", "positive")):
@@ -157,7 +161,8 @@ def test_bf16_autocast_run(tmp_path) -> None:
             f"output_dir={tmp_path / 'run'}"]
     assert main(args) == 0
     rows = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and all(math.isfinite(v) for r in rows for v in r.values())
+    assert len(rows) == 2
+    assert all(math.isfinite(v) for r in rows for v in r.values())
     # weights stay float32 under autocast, and the export loads
     model = facepcl.load(tmp_path / "run" / "model", components="all")
     assert all(p.dtype == torch.float32 for p in model.parameters())
