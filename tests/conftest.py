@@ -7,6 +7,12 @@ when ``FACEPCL_HOME`` is set, else the repository's git-ignored
 ``.facepcl-cache/samples``. Everything else (facepcl's own cache, Hugging
 Face, torch, inductor, triton, numba, matplotlib and pip) goes to a temporary
 folder removed after the run, so one run's features never serve another.
+
+Threads: torch's OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE``
+unless the environment sets a policy), as in every ``facepcl`` command (see
+facepcl.runtime._threads): the test process also runs decoding threads, and
+spinning threads cost the tests several times their time on a 2-core machine
+with any other work on it. Results do not depend on the policy.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ CACHE_VARIABLES = {
     "TRITON_CACHE_DIR": "triton", "NUMBA_CACHE_DIR": "numba", "MPLCONFIGDIR": "matplotlib",
     "PIP_CACHE_DIR": "pip", "XDG_CACHE_HOME": "xdg",
 }
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch loads: before it is imported
 os.environ["FACEPCL_HOME"] = str(FACEPCL_HOME)
 os.environ["FACEPCL_SAMPLES"] = str(SAMPLES)
 for _var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ASSETS_CACHE", "HF_XET_CACHE"):
