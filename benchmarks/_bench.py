@@ -21,11 +21,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# facepcl first: it sets OpenMP's wait policy, which libgomp reads once, when torch loads.
+# OpenMP's passive wait policy, as the facepcl command sets it; libgomp reads it once, when torch loads.
 import facepcl
+import facepcl.runtime
+
+facepcl.runtime.set_wait_policy()
 
 # isort: split
-import torch
+import torch  # noqa: E402  (after set_wait_policy)
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # benchmarks/ is not a package: let the scripts import each other

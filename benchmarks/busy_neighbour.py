@@ -4,9 +4,9 @@ In one run, in interleaved rounds, ``FaceEmbedder(model).embed(photos)``
 (the default path) is timed alone ("quiet") and with one neighbour process
 that spins on one core ("busy"). The slowdown is busy / quiet. The same is
 measured in a child process whose OpenMP threads spin-wait as torch's
-default does (``OMP_WAIT_POLICY=ACTIVE``), which is what facepcl did before
-it asked for passive waiting (:mod:`facepcl.runtime._threads`), and, for
-comparison, in one with ``OMP_NUM_THREADS=1``.
+default does (``OMP_WAIT_POLICY=ACTIVE``: a library user's process that does
+not call :func:`facepcl.runtime.set_wait_policy`, which the ``facepcl`` command
+and these benchmarks call), and, for comparison, in one with ``OMP_NUM_THREADS=1``.
 
 Target: busy / quiet <= 2.5x with facepcl's defaults. A 2-core machine with
 one neighbour has half its capacity left, so about 2x is the floor for

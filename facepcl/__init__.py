@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .registry import ModelInfo, list_models, register_model
     from .results import EmbeddingResult, Failure, similarity
     from .search import FaceIndex
+    from .tracking import track
 
 # Public name -> the module that defines it (imported on first use).
 _PUBLIC = {
@@ -69,6 +70,7 @@ _PUBLIC = {
     "register_model": ".registry",
     "save_pretrained": ".model",
     "similarity": ".results",
+    "track": ".tracking",
     "transforms": ".preprocess",
 }
 
@@ -171,5 +173,6 @@ __all__ = [
     "register_model",
     "save_pretrained",
     "similarity",
+    "track",
     "transforms",
 ]

@@ -167,7 +167,7 @@ def _cat_rows(preds: list[Any]) -> Any:
     return replace(preds[0], scores=np.concatenate([p.scores for p in preds]), labels=labels)
 
 
-def _rows(x: Any, feature: str, name: str) -> np.ndarray | torch.Tensor:
+def _similarity_rows(x: Any, feature: str, name: str) -> np.ndarray | torch.Tensor:
     """``x`` as a 2-D ``(N, D)`` float array or tensor: an EmbeddingResult's ``feature``, or the data itself."""
     if not isinstance(x, (np.ndarray, torch.Tensor, list, tuple)):
         if not hasattr(x, feature):
@@ -210,7 +210,7 @@ def similarity(a: Any, b: Any, feature: str = "face") -> np.ndarray | torch.Tens
     """
     if feature not in FEATURES:
         raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
-    x, y = _rows(a, feature, "a"), _rows(b, feature, "b")
+    x, y = _similarity_rows(a, feature, "a"), _similarity_rows(b, feature, "b")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"a has {x.shape[1]}-d embeddings but b has {y.shape[1]}-d ones: compare features of the "
                          "same model at the same crop size")

@@ -380,20 +380,31 @@ def test_torch_keeps_every_core_while_embedding(random_pcl_model, face_photos, m
         assert set(seen) == {before}, (detect, seen)
 
 
-def test_importing_facepcl_first_makes_openmp_wait_passively():
+def test_import_changes_no_environment_and_the_command_waits_passively():
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    code = "import {} os; print(os.environ.get('OMP_WAIT_POLICY'))"
     run = [sys.executable, "-c"]
-    assert subprocess.run([*run, code.format("facepcl,")], env=env, capture_output=True, text=True,
-                          check=True).stdout.split() == ["PASSIVE"]
-    # a choice already made stands: the user's variable, or torch imported (and its OpenMP started) first
-    assert subprocess.run([*run, code.format("facepcl,")], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
-                          capture_output=True, text=True, check=True).stdout.split() == ["ACTIVE"]
-    assert subprocess.run([*run, code.format("torch, facepcl,")], env=env, capture_output=True, text=True,
-                          check=True).stdout.split() == ["None"]
+    code = "import facepcl, os; facepcl.embed; print(os.environ.get('OMP_WAIT_POLICY'))"
+    assert subprocess.run([*run, code], env=env, capture_output=True, text=True, check=True).stdout.split() == ["None"]
+    # the facepcl command sets it before anything imports torch; a user's own choice stands
+    cli = ("import atexit, os, sys; import facepcl.cli\n"
+           "atexit.register(lambda: print('POLICY', os.environ.get('OMP_WAIT_POLICY')))\n"
+           "sys.argv = ['facepcl', 'models']; facepcl.cli.run()")
+    out = subprocess.run([*run, cli], env=env, capture_output=True, text=True, check=True).stdout
+    assert "POLICY PASSIVE" in out
+    out = subprocess.run([*run, cli], env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True, text=True,
+                         check=True).stdout
+    assert "POLICY ACTIVE" in out
+    # the explicit call for library users: before torch it sets the policy, after torch it warns and changes nothing
+    code = "import facepcl.runtime as r; print(r.set_wait_policy())"
+    assert subprocess.run([*run, code], env=env, capture_output=True, text=True, check=True).stdout.split() == [
+        "PASSIVE"]
+    late = subprocess.run([*run, "import torch, facepcl.runtime as r; print(r.set_wait_policy())"], env=env,
+                          capture_output=True, text=True, check=True)
+    assert late.stdout.split() == ["None"]
+    assert "before importing torch" in late.stderr
 
 
 def test_onnx_detector_is_exported_once_into_the_cache(monkeypatch, tmp_path, face_photos):

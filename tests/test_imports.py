@@ -20,8 +20,9 @@ def import_graph(package: Path) -> dict[str, dict[str, int]]:
     """Module -> {imported module of the same package: line}, from every import statement (functions included).
 
     ``from . import x`` and ``from .a import b`` resolve to the deepest module
-    that exists; a package importing its own submodules (re-exports in
-    ``__init__.py``) is no edge back into it.
+    that exists. A package's ``__init__.py`` importing its submodules is an
+    edge like any other, so a submodule that imports its own package (``from
+    . import name`` of something the ``__init__`` defines) closes a cycle.
     """
     top = package.name
     files = {}
@@ -41,7 +42,8 @@ def import_graph(package: Path) -> dict[str, dict[str, int]]:
                     target = ".".join(base + ([node.module] if node.module else []))
                 else:
                     target = node.module or ""
-                targets = [target] + [f"{target}.{a.name}" for a in node.names]
+                # `from pkg import sub` imports the submodule; `from pkg import name` imports pkg itself
+                targets = [f"{target}.{a.name}" if f"{target}.{a.name}" in files else target for a in node.names]
             elif isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             else:
@@ -49,7 +51,7 @@ def import_graph(package: Path) -> dict[str, dict[str, int]]:
             for t in targets:
                 while t and t not in files:
                     t = t.rpartition(".")[0]
-                if t and t not in (mod, top) and not t.startswith(mod + "."):
+                if t and t != mod and t != top:
                     edges[mod].setdefault(t, node.lineno)
     return edges
 
@@ -89,6 +91,18 @@ def test_the_cycle_finder_finds_a_cycle_made_by_an_import_inside_a_function(tmp_
     assert set(cycle) == {"pkg.a", "pkg.sub.b"}
     (pkg / "sub" / "b.py").write_text("def g():\n    return 1\n")
     assert find_cycle(import_graph(pkg)) is None
+
+
+def test_the_cycle_finder_sees_cycles_through_package_init_files(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "train").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "train" / "__init__.py").write_text("from .run import main\n")
+    (pkg / "train" / "run.py").write_text("def main():\n    from ..cli import ARGS\n")
+    (pkg / "cli.py").write_text("ARGS = 1\n\ndef run():\n    from .train import main\n")
+    cycle = find_cycle(import_graph(pkg))
+    assert cycle is not None
+    assert {"pkg.cli", "pkg.train", "pkg.train.run"} <= set(cycle)
 
 
 def test_facepcl_has_no_import_cycle():
@@ -148,3 +162,24 @@ def test_inference_with_heads_imports_no_training_or_evaluation_code(random_mode
     assert "facepcl._utils.digest" in loaded  # the code under test did run
     assert [m for m in loaded if m.startswith(("facepcl.eval", "facepcl.train"))] == []
     assert [m for m in loaded if m.endswith(("_train", "_finetune"))] == []
+
+
+def test_layers_contract_holds():
+    """pyproject.toml's import-linter contracts (layers; inference never imports training) are kept."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    out = subprocess.run([str(lint) if lint.exists() else "lint-imports", "--no-cache"], capture_output=True,
+                         text=True, cwd=PACKAGE.parent, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "0 broken" in out.stdout
+
+
+def test_top_level_is_a_map_of_public_modules():
+    """At most 16 modules at the top of facepcl/, and no public name of facepcl defined in a private module."""
+    modules = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert len(modules) <= 16, modules
+    private = [m for m in modules if m.startswith("_") and m not in ("__init__", "__main__")]
+    assert private == [], f"private top-level modules: {private}"
+    for name in facepcl.__all__:
+        where = getattr(getattr(facepcl, name), "__module__", "facepcl") or "facepcl"
+        assert not any(part.startswith("_") and part not in ("__init__",) for part in where.split(".")[1:2]), (
+            f"facepcl.{name} is defined in {where}")

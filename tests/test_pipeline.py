@@ -13,9 +13,9 @@ from PIL import Image
 
 import facepcl
 from facepcl import EmbeddingResult, FaceEmbedder, ImageLoadError, ModelLoadError, NoFaceError
-from facepcl import pipeline as pipeline_mod
 from facepcl.config import feature_dim
 from facepcl.detection import FaceDetector
+from facepcl.pipeline import _embedder as pipeline_mod
 from facepcl.registry import get_model_info
 
 FIELDS = ("face", "pose", "trunk", "bbox", "kps", "det_score", "image_index")

@@ -21,7 +21,7 @@ DIM = 32
 
 def _meta(**over) -> dict:
     meta = {"features": ["face", "pose", "trunk"], "feature_dim": DIM, "model_id": "tiny", "config_hash": "abc",
-            "weights_sha256": "w1", "preprocess": {"crop_size": 64}, "cwd": "/nowhere", "format": "parquet"}
+            "encoder_sha256": "e1" * 32, "preprocess": {"crop_size": 64}, "cwd": "/nowhere", "format": "parquet"}
     meta.update(over)
     return meta
 
@@ -91,7 +91,7 @@ def test_adding_again_adds_only_new_rows_and_save_load_round_trips(tmp_path) -> 
 def test_exports_of_another_model_are_refused(tmp_path) -> None:
     rng = np.random.default_rng(2)
     _write_export(tmp_path / "a", _vectors(rng, 3))
-    _write_export(tmp_path / "b", _vectors(rng, 3), weights_sha256="w2")
+    _write_export(tmp_path / "b", _vectors(rng, 3), encoder_sha256="e2" * 32)
     index = FaceIndex()
     index.add(tmp_path / "a")
     with pytest.raises(ValueError, match="one index per model"):
@@ -114,7 +114,7 @@ def test_approximate_search_above_threshold_agrees_with_exact(tmp_path) -> None:
     recall = np.mean([len(set(x) & set(y)) / 10 for x, y in zip(a.rows, b.rows, strict=True)])
     assert recall >= 0.9
     approx.save(tmp_path / "idx")
-    assert os.path.exists(tmp_path / "idx" / "face.ivf.faiss")
+    assert sorted(p.name for p in (tmp_path / "idx").glob("face*")) == ["face.v1.ivf.faiss", "face.v1.npy"]
     assert FaceIndex.load(tmp_path / "idx").search(queries, k=10).rows.tolist() == b.rows.tolist()
 
 

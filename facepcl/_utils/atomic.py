@@ -1,7 +1,12 @@
-"""The one atomic file write: a temporary name in the same folder, flushed, then renamed into place."""
+"""The one atomic file write: a temporary name in the same folder, fsynced, then renamed into place.
+
+A failed fsync fails the write (the temporary file is removed and nothing is
+renamed into place), so data that may not be on disk is never committed.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from collections.abc import Callable
@@ -49,15 +54,29 @@ def atomic_write(dest: str | os.PathLike, write: Callable[[str], object], *, dur
         fsync_path(folder or ".", directory=True)
 
 
-def fsync_path(path: str, directory: bool = False) -> None:
-    """fsync a file, or a folder with ``directory=True`` (so a rename inside it is durable); never raises."""
+#: errno values meaning "this filesystem cannot fsync a folder" (the rename is still atomic there).
+_NO_DIR_FSYNC = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EISDIR, errno.EACCES}
+
+
+def fsync_path(path: str | os.PathLike, directory: bool = False) -> None:
+    """fsync a file, or a folder with ``directory=True`` (so that a rename inside it is durable).
+
+    Raises:
+        OSError: The fsync of a file failed (EIO, ENOSPC, ...): its data may not
+            be on disk, so whatever was about to be committed must not be. A
+            folder that the filesystem cannot fsync is not an error.
+    """
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
     try:
-        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
-    except OSError:
-        return
+        fd = os.open(path, flags)
+    except OSError as e:
+        if directory and e.errno in _NO_DIR_FSYNC:
+            return
+        raise
     try:
         os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a folder; the rename is still atomic
+    except OSError as e:
+        if not (directory and e.errno in _NO_DIR_FSYNC):
+            raise
     finally:
         os.close(fd)

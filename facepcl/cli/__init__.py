@@ -23,6 +23,7 @@ from ..runtime import set_wait_policy
 SUBCOMMANDS = (
     "embed",
     "convert",
+    "onnx",
     "models",
     "download",
     "info",
@@ -35,6 +36,7 @@ SUBCOMMANDS = (
     "index",
     "search",
     "demo",
+    "serve",
 )
 
 

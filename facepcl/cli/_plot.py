@@ -55,12 +55,19 @@ def add_parser(sub) -> None:
                    help="project the raw embeddings (default: L2-normalised, i.e. cosine geometry)")
     p.add_argument("--perplexity", type=float, default=None, help="t-SNE perplexity (default min(30, (N-1)/3))")
     p.add_argument("--neighbors", dest="n_neighbors", type=int, default=None, help="UMAP neighbours (default 15)")
+    p.add_argument("--tracks", action="store_true",
+                   help="EMBEDDINGS is a video or a folder of frames: follow its faces (facepcl.track) and draw, "
+                        "for each track, thumbnails over time and its head angles and first pose component")
+    p.add_argument("--every", type=int, default=1, metavar="N", help="--tracks: use every N-th frame (default 1)")
+    p.add_argument("--model", default=None, help="--tracks: model (default: $FACEPCL_MODEL, else pcl-demo)")
     p.add_argument("--save-coords", default=None, metavar="CSV",
                    help="also write item,path,frame,face_index,x,y,<colour column> per face")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.tracks:
+        return _tracks(args)
     from ..viz import plot_embeddings
 
     try:
@@ -90,3 +97,16 @@ def _plot(plot_embeddings, args: argparse.Namespace):
         thumb_size=args.thumb_size, size=args.size, renderer=args.renderer, seed=args.seed,
         normalize=args.normalize, max_points=args.max_points or None, perplexity=args.perplexity,
         n_neighbors=args.n_neighbors)
+
+
+def _tracks(args: argparse.Namespace) -> int:
+    from ..tracking import track
+    from ..viz import track_strips
+
+    tracks = track(args.embeddings, every=args.every, model=args.model)
+    if not tracks:
+        print(f"facepcl plot: error: {args.embeddings}: no face was found in any frame", file=sys.stderr)
+        return 1
+    track_strips(tracks, args.output, thumb_size=args.thumb_size)
+    print(f"facepcl plot: {len(tracks)} tracks, {sum(len(t) for t in tracks)} faces -> {args.output}")
+    return 0

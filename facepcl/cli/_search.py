@@ -42,17 +42,24 @@ def run(args: argparse.Namespace) -> int:
     index = FaceIndex.load(args.index, nprobe=args.nprobe)
 
     def make_embedder():
+        from .._utils.digest import encoder_digest
         from ..pipeline import FaceEmbedder
 
-        emb = FaceEmbedder(args.model or index.model_id, device=args.device, detect=args.detect,
-                           det_threshold=args.det_threshold, return_crops=True)
+        name = args.model or index.model_id
+        emb = FaceEmbedder(name, device=args.device, detect=args.detect, det_threshold=args.det_threshold,
+                           return_crops=True)
+        want, got = index.encoder_sha256, encoder_digest(emb.model)
+        if got != want:
+            raise ValueError(f"model {name!r} has encoder_sha256 {got}, but {args.index} was built from exports of "
+                             f"{index.model_id!r} with encoder_sha256 {want}: their codes are not comparable; pass "
+                             "--model with the exports' model, or search an index of this model's exports")
         want, got = index.identity.get("config_hash"), emb.info()["config_hash"]
         if want and got != want:
-            raise ValueError(f"model {args.model or index.model_id!r} (config {got}) is not the one the index was "
-                             f"built with (config {want}); pass --model with the exports' model")
+            raise ValueError(f"model {name!r} (config {got}) is not the one the index was built with (config "
+                             f"{want}); pass --model with the exports' model")
         return emb
 
-    queries, problems = resolve_queries(args.queries, args.by, index.dim, make_embedder)
+    queries, problems = resolve_queries(args.queries, args.by, index.dim, make_embedder, index.encoder_sha256)
     for p in problems:
         print(f"facepcl search: skipped: {p}", file=sys.stderr)
     if not queries:
@@ -71,11 +78,37 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {h['rank']:>3}  {h['score']:.4f}  {where}  face {h['face_index']}  bbox {h['bbox']}")
     if args.grid:
         from ..search import render_search_grid
-        from ..viz._draw import save_image
 
         picture, missing = render_search_grid(index, queries, result)
         for p in missing:
             print(f"facepcl search: grid: {p}", file=sys.stderr)
-        save_image(picture, args.grid, "search grid")
+        write_picture(picture, args.grid)
         print(f"facepcl search: grid -> {args.grid} ({picture.width}x{picture.height})", file=sys.stderr)
     return 0
+
+
+def write_picture(picture, path: str) -> None:
+    """Save the grid atomically (no half-written picture); one-line errors for unknown extensions and write failures.
+
+    Raises:
+        ValueError: The extension names no picture format.
+        OutputError: The picture cannot be written there (folder missing or not writable, disk full).
+    """
+    import os
+
+    from PIL import Image
+
+    from .._utils.atomic import atomic_write
+    from ..errors import OutputError
+
+    ext = os.path.splitext(path)[1].lower()
+    formats = Image.registered_extensions()
+    if ext not in formats:
+        raise ValueError(f"{path}: cannot write a search grid with extension {ext or '(none)'!r}; use .png, .jpg "
+                         "or .webp")
+    out = picture.convert("RGB") if formats[ext] in ("JPEG", "BMP") else picture
+    try:
+        atomic_write(path, lambda tmp: out.save(tmp, format=formats[ext]))
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write the search grid ({e.strerror or e}); choose a writable place "
+                          "with room for it") from None

@@ -71,10 +71,12 @@ class DemoModel:
             from ..search import FaceIndex
 
             self.index = FaceIndex.load(index)
-            want, got = self.index.identity.get("config_hash"), self.embedder.info()["config_hash"]
-            if want and want != got:
-                raise ValueError(f"{index}: built with another model (config {want}) than this demo's ({got}); "
-                                 "start the demo with --model of the index's exports")
+            from .._utils.digest import encoder_digest
+
+            want, got = self.index.encoder_sha256, encoder_digest(net)
+            if want != got:
+                raise ValueError(f"{index}: built with another encoder (encoder_sha256 {want}) than this demo's "
+                                 f"({got}); start the demo with --model of the index's exports")
         self.workdir = tempfile.mkdtemp(prefix="facepcl-demo-")
 
     @property

@@ -1,19 +1,13 @@
 """Decode ahead of the model in worker threads; torch keeps every core beside them.
 
 Threads, not processes: Pillow and OpenCV release the GIL while they decode
-and resize, and a process pool would pay for pickling every decoded image
-back (measured in docs/benchmarks.md).
+and resize, and a process pool would pickle every decoded image back.
 
-How cores are shared: torch keeps all its threads, always. Earlier versions
-gave torch only the cores the decoding threads left free (at least half) for
-the whole call, which cost a lot whenever there was little to decode
-(docs/benchmarks.md, "decoded crops"). What made a busy core
-expensive was not the thread count but OpenMP's spin-waiting: a thread
-descheduled for a decoder held up every other one at each operation's
-barrier while they spun. facepcl now asks OpenMP to wait passively (see
-:mod:`facepcl.runtime._threads`), so a core that a decoder takes for a while costs
-torch that share of time, no more, and nothing at all when nothing is
-decoded.
+How cores are shared: torch keeps all its threads, always. With OpenMP
+waiting passively (:func:`facepcl.runtime.set_wait_policy`, which the
+``facepcl`` command sets), a core that a decoder takes for a while costs
+torch that share of time and no more; with spin-waiting, one descheduled
+thread holds up the others at every operation's barrier.
 """
 
 from __future__ import annotations

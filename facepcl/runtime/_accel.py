@@ -98,9 +98,9 @@ def encoder_plan(device: torch.device | str, *, dtype: str | torch.dtype | None 
     Args:
         device: Where the encoder runs.
         dtype: Compute dtype; None: float32, or with ``fast`` bf16 where native.
-        compile: ``torch.compile`` the encoder (not implied by ``fast``: it
-            costs 10-60 s of compilation on a CPU and pays off only when the
-            encoder dominates a long run, e.g. aligned crops without detection).
+        compile: ``torch.compile`` the encoder (not implied by ``fast``: one
+            compilation per process, worth it only when the encoder dominates a
+            long run, e.g. aligned crops without detection).
         fast: bf16 where native (unless ``dtype`` says otherwise) and channels_last.
 
     Returns:
@@ -118,12 +118,10 @@ def detector_plan(device: torch.device | str, *, dtype: str | torch.dtype | None
     its landmarks match the exact network's to float rounding. bf16 only
     when asked for (``dtype="bf16"``): it is faster still, but its landmarks
     move by up to about a pixel, which turns the aligned crops enough to take
-    a trained model's embeddings below the fast path's 0.999 cosine promise
-    (docs/benchmarks.md).
+    a trained model's embeddings below the fast path's 0.999 cosine promise.
 
     The detector is never compiled: its input shapes vary with the image
-    sizes, and in measurements here compiling was not faster than the
-    folded, channels_last eager network.
+    sizes (docs/benchmarks.md compares it with the folded eager network).
     """
     dt = resolve_dtype(dtype) if dtype is not None else torch.float32
     return Plan(dt, channels_last=dt != torch.float32 or fast, compile=False)

@@ -8,9 +8,10 @@ approximate (FAISS IVF, float16 storage) from there on; see docs/search.md.
 """
 
 from ._backend import EXACT_BELOW, normalize
+from ._files import IndexFileError
 from ._grid import render_search_grid
 from ._index import FaceIndex, SearchResult
 from ._query import Query, resolve_queries
 
-__all__ = ["EXACT_BELOW", "FaceIndex", "Query", "SearchResult", "normalize", "render_search_grid",
+__all__ = ["EXACT_BELOW", "FaceIndex", "IndexFileError", "Query", "SearchResult", "normalize", "render_search_grid",
            "resolve_queries"]

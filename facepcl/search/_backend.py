@@ -5,8 +5,8 @@ Vectors are L2-normalised, so the inner product is the cosine similarity
 exhaustive (``IndexFlatIP``: the true top k). From ``exact_below`` rows on, an
 inverted-file index with float16 storage (``IndexIVFScalarQuantizer``,
 ``QT_fp16``) scans only the ``nprobe`` lists nearest to the query: half the
-memory of float32 and a fraction of the work, at a recall measured in
-docs/benchmarks.md. FAISS was chosen by measurement (docs/search.md).
+memory of float32 and a fraction of the work (recall and the choice of FAISS:
+docs/benchmarks.md, docs/search.md).
 """
 
 from __future__ import annotations
@@ -33,10 +33,12 @@ def _faiss():
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
-    """``(N, D)`` rows scaled to unit L2 norm, as float32 (zero rows stay zero)."""
+    """``(N, D)`` rows scaled to unit L2 norm, as float32 (zero rows stay zero; huge values do not overflow)."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim == 1:
         x = x[None]
+    peak = np.max(np.abs(x), axis=1, keepdims=True) if x.size else np.zeros((len(x), 1), np.float32)
+    x = np.divide(x, peak, out=np.zeros_like(x), where=peak > 0)  # so the squares below stay finite
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
 
@@ -86,10 +88,10 @@ class Backend:
         """(Re)build over all rows: flat below the threshold, else train an IVF on a sample and fill it."""
         faiss = _faiss()
         n = len(vectors)
-        if n < self.exact_below:
+        if n == 0 or n < self.exact_below:
             self.index = faiss.IndexFlatIP(self.dim)
         else:
-            nlist = n_lists(n)
+            nlist = min(n_lists(n), n)  # k-means needs at least one row per list
             quantizer = faiss.IndexFlatIP(self.dim)
             self.index = faiss.IndexIVFScalarQuantizer(quantizer, self.dim, nlist, faiss.ScalarQuantizer.QT_fp16,
                                                        faiss.METRIC_INNER_PRODUCT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -10,13 +11,30 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..viz._draw import font, paste_with_border, resize_tile, shorten
-from ..viz._thumbs import load_thumbnails
+from ..viz._thumbs import load_thumbnails, resolve_path
 from ._index import FaceIndex, SearchResult
 from ._query import Query
 
 BACKGROUND = (255, 255, 255)
 QUERY_FRAME = (31, 119, 180)
 MISSING = (220, 220, 220)
+
+
+_BYTE_ESCAPE = re.compile(rb"\\x([0-9a-f]{2})")
+
+
+def disk_path(stored: str, cwd: str | None) -> str:
+    """The name on disk of a stored path: exports write each byte of a non-UTF-8 name as ``\\xNN``.
+
+    Returns ``stored`` itself when it names a file (or when its escapes name
+    none), else the name with those bytes restored (as a ``str`` with
+    surrogate escapes, which ``open`` and ``os.fsencode`` turn back into the bytes).
+    """
+    if "\\x" not in stored or resolve_path(stored, cwd) is not None:
+        return stored
+    raw = _BYTE_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), stored.encode("utf-8", "surrogateescape"))
+    candidate = os.fsdecode(raw)
+    return candidate if resolve_path(candidate, cwd) is not None else stored
 
 
 def neighbour_crops(index: FaceIndex, rows: Sequence[int], size: int) -> tuple[dict[int, np.ndarray], list[str]]:
@@ -28,9 +46,12 @@ def neighbour_crops(index: FaceIndex, rows: Sequence[int], size: int) -> tuple[d
     sizes = np.stack([index.rows["height"], index.rows["width"]], axis=1)
     crops: dict[int, np.ndarray] = {}
     problems: list[str] = []
+    paths = list(index.rows["path"])
     for number, members in by_export.items():
         meta = index.exports[number]
-        got, bad = load_thumbnails(sorted(members), index.rows["path"], index.rows["frame"], kps, sizes, meta, size)
+        for r in members:
+            paths[r] = disk_path(paths[r], meta.get("cwd"))
+        got, bad = load_thumbnails(sorted(members), paths, index.rows["frame"], kps, sizes, meta, size)
         crops.update(got)
         problems.extend(bad)
     return crops, problems

