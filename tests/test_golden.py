@@ -2,8 +2,9 @@
 
 ``tests/golden/make_golden.py``, run in the reference checkout (the release
 before the pipeline refactor, 8ab4c39), embedded ``examples/images/*.jpg``
-with the bundled ``pcl-demo`` model on the exact path (``FaceEmbedder``,
-``facepcl embed --exact``, and ``--no-detect`` on two whole images as crops)
+with the bundled ``pcl-demo`` model on the exact path (``FaceEmbedder(mode="exact")``
+or ``exact=True``, ``facepcl embed --mode exact`` or ``--exact``, whichever
+this version has, and ``--no-detect`` on two whole images as crops)
 and stored boxes, landmarks, scores, the face / pose / trunk codes and the
 export's rows. This test computes the same here and compares.
 
@@ -26,8 +27,17 @@ import pytest
 
 import facepcl
 from facepcl.cli import main
+from facepcl.export import read_metadata
 from tests._threads import torch_threads
-from tests.golden.make_golden import API_FIELDS, CODES, NO_DETECT_IMAGES, environment, read_rows
+from tests.golden.make_golden import (
+    API_FIELDS,
+    CODES,
+    NO_DETECT_IMAGES,
+    environment,
+    exact_cli_flags,
+    exact_embedder,
+    read_rows,
+)
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 IMAGES = Path(__file__).resolve().parent.parent / "examples" / "images"
@@ -82,14 +92,15 @@ def threads():
 @pytest.fixture(scope="module")
 def api_result(threads):
     """One model load: pcl-demo on the exact path over the example photos."""
-    embedder = facepcl.FaceEmbedder("pcl-demo", device="cpu", exact=True)
+    embedder = exact_embedder("pcl-demo")  # FaceEmbedder(mode="exact"), or exact=True where there is no mode
+    assert isinstance(embedder, facepcl.FaceEmbedder)
     return embedder(sorted(str(p) for p in IMAGES.glob("*.jpg")))
 
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory, threads) -> Path:
     out = tmp_path_factory.mktemp("golden") / "export"
-    assert main(["embed", str(IMAGES), "-o", str(out), "--exact", "--device", "cpu", "-q"]) == 0
+    assert main(["embed", str(IMAGES), "-o", str(out), *exact_cli_flags(), "--device", "cpu", "-q"]) == 0
     return out
 
 
@@ -108,6 +119,7 @@ def test_api_exact_path_matches_golden(api_result, golden):
 
 
 def test_export_exact_rows_match_golden(export_dir, golden):
+    assert read_metadata(export_dir)["accel"]["exact"] is True
     rows = read_rows(str(export_dir))
     expected = {k.removeprefix("export_"): v for k, v in golden.items() if k.startswith("export_")}
     missing = set(expected) - set(rows)
@@ -121,7 +133,7 @@ def test_export_exact_rows_match_golden(export_dir, golden):
 def test_export_no_detect_rows_match_golden(tmp_path, golden, threads):
     crops = [str(IMAGES / name) for name in NO_DETECT_IMAGES]  # whole images as aligned crops: resized
     out = tmp_path / "crops"
-    assert main(["embed", *crops, "-o", str(out), "--exact", "--no-detect", "--device", "cpu", "-q"]) == 0
+    assert main(["embed", *crops, "-o", str(out), *exact_cli_flags(), "--no-detect", "--device", "cpu", "-q"]) == 0
     rows = read_rows(str(out))
     expected = {k.removeprefix("nodetect_"): v for k, v in golden.items() if k.startswith("nodetect_")}
     missing = set(expected) - set(rows)

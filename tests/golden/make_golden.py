@@ -22,7 +22,8 @@ OUTDIR defaults to this script's folder. It writes
 
 Only calls that exist before and after the pipeline refactor are used; the
 exact path is ``mode="exact"`` where ``FaceEmbedder`` has a ``mode``
-argument, else ``exact=True``.
+argument, else ``exact=True`` (:func:`exact_embedder`), and ``--mode exact``
+where ``facepcl embed`` has ``--mode``, else ``--exact`` (:func:`exact_cli_flags`).
 """
 
 from __future__ import annotations
@@ -81,6 +82,17 @@ def exact_embedder(model: str = "pcl-demo", **kwargs):
     return facepcl.FaceEmbedder(model, device="cpu", **path, **kwargs)
 
 
+def exact_cli_flags() -> list[str]:
+    """``facepcl embed``'s flags for the exact path: ``--mode exact`` where the command has ``--mode``, else
+    ``--exact``. (Looked up by exact name: argparse would take ``--mode`` as an abbreviation of ``--model``.)"""
+    import argparse
+
+    from facepcl.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return ["--mode", "exact"] if "--mode" in commands.choices["embed"]._option_string_actions else ["--exact"]
+
+
 def api_arrays(images: list[str]) -> dict[str, np.ndarray]:
     result = exact_embedder()(images)
     return {name: np.asarray(getattr(result, name)) for name in API_FIELDS}
@@ -90,7 +102,7 @@ def export_rows(inputs: list[str], out: str, *extra: str) -> dict[str, np.ndarra
     """Run ``facepcl embed ... --exact`` in this process and read its rows."""
     from facepcl.cli import main
 
-    rc = main(["embed", *inputs, "-o", out, "--exact", "--device", "cpu", "-q", *extra])
+    rc = main(["embed", *inputs, "-o", out, *exact_cli_flags(), "--device", "cpu", "-q", *extra])
     if rc != 0:
         raise RuntimeError(f"facepcl embed {inputs} {extra} exited with {rc}")
     return read_rows(out)
