@@ -19,7 +19,7 @@ from typing import Any
 
 from ._deprecated import rename_options
 from ._utils.constants import COMPONENTS
-from ._utils.validate import check_config
+from ._utils.validate import MAX_CROP_SIZE, bounded_int, check_config, read_json_file
 from ._utils.version import __version__
 
 ARCHITECTURE = "pcl"
@@ -210,11 +210,10 @@ class PCLConfig:
     def from_json_file(cls, path: str | Path) -> PCLConfig:
         """Read ``config.json``; errors name the file."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: cannot read the model config ({e}); expected a facepcl "
-                             "config.json as written by save_pretrained") from e
+        data = read_json_file(path, "the model config")
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: holds a JSON {type(data).__name__}, not an object; expected a facepcl "
+                             "config.json as written by save_pretrained")
         try:
             return cls.from_dict(data)
         except (TypeError, ValueError) as e:
@@ -244,14 +243,16 @@ def _strict(cls: type, data: dict[str, Any], where: str) -> Any:
 
 
 def check_crop_size(crop_size: Any) -> int:
-    """A crop side the encoder accepts: any whole number of pixels from 16 up.
+    """A crop side the encoder accepts: any whole number of pixels from 16 to ``MAX_CROP_SIZE`` (1024).
 
     The encoder is fully convolutional and each of its four stride-2
     convolutions maps n pixels to ceil(n / 2), so any side works; the
     feature size is ``128 * ceil(S/16)^2`` (6272 at 100 px). Below 16 px
-    the feature map is a single pixel and a face is not recognisable.
+    the feature map is a single pixel and a face is not recognisable; above
+    :data:`facepcl._utils.validate.MAX_CROP_SIZE` a batch of crops and its
+    features would take gigabytes.
     """
     if isinstance(crop_size, bool) or not isinstance(crop_size, numbers.Integral) or crop_size < 16:
         raise ValueError(f"crop_size must be a whole number of pixels, at least 16 (e.g. 64, or 100 as the "
                          f"paper's expression probe), got {crop_size!r}")
-    return int(crop_size)
+    return bounded_int(crop_size, "crop_size", MAX_CROP_SIZE, low=16, unit=" pixels")

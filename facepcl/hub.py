@@ -224,11 +224,12 @@ def load_folder(resolved: ResolvedModel | str | os.PathLike, *, device=None, dty
     if absent:
         raise ModelLoadError(f"{resolved.model_id}: asked for {absent}, but this model holds only "
                              f"{config.components} (config.json 'components')")
-    state = _read_weights(resolved.weights_path, config, wanted)
-    check_weights(state, resolved.weights_path)  # dtypes and finiteness, once, naming the tensor
     model_config = PCLConfig.from_dict({**config.to_dict(), "components": wanted})
+    with torch.device("meta"):  # the network's shapes, without allocating it
+        expected = {k: tuple(v.shape) for k, v in PCLModel(model_config).state_dict().items()}
+    state = _read_weights(resolved.weights_path, config, wanted, expected)
+    check_weights(state, resolved.weights_path)  # dtypes and finiteness, once, naming the tensor
     model = PCLModel(model_config)
-    _check_state(model, state, resolved.weights_path)
     model.load_state_dict(state, strict=True)
     model.provenance = {
         "model_id": resolved.model_id, "kind": resolved.kind, "revision": resolved.revision,
@@ -238,7 +239,10 @@ def load_folder(resolved: ResolvedModel | str | os.PathLike, *, device=None, dty
     return model.to(device=resolve_device(device), dtype=resolve_dtype(dtype))
 
 
-def _read_weights(path: Path, config: PCLConfig, wanted: list[str]) -> dict[str, torch.Tensor]:
+def _read_weights(path: Path, config: PCLConfig, wanted: list[str],
+                  expected: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """The tensors of the ``wanted`` components, read only once their names and shapes (from the file's
+    header) match ``expected``, so a file that does not fit its config.json is refused before reading it."""
     try:
         with safe_open(str(path), framework="pt") as f:
             keys = list(f.keys())
@@ -246,7 +250,9 @@ def _read_weights(path: Path, config: PCLConfig, wanted: list[str]) -> dict[str,
             if stray:
                 raise ModelLoadError(f"{path}: unexpected keys that belong to no component listed in "
                                      f"config.json {config.components}: {_few(stray)}")
-            return {k: f.get_tensor(k) for k in keys if component_of(k) in wanted}
+            keys = [k for k in keys if component_of(k) in wanted]
+            _check_state(expected, {k: tuple(f.get_slice(k).get_shape()) for k in keys}, path)
+            return {k: f.get_tensor(k) for k in keys}
     except ModelLoadError:
         raise
     except Exception as e:  # safetensors raises its own error types for corrupt or truncated files
@@ -254,12 +260,12 @@ def _read_weights(path: Path, config: PCLConfig, wanted: list[str]) -> dict[str,
                              "corrupt or truncated: delete it, or load again with force_download=True") from e
 
 
-def _check_state(model: PCLModel, state: dict[str, torch.Tensor], path: Path) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-                    for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+def _check_state(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], path: Path) -> None:
+    """Raise ModelLoadError unless the file's tensor names and shapes (``found``) are the network's (``expected``)."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = sorted(f"{k}: file {found[k]} vs model {expected[k]}"
+                    for k in set(found) & set(expected) if tuple(found[k]) != tuple(expected[k]))
     problems = []
     if missing:
         problems.append(f"missing keys: {_few(missing)}")

@@ -236,3 +236,96 @@ def test_convert_refuses_an_existing_model_folder_and_a_file(official, tmp_path)
     rc = main(["convert", str(official[0]), str(out)])
     assert rc == 1
     assert main(["convert", str(official[0]), str(out), "--overwrite"]) == 0
+
+
+# -- bounded reading: time, memory, Ctrl-C; values; a full disk ------------------------------------------------
+
+def _hash_bomb(levels: int = 60) -> bytes:
+    """A ~400-byte pickle that torch's safe loader accepts op by op: a tuple nested ``levels`` deep, each level
+    holding the previous one twice (shared through the memo), used as a dict key. Hashing it takes 2**levels
+    steps in C, where Ctrl-C is not seen."""
+    level = b"h\x00h\x00\x86q\x00"  # BINGET 0, BINGET 0, TUPLE2, BINPUT 0
+    return b"\x80\x02)q\x00" + level * levels + b"}h\x00K\x01s."
+
+
+def test_a_pickle_hash_bomb_is_stopped_by_the_time_limit(tmp_path) -> None:
+    bomb = tmp_path / "bomb.pth"
+    bomb.write_bytes(_hash_bomb())
+    with pytest.raises(CheckpointError, match=r"did not finish within 1 s.*hash bomb.*--load-timeout") as info:
+        convert_checkpoint(bomb, tmp_path / "out", load_timeout=1.0)
+    assert "\n" not in str(info.value) and str(bomb) in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_kills_the_reader_and_exits_130(tmp_path, capsys) -> None:
+    import _thread
+    import multiprocessing
+    import threading
+
+    bomb = tmp_path / "bomb.pth"
+    bomb.write_bytes(_hash_bomb())
+    timer = threading.Timer(1.0, _thread.interrupt_main)  # Ctrl-C while the child hashes
+    timer.start()
+    try:
+        rc = main(["convert", str(bomb), str(tmp_path / "out"), "--load-timeout", "600"])
+    finally:
+        timer.cancel()
+    assert rc == 130
+    assert "facepcl convert: interrupted" in capsys.readouterr().err
+    assert not multiprocessing.active_children()  # the reader was killed and reaped, not left hashing
+    assert not (tmp_path / "out").exists()
+
+
+def test_memory_limit_stops_the_reader(official, tmp_path) -> None:
+    with pytest.raises(CheckpointError, match=r"needed more than the 1 MiB it may use.*--load-memory"):
+        read_official_checkpoint(official[0], load_memory=1 << 20)
+
+
+def test_a_protocol_0_pickle_is_named_a_pickle_not_truncated(tmp_path) -> None:
+    path = tmp_path / "p0.pth"
+    path.write_bytes(pickle.dumps({"state_dict": {"a": 1}}, protocol=0))
+    msg = _expect(path, "pickled data", "never executes")
+    assert "truncated" not in msg
+
+
+def test_advice_keeps_the_trust_caveat_whole(tmp_path) -> None:
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {}, "evil": _Touch(str(tmp_path / "marker"))}, path, pickle_module=pickle)
+    msg = _expect(path, "pickled Python objects")
+    assert "Only if you trust the file's source" in msg and "can run arbitrary code" in msg
+    assert "will likely succeed" not in msg and "\n" not in msg  # torch's own advice is replaced, not cut
+
+
+@pytest.mark.parametrize("value, match", [(float("nan"), "NaN or infinite"), (float("inf"), "NaN or infinite"),
+                                          (None, "expected floating point")])
+def test_weights_that_load_would_refuse_are_refused_by_convert(official, tmp_path, value, match) -> None:
+    _, sd = official
+    bad = dict(sd)
+    key = "module.encoder.conv1.0.weight"
+    if value is None:
+        bad[key] = bad[key].to(torch.int64)
+    else:
+        bad[key] = bad[key].clone()
+        bad[key].view(-1)[5] = value
+    torch.save({"state_dict": bad}, tmp_path / "bad.pth")
+    msg = _expect(tmp_path / "bad.pth", key, match)
+    with pytest.raises(CheckpointError):
+        convert_checkpoint(tmp_path / "bad.pth", tmp_path / "out")
+    assert not (tmp_path / "out").exists(), msg
+
+
+def test_a_full_disk_leaves_no_partial_model_folder(official, tmp_path, monkeypatch) -> None:
+    import errno
+
+    from facepcl.model import _save
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_save, "save_file", full)
+    out = tmp_path / "models" / "pcl"
+    with pytest.raises(OutputError, match=r"pcl: cannot write the converted model \(No space left on device\)"):
+        convert_checkpoint(official[0], out)
+    assert not out.exists() and list((tmp_path / "models").iterdir()) == []
+    rc = main(["convert", str(official[0]), str(out)])
+    assert rc == 1 and not out.exists()

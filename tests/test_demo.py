@@ -9,9 +9,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+import facepcl
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -150,3 +153,53 @@ def test_demo_page_in_a_headless_browser_shows_every_face(tmp_path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_uploads_are_bounded_named_and_not_kept(demo_model, tmp_path, monkeypatch) -> None:
+    from tests import _samples
+
+    photo = tmp_path / "upload-1" / "photo.jpg"
+    photo.parent.mkdir()
+    photo.write_bytes(_samples.astronaut().read_bytes())
+    monkeypatch.setattr(demo_model, "max_upload_bytes", 1000)
+    a = demo_model.analyze_upload(str(photo))
+    assert a.count == 0 and a.message.startswith("**photo.jpg is too large** (")
+    assert "up to 1,000 bytes" in a.message and "--max-upload-mb" in a.message
+    assert not photo.exists() and not photo.parent.exists()  # the upload and its folder are gone
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture")
+    a = demo_model.analyze(str(text))
+    assert a.message.startswith("**Cannot read notes.jpg**: not a recognised image format")
+    assert str(tmp_path) not in a.message and text.exists()  # analyze() never deletes a file
+
+
+def test_the_photo_input_hands_non_images_to_the_page(tmp_path) -> None:
+    pytest.importorskip("gradio")
+    import gradio as gr
+    from gradio.data_classes import ImageData
+
+    from facepcl.demo._app import photo_input
+
+    photo = photo_input(gr, label="Photo")
+    assert photo.get_block_name() == "image"
+    assert not list((Path(facepcl.__file__).parent / "demo").glob("*.pyi"))  # Gradio wrote no stub into facepcl
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture")
+    assert photo.preprocess(ImageData(path=str(text), orig_name="notes.jpg")) == str(text)
+    assert photo.preprocess(None) is None
+
+
+@pytest.mark.slow
+def test_a_huge_photo_is_drawn_on_its_reduced_decode(demo_model, tmp_path, monkeypatch) -> None:
+    from PIL import Image
+
+    from facepcl.io import images
+    from tests import _samples
+
+    big = Image.open(_samples.astronaut()).convert("RGB").resize((3072, 3072), Image.BICUBIC)
+    big.save(tmp_path / "big.jpg", quality=90)
+    monkeypatch.setattr(images, "REDUCE_ABOVE_PIXELS", 1_000_000)
+    monkeypatch.setattr(demo_model.embedder, "decode_min_side", 1024)
+    a = demo_model.analyze(str(tmp_path / "big.jpg"))
+    assert a.count == 1 and a.annotated.size == (1536, 1536)  # decoded at 1/2: the longer side stays >= 1024
+    assert a.result.bbox[0, 2] > 1536  # results in the file's pixels

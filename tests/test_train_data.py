@@ -138,3 +138,23 @@ def test_loader_output_does_not_depend_on_workers(tmp_path) -> None:
     for a, b in zip(batches[0], batches[2], strict=True):
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_unreadable_identity_is_skipped_and_counted_and_the_run_goes_on(tmp_path, caplog) -> None:
+    import shutil
+
+    root = make_video_tree(tmp_path / "data", identities=4, videos=1, frames=2)
+    for frame in (root / "id01" / "vid0").iterdir():  # an identity whose every frame is corrupt
+        frame.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    cfg = load_config(None, [f"data.root={root}", "batch.rec=4", "batch.face=4", "batch.pose=4",
+                             "data.num_workers=0"])
+    src = VideoTracks(root)
+    shutil.rmtree(root / "id02" / "vid0")  # a video folder removed after the index was built
+    ds = PCLFrames(src, cfg)
+    sampler = StepSampler(len(ds), (4, 4, 4), iters_per_epoch=3, seed=0, world=1, rank=0, start=(1, 0), steps=6)
+    with caplog.at_level(logging.WARNING, logger="facepcl.train.data"):
+        batches = list(build_loader(ds, sampler, cfg, torch.device("cpu")))
+    assert len(batches) == 6 and all(b["rec_frames"].shape == (4, 64, 64, 3) for b in batches)
+    skips = [r.getMessage() for r in caplog.records if "skipping an unreadable training frame" in r.getMessage()]
+    assert any("id01" in m for m in skips) and any("id02" in m and "cannot list" in m for m in skips)
+    assert "(3 skipped so far)" in " ".join(skips)  # counted: two frames of id01, the folder of id02

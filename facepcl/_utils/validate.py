@@ -11,6 +11,8 @@ the config and the loader can both use it without an import cycle.
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 import os
 import re
@@ -23,6 +25,15 @@ from ..errors import ModelLoadError
 # The channel orders facepcl.preprocess.normalize implements (images are decoded as RGB; "BGR" flips them).
 NETWORK_COLOR_ORDERS = ("RGB", "BGR")
 _HUB_ID = re.compile(r"[\w.\-]+/[\w.\-]+")
+
+# Upper bounds of the sizes a config.json or head.json may ask for, checked before any tensor is built, so a
+# typo (crop_size 20000, decoder_dim 1e6) is refused with its field named instead of allocating gigabytes.
+# Each is far above real use (PCL: 64 px crops, widths 512-2048, about 30 million parameters).
+MAX_CROP_SIZE = 1024  # pixels: crop_size, input_size, a head's input_size
+MAX_WIDTH = 65536  # a layer's width: projection_hidden_dim, projection_dim, decoder_dim, a head's out_dim/hidden_dims
+MAX_DETECT_SIZE = 8192  # pixels: detector.max_size
+MAX_PARAMETERS = 1 << 30  # parameters of a model's or a head's network (4 GiB in float32)
+MAX_JSON_BYTES = 16 << 20  # config.json and head.json files (real ones are a few kilobytes)
 
 
 def _number(value: Any) -> bool:
@@ -42,9 +53,51 @@ def _numbers(value: Any, n: int, field: str) -> list[float]:
     return [float(v) for v in value]
 
 
-def _positive_int(value: Any, field: str) -> None:
-    if not _int(value) or value <= 0:
-        raise ValueError(f"{field} must be a positive integer, got {value!r} ({type(value).__name__})")
+def bounded_int(value: Any, field: str, high: int, low: int = 1, unit: str = "") -> int:
+    """``value`` as an int in ``[low, high]``, else ValueError naming ``field``, the bound and its knob.
+
+    Args:
+        value: The value read from a file or given by a caller.
+        field: Its name in messages (e.g. ``"preprocess.crop_size"``).
+        high: Largest value allowed (one of this module's ``MAX_*`` constants).
+        low: Smallest value allowed.
+        unit: Unit named in messages (e.g. ``" pixels"``).
+    """
+    if not _int(value) or value < low:
+        what = "a positive integer" if low == 1 else f"a whole number of at least {low}{unit}"
+        raise ValueError(f"{field} must be {what}, got {value!r} ({type(value).__name__})")
+    if value > high:
+        raise ValueError(f"{field} must be at most {high:,}{unit}, got {value:,}: a larger size would allocate "
+                         "gigabytes before anything runs; check the value")
+    return int(value)
+
+
+def check_parameters(count: int, what: str) -> None:
+    """Refuse a network of more than :data:`MAX_PARAMETERS` parameters before it is built.
+
+    Args:
+        count: Parameters the network would have (computed from its sizes, not from tensors).
+        what: What is built, named in the message (e.g. ``"config.json: the face_head"``).
+    """
+    if count > MAX_PARAMETERS:
+        raise ValueError(f"{what} would have {count:,} parameters ({count * 4 / 2**30:.1f} GiB in float32), over the "
+                         f"limit of {MAX_PARAMETERS:,}; its sizes are far larger than any real model: check them")
+
+
+def pcl_parameters(config: Any) -> dict[str, int]:
+    """Parameters of the layers of a PCL network whose size depends on the config, per component.
+
+    Counts the weights and biases of the projection heads' and the decoder's
+    layers (the encoder's size is fixed; BatchNorm statistics are left out);
+    computed from the sizes alone, so nothing is allocated.
+    """
+    side = -(-config.input_size // 16)  # the encoder's four stride-2 convolutions
+    dim = 128 * side * side
+    hidden, out, w = config.projection_hidden_dim, config.projection_dim, config.decoder_dim
+    head = dim * hidden + hidden + hidden * out + out + 2 * out
+    chans = [w, w // 2, w // 2, w // 2, w // 2, w // 4, 3]
+    decoder = dim * w + w + sum(9 * a * b + 3 * b for a, b in itertools.pairwise(chans))
+    return {"face_head": head, "pose_head": head, "decoder": decoder}
 
 
 def _text(value: Any, field: str) -> None:
@@ -52,8 +105,31 @@ def _text(value: Any, field: str) -> None:
         raise ValueError(f"{field} must be a string, got {value!r} ({type(value).__name__})")
 
 
+def _check_template(points: list[list[float]]) -> None:
+    """Refuse template points that coincide or lie on one line: no face alignment can be fitted onto them."""
+    n = len(points)
+    cx, cy = sum(p[0] for p in points) / n, sum(p[1] for p in points) / n
+    sxx = sum((p[0] - cx) ** 2 for p in points)
+    syy = sum((p[1] - cy) ** 2 for p in points)
+    sxy = sum((p[0] - cx) * (p[1] - cy) for p in points)
+    spread = sxx + syy
+    if spread <= 1e-12:
+        raise ValueError(f"preprocess.template: all 5 points are the same point {points[0]}; the template must "
+                         "place the eyes, nose and mouth corners apart, in crop pixels (the default is "
+                         "facepcl.config.default_template(crop_size))")
+    if sxx * syy - sxy * sxy <= 1e-6 * spread * spread:
+        raise ValueError(f"preprocess.template: the 5 points {points} lie on one line; the template must place the "
+                         "eyes above the nose and mouth, in crop pixels (the default is "
+                         "facepcl.config.default_template(crop_size))")
+
+
 def check_config(config: Any) -> None:
-    """Check the types and values of every field of a :class:`facepcl.config.PCLConfig`.
+    """Check the types, values and sizes of every field of a :class:`facepcl.config.PCLConfig`.
+
+    Sizes are bounded (:data:`MAX_CROP_SIZE`, :data:`MAX_WIDTH`,
+    :data:`MAX_DETECT_SIZE`, :data:`MAX_PARAMETERS` for each component the
+    config lists), so no config can make the network or a batch allocate
+    gigabytes; every check runs before any tensor exists.
 
     Args:
         config: The config (its ``preprocess`` and ``detector`` blocks are checked too).
@@ -62,16 +138,16 @@ def check_config(config: Any) -> None:
         ValueError: A field has the wrong type or a value that would give
             meaningless features; the message names the field.
     """
-    for name in ("input_size", "projection_hidden_dim", "projection_dim", "decoder_dim"):
-        _positive_int(getattr(config, name), name)
+    bounded_int(config.input_size, "input_size", MAX_CROP_SIZE, unit=" pixels")
+    for name in ("projection_hidden_dim", "projection_dim", "decoder_dim"):
+        bounded_int(getattr(config, name), name, MAX_WIDTH)
     for name in ("name", "license", "source", "facepcl_version"):
         _text(getattr(config, name), name)
     pre, det = config.preprocess, config.detector
-    _positive_int(pre.crop_size, "preprocess.crop_size")
+    bounded_int(pre.crop_size, "preprocess.crop_size", MAX_CROP_SIZE, unit=" pixels")
     if isinstance(pre.template, (str, bytes)) or not hasattr(pre.template, "__len__") or len(pre.template) != 5:
         raise ValueError(f"preprocess.template must be 5 [x, y] points, got {pre.template!r}")
-    for i, point in enumerate(pre.template):
-        _numbers(point, 2, f"preprocess.template[{i}]")
+    _check_template([_numbers(point, 2, f"preprocess.template[{i}]") for i, point in enumerate(pre.template)])
     if pre.color_order not in NETWORK_COLOR_ORDERS:
         raise ValueError(f"preprocess.color_order {pre.color_order!r} is not supported: the network is fed "
                          f"{' or '.join(NETWORK_COLOR_ORDERS)}")
@@ -92,7 +168,45 @@ def check_config(config: Any) -> None:
         value = getattr(det, name)
         if not _number(value) or not 0.0 <= value <= 1.0:
             raise ValueError(f"detector.{name} must be a number in [0, 1], got {value!r}")
-    _positive_int(det.max_size, "detector.max_size")
+    bounded_int(det.max_size, "detector.max_size", MAX_DETECT_SIZE, unit=" pixels")
+    components = config.components if isinstance(config.components, (list, tuple)) else ()
+    for name, count in pcl_parameters(config).items():
+        if name in components:
+            check_parameters(count, f"the {name} (input_size {config.input_size})")
+
+
+def read_json_file(path: str | os.PathLike, what: str) -> Any:
+    """The content of a small JSON file (``config.json``, ``head.json``); every failure is one line naming it.
+
+    Args:
+        path: The file.
+        what: What the file holds, for messages (e.g. ``"the model config"``).
+
+    Raises:
+        ValueError: ``"<path>: cannot read <what>: <problem>; <fix>"``: the file
+            is missing or unreadable, over :data:`MAX_JSON_BYTES`, not UTF-8,
+            not JSON, or nested too deeply for Python's JSON reader.
+    """
+    head = f"{path}: cannot read {what}"
+    raw = b""
+    try:
+        size = os.stat(path).st_size
+        if size > MAX_JSON_BYTES:
+            raise ValueError(f"{head}: the file has {size:,} bytes, over the limit of {MAX_JSON_BYTES:,} (real ones "
+                             "have a few kilobytes); this is not a facepcl file")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_JSON_BYTES + 1)
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{head}: not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); save it as "
+                         "UTF-8 JSON") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{head}: not valid JSON ({e}); write it again with facepcl") from None
+    except RecursionError:
+        raise ValueError(f"{head}: JSON nested too deeply to read (real files are a few levels deep); this is "
+                         "not a facepcl file") from None
+    except OSError as e:
+        raise ValueError(f"{head} ({e.strerror or e}); check the path and its permissions") from None
 
 
 def check_weights(state: Mapping[str, Any], path: str | os.PathLike) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .._utils.paths import refuse_url
+
 EPILOG = """\
 inputs: files, folders (walked recursively, sorted), glob patterns ('photos/**/*.jpg'), @list.txt files
 (one path per line, relative to the list's folder) and videos (every --every-th frame).
@@ -97,6 +99,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_url(args.inputs, "INPUT")
+    refuse_url(args.out, "-o")
     from ..export._runner import EmbedOptions, run_embed
 
     opts = EmbedOptions(

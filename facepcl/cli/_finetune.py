@@ -15,6 +15,8 @@ import argparse
 import json
 import sys
 
+from .._utils.paths import refuse_url
+
 TASKS = ("fer", "au", "pose", "verify")
 # The names of facepcl.eval.datasets.DATASETS (kept here so `facepcl --help` imports nothing heavy).
 DATASET_NAMES = ("bu3dfe", "calfw", "cplfw", "csv", "disfa", "fer2013", "folder", "fsanet", "lfw", "rafdb")
@@ -107,6 +109,7 @@ def add_parser(sub) -> None:
 
 def load_data(args):
     """(dataset dict or PairList, protocol name, paper key) from parsed arguments."""
+    refuse_url(args.data, "--data")
     from ..eval.datasets import open_dataset, paper_key
     from ..eval.datasets._open import DATASETS
 
@@ -180,6 +183,7 @@ def print_report(report, args) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_url(args.output, "--output")
     from ..eval.protocols import run_protocol
 
     data, protocol, key = load_data(args)

@@ -6,6 +6,8 @@ import argparse
 import contextlib
 import os
 
+from .._utils.paths import refuse_url
+
 EPILOG = """\
 adding to an existing INDEX adds only rows it does not hold yet: run it again after `facepcl embed --resume`
 or with a new export; an export written again (`facepcl embed --overwrite`) has its rows replaced.
@@ -35,6 +37,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_url(args.exports, "EXPORT")
+    refuse_url(args.output, "-o")
     from .._utils.folders import FolderLock
     from ..search._exports import list_shards
     from ..search._files import write_error

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .._utils.paths import refuse_url
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("onnx", help="export the encoder (and task heads) to ONNX for use without facepcl",
@@ -22,6 +24,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_url(args.out, "-o")
     import facepcl
 
     from ..deploy import export_onnx

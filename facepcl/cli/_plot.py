@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._utils.paths import refuse_url
+
 EPILOG = """\
 EMBEDDINGS is the OUT folder of `facepcl embed` (any --format) or one of its .parquet files.
 colour columns: path, item, frame, timestamp, face_index, width, height, det_score, dirname (the folder holding
@@ -66,6 +68,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_url(args.embeddings, "EMBEDDINGS")
+    refuse_url(args.output, "-o")
+    refuse_url(args.labels, "--labels")
+    refuse_url(args.save_coords, "--save-coords")
     if args.tracks:
         return _tracks(args)
     from ..viz import plot_embeddings

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._utils.paths import refuse_url
+
 EPILOG = """\
 inputs: video files, image files and folders, walked in sorted order. Every video below a folder, and every
 folder holding images (the frames of one video), is one source; OUT/identity/video is named from its path:
@@ -48,6 +50,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_url(args.inputs, "INPUT")
+    refuse_url(args.out, "-o")
     from ..prepare import prepare_tracks
 
     if (args.shard_index is None) != (args.shard_count is None):

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from .._utils.paths import refuse_url
+
 EPILOG = """\
 QUERY is an image (every detected face is one query, embedded with the index's model unless --model is given),
 an export folder (all its rows, or EXPORT#0,3 for rows 0 and 3 in input order), or a .npy file of vectors
@@ -37,6 +39,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_url(args.index, "INDEX")
+    refuse_url(args.queries, "QUERY")
+    refuse_url(args.grid, "--grid")
     from ..search import FaceIndex, resolve_queries
 
     index = FaceIndex.load(args.index, nprobe=args.nprobe)

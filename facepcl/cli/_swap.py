@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .._utils.paths import refuse_url
+
 EPILOG = """\
 columns: aligned A, aligned B, then the decoder's reconstructions D(face A + pose A), D(face A + pose B),
 D(face B + pose A), D(face B + pose B). With a trained model the middle two show each face in the other's pose.
@@ -54,6 +56,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_url([args.a, args.b], "image")
+    refuse_url(args.output, "-o")
     from ..viz import load_decoder_model, swap_faces
     from ..viz._draw import save_image
 

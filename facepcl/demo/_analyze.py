@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -11,7 +12,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import ImageLoadError, ModelLoadError
+from ..io.images import to_decoded
 from ..viz._draw import PALETTE, font
+
+#: Largest photo the page takes, in bytes (``facepcl demo --max-upload-mb``); far above any camera's JPEG.
+MAX_UPLOAD_BYTES = 32 << 20
 
 #: Landmark colours: left eye, right eye, nose, left and right mouth corner.
 KPS_COLOURS = ((0, 255, 0), (0, 255, 0), (255, 0, 0), (0, 128, 255), (0, 128, 255))
@@ -49,10 +54,13 @@ class DemoModel:
         device: Torch device.
         index: Folder of a :class:`~facepcl.search.FaceIndex` for nearest neighbours, or None.
         k: Neighbours per face.
+        max_upload_bytes: Larger photos are refused with a message (None: no limit).
     """
 
     def __init__(self, model: str | os.PathLike | None = None, *, revision: str | None = None,
-                 device: str | None = None, index: str | os.PathLike | None = None, k: int = 5) -> None:
+                 device: str | None = None, index: str | os.PathLike | None = None, k: int = 5,
+                 max_upload_bytes: int | None = MAX_UPLOAD_BYTES) -> None:
+        self.max_upload_bytes = max_upload_bytes
         from ..pipeline import FaceEmbedder
         from ..viz import load_decoder_model
 
@@ -85,29 +93,51 @@ class DemoModel:
         return self.embedder.model.decoder is not None
 
     def analyze(self, path: str | None) -> Analysis:
-        """Detect, align and embed every face of the photo at ``path``."""
+        """Detect, align and embed every face of the photo at ``path``.
+
+        Files over ``max_upload_bytes`` and files that are not images get a
+        message saying so (nothing raises); huge JPEGs are decoded at reduced
+        scale, with boxes and landmarks reported in the file's pixels.
+        """
         if not path:
             return Analysis("Upload or drop a photo to start.")
         name = os.path.basename(path)
         try:
+            size = os.path.getsize(path)
+        except OSError as e:
+            return Analysis(f"**Cannot read {name}**: {e.strerror or e}")
+        limit = self.max_upload_bytes
+        if limit is not None and size > limit:
+            return Analysis(f"**{name} is too large** ({_size(size)}): this page takes photos up to "
+                            f"{_size(limit)}. Upload a smaller photo, or start the demo with --max-upload-mb N")
+        try:
             image = self.embedder.load(path)
         except ImageLoadError as e:
-            return Analysis(f"**Cannot read {name}**: {e}")
-        res = self.embedder.embed([image])
-        if res.failures:
-            return Analysis(f"**Cannot use {name}**: {res.failures[0].reason}", result=res)
+            return Analysis(f"**Cannot read {name}**: {str(e).removeprefix(f'{path}: ')}")
+        res = self.embedder.embed_loaded([image], names=[name])
         if len(res) == 0:
             return Analysis(f"**No face found** in {name}. Try a photo where faces are larger than about 20 "
                             "pixels and seen from the front or side.", result=res)
         n = len(res)
         out = Analysis(f"**{n} face{'s' * (n != 1)} found** in {name}", count=n, result=res)
-        out.annotated = draw_faces(image, res.bbox, res.kps)
+        out.annotated = draw_faces(image, *to_decoded(image, res.bbox, res.kps))  # results are in file pixels
         out.crops = [(res.crops[i], f"face {i} (score {res.det_score[i]:.2f})") for i in range(n)]
         out.embeddings = os.path.join(self.workdir, f"{os.path.splitext(name)[0]}-embeddings.npz")
         np.savez(out.embeddings, face=res.face, pose=res.pose, trunk=res.trunk, bbox=res.bbox, kps=res.kps,
                  det_score=res.det_score)
         out.predictions = [{head: _prediction(p, i) for head, p in res.predictions.items()} for i in range(n)]
         return out
+
+    def analyze_upload(self, path: str | None) -> Analysis:
+        """:meth:`analyze` a photo uploaded to the page, then delete the upload (the page keeps no photo)."""
+        try:
+            return self.analyze(path)
+        finally:
+            if path:
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.dirname(path))  # Gradio's per-upload folder, once empty
 
     def swap(self, analysis: Analysis | None, a: int, b: int) -> tuple[Image.Image | None, str]:
         """The pose-swap grid of faces ``a`` and ``b`` of the analysed photo, and a message."""
@@ -164,6 +194,10 @@ def draw_faces(image: np.ndarray, bbox: np.ndarray, kps: np.ndarray) -> Image.Im
             if np.isfinite(x) and np.isfinite(y):
                 draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=c)
     return canvas
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB".replace(".0 MB", " MB") if n >= 2**20 else f"{n:,} bytes"
 
 
 def _prediction(pred: Any, row: int) -> Any:

@@ -4,16 +4,43 @@ from __future__ import annotations
 
 import os
 
-from ._analyze import Analysis, DemoModel
+from ._analyze import MAX_UPLOAD_BYTES, Analysis, DemoModel
 
 TITLE = "facepcl demo"
 INTRO = ("Upload or drop a photo: every detected face is boxed and numbered, aligned and embedded into PCL's face "
          "(who), pose (head pose) and trunk codes. Everything runs on this machine.")
 
 
+def photo_input(gr, **kwargs):
+    """The page's photo upload: a ``gr.Image`` that hands every upload to the page, even one that is no image.
+
+    Gradio's own image input opens the upload with Pillow before the page
+    sees it, and answers a file that is no image with a bare "Error". This
+    one passes the uploaded file's path on unchanged (``image_mode=None``:
+    no converted copy is written), so the page can say what is wrong with
+    it and delete it once analysed. (The instance's ``preprocess`` is
+    wrapped rather than subclassed: Gradio writes a ``.pyi`` stub next to
+    the module of every component subclass.)
+    """
+    photo = gr.Image(type="filepath", image_mode=None, **kwargs)
+    preprocess = photo.preprocess
+
+    def lenient(payload):
+        try:
+            return preprocess(payload)
+        except Exception:  # not an image: the page's own message says so
+            return None if payload is None or payload.path is None else str(payload.path)
+
+    photo.preprocess = lenient
+    return photo
+
+
 def build_demo(model: str | os.PathLike | None = None, *, revision: str | None = None, device: str | None = None,
-               index: str | os.PathLike | None = None, k: int = 5):
-    """The demo page as a ``gradio.Blocks`` (call ``.launch()`` on it).
+               index: str | os.PathLike | None = None, k: int = 5, max_upload_bytes: int | None = MAX_UPLOAD_BYTES):
+    """The demo page as a ``gradio.Blocks`` (call ``.launch()`` on it, with ``max_file_size=max_upload_bytes``).
+
+    Uploads are analysed, then deleted; other files Gradio keeps for the
+    page (pictures shown, embeddings to download) are deleted after an hour.
 
     Args:
         model: ``facepcl.load`` name, Hub id or folder (None: ``$FACEPCL_MODEL``, else pcl-demo).
@@ -21,6 +48,7 @@ def build_demo(model: str | os.PathLike | None = None, *, revision: str | None =
         device: Torch device.
         index: A ``facepcl index`` folder: show each face's nearest neighbours in it.
         k: Neighbours per face.
+        max_upload_bytes: Larger photos are refused with a message (None: no limit).
 
     Raises:
         ImportError: Gradio is not installed (``pip install "facepcl[demo]"``).
@@ -32,11 +60,12 @@ def build_demo(model: str | os.PathLike | None = None, *, revision: str | None =
     except ImportError as e:
         raise ImportError('facepcl demo needs Gradio: pip install "facepcl[demo]"') from e
 
-    demo_model = DemoModel(model, revision=revision, device=device, index=index, k=k)
+    demo_model = DemoModel(model, revision=revision, device=device, index=index, k=k,
+                           max_upload_bytes=max_upload_bytes)
     info = demo_model.embedder.info()
 
     def on_photo(path: str | None):
-        a = demo_model.analyze(path)
+        a = demo_model.analyze_upload(path)
         choices = list(range(a.count))
         pick_b = 1 if a.count > 1 else 0
         near = demo_model.neighbours(a) if demo_model.index is not None and a.count else (None, "")
@@ -48,11 +77,11 @@ def build_demo(model: str | os.PathLike | None = None, *, revision: str | None =
     def on_swap(a: Analysis | None, i, j):
         return demo_model.swap(a, 0 if i is None else i, 0 if j is None else j)
 
-    with gr.Blocks(title=TITLE) as app:
+    with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as app:
         state = gr.State(None)
         gr.Markdown(f"# {TITLE}\n{INTRO}\n\nModel: `{info.get('model_id')}`")
         with gr.Row():
-            photo = gr.Image(type="filepath", label="Photo", sources=["upload"], elem_id="facepcl-photo")
+            photo = photo_input(gr, label="Photo", sources=["upload"], elem_id="facepcl-photo")
             annotated = gr.Image(type="pil", label="Faces, boxes and landmarks", interactive=False,
                                  elem_id="facepcl-annotated")
         status = gr.Markdown("Upload or drop a photo to start.", elem_id="facepcl-status")

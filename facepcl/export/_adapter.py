@@ -135,5 +135,6 @@ class Embedder:
             "preprocess": dataclasses.asdict(emb.preprocess), "crop_size": emb.crop_size,
             "input_size": config.input_size, "feature_dim": self.dim, "features": self.features,
             "dtype": info.get("dtype"), "accel": info.get("accel"), "detect": self.detect, "detector": det,
+            "decode": info.get("decode"),
             "on_no_face": self.on_no_face, "max_faces": self.max_faces,
         }

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from .._utils.atomic import atomic_write
 from .._utils.device import resolve_device
+from .._utils.validate import read_json_file
 from .._utils.version import __version__
 from ..errors import ModelLoadError
 from ._spec import HeadSpec, TaskHead
@@ -91,32 +92,43 @@ def load_head(source: str | os.PathLike, name: str | None = None, *, revision: s
     folder = _resolve(source, name, revision, cache_dir, local_files_only, token)
     spec_path = folder / HEAD_CONFIG
     try:
-        data = json.loads(spec_path.read_text(encoding="utf-8"))
+        data = read_json_file(spec_path, "the head description")
+        if not isinstance(data, dict):
+            raise ValueError(f"{spec_path}: holds a JSON {type(data).__name__}, not an object")
         spec = HeadSpec.from_dict(data, str(spec_path))
-    except (OSError, json.JSONDecodeError, ValueError) as e:
-        raise ModelLoadError(f"{spec_path}: cannot read the head description ({e})") from e
-    head = TaskHead(spec)
+    except ValueError as e:
+        raise ModelLoadError(str(e)) from None
     weights = folder / HEAD_WEIGHTS
     if not weights.is_file():
         raise ModelLoadError(f"head folder {folder} has no {HEAD_WEIGHTS}; write heads with save_head")
+    with torch.device("meta"):  # the network's shapes, without allocating it
+        expected = {k: tuple(v.shape) for k, v in TaskHead(spec).net.state_dict().items()}
     try:
         with safe_open(str(weights), framework="pt") as f:
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
+            _check_shapes(expected, found, weights, spec)  # before any tensor is read
+            state = {k: f.get_tensor(k) for k in found}
+    except ModelLoadError:
+        raise
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise ModelLoadError(f"{weights}: not a readable safetensors file ({type(e).__name__}: {e}); the file "
                              "is corrupt or truncated: save or download it again") from e
-    expected = head.net.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(f"{k}: file {tuple(state[k].shape)} vs head {tuple(expected[k].shape)}"
-                    for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    head = TaskHead(spec)
+    head.net.load_state_dict(state, strict=True)
+    return head.to(resolve_device(device)).eval()
+
+
+def _check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], weights: Path,
+                  spec: HeadSpec) -> None:
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = sorted(f"{k}: file {found[k]} vs head {expected[k]}"
+                    for k in set(found) & set(expected) if found[k] != expected[k])
     problems = [f"{what}: {', '.join(keys)}" for what, keys in
                 (("missing keys", missing), ("unexpected keys", unexpected), ("mis-shaped keys", shapes)) if keys]
     if problems:
         raise ModelLoadError(f"{weights}: weights do not match the {spec.kind} head described in {HEAD_CONFIG} "
                              f"(in_dim {spec.in_dim}, out_dim {spec.out_dim}); " + "; ".join(problems))
-    head.net.load_state_dict(state, strict=True)
-    return head.to(resolve_device(device)).eval()
 
 
 def _resolve(source, name, revision, cache_dir, local_files_only, token) -> Path:

@@ -9,6 +9,7 @@ and the encoder it was trained on.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
@@ -19,7 +20,9 @@ from torch import nn
 
 from .._deprecated import detect_from_align, options_with_detect
 from .._utils.digest import FIELD, LEGACY_FIELD
+from .._utils.validate import MAX_CROP_SIZE, MAX_WIDTH, bounded_int, check_parameters
 from .._utils.version import __version__
+from ..config import feature_dim
 from ..model import PCLFeatures
 from ..preprocess import RESIZE_INTERPOLATIONS
 from ._inputs import check_features, select_features
@@ -95,8 +98,25 @@ class HeadSpec:
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise ValueError(f"head name {self.name!r} must be a plain folder-safe word such as 'fer'")
         self.features = list(check_features(self.features))
+        self._check_sizes()
         if self.label_names and len(self.label_names) != self.out_dim and self.task != "verification":
             raise ValueError(f"head {self.name!r}: {len(self.label_names)} label names for out_dim {self.out_dim}")
+
+    def _check_sizes(self) -> None:
+        """Bound every size before the network is built (see :mod:`facepcl._utils.validate`)."""
+        where = f"head {self.name!r}: "
+        try:
+            bounded_int(self.input_size, "input_size", MAX_CROP_SIZE, low=16, unit=" pixels")
+            bounded_int(self.in_dim, "in_dim", 3 * feature_dim(MAX_CROP_SIZE))
+            bounded_int(self.out_dim, "out_dim", MAX_WIDTH)
+            if not isinstance(self.hidden_dims, (list, tuple)):
+                raise ValueError(f"hidden_dims must be a list of widths, got {self.hidden_dims!r}")
+            hidden = [bounded_int(h, f"hidden_dims[{i}]", MAX_WIDTH) for i, h in enumerate(self.hidden_dims)]
+            widths = [self.in_dim, *(hidden or [512] if self.kind == "mlp" else []), self.out_dim]
+            count = sum(a * b + 3 * b for a, b in itertools.pairwise(widths))
+            check_parameters(count, f"the {self.kind} network ({' -> '.join(map(str, widths))})")
+        except ValueError as e:
+            raise ValueError(where + str(e)) from None
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, **dataclasses.asdict(self)}

@@ -35,6 +35,17 @@ sockets are refused by type before anything is read, and a file larger than
 :data:`MAX_FILE_BYTES` (512 MiB, far above any real photo) is refused before
 it is read whole; raise ``facepcl.io.images.MAX_FILE_BYTES`` to read larger files.
 
+Reduced-scale decoding (bounded memory for huge JPEGs): with ``min_side``,
+a JPEG file with more than :data:`REDUCE_ABOVE_PIXELS` pixels (64 million;
+ordinary photos, up to 61 MP from today's cameras, decode as before) is
+decoded by the JPEG decoder's DCT scaling at 1/2, 1/4 or 1/8 of its size,
+the smallest that keeps the longer side at least ``min_side`` pixels, so
+its array takes 4, 16 or 64 times less memory. The result is a
+:class:`ReducedImage`, which records the scale:
+:func:`to_original` maps points on it back to the file's pixels (what
+:class:`facepcl.FaceEmbedder` reports). Set
+``facepcl.io.images.REDUCE_ABOVE_PIXELS = None`` to always decode in full.
+
 Multi-frame files (animated GIF, WebP or PNG, multi-page TIFF): the first
 frame is used, and a :class:`~facepcl.errors.MultiFrameWarning` says so.
 
@@ -56,6 +67,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import ImageLoadError, MultiFrameWarning
 
 MAX_FILE_BYTES = 512 << 20  # bytes; a knob like PIL.Image.MAX_IMAGE_PIXELS (None disables the check)
+# JPEGs with more pixels than this may be decoded at 1/2, 1/4 or 1/8 scale when the caller says what
+# resolution it needs (``min_side``); None disables reduced decoding.
+REDUCE_ABOVE_PIXELS = 64_000_000
 COLOR_ORDERS = ("RGB", "BGR")
 _BYTES = (bytes, bytearray, memoryview)
 # Pillow modes we convert; anything else is refused with a clear message.
@@ -90,7 +104,103 @@ def describe(source: Any) -> str:
     return f"<{type(source).__module__}.{type(source).__qualname__}>"
 
 
-def load_image(source: Any, *, color_order: str = "RGB", name: str | None = None) -> np.ndarray:
+class ReducedImage(np.ndarray):
+    """An image decoded at reduced scale (see the module docstring): an ``(h, w, 3)`` uint8 array plus its mapping.
+
+    Pixel ``(x, y)`` of this array (pixel-edge coordinates) is pixel
+    ``(scale * x + origin[0], scale * y + origin[1])`` of the upright
+    image in the file, whose size is ``original_size`` ``(W, H)``. Arrays
+    derived from it (slices, copies) carry no mapping (scale 1).
+
+    Attributes:
+        scale: 2, 4 or 8: original pixels per decoded pixel.
+        origin: ``(ox, oy)``: 0, or minus the few pixels (fewer than
+            ``scale``) by which the JPEG's last, partial block overhangs an
+            edge that EXIF orientation moved to the top or left.
+        original_size: ``(W, H)`` of the upright image in the file.
+    """
+
+    scale: int
+    origin: tuple[float, float]
+    original_size: tuple[int, int]
+
+    def __array_finalize__(self, obj: Any) -> None:
+        # Views and copies start with no mapping; load_image sets it on the array it returns.
+        self.scale, self.origin = 1, (0.0, 0.0)
+        self.original_size = (self.shape[1], self.shape[0]) if self.ndim >= 2 else (0, 0)
+
+    def __reduce__(self) -> tuple:
+        # Pickling (worker processes) keeps the mapping.
+        fn, args, state = super().__reduce__()  # type: ignore[misc]
+        return fn, args, (state, self.scale, self.origin, self.original_size)
+
+    def __setstate__(self, state: tuple) -> None:
+        base, self.scale, self.origin, self.original_size = state
+        super().__setstate__(base)
+
+
+def to_original(image: np.ndarray, bbox: np.ndarray, kps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes and landmarks found on ``image`` in the pixels of the file it was decoded from.
+
+    Args:
+        image: What :func:`load_image` returned.
+        bbox: ``(N, 4)`` x1, y1, x2, y2 on ``image``.
+        kps: ``(N, K, 2)`` landmarks on ``image`` (NaN stays NaN).
+
+    Returns:
+        ``(bbox, kps)``: new float32 arrays for a :class:`ReducedImage`,
+        else the arrays given, unchanged.
+    """
+    if not isinstance(image, ReducedImage) or image.scale == 1:
+        return bbox, kps
+    s, (ox, oy) = image.scale, image.origin
+    shift = np.array([ox, oy], np.float64)
+    bbox = (np.asarray(bbox, np.float64) * s + np.tile(shift, 2)).astype(np.float32)
+    kps = (np.asarray(kps, np.float64) * s + shift).astype(np.float32)
+    return bbox, kps
+
+
+def original_size(image: np.ndarray) -> tuple[int, int]:
+    """``(W, H)`` of the file ``image`` was decoded from (its own size unless it is a :class:`ReducedImage`)."""
+    if isinstance(image, ReducedImage) and image.scale != 1:
+        return image.original_size
+    return image.shape[1], image.shape[0]
+
+
+def min_decode_side(detect_size: int | None, crop_size: int) -> int:
+    """The longer side a decoded image needs so that reduced-scale decoding loses nothing the model sees.
+
+    With detection, the detector works at ``detect_size`` (its ``max_size``)
+    and finds faces from about 16 of those pixels; keeping
+    ``detect_size * crop_size / 16`` pixels (2560 for 640 and 64 px crops;
+    at least twice ``detect_size``, where the detector re-examines weak
+    candidates) leaves every face it can find at least ``crop_size`` pixels
+    across, so the aligned crop is made from at least as many pixels as it
+    has. Without detection the whole image becomes the crop: four times the
+    crop side.
+
+    Args:
+        detect_size: The detector's ``max_size``, or None when nothing is detected.
+        crop_size: The largest crop side used (the crop size, or a task head's input size).
+    """
+    if detect_size is None:
+        return 4 * int(crop_size)
+    return max(2 * int(detect_size), -(-int(detect_size) * int(crop_size) // 16))
+
+
+def to_decoded(image: np.ndarray, bbox: np.ndarray, kps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of :func:`to_original`: file pixels -> pixels of ``image`` (for drawing on it)."""
+    if not isinstance(image, ReducedImage) or image.scale == 1:
+        return bbox, kps
+    s, (ox, oy) = image.scale, image.origin
+    shift = np.array([ox, oy], np.float64)
+    bbox = ((np.asarray(bbox, np.float64) - np.tile(shift, 2)) / s).astype(np.float32)
+    kps = ((np.asarray(kps, np.float64) - shift) / s).astype(np.float32)
+    return bbox, kps
+
+
+def load_image(source: Any, *, color_order: str = "RGB", name: str | None = None,
+               min_side: int | None = None) -> np.ndarray:
     """Turn one input into a canonical RGB image.
 
     Args:
@@ -100,9 +210,14 @@ def load_image(source: Any, *, color_order: str = "RGB", name: str | None = None
             channels: "RGB" (default) or "BGR" (OpenCV). Files and PIL images
             carry their own colour order and ignore this.
         name: How to call the input in error messages (default: :func:`describe`).
+        min_side: The longer side, in pixels, the caller needs. A JPEG file
+            (path or bytes) over :data:`REDUCE_ABOVE_PIXELS` pixels is then
+            decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose longer
+            side is at least this. None (default): always full size.
 
     Returns:
-        A C-contiguous ``uint8`` array of shape ``(H, W, 3)``, RGB, upright.
+        A C-contiguous ``uint8`` array of shape ``(H, W, 3)``, RGB, upright;
+        a :class:`ReducedImage` when decoded at reduced scale.
 
     Raises:
         ImageLoadError: The input cannot be read or is not a supported image;
@@ -113,9 +228,9 @@ def load_image(source: Any, *, color_order: str = "RGB", name: str | None = None
         raise ValueError(f"color_order must be one of {COLOR_ORDERS}, got {color_order!r}")
     label = name or describe(source)
     if isinstance(source, (str, os.PathLike)):
-        return _from_pil(_open_file(source, label), label)
+        return _decoded(_open_bytes(read_file(source, label), label, min_side), label)
     if isinstance(source, _BYTES):
-        return _from_pil(_open_bytes(bytes(source), label), label)
+        return _decoded(_open_bytes(bytes(source), label, min_side), label)
     if isinstance(source, Image.Image):
         return _from_pil(_upright(source, label), label)
     if isinstance(source, np.ndarray):
@@ -132,10 +247,6 @@ def load_image(source: Any, *, color_order: str = "RGB", name: str | None = None
 def _is_tensor(x: Any) -> bool:
     # Checked by name so that the loader works (and pickles) without importing torch.
     return type(x).__module__.startswith("torch") and hasattr(x, "detach") and hasattr(x, "shape")
-
-
-def _open_file(path: str | os.PathLike, label: str) -> Image.Image:
-    return _open_bytes(read_file(path, label), label)
 
 
 _KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
@@ -208,7 +319,8 @@ def _too_large(label: str, size: int, limit: int) -> ImageLoadError:
                           "`facepcl.io.images.MAX_FILE_BYTES = <bytes>` (None disables the check)")
 
 
-def _open_bytes(data: bytes, label: str) -> Image.Image:
+def _open_bytes(data: bytes, label: str, min_side: int | None = None) -> tuple[Image.Image, tuple | None]:
+    """The decoded, upright image, and its reduced-scale mapping ``(scale, origin, original_size)`` or None."""
     if not data:
         raise ImageLoadError(f"{label}: empty file (0 bytes); the file was not fully written or is not an image")
     limit = Image.MAX_IMAGE_PIXELS
@@ -220,6 +332,9 @@ def _open_bytes(data: bytes, label: str) -> Image.Image:
             _check_pixels(img, label, limit)
             animated = bool(getattr(img, "is_animated", False))  # looks at the second frame only
             fmt = img.format
+            stored = img.size
+            orientation = img.getexif().get(_ORIENTATION, 1) if fmt == "JPEG" else 1
+            scale = _draft(img, min_side)
             img.load()
             # exif_transpose reads the EXIF orientation tag and returns an upright copy.
             img = ImageOps.exif_transpose(img)
@@ -238,7 +353,59 @@ def _open_bytes(data: bytes, label: str) -> Image.Image:
         warnings.warn(f"{label}: {fmt or 'this'} file holds several frames (animated or multi-page); only the "
                       "first frame is used. Extract the frames you want as images, or convert it to a video",
                       MultiFrameWarning, stacklevel=4)
-    return img
+    return img, None if scale == 1 else _mapping(scale, stored, img.size, orientation)
+
+
+def _draft(img: Image.Image, min_side: int | None) -> int:
+    """Ask the JPEG decoder for the smallest DCT scale keeping the longer side >= ``min_side``; the scale set."""
+    limit = REDUCE_ABOVE_PIXELS
+    w, h = img.size
+    if min_side is None or limit is None or img.format != "JPEG" or w * h <= limit:
+        return 1
+    s = next((s for s in (8, 4, 2) if -(-max(w, h) // s) >= min_side), 1)
+    if s == 1:
+        return 1
+    img.draft(img.mode, (w // s, h // s))
+    config = getattr(img, "decoderconfig", None) or (1,)
+    return int(config[0]) if img.size != (w, h) else 1
+
+
+# EXIF orientation -> (upright x comes from the stored y axis, upright x reversed, upright y reversed),
+# following ImageOps.exif_transpose's methods.
+_ORIENTATION = 0x0112
+_AXES = {1: (False, False, False), 2: (False, True, False), 3: (False, True, True), 4: (False, False, True),
+         5: (True, False, False), 6: (True, True, False), 7: (True, True, True), 8: (True, False, True)}
+
+
+def _mapping(scale: int, stored: tuple[int, int], upright: tuple[int, int], orientation: int) -> tuple:
+    """``(scale, origin, original_size)`` of a reduced image (see :class:`ReducedImage`).
+
+    Args:
+        scale: The DCT scale the decoder used.
+        stored: ``(W, H)`` of the full image as stored in the file.
+        upright: ``(w, h)`` of the reduced image after EXIF orientation.
+        orientation: The EXIF orientation tag (1-8).
+
+    The DCT-scaled decode maps stored pixel edges exactly (``X = scale *
+    x``), its last block padded past the right and bottom edges. An axis
+    that EXIF orientation reverses puts that padding at the top or left, so
+    its origin moves by the padding.
+    """
+    swap, rev_x, rev_y = _AXES.get(int(orientation), _AXES[1])
+    width, height = (stored[1], stored[0]) if swap else stored
+    pad_x, pad_y = scale * upright[0] - width, scale * upright[1] - height
+    origin = (-float(pad_x) if rev_x else 0.0, -float(pad_y) if rev_y else 0.0)
+    return scale, origin, (width, height)
+
+
+def _decoded(opened: tuple[Image.Image, tuple | None], label: str) -> np.ndarray:
+    img, mapping = opened
+    arr = _from_pil(img, label)
+    if mapping is None:
+        return arr
+    out = arr.view(ReducedImage)
+    out.scale, out.origin, out.original_size = mapping
+    return out
 
 
 def _upright(img: Image.Image, label: str) -> Image.Image:

@@ -34,6 +34,7 @@ from ..config import PCLConfig, PreprocessConfig, check_crop_size, feature_dim
 from ..detection import Detections, FaceDetector, Prepared
 from ..errors import ImageLoadError, NoFaceError
 from ..io import describe, load_image
+from ..io.images import min_decode_side, original_size, to_original
 from ..io.prefetch import default_workers, prefetch
 from ..model import PCLFeatures, PCLModel
 from ..preprocess import Transform, fit_crop
@@ -83,7 +84,7 @@ class FaceEmbedder(EmbedderInfo):
             take embeddings below cosine 0.999 of the exact path; see
             :class:`~facepcl.detection.FaceDetector`.
         crop_size: Aligned crop side in pixels (default: the config's, 64 for
-            PCL); any side from 16 up (e.g. 100, the paper's expression
+            PCL); any side from 16 to 1024 (e.g. 100, the paper's expression
             probe: D = 6272). The template scales with it.
         detect: False for inputs that are already aligned face crops: no
             detection, each input is one face, resized to the crop. (Old
@@ -113,6 +114,9 @@ class FaceEmbedder(EmbedderInfo):
 
     Attributes:
         detects: Whether faces are detected (the ``detect`` option).
+        decode_min_side: The longer side huge JPEGs keep when decoded at
+            reduced scale (:func:`facepcl.io.images.min_decode_side`); None:
+            always decoded in full (with ``min_face_size``).
         transform: The :class:`~facepcl.Transform` that turns crops into encoder
             input (= ``facepcl.transforms(embedder)``).
     """
@@ -165,6 +169,12 @@ class FaceEmbedder(EmbedderInfo):
         self.num_workers = default_workers() if num_workers is None else int(num_workers)
         self._detector = detector if isinstance(detector, FaceDetector) else None
         self._detector_name = detector if isinstance(detector, str) else None
+        # Huge JPEGs decode at reduced scale keeping what detection and alignment need (facepcl.io.images);
+        # not with min_face_size, which the detector applies in decoded pixels.
+        heads = getattr(self.model, "task_heads", None) or {}
+        self.decode_min_side = None if self.min_face_size else min_decode_side(
+            (self._detector.max_size if self._detector else config.detector.max_size) if self.detects else None,
+            max([size, *(h.spec.input_size for h in heads.values())]))
 
     # -- configuration -------------------------------------------------------------------------------------
 
@@ -190,8 +200,14 @@ class FaceEmbedder(EmbedderInfo):
     # -- the four steps ------------------------------------------------------------------------------------
 
     def load(self, source: Any) -> np.ndarray:
-        """Step 1: decode one input to an ``(H, W, 3)`` uint8 RGB array (raises ImageLoadError)."""
-        return load_image(source, color_order=self.color_order)
+        """Step 1: decode one input to an ``(H, W, 3)`` uint8 RGB array (raises ImageLoadError).
+
+        A JPEG over ``facepcl.io.images.REDUCE_ABOVE_PIXELS`` pixels is
+        decoded at reduced scale, keeping a longer side of at least
+        :attr:`decode_min_side` pixels (a :class:`~facepcl.io.images.ReducedImage`);
+        :meth:`embed_loaded` reports its boxes and landmarks in the file's pixels.
+        """
+        return load_image(source, color_order=self.color_order, min_side=self.decode_min_side)
 
     def prepare(self, image: np.ndarray) -> Prepared | Detections | None:
         """The per-image part of detection, for worker threads; hand the results to :meth:`embed_loaded`.
@@ -284,13 +300,14 @@ class FaceEmbedder(EmbedderInfo):
             found = list(self.detect(images))
         crops, boxes, kps, scores, index, no_face, sources = [], [], [], [], [], [], []
         for i, (image, det) in enumerate(zip(images, found, strict=True)):
-            h, w = image.shape[:2]
+            w, h = original_size(image)
             gi = indices[i]
             if det is not None and len(det):
                 sources.append((image, det.kps))
                 crops.append(self.crop(image, det.kps))
-                boxes.append(det.boxes)
-                kps.append(det.kps)
+                box, points = to_original(image, det.boxes, det.kps)  # in the file's pixels
+                boxes.append(box)
+                kps.append(points)
                 scores.append(det.scores)
                 index.append(np.full(len(det), gi, np.int64))
                 continue

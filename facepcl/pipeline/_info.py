@@ -6,6 +6,7 @@ import warnings
 from typing import Any
 
 from .._utils.version import __version__
+from ..io import images
 
 
 class EmbedderInfo:
@@ -23,6 +24,7 @@ class EmbedderInfo:
                                                      or self.model.config.detector.name),
             "on_no_face": self.on_no_face, "dtype": str(self.dtype).removeprefix("torch."),
             "accel": self.accel_info(), "facepcl_version": __version__,
+            "decode": {"min_side": self.decode_min_side, "reduce_above_pixels": images.REDUCE_ABOVE_PIXELS},
         }
 
     def accel_info(self) -> dict[str, Any]:

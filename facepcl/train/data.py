@@ -126,7 +126,10 @@ class VideoTracks:
         """A random frame of a random video of identity ``index``."""
         folder, videos = self.items[index]
         video = os.path.join(folder, videos[int(rng.integers(len(videos)))])
-        frames = _frames(video)
+        try:
+            frames = _frames(video)
+        except OSError as e:  # removed or unreadable since the index was built
+            raise ImageLoadError(f"{video}: cannot list the video folder ({e.strerror or e})") from None
         if not frames:
             raise ImageLoadError(f"{video}: the video folder has no frames any more")
         return os.path.join(video, frames[int(rng.integers(len(frames)))])
@@ -177,7 +180,8 @@ class PCLFrames(Dataset):
     - pose: ``(POSE, frame, params (2 + M, P))``: two anchor views, then M
       flipped negatives.
 
-    A frame that cannot be read is logged and replaced by another draw.
+    A frame or video folder that cannot be read is logged with a count and
+    replaced by another draw (see :meth:`_image`); the run goes on.
     """
 
     def __init__(self, source: VideoTracks | ImageFiles, cfg: RunConfig) -> None:
@@ -191,17 +195,28 @@ class PCLFrames(Dataset):
         return len(self.source)
 
     def _image(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        """A readable frame of item ``index``, else of other items drawn with ``rng``.
+
+        A frame (or a video folder) that cannot be read is logged once, with
+        the count of skipped ones so far, and another is drawn: first of the
+        same item, then, after two failures, of another item (an identity may
+        be unreadable as a whole). Only :data:`_MAX_TRIES` failures in a row
+        stop the run: then the dataset itself is broken.
+        """
         tried = []
-        for _ in range(_MAX_TRIES):
-            path = self.source.pick(index, rng)
+        for attempt in range(_MAX_TRIES):
+            path = None
             try:
+                path = self.source.pick(index, rng)
                 return load_image(path)
             except ImageLoadError as e:
-                tried.append(path)
-                if path not in self._bad:
-                    self._bad.add(path)
-                    log.warning("skipping an unreadable training frame: %s", e)
-            index = int(rng.integers(len(self.source))) if isinstance(self.source, ImageFiles) else index
+                where = path or str(e).split(": ", 1)[0]  # the frame, or the video folder pick() could not list
+                tried.append(where)
+                if where not in self._bad:
+                    self._bad.add(where)
+                    log.warning("skipping an unreadable training frame (%d skipped so far): %s", len(self._bad), e)
+            if isinstance(self.source, ImageFiles) or attempt >= 1:
+                index = int(rng.integers(len(self.source)))
         raise ImageLoadError(f"{_MAX_TRIES} draws in a row gave unreadable frames ({', '.join(tried[:3])}, ...); "
                              "check the dataset under data.root")
 
