@@ -253,7 +253,8 @@ def test_a_pickle_hash_bomb_is_stopped_by_the_time_limit(tmp_path) -> None:
     bomb.write_bytes(_hash_bomb())
     with pytest.raises(CheckpointError, match=r"did not finish within 1 s.*hash bomb.*--load-timeout") as info:
         convert_checkpoint(bomb, tmp_path / "out", load_timeout=1.0)
-    assert "\n" not in str(info.value) and str(bomb) in str(info.value)
+    assert "\n" not in str(info.value)
+    assert str(bomb) in str(info.value)
     assert not (tmp_path / "out").exists()
 
 
@@ -292,8 +293,10 @@ def test_advice_keeps_the_trust_caveat_whole(tmp_path) -> None:
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {}, "evil": _Touch(str(tmp_path / "marker"))}, path, pickle_module=pickle)
     msg = _expect(path, "pickled Python objects")
-    assert "Only if you trust the file's source" in msg and "can run arbitrary code" in msg
-    assert "will likely succeed" not in msg and "\n" not in msg  # torch's own advice is replaced, not cut
+    assert "Only if you trust the file's source" in msg
+    assert "can run arbitrary code" in msg
+    assert "will likely succeed" not in msg
+    assert "\n" not in msg  # torch's own advice is replaced, not cut
 
 
 @pytest.mark.parametrize("value, match", [(float("nan"), "NaN or infinite"), (float("inf"), "NaN or infinite"),
@@ -326,6 +329,8 @@ def test_a_full_disk_leaves_no_partial_model_folder(official, tmp_path, monkeypa
     out = tmp_path / "models" / "pcl"
     with pytest.raises(OutputError, match=r"pcl: cannot write the converted model \(No space left on device\)"):
         convert_checkpoint(official[0], out)
-    assert not out.exists() and list((tmp_path / "models").iterdir()) == []
+    assert not out.exists()
+    assert list((tmp_path / "models").iterdir()) == []
     rc = main(["convert", str(official[0]), str(out)])
-    assert rc == 1 and not out.exists()
+    assert rc == 1
+    assert not out.exists()

@@ -163,14 +163,18 @@ def test_uploads_are_bounded_named_and_not_kept(demo_model, tmp_path, monkeypatc
     photo.write_bytes(_samples.astronaut().read_bytes())
     monkeypatch.setattr(demo_model, "max_upload_bytes", 1000)
     a = demo_model.analyze_upload(str(photo))
-    assert a.count == 0 and a.message.startswith("**photo.jpg is too large** (")
-    assert "up to 1,000 bytes" in a.message and "--max-upload-mb" in a.message
-    assert not photo.exists() and not photo.parent.exists()  # the upload and its folder are gone
+    assert a.count == 0
+    assert a.message.startswith("**photo.jpg is too large** (")
+    assert "up to 1,000 bytes" in a.message
+    assert "--max-upload-mb" in a.message
+    assert not photo.exists()
+    assert not photo.parent.exists()  # the upload and its folder are gone
     text = tmp_path / "notes.jpg"
     text.write_text("not a picture")
     a = demo_model.analyze(str(text))
     assert a.message.startswith("**Cannot read notes.jpg**: not a recognised image format")
-    assert str(tmp_path) not in a.message and text.exists()  # analyze() never deletes a file
+    assert str(tmp_path) not in a.message
+    assert text.exists()  # analyze() never deletes a file
 
 
 def test_the_photo_input_hands_non_images_to_the_page(tmp_path) -> None:
@@ -201,5 +205,6 @@ def test_a_huge_photo_is_drawn_on_its_reduced_decode(demo_model, tmp_path, monke
     monkeypatch.setattr(images, "REDUCE_ABOVE_PIXELS", 1_000_000)
     monkeypatch.setattr(demo_model.embedder, "decode_min_side", 1024)
     a = demo_model.analyze(str(tmp_path / "big.jpg"))
-    assert a.count == 1 and a.annotated.size == (1536, 1536)  # decoded at 1/2: the longer side stays >= 1024
+    assert a.count == 1
+    assert a.annotated.size == (1536, 1536)  # decoded at 1/2: the longer side stays >= 1024
     assert a.result.bbox[0, 2] > 1536  # results in the file's pixels
