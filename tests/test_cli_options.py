@@ -30,7 +30,8 @@ def test_every_detector_option_has_a_flag():
 def test_every_flag_is_an_option_of_its_owner():
     assert _dests("embedder") <= set(FaceEmbedder.options())
     assert _dests("export") <= {f.name for f in dataclasses.fields(EmbedOptions)} - {"embedder"}
-    assert _dests("embedder") and _dests("export")
+    assert _dests("embedder")
+    assert _dests("export")
 
 
 @pytest.fixture()
@@ -66,7 +67,8 @@ def test_removed_and_bad_flags_are_usage_errors(flags, captured, capsys):
     with pytest.raises(SystemExit) as usage:
         main(["embed", "photos", "-o", "out", *flags])
     err = capsys.readouterr().err
-    assert usage.value.code == 2 and not captured
+    assert usage.value.code == 2
+    assert not captured
     assert ("unrecognized arguments: " + flags[0]) in err or "invalid choice: 'quick'" in err
 
 

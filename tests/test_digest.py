@@ -16,7 +16,8 @@ from facepcl.heads import HeadSpec, TaskHead, attach_head, load_head, save_head
 
 def test_digest_pins_the_encoder_tensors(random_pcl_model, random_model_dir):
     digest = encoder_digest(random_pcl_model)
-    assert len(digest) == 64 and digest == encoder_digest(random_pcl_model.encoder)
+    assert len(digest) == 64
+    assert digest == encoder_digest(random_pcl_model.encoder)
     assert encoder_digest(hub.load(random_model_dir, device="cpu")) == digest  # file round trip: same tensors
     with torch.no_grad():
         next(random_pcl_model.encoder.parameters()).view(-1)[0] += 1e-3

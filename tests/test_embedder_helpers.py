@@ -28,14 +28,18 @@ def test_repr_names_model_device_plan_crop_and_detection(random_pcl_model):
                  "detect=True", "det_threshold=0.6", "on_no_face='error'"):
         assert part in text, (part, text)
     text = repr(FaceEmbedder(random_pcl_model, detect=False))
-    assert "detect=False" in text and "det_threshold" not in text and "crop_size=64" in text
+    assert "detect=False" in text
+    assert "det_threshold" not in text
+    assert "crop_size=64" in text
 
 
 def test_to_torch_gives_tensors_sharing_memory(random_pcl_model):
     res = FaceEmbedder(random_pcl_model, detect=False, return_crops=True)(list(_crops(3)))
     out = res.to_torch()
-    assert out["face"].shape == (3, 2048) and out["face"].dtype == torch.float32
-    assert out["image_index"].dtype == torch.int64 and out["crops"].shape == (3, 64, 64, 3)
+    assert out["face"].shape == (3, 2048)
+    assert out["face"].dtype == torch.float32
+    assert out["image_index"].dtype == torch.int64
+    assert out["crops"].shape == (3, 64, 64, 3)
     assert out["trunk"].data_ptr() == res.trunk.__array_interface__["data"][0]  # no copy on the CPU
     np.testing.assert_array_equal(out["kps"].numpy(), res.kps)
     assert "crops" not in FaceEmbedder(random_pcl_model, detect=False)(_crops(1)[0]).to_torch()
@@ -45,17 +49,29 @@ def test_per_image_parts_hold_only_their_own_failures_and_counts(random_pcl_mode
     landscape = photo_paths["free-mountain-vector-01.jpg"]
     inputs = [photo_paths["astronaut.png"], "missing.jpg", landscape]
     res = FaceEmbedder(random_pcl_model)(inputs)
-    assert res.num_images == 3 and [f.index for f in res.failures] == [1] and res.no_face == [2]
+    assert res.num_images == 3
+    assert [f.index for f in res.failures] == [1]
+    assert res.no_face == [2]
     face, failed, empty = res.per_image()
     assert face.num_images == failed.num_images == empty.num_images == 1
-    assert len(face) == 1 and face.failures == [] and face.no_face == []
-    assert len(failed) == 0 and [f.index for f in failed.failures] == [1] and failed.no_face == []
-    assert isinstance(failed.failures[0], Failure) and "missing.jpg" in failed.failures[0].input
-    assert len(empty) == 0 and empty.failures == [] and empty.no_face == [2]
+    assert len(face) == 1
+    assert face.failures == []
+    assert face.no_face == []
+    assert len(failed) == 0
+    assert [f.index for f in failed.failures] == [1]
+    assert failed.no_face == []
+    assert isinstance(failed.failures[0], Failure)
+    assert "missing.jpg" in failed.failures[0].input
+    assert len(empty) == 0
+    assert empty.failures == []
+    assert empty.no_face == [2]
     # indices keep their meaning in the whole call
-    assert list(face.image_index) == [0] and res.for_image(2).no_face == [2]
+    assert list(face.image_index) == [0]
+    assert res.for_image(2).no_face == [2]
     joined = EmbeddingResult.concatenate(res.per_image())
-    assert joined.num_images == 3 and joined.failures == res.failures and joined.no_face == [2]
+    assert joined.num_images == 3
+    assert joined.failures == res.failures
+    assert joined.no_face == [2]
 
 
 def test_crop_size_100_matches_the_encoder_at_100_px(random_pcl_model):
@@ -71,12 +87,14 @@ def test_crop_size_100_matches_the_encoder_at_100_px(random_pcl_model):
 
 def test_every_option_has_one_owner_and_its_own_attribute(random_pcl_model):
     params = inspect.signature(FaceEmbedder).parameters
-    assert len(params) <= 14 and next(iter(params)) == "model"
+    assert len(params) <= 14
+    assert next(iter(params)) == "model"
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for n, p in params.items() if n != "model")
     emb = FaceEmbedder(random_pcl_model, detect=False)
     for name in FaceEmbedder.options():
         assert hasattr(emb, name), name
-    assert emb.detect is False and emb.mode == "fast"
+    assert emb.detect is False
+    assert emb.mode == "fast"
     # the detector's options are its own: none of them is also a FaceEmbedder option but the shared ones
     assert set(FaceDetector.options()) & set(FaceEmbedder.options()) == {"device", "mode", "dtype", "batch_size"}
 
@@ -140,9 +158,11 @@ def test_unknown_and_removed_options_are_errors_naming_the_valid_ones(random_pcl
 def test_detector_is_built_lazily_with_the_embedders_device_and_mode(random_pcl_model):
     emb = FaceEmbedder(random_pcl_model, device="cpu", mode="exact", detector="retinaface_mobile0.25")
     default = random_pcl_model.config.detector.det_threshold
-    assert emb._detector is None and emb.detector_option("det_threshold") == default
+    assert emb._detector is None
+    assert emb.detector_option("det_threshold") == default
     det = emb.detector
-    assert (det.mode, str(det.device), det.name) == ("exact", "cpu", "retinaface_mobile0.25") and det.plan.exact
+    assert (det.mode, str(det.device), det.name) == ("exact", "cpu", "retinaface_mobile0.25")
+    assert det.plan.exact
     assert FaceEmbedder(random_pcl_model, mode="exact", detector={"mode": "fast"}).detector.mode == "fast"
     own = FaceDetector(device="cpu", max_faces=1)
     assert FaceEmbedder(random_pcl_model, detector=own).detector is own
@@ -154,14 +174,20 @@ def test_detector_is_built_lazily_with_the_embedders_device_and_mode(random_pcl_
 def test_provenance_reports_the_detectors_own_settings(random_pcl_model):
     emb = FaceEmbedder(random_pcl_model, device="cpu", mode="exact", detector={"max_faces": 3, "sort_by": "size"})
     prov = emb.provenance()
-    assert prov["detector"] == emb.detector.settings() and prov["max_faces"] == 3
-    assert prov["detector"]["sort_by"] == "size" and prov["detector"]["mode"] == "exact"
+    assert prov["detector"] == emb.detector.settings()
+    assert prov["max_faces"] == 3
+    assert prov["detector"]["sort_by"] == "size"
+    assert prov["detector"]["mode"] == "exact"
     assert set(prov["detector"]) == set(FaceDetector.options()) - {"device", "batch_size", "download"}
-    assert prov["encoder_sha256"] == encoder_digest(random_pcl_model) and prov["feature_dim"] == emb.dim
-    assert prov["accel"] == emb.accel_info() and prov["detect"] is True
+    assert prov["encoder_sha256"] == encoder_digest(random_pcl_model)
+    assert prov["feature_dim"] == emb.dim
+    assert prov["accel"] == emb.accel_info()
+    assert prov["detect"] is True
     json.dumps(prov)  # JSON-ready
     bare = FaceEmbedder(random_pcl_model, detect=False).provenance()
-    assert bare["detector"] is None and bare["max_faces"] is None and bare["detect"] is False
+    assert bare["detector"] is None
+    assert bare["max_faces"] is None
+    assert bare["detect"] is False
 
 
 def _head(name: str, size: int) -> TaskHead:
@@ -184,4 +210,5 @@ def test_heads_at_the_crop_size_reuse_the_encoded_features(random_pcl_model):
     attach_head(model, _head("fer", 96), check_encoder=False)
     calls.clear()
     res = embedder(crops)
-    assert len(calls) == 2 and sorted(res.predictions) == ["fer", "pose"]  # the 96 px head needs its own forward
+    assert len(calls) == 2
+    assert sorted(res.predictions) == ["fer", "pose"]  # the 96 px head needs its own forward

@@ -74,7 +74,8 @@ def test_digest_depends_on_every_path_before(tree) -> None:
     assert [x.digest for x in a] == [x.digest for x in b]
     touch(tree, "data/a0.jpg")  # a new file early in the order
     c = list(iter_inputs(["data", "other"]))
-    assert c[0].digest == a[0].digest and c[1].path == "data/a0.jpg"
+    assert c[0].digest == a[0].digest
+    assert c[1].path == "data/a0.jpg"
     assert all(x.digest != y.digest for x, y in zip(a[1:], c[2:], strict=False))
     assert len({x.digest for x in a}) == len(a)
 
@@ -126,7 +127,8 @@ def test_enumeration_streams_one_folder_at_a_time(tmp_path: Path, monkeypatch) -
     first = next(stream)
     assert first.path.endswith("f0/img.jpg")
     assert len(listed) == 2  # the root and f0 only: later folders are listed when the stream reaches them
-    assert len(list(stream)) == 4 and len(listed) == 6
+    assert len(list(stream)) == 4
+    assert len(listed) == 6
 
 
 def test_list_file_is_read_lazily(tmp_path: Path) -> None:
@@ -136,5 +138,6 @@ def test_list_file_is_read_lazily(tmp_path: Path) -> None:
             f.write(f"img{i:06d}.jpg\n")
     stream = iter_inputs([f"@{big}"])
     first = next(stream)
-    assert first.path == str(tmp_path / "img000000.jpg") and first.index == 0
+    assert first.path == str(tmp_path / "img000000.jpg")
+    assert first.index == 0
     assert sum(1 for _ in stream) == 99_999

@@ -103,7 +103,9 @@ def test_full_disk_fails_loudly_and_resume_completes_every_row(crops, embed, ref
     monkeypatch.setattr(fmt, "write", _FailingWrite(fmt, 3, OSError(errno.ENOSPC, "No space left on device")))
     rc, err = embed([crops], out)
     assert rc == 1
-    assert "disk is full" in err and "--resume" in err and "part-r00000-000002.parquet" in err
+    assert "disk is full" in err
+    assert "--resume" in err
+    assert "part-r00000-000002.parquet" in err
     assert_consistent(out)
     assert read_embeddings(out).num_rows == 4  # two whole shards, nothing of the failed one
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
@@ -129,7 +131,8 @@ def test_real_full_disk_then_resume_on_a_disk_with_room(crops, embed, reference,
         pytest.skip("cannot mount a tmpfs here (needs root); the simulated full disk above covers the logic")
     try:
         rc, err = embed([crops], small / "out")
-        assert rc == 1 and "disk is full" in err, err
+        assert rc == 1, err
+        assert "disk is full" in err, err
         assert_consistent(small / "out")
         shutil.copytree(small / "out", tmp_path / "moved")
     finally:
@@ -145,7 +148,8 @@ def test_second_ctrl_c_during_a_shard_write_commits_nothing_of_it(crops, embed, 
     fmt = _writers.FORMATS["parquet"]
     monkeypatch.setattr(fmt, "write", _FailingWrite(fmt, 2, KeyboardInterrupt()))
     rc, err = embed([crops], out)
-    assert rc == 130 and "interrupted" in err
+    assert rc == 130
+    assert "interrupted" in err
     assert_consistent(out)
     assert read_embeddings(out).num_rows == 2
     monkeypatch.undo()
@@ -187,7 +191,8 @@ def test_list_file_with_lines_that_are_not_utf8(crops, embed, tmp_path) -> None:
     assert table.column("path").to_pylist() == [str(tmp_path / "\\xe9t\\xe9.png"), str(crops / "c01.png"),
                                                 str(crops / "c02.png")]
     (failure,) = read_errors(out)
-    assert failure["item"] == 2 and failure["path"].endswith("missing-\\xfe.png")
+    assert failure["item"] == 2
+    assert failure["path"].endswith("missing-\\xfe.png")
     assert "no such file" in failure["reason"]
     json.dumps(failure, ensure_ascii=False).encode("utf-8")
     rc, err = embed([f"@{listing}"], out, "--resume")
@@ -202,7 +207,8 @@ def test_special_files_are_recorded_not_read(crops, embed, tmp_path) -> None:
     assert rc == 0, err
     assert read_embeddings(out).num_rows == 1
     reasons = {Path(e["path"]).name: e["reason"] for e in read_errors(out)}
-    assert "FIFO" in reasons["pipe.jpg"] and "character device" in reasons["zero"]
+    assert "FIFO" in reasons["pipe.jpg"]
+    assert "character device" in reasons["zero"]
 
 
 def test_summary_counts_a_missing_file_as_an_input_not_an_image(crops, embed, tmp_path) -> None:
@@ -221,14 +227,20 @@ def test_resume_refuses_a_finished_input_whose_contents_changed(crops, embed, tm
     assert rc == 0, err  # nothing changed: nothing to do
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "c03.png")
     rc, err = embed([folder], out, "--resume")
-    assert rc == 1 and "c03.png" in err and "changed" in err and "--overwrite" in err
+    assert rc == 1
+    assert "c03.png" in err
+    assert "changed" in err
+    assert "--overwrite" in err
 
 
 def test_output_path_that_is_a_file_is_a_clear_error(crops, embed, tmp_path) -> None:
     blocker = tmp_path / "taken"
     blocker.write_text("a file, not a folder")
     rc, err = embed([crops], blocker)
-    assert rc == 1 and "cannot write" in err and "choose another -o folder" in err and "Traceback" not in err
+    assert rc == 1
+    assert "cannot write" in err
+    assert "choose another -o folder" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
@@ -240,4 +252,5 @@ def test_read_only_output_folder_is_a_clear_error(crops, embed, tmp_path) -> Non
         rc, err = embed([crops], ro / "out")
     finally:
         ro.chmod(0o755)
-    assert rc == 1 and "not writable" in err
+    assert rc == 1
+    assert "not writable" in err

@@ -50,8 +50,10 @@ def test_commit_then_scan(tmp_path: Path, fmt: str) -> None:
     commit(state, 0, Cursor(), cursor(2), [0, 2])
     commit(state, 1, cursor(2), cursor(6, 30, complete=False), [4, 6])
     point = state.scan()
-    assert point.next_shard == 2 and point.cursor == cursor(6, 30, complete=False)
-    assert point.rows == 4 and point.done.inputs == 4
+    assert point.next_shard == 2
+    assert point.cursor == cursor(6, 30, complete=False)
+    assert point.rows == 4
+    assert point.done.inputs == 4
     assert read_embeddings(tmp_path).column("item").to_pylist() == [0, 2, 4, 6]
 
 
@@ -67,7 +69,8 @@ def test_crash_leftovers_are_cleaned_and_bad_folders_refused(tmp_path: Path) -> 
     (tmp_path / "_manifests" / ".part-r00000-000003.json.tmp-999").write_bytes(b"half")
     (tmp_path / ".part-r00001-000000.parquet.tmp-999").write_bytes(b"another rank's")
     point = state.scan()
-    assert point.next_shard == 2 and point.cursor == cursor(1)
+    assert point.next_shard == 2
+    assert point.cursor == cursor(1)
     assert sorted(os.listdir(tmp_path)) == [".part-r00001-000000.parquet.tmp-999", "_manifests",
                                             "part-r00000-000000.parquet", "part-r00000-000001.parquet"]
     assert sorted(os.listdir(tmp_path / "_manifests")) == ["part-r00000-000000.json", "part-r00000-000001.json"]
@@ -136,7 +139,8 @@ def test_errors_and_index_merge_ranks_in_input_order(tmp_path: Path) -> None:
     assert [r["file"] for r in index] == ["part-r00000-000000.npz", "part-r00001-000000.npz",
                                           "part-r00000-000001.npz", "part-r00001-000001.npz"]
     stats, n = _state.dataset_totals(out)
-    assert n == 4 and stats.inputs == 4
+    assert n == 4
+    assert stats.inputs == 4
 
 
 def test_resume_refuses_changed_inputs(tmp_path: Path) -> None:
@@ -248,7 +252,9 @@ def test_clear_export_deletes_only_export_files_of_its_ranks(tmp_path: Path) -> 
     # This run has 2 processes: rank 1 clears its own files only.
     gone = _state.clear_export(out, 1, 2)
     assert sorted(os.path.basename(p) for p in gone) == ["part-r00001-000000.json", "part-r00001-000000.parquet"]
-    assert _state.any_shards(out, 0) and _state.any_shards(out, 2) and not _state.any_shards(out, 1)
+    assert _state.any_shards(out, 0)
+    assert _state.any_shards(out, 2)
+    assert not _state.any_shards(out, 1)
     # Rank 0 clears its own, those of ranks the run lacks (2), and the folder-level files.
     _state.clear_export(out, 0, 2)
     assert not _state.any_shards(out)

@@ -35,10 +35,13 @@ def test_load_with_head_and_embed_returns_predictions(random_model_dir, tmp_path
     # exact: the float32 path, so that predictions can be compared with predict_crops' to 1e-5 (the fast default
     # runs the encoder in bf16 on CPUs that compute it natively)
     res = facepcl.FaceEmbedder(model, return_crops=True, mode="exact")(images)
-    assert len(res) == 6 and sorted(res.predictions) == ["fer", "pose"]
+    assert len(res) == 6
+    assert sorted(res.predictions) == ["fer", "pose"]
     fer, pose = res.predictions["fer"], res.predictions["pose"]
-    assert fer.scores.shape == (6, 7) and np.allclose(fer.scores.sum(1), 1, atol=1e-5)
-    assert set(fer.labels) <= set(emotions) and pose.scores.shape == (6, 3)
+    assert fer.scores.shape == (6, 7)
+    assert np.allclose(fer.scores.sum(1), 1, atol=1e-5)
+    assert set(fer.labels) <= set(emotions)
+    assert pose.scores.shape == (6, 3)
 
     # The 64 px head sees exactly the embedder's crops; the 96 px head sees the faces aligned at 96 px
     # from the original images (not the 64 px crops upscaled).
@@ -51,7 +54,8 @@ def test_load_with_head_and_embed_returns_predictions(random_model_dir, tmp_path
 
     # Predictions follow row selection and per-image splitting.
     second = res.for_image(1)
-    assert len(second) == 1 and np.array_equal(second.predictions["fer"].scores, fer.scores[5:6])
+    assert len(second) == 1
+    assert np.array_equal(second.predictions["fer"].scores, fer.scores[5:6])
     per = res.per_image()
     assert [len(r.predictions["pose"].scores) for r in per] == [5, 1]
     joined = facepcl.EmbeddingResult.concatenate(per)

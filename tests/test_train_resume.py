@@ -52,7 +52,8 @@ def test_resumed_run_equals_uninterrupted_run(runs) -> None:
         assert torch.equal(v, cb["model"][k]), k
     for sa, sb in zip(ca["optimizer"]["state"].values(), cb["optimizer"]["state"].values(), strict=True):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    assert ca["scheduler"] == cb["scheduler"] and ca["dwa"] == cb["dwa"]
+    assert ca["scheduler"] == cb["scheduler"]
+    assert ca["dwa"] == cb["dwa"]
     # the stopped run wrote its checkpoint at step 3 and continued from it
     assert (runs["stopped"] / "checkpoints" / "step-00000003.pt").is_file()
 
@@ -90,7 +91,8 @@ def test_export_is_loadable_and_matches_the_checkpoint(runs, tmp_path) -> None:
         assert torch.equal(model(x).trunk, m2(x).trunk)
     # the resolved config sits beside the checkpoints
     text = (runs["straight"] / "config.yaml").read_text()
-    assert "samples_per_epoch: 4" in text and "pose_negatives: per_sample" in text
+    assert "samples_per_epoch: 4" in text
+    assert "pose_negatives: per_sample" in text
 
 
 @pytest.mark.slow
