@@ -1,8 +1,8 @@
-"""``facepcl embed`` throughput on a folder of real photos, default (fast) and ``--exact``, against the naive loop.
+"""``facepcl embed`` throughput on a folder of real photos, default (fast) and ``--mode exact``, against the naive loop.
 
 Copies the sample photos of ``end_to_end.py`` ``--repeat`` times into a
 temporary folder (distinct file names), saves a random-weight model, and runs
-the real command in a subprocess, once as is and once with ``--exact``. The
+the real command in a subprocess, once as is and once with ``--mode exact``. The
 command's own summary gives the throughput of its embedding loop (decoding,
 detection, alignment, encoding, writing Parquet); the wall time adds
 start-up (imports, model and detector loading). The naive facexlib loop of
@@ -78,7 +78,7 @@ def run(device: torch.device, repeat: int = 10, rounds: int = 1) -> dict[str, An
             naive(f)
         naive_s = time.perf_counter() - start
         common = [str(root / "photos"), "--model", str(root / "model"), "--device", device.type, "--no-progress"]
-        variants = {"facepcl embed": [], "facepcl embed --exact": ["--exact"]}
+        variants = {"facepcl embed": [], "facepcl embed --mode exact": ["--mode", "exact"]}
         rows = [{"command": "naive loop (in process)", "images_per_s": len(files) / naive_s, "wall_s": naive_s,
                  "loop_s": naive_s, "ratio": 1.0}]
         for r in range(rounds):

@@ -5,9 +5,9 @@ interleaved rounds:
 
 - ``reference``: the PCL encoder in float32, eager, NCHW under
   ``torch.no_grad`` (benchmarks/_reference.py);
-- ``fast``: facepcl's ``fast=True`` path (a bf16 -- float32 where bf16 is
+- ``fast``: facepcl's ``mode="fast"`` path (a bf16 -- float32 where bf16 is
   not native -- channels_last copy of the encoder, eager);
-- ``fast+compile``: ``fast=True, compile=True`` (the same, compiled with
+- ``fast+compile``: ``mode="fast", compile=True`` (the same, compiled with
   ``torch.compile``, one compilation per input size for every batch size).
 
 Reported: images/s, the ratio to the reference, and the achieved GFLOP/s
@@ -51,8 +51,8 @@ def run(device: torch.device, sizes=(64, 100, 256), batches=(1, 64), rounds: int
     model = PCLModel(PCLConfig(name="random-benchmark")).eval()
     flops = {s: encoder_gflop(model, s) for s in sizes}
     model.to(device)
-    eager = EncoderRunner(model.encoder, device, encoder_plan(device, fast=True))
-    fast = EncoderRunner(model.encoder, device, encoder_plan(device, fast=True, compile=True))
+    eager = EncoderRunner(model.encoder, device, encoder_plan(device, mode="fast"))
+    fast = EncoderRunner(model.encoder, device, encoder_plan(device, mode="fast", compile=True))
     rows = []
     for size in sizes:
         for batch in batches:

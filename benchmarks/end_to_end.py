@@ -14,7 +14,7 @@ interleaved rounds:
   the default (bf16 encoder where native, else float32; channels_last;
   BatchNorm-folded float32 detector, on ONNX Runtime on a CPU; decoding
   overlaps the model in threads);
-- ``exact``: ``FaceEmbedder(model, exact=True).embed(paths)`` (the float32
+- ``exact``: ``FaceEmbedder(model, mode="exact").embed(paths)`` (the float32
   networks as published, in torch).
 
 Also measured: the warm latency of one ``facepcl.embed(photo)`` call on a
@@ -60,7 +60,7 @@ def run(device: torch.device, repeat: int = 5, rounds: int = 3, min_time: float 
     paths = photo_paths(repeat)
     naive = NaiveFacexlibPipeline(model, template(model.config.preprocess), device=device)
     default = FaceEmbedder(model, device=device, num_workers=workers)
-    exact = FaceEmbedder(model, device=device, exact=True, num_workers=workers)
+    exact = FaceEmbedder(model, device=device, mode="exact", num_workers=workers)
     faces: dict[str, int] = {}
 
     def naive_all() -> None:
@@ -78,7 +78,7 @@ def run(device: torch.device, repeat: int = 5, rounds: int = 3, min_time: float 
     photo = _photo_640()
     _bench.say("single-photo latency (facepcl.embed, warm)")
     latency = _bench.compare({"default": lambda: facepcl_embed(photo, model=model, device=device),
-                              "exact": lambda: facepcl_embed(photo, model=model, device=device, exact=True)},
+                              "exact": lambda: facepcl_embed(photo, model=model, device=device, mode="exact")},
                              device, rounds=max(3, rounds), min_time=max(min_time, 0.5), warmup=2, log=_bench.say)
     return {"images": len(paths), "rows": rows, "accel": default.info()["accel"],
             "workers": default.num_workers, "latency_ms": {k: 1e3 * v for k, v in latency.items()},

@@ -26,13 +26,13 @@ import torch
 from end_to_end import photo_paths
 
 
-def stages(fast: bool, paths: list[str], reps: int = 3) -> dict[str, float]:
+def stages(mode: str, paths: list[str], reps: int = 3) -> dict[str, float]:
     """Median milliseconds per image of each stage (one image at a time)."""
     from facepcl import PCLConfig, PCLModel
     from facepcl.pipeline import FaceEmbedder
 
     torch.manual_seed(0)
-    emb = FaceEmbedder(PCLModel(PCLConfig(name="random-benchmark")).eval(), device="cpu", fast=fast,
+    emb = FaceEmbedder(PCLModel(PCLConfig(name="random-benchmark")).eval(), device="cpu", mode=mode,
                        num_workers=0)
     det = emb.detector
     times: dict[str, list[float]] = {k: [] for k in ("decode", "resize", "detect", "align", "encode")}
@@ -83,14 +83,14 @@ def profiles() -> dict[str, Any]:
 
     torch.manual_seed(0)
     model = PCLModel(PCLConfig(name="random-benchmark")).eval()
-    runner = EncoderRunner(model.encoder, torch.device("cpu"), encoder_plan("cpu", fast=True, compile=True))
+    runner = EncoderRunner(model.encoder, torch.device("cpu"), encoder_plan("cpu", mode="fast", compile=True))
     x = torch.rand(64, 3, 64, 64)
     out = {}
     with torch.inference_mode():
         out["encoder fast+compile, 64 px, batch 64"] = top_ops(lambda: runner(x))
         out["encoder reference, 64 px, batch 64"] = top_ops(lambda: model.encoder(x))
     images = [load_image(p) for p in photo_paths(1)]
-    det = FaceDetector(device="cpu", fast=True)
+    det = FaceDetector(device="cpu", mode="fast")
     out["detector fast, 11 photos"] = top_ops(lambda: det.detect_batch(images))
     return out
 
@@ -104,8 +104,8 @@ def main() -> int:
         torch.set_num_threads(a.threads)
     paths = photo_paths(1)
     rows = []
-    for name, fast in (("exact", False), ("fast", True)):
-        s = stages(fast, paths)
+    for name in ("exact", "fast"):
+        s = stages(name, paths)
         rows.append([name, *(s[k] for k in ("decode", "resize", "detect", "align", "encode", "total")),
                      1e3 / s["total"]])
     print(f"torch threads {torch.get_num_threads()}; {len(paths)} photos, one at a time; {_bench.other_load()}\n")

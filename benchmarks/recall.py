@@ -81,12 +81,12 @@ def _seconds(fn, calls: int = 3) -> float:
 def run() -> dict[str, Any]:
     from facepcl.detection import FaceDetector
 
-    default = FaceDetector(device="cpu", fast=True)
-    one_pass = FaceDetector(device="cpu", fast=True, rescue_threshold=None)
+    default = FaceDetector(device="cpu", mode="fast")
+    one_pass = FaceDetector(device="cpu", mode="fast", rescue_threshold=None)
     rows = []
     for name, image in images().items():
         _bench.say(f"recall: {name}")
-        full = FaceDetector(device="cpu", fast=True, max_size=max(image.shape[:2]), rescue_threshold=None)
+        full = FaceDetector(device="cpu", mode="fast", max_size=max(image.shape[:2]), rescue_threshold=None)
         want = full.detect(image)
         got, single = default.detect(image), one_pass.detect(image)
         weak = default._detect([default.prepare(image)])[0]  # every candidate of the first pass

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = sorted(f for f in args.folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
     if not paths:
         p.error(f"{args.folder}: no image files found")
-    embedder = facepcl.FaceEmbedder(args.model, device=args.device, max_faces=args.max_faces)
+    embedder = facepcl.FaceEmbedder(args.model, device=args.device, detector={"max_faces": args.max_faces})
     result = embedder([str(f) for f in paths])  # a list: bad files are recorded, not raised
 
     for failure in result.failures:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._deprecated import rename_options
 from ._utils.constants import COMPONENTS
 from ._utils.validate import MAX_CROP_SIZE, bounded_int, check_config, read_json_file
 from ._utils.version import __version__
@@ -110,8 +109,7 @@ class DetectorConfig:
 
     Attributes:
         name: Detector name ("retinaface_mobile0.25" or "retinaface_resnet50").
-        det_threshold: Minimum face score in [0, 1]. (``config.json`` files
-            written before this name say ``conf_threshold``; they still load.)
+        det_threshold: Minimum face score in [0, 1].
         nms_threshold: IoU above which overlapping boxes are suppressed.
         max_size: Images whose longer side exceeds this many pixels are
             downscaled for detection (boxes are mapped back to the original).
@@ -194,8 +192,7 @@ class PCLConfig:
             raise ValueError(f"unknown keys {unknown}; this facepcl ({__version__}) knows "
                              f"{sorted(known)}. Upgrade facepcl if the model was written by a newer one.")
         pre = data.pop("preprocess", None) or {}
-        # Published configs cannot be edited by their users: the old key name is read without a warning.
-        det = rename_options(data.pop("detector", None) or {}, DETECTOR_RENAMED, "detector", warn=False)
+        det = data.pop("detector", None) or {}
         cfg = cls(preprocess=_strict(PreprocessConfig, pre, "preprocess"),
                   detector=_strict(DetectorConfig, det, "detector"), **data)
         if stored_dim is not None and stored_dim != cfg.feature_dim:
@@ -224,14 +221,13 @@ class PCLConfig:
         d = self.to_dict()
         for k in ("name", "license", "source", "facepcl_version", "components"):
             d.pop(k)
-        # Hashed under the keys' first names, so that renaming a key changed no model's hash.
-        d["detector"] = {_FIRST_NAMES.get(k, k): v for k, v in d["detector"].items()}
+        # Hashed under the names in _HASHED_AS: the hash of a model stays what it was published with.
+        d["detector"] = {_HASHED_AS.get(k, k): v for k, v in d["detector"].items()}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# DetectorConfig keys: old name -> current name (config.json files keep loading), and back for hashing.
-DETECTOR_RENAMED = {"conf_threshold": "det_threshold"}
-_FIRST_NAMES = {new: old for old, new in DETECTOR_RENAMED.items()}
+# DetectorConfig keys hashed under another name (config_hash values are part of published models and caches).
+_HASHED_AS = {"det_threshold": "conf_threshold"}
 
 
 def _strict(cls: type, data: dict[str, Any], where: str) -> Any:

@@ -7,6 +7,12 @@ when ``FACEPCL_HOME`` is set, else the repository's git-ignored
 ``.facepcl-cache/samples``. Everything else (facepcl's own cache, Hugging
 Face, torch, inductor, triton, numba, matplotlib and pip) goes to a temporary
 folder removed after the run, so one run's features never serve another.
+
+Threads: torch's OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE``
+unless the environment sets a policy), as in every ``facepcl`` command (see
+facepcl.runtime._threads): the test process also runs decoding threads, and
+spinning threads cost the tests several times their time on a 2-core machine
+with any other work on it. Results do not depend on the policy.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parent.parent
 _USER_HOME = os.environ.get("FACEPCL_HOME")
@@ -28,6 +35,7 @@ CACHE_VARIABLES = {
     "TRITON_CACHE_DIR": "triton", "NUMBA_CACHE_DIR": "numba", "MPLCONFIGDIR": "matplotlib",
     "PIP_CACHE_DIR": "pip", "XDG_CACHE_HOME": "xdg",
 }
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch loads: before it is imported
 os.environ["FACEPCL_HOME"] = str(FACEPCL_HOME)
 os.environ["FACEPCL_SAMPLES"] = str(SAMPLES)
 for _var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ASSETS_CACHE", "HF_XET_CACHE"):
@@ -49,7 +57,7 @@ from facepcl import PCLConfig, PCLModel  # noqa: E402
 from facepcl.io import load_image  # noqa: E402
 from tests import _samples  # noqa: E402
 
-_PHOTO_FIXTURES = {"photo_paths", "photos", "bad_files"}
+_PHOTO_FIXTURES = {"photo_paths", "photos", "bad_files", "pyfeat_face_root", "check_run"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -100,6 +108,38 @@ def photo_paths() -> dict[str, Path]:
     paths = {n: _samples.pyfeat(n) for n in names}
     paths["astronaut.png"] = _samples.astronaut()
     return paths
+
+
+@pytest.fixture(scope="session")
+def pyfeat_face_root(tmp_path_factory) -> Path:
+    """Real face frames in ``identity/video/frame`` form (tests/_train_helpers.pyfeat_face_tree), built once for
+    every training test that reads them; read-only (training never writes into data.root)."""
+    from tests._train_helpers import pyfeat_face_tree
+
+    return pyfeat_face_tree(tmp_path_factory.mktemp("faces") / "frames")
+
+
+@pytest.fixture(scope="session")
+def check_run(pyfeat_face_root, tmp_path_factory) -> SimpleNamespace:
+    """ONE training run on real faces for every test that needs a trained model: the bundled ``check`` recipe as
+    a user runs it (two threads, seed 1234: one of the settings whose PASS docs/training.md reports), plus
+    ``export.enabled=true``, which writes the model after the last step and the verdict (nothing else changes).
+
+    Returns ``root`` (the frames), ``run`` (the output folder; the model in ``run / "model"``), ``code`` (the
+    exit status) and ``out`` (what the run printed).
+    """
+    import contextlib
+
+    from facepcl.train import main
+    from tests._threads import torch_threads
+
+    run = tmp_path_factory.mktemp("check") / "run"
+    printed = io.StringIO()
+    with torch_threads(), contextlib.redirect_stdout(printed):  # the run sets train.threads; ours come back
+        code = main(["check", f"data.root={pyfeat_face_root}", f"output_dir={run}", "log.progress=false",
+                     "log.tensorboard=false", "seed=1234", "train.threads=2", "export.enabled=true",
+                     "train.retain_cpu_memory=false"])  # in-process: leave the test process's allocator alone
+    return SimpleNamespace(root=pyfeat_face_root, run=run, code=code, out=printed.getvalue())
 
 
 @pytest.fixture(scope="session")

@@ -55,22 +55,32 @@ def _models(random_pcl_model) -> list[tuple[str, PCLModel]]:
 
 def test_default_plan_is_exact_and_fast_picks_native_bf16():
     cpu = torch.device("cpu")
-    assert _accel.encoder_plan(cpu).exact and _accel.detector_plan(cpu).exact
-    fast = _accel.encoder_plan(cpu, fast=True)
+    assert _accel.encoder_plan(cpu).exact
+    assert _accel.detector_plan(cpu).exact
+    fast = _accel.encoder_plan(cpu, mode="fast")
     assert fast.dtype == (torch.bfloat16 if _accel.native_bf16(cpu) else torch.float32)
-    assert fast.channels_last and not fast.compile and not fast.exact
+    assert fast.channels_last
+    assert not fast.compile
+    assert not fast.exact
     # explicit options override the fast defaults
-    assert _accel.encoder_plan(cpu, fast=True, dtype="float32", compile=True) == _accel.Plan(
+    assert _accel.encoder_plan(cpu, mode="fast", dtype="float32", compile=True) == _accel.Plan(
         torch.float32, channels_last=True, compile=True)
     assert _accel.encoder_plan(cpu, dtype="bf16") == _accel.Plan(torch.bfloat16, channels_last=True, compile=False)
-    det = _accel.detector_plan(cpu, fast=True)
-    assert not det.compile and det.channels_last and det.dtype == torch.float32  # bf16 only when asked for
+    det = _accel.detector_plan(cpu, mode="fast")
+    assert not det.compile
+    assert det.channels_last
+    assert det.dtype == torch.float32  # bf16 only when asked for
     assert _accel.detector_plan(cpu, dtype="bf16") == _accel.Plan(torch.bfloat16, channels_last=True)
+    for plan in (_accel.encoder_plan, _accel.detector_plan):
+        with pytest.raises(ValueError, match=r"mode must be one of \('fast', 'exact'\), got 'quick'"):
+            plan(cpu, mode="quick")
 
 
 def test_exact_path_runs_the_models_own_modules(random_pcl_model, face_photos):
-    emb = FaceEmbedder(random_pcl_model, device="cpu", exact=True)
-    assert emb.plan.exact and emb.detector.plan.exact and emb.detector._run is emb.detector.net
+    emb = FaceEmbedder(random_pcl_model, device="cpu", mode="exact")
+    assert emb.plan.exact
+    assert emb.detector.plan.exact
+    assert emb.detector._run is emb.detector.net
     res = emb.embed(face_photos[1])
     with torch.inference_mode():
         from facepcl.preprocess import crops_to_input
@@ -79,34 +89,40 @@ def test_exact_path_runs_the_models_own_modules(random_pcl_model, face_photos):
         direct = random_pcl_model.encoder(crops_to_input(crops, emb.preprocess, "cpu"))
     np.testing.assert_array_equal(res.face, direct.face.numpy())  # bit for bit
     assert emb._runner._module is None  # no copy was made
-    assert res.info["accel"] == {"fast": False, "exact": True,
+    assert res.info["accel"] == {"mode": "exact", "exact": True,
                                  "encoder": {"dtype": "float32", "channels_last": False, "compile": False},
                                  "detector": {"dtype": "float32", "channels_last": False, "compile": False,
                                               "runtime": "torch", "canvas_step": 32, "rescue_threshold": 0.2}}
-    assert FaceEmbedder(random_pcl_model, device="cpu", fast=False).accel_info() == res.info["accel"]
 
 
 def test_default_is_the_fast_path_and_says_so(random_pcl_model):
     emb = FaceEmbedder(random_pcl_model, device="cpu")
     accel = emb.accel_info()
-    assert accel["fast"] and not accel["exact"] and accel["encoder"]["channels_last"]
+    assert accel["mode"] == "fast"
+    assert not accel["exact"]
+    assert accel["encoder"]["channels_last"]
     # The detector stays float32 whatever the encoder's dtype (bf16 where native), so a CPU runs it on ONNX Runtime.
     assert emb.detector.plan.dtype == torch.float32
     assert accel["detector"]["runtime"] == "onnxruntime" == emb.detector.runtime
-    with pytest.raises(ValueError, match="exact=True and fast=True"):
-        FaceEmbedder(random_pcl_model, device="cpu", exact=True, fast=True)
+    for bad in ("Fast", "exact ", True, None):
+        with pytest.raises(ValueError, match=r"FaceEmbedder: mode must be one of \('fast', 'exact'\)"):
+            FaceEmbedder(random_pcl_model, device="cpu", mode=bad)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        FaceEmbedder(random_pcl_model, device="cpu", detector={"mode": "quick"})
 
 
 def test_reduced_precision_works_on_a_copy(random_pcl_model, face_photos):
     before = {k: v.clone() for k, v in random_pcl_model.state_dict().items()}
     emb = FaceEmbedder(random_pcl_model, device="cpu", dtype="bf16")
     res = emb.embed(face_photos[1])
-    assert res.info["dtype"] == "bfloat16" and res.face.dtype == np.float32
+    assert res.info["dtype"] == "bfloat16"
+    assert res.face.dtype == np.float32
     copy = emb._runner._module
     assert next(copy.parameters()).dtype == torch.bfloat16
     assert copy.trunk.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
     for k, v in random_pcl_model.state_dict().items():  # the user's model is untouched
-        assert v.dtype == before[k].dtype and torch.equal(v, before[k])
+        assert v.dtype == before[k].dtype
+        assert torch.equal(v, before[k])
 
 
 def test_runner_follows_weight_changes(random_pcl_model):
@@ -132,7 +148,7 @@ def test_runner_follows_weight_changes(random_pcl_model):
                          ids=["bf16-channels_last", "fp32-channels_last"])
 def test_encoder_plans_keep_cosine_on_real_faces(random_pcl_model, face_photos, plan):
     for name, model in _models(random_pcl_model):
-        exact = FaceEmbedder(model, device="cpu", num_workers=0, exact=True)
+        exact = FaceEmbedder(model, device="cpu", num_workers=0, mode="exact")
         res = exact.embed(face_photos)
         assert len(res) == 11, name
         crops = np.concatenate([exact.crop(face_photos[i], res.kps[res.image_index == i])
@@ -151,8 +167,9 @@ def test_encoder_plans_keep_cosine_on_real_faces(random_pcl_model, face_photos, 
 @pytest.mark.parametrize("dtype", [None, "bf16"])
 def test_fast_detector_finds_the_same_faces(face_photos, dtype):
     exact = FaceDetector(device="cpu", det_threshold=0.5)
-    fast = FaceDetector(device="cpu", det_threshold=0.5, fast=True, dtype=dtype)
-    assert fast._run is not fast.net and "fast=True" in repr(fast)
+    fast = FaceDetector(device="cpu", det_threshold=0.5, mode="fast", dtype=dtype)
+    assert fast._run is not fast.net
+    assert "mode='fast'" in repr(fast)
     for image, a, b in zip(face_photos, exact.detect_batch(face_photos), fast.detect_batch(face_photos),
                            strict=True):
         if dtype is None:  # folded float32: the same numbers up to rounding
@@ -169,9 +186,10 @@ def test_fast_detector_finds_the_same_faces(face_photos, dtype):
 
 def test_fast_pipeline_keeps_cosine_end_to_end(random_pcl_model, face_photos):
     for name, model in _models(random_pcl_model):
-        ref = FaceEmbedder(model, device="cpu", exact=True).embed(face_photos)
+        ref = FaceEmbedder(model, device="cpu", mode="exact").embed(face_photos)
         fast = FaceEmbedder(model, device="cpu").embed(face_photos)  # the default
-        assert fast.info["accel"]["fast"] and fast.info["accel"]["detector"]["channels_last"]
+        assert fast.info["accel"]["mode"] == "fast"
+        assert fast.info["accel"]["detector"]["channels_last"]
         np.testing.assert_array_equal(ref.image_index, fast.image_index)  # the same faces ...
         assert np.abs(ref.kps - fast.kps).max() <= 0.5  # ... at the same landmarks
         for k in ("face", "pose", "trunk"):
@@ -182,14 +200,15 @@ def test_fast_pipeline_keeps_cosine_end_to_end(random_pcl_model, face_photos):
 @pytest.mark.slow
 def test_compiled_encoder_is_close_and_compiles_once_for_all_batch_sizes(random_pcl_model):
     runner = _accel.EncoderRunner(random_pcl_model.encoder, torch.device("cpu"),
-                                  _accel.encoder_plan("cpu", fast=True, compile=True))
+                                  _accel.encoder_plan("cpu", mode="fast", compile=True))
     x = torch.rand(9, 3, 64, 64)
     with torch.inference_mode():
         want = random_pcl_model.encoder(x)
         outs = [runner(x[:n]) for n in (9, 1, 4, 2)]
     assert runner.compilations[0] == 1  # one graph with a dynamic batch serves every size
     for out, n in zip(outs, (9, 1, 4, 2), strict=True):
-        assert out.trunk.shape == (n, 2048) and out.trunk.dtype == torch.float32
+        assert out.trunk.shape == (n, 2048)
+        assert out.trunk.dtype == torch.float32
         for k in ("face", "pose", "trunk"):
             assert _cosine(getattr(want, k)[:n].numpy(), getattr(out, k).numpy()).min() >= MIN_COSINE
 
@@ -204,7 +223,8 @@ def test_fold_batchnorm_and_flip_input_channels():
     net[1].running_var.uniform_(0.5, 2.0)
     net.eval()
     folded = _accel.fold_batchnorm(net)
-    assert isinstance(folded[1], nn.Identity) and isinstance(net[1], nn.BatchNorm2d)  # a copy
+    assert isinstance(folded[1], nn.Identity)
+    assert isinstance(net[1], nn.BatchNorm2d)  # a copy
     x = torch.randn(2, 3, 16, 16)
     torch.testing.assert_close(folded(x), net(x), rtol=1e-5, atol=1e-5)
     _accel.flip_input_channels(folded)
@@ -246,7 +266,8 @@ def test_prefetch_inline_items_yield_several_results_in_place_and_start_late(wor
     gen = _parallel.prefetch(str, range(10), workers=workers, lookahead=4,
                              inline=lambda i: several(i) if i % 3 == 0 else None)
     first = [next(gen) for _ in range(2)]  # item 0 yields nothing: "1" and "2" come first
-    assert first == ["1", "2"] and started == [0]
+    assert first == ["1", "2"]
+    assert started == [0]
     assert first + list(gen) == ["1", "2", "3.0", "3.1", "3.2", "4", "5", "6.0", "6.1", "7", "8", "9.0"]
     assert started == [0, 3, 6, 9]
 
@@ -260,7 +281,8 @@ def test_threaded_decoding_gives_the_same_result_and_records_failures(random_pcl
     threaded = FaceEmbedder(random_pcl_model, device="cpu", num_workers=2, chunk_size=3)
     shared = threaded.embed(iter(inputs))  # a generator works too
     assert [f.index for f in shared.failures] == [1, 5] == [f.index for f in serial.failures]
-    assert shared.num_images == len(inputs) and shared.no_face == serial.no_face
+    assert shared.num_images == len(inputs)
+    assert shared.no_face == serial.no_face
     np.testing.assert_array_equal(serial.image_index, shared.image_index)
     # torch runs on fewer threads while the decoders work: the same numbers up to float rounding (which can
     # move a landmark by 1e-5 px and so round a crop pixel the other way)
@@ -285,11 +307,14 @@ def test_cli_fast_records_its_path_and_keeps_cosine(random_model_dir, photo_path
     for name in ("multi_face.jpg", "single_face.jpg", "astronaut.png", "free-mountain-vector-01.jpg"):
         shutil.copy(photo_paths[name], folder / name)
     common = [str(folder), "--model", str(random_model_dir), "--device", "cpu", "--no-progress", "-q"]
-    assert main(["embed", *common, "-o", str(tmp_path / "exact"), "--exact"]) == 0
+    assert main(["embed", *common, "-o", str(tmp_path / "exact"), "--mode", "exact"]) == 0
     assert main(["embed", *common, "-o", str(tmp_path / "fast"), "--num-workers", "2"]) == 0  # fast by default
     exact, fast = read_metadata(tmp_path / "exact"), read_metadata(tmp_path / "fast")
-    assert exact["accel"]["encoder"]["dtype"] == "float32" and not exact["accel"]["fast"] and exact["accel"]["exact"]
-    assert fast["accel"]["fast"] and fast["accel"]["encoder"]["channels_last"]
+    assert exact["accel"]["encoder"]["dtype"] == "float32"
+    assert exact["accel"]["exact"]
+    assert exact["accel"]["mode"] == "exact" == exact["detector"]["mode"]
+    assert fast["accel"]["mode"] == "fast"
+    assert fast["accel"]["encoder"]["channels_last"]
     assert fast["detector"]["dtype"] == fast["accel"]["detector"]["dtype"]
     a, b = read_embeddings(tmp_path / "exact"), read_embeddings(tmp_path / "fast")
     assert a.num_rows == b.num_rows == 7
@@ -298,7 +323,7 @@ def test_cli_fast_records_its_path_and_keeps_cosine(random_model_dir, photo_path
         assert _cosine(column_to_numpy(a, k), column_to_numpy(b, k)).min() >= MIN_COSINE
     # a resumed export must keep the path it started with: its rows would differ otherwise
     capsys.readouterr()
-    assert main(["embed", *common, "-o", str(tmp_path / "exact"), "--fast", "--resume"]) == 1
+    assert main(["embed", *common, "-o", str(tmp_path / "exact"), "--mode", "fast", "--resume"]) == 1
     assert "accel" in capsys.readouterr().err
 
 
@@ -310,8 +335,10 @@ def test_feature_extraction_fast_path_is_close_and_keyed_apart(random_pcl_model,
     exact = extract_features(random_pcl_model, src, features=("trunk", "face"), input_size=100, cache_dir=tmp_path,
                              device="cpu")
     fast = extract_features(random_pcl_model, src, features=("trunk", "face"), input_size=100, cache_dir=tmp_path,
-                            device="cpu", fast=True)
-    assert exact.key != fast.key and "accel" in fast.meta and "accel" not in exact.meta
+                            device="cpu", mode="fast")
+    assert exact.key != fast.key
+    assert "accel" in fast.meta
+    assert "accel" not in exact.meta
     for k in ("trunk", "face"):
         assert _cosine(np.asarray(exact.arrays[k]), np.asarray(fast.arrays[k])).min() >= MIN_COSINE
 
@@ -328,8 +355,8 @@ def _crop(image: np.ndarray, size: int = 128) -> np.ndarray:
 def test_options_are_checked(random_pcl_model):
     with pytest.raises(ValueError, match="num_workers"):
         FaceEmbedder(random_pcl_model, num_workers=-1)
-    with pytest.raises(ValueError, match="detector_dtype"):
-        FaceEmbedder(random_pcl_model, detector=FaceDetector(device="cpu"), detector_dtype="bf16")
+    with pytest.raises(TypeError, match=r"unknown detector options \['detector_dtype'\]"):
+        FaceEmbedder(random_pcl_model, detector={"detector_dtype": "bf16"})
     with pytest.raises(ValueError, match="unknown dtype"):
         FaceEmbedder(random_pcl_model, dtype="int8")
 
@@ -339,8 +366,8 @@ def test_options_are_checked(random_pcl_model):
 def test_cuda_fast_path_matches(random_pcl_model, face_photos):
     model = PCLModel(PCLConfig(name="cuda-copy")).eval()
     model.load_state_dict(random_pcl_model.state_dict())
-    ref = FaceEmbedder(model, device="cpu", exact=True).embed(face_photos)
-    fast = FaceEmbedder(model, device="cuda", fast=True).embed(face_photos)
+    ref = FaceEmbedder(model, device="cpu", mode="exact").embed(face_photos)
+    fast = FaceEmbedder(model, device="cuda", mode="fast").embed(face_photos)
     for k in ("face", "pose", "trunk"):
         assert _cosine(getattr(ref, k), getattr(fast, k)).min() >= MIN_COSINE
 
@@ -354,7 +381,8 @@ def test_torch_keeps_every_core_while_embedding(random_pcl_model, face_photos, m
         runner = emb._runner
         emb._runner = lambda x, runner=runner, seen=seen: (seen.append(torch.get_num_threads()), runner(x))[1]
         emb.embed(inputs)
-        assert seen and set(seen) == {before}, (detect, seen)
+        assert seen, (detect, seen)
+        assert set(seen) == {before}, (detect, seen)
 
 
 def test_import_changes_no_environment_and_the_command_waits_passively():
@@ -386,15 +414,17 @@ def test_import_changes_no_environment_and_the_command_waits_passively():
 
 def test_onnx_detector_is_exported_once_into_the_cache(monkeypatch, tmp_path, face_photos):
     monkeypatch.setenv("FACEPCL_HOME", str(tmp_path))
-    first = FaceDetector(device="cpu", fast=True)
+    first = FaceDetector(device="cpu", mode="fast")
     assert first.runtime == "onnxruntime"
     files = list((tmp_path / "detectors").glob("*.onnx"))
-    assert len(files) == 1 and not list((tmp_path / "detectors").glob(".*tmp*"))
+    assert len(files) == 1
+    assert not list((tmp_path / "detectors").glob(".*tmp*"))
     stamp = files[0].stat().st_mtime_ns
-    second = FaceDetector(device="cpu", fast=True)
+    second = FaceDetector(device="cpu", mode="fast")
     assert files[0].stat().st_mtime_ns == stamp  # reused, not exported again
-    torch_fast = FaceDetector(device="cpu", fast=True, runtime="torch")
+    torch_fast = FaceDetector(device="cpu", mode="fast", runtime="torch")
     a, b = second.detect(face_photos[0]), torch_fast.detect(face_photos[0])
-    assert len(a) == len(b) and np.abs(a.kps - b.kps).max() < 1e-2
+    assert len(a) == len(b)
+    assert np.abs(a.kps - b.kps).max() < 1e-2
     with pytest.raises(ValueError, match="onnxruntime"):
         FaceDetector(device="cpu", runtime="onnxruntime")  # the exact network runs in torch

@@ -126,7 +126,8 @@ def test_shrinking_is_anti_aliased():
     m = _similarity(10.0, 0.2, -10.0, -10.0)
     crop = warp(img, m, 64)
     inner = crop[4:-4, 4:-4, 0].astype(float)
-    assert abs(inner.mean() - 127.5) < 3 and inner.std() < 4
+    assert abs(inner.mean() - 127.5) < 3
+    assert inner.std() < 4
     aliased = cv2.warpAffine(img, m, (64, 64), flags=cv2.INTER_LINEAR)[4:-4, 4:-4, 0].astype(float)
     assert aliased.std() > 20  # the check above can fail: naive warping of this pattern aliases
 
@@ -159,7 +160,9 @@ def test_align_faces_shapes_template_scaling_and_options(photos, cpu_detector):
     det = cpu_detector.detect(img)
     pre = PreprocessConfig()
     crops, mats = align_faces(img, det.kps, pre)
-    assert crops.shape == (5, 64, 64, 3) and crops.dtype == np.uint8 and mats.shape == (5, 2, 3)
+    assert crops.shape == (5, 64, 64, 3)
+    assert crops.dtype == np.uint8
+    assert mats.shape == (5, 2, 3)
     crops112, mats112 = align_faces(img, det.kps, pre, crop_size=112)
     assert crops112.shape == (5, 112, 112, 3)
     # pixel centres at integer coordinates: scaling is about the corner (-0.5, -0.5)
@@ -167,7 +170,8 @@ def test_align_faces_shapes_template_scaling_and_options(photos, cpu_detector):
     # the same faces: the 112 px transform is the 64 px one scaled by 112/64
     np.testing.assert_allclose(mats112[:, :, :2], mats[:, :, :2] * 112 / 64, rtol=1e-4)
     empty, m0 = align_faces(img, np.zeros((0, 5, 2)), pre)
-    assert empty.shape == (0, 64, 64, 3) and m0.shape == (0, 2, 3)
+    assert empty.shape == (0, 64, 64, 3)
+    assert m0.shape == (0, 2, 3)
     for interp in ("nearest", "bicubic", "lanczos"):
         for border in ("reflect", "replicate"):
             other = PreprocessConfig(interpolation=interp, border=border)

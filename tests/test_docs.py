@@ -58,7 +58,8 @@ def test_mkdocs_build_is_strict_clean(tmp_path):
         assert f'id="{anchor}"' in api, anchor
     assert 'id="facepcl.viz.swap_grid"' in (site / "api" / "viz" / "index.html").read_text()
     # Sphinx roles in docstrings become links (or code), never raw ":func:" text
-    assert ":func:`" not in api and 'href="../models/#facepcl.load"' in api
+    assert ":func:`" not in api
+    assert 'href="../models/#facepcl.load"' in api
     pictures = (site / "pictures" / "index.html").read_text()
     hooks = _module("mkdocs_hooks")
     for picture, command in hooks.MODEL_PICTURES.items():
@@ -76,7 +77,9 @@ def test_cli_reference_has_every_subcommand(monkeypatch):
     text = _module("mkdocs_hooks").cli_reference()
     headings = re.findall(r"^## `facepcl ?([a-z]*)`$", text, re.M)
     assert headings == ["", *SUBCOMMANDS]
-    assert "--faces-a" in text and "--color-by" in text and "--shard-size" in text
+    assert "--faces-a" in text
+    assert "--color-by" in text
+    assert "--shard-size" in text
     # wrapped at the fixed width, whatever the terminal, which is left as it was
     assert re.search(r"^usage: facepcl swap .{45,}", text, re.M)
     assert os.environ["COLUMNS"] == "40"
@@ -87,7 +90,8 @@ def test_pictures_that_need_a_model_are_noted_until_made(tmp_path):
     page = "Intro\n\n![A grid](img/swap.png)\n\n![Other](img/other.png)\n"
     noted = hooks.pending_pictures(page, str(tmp_path))
     assert "![A grid](img/swap.png)" not in noted
-    assert '!!! note "Picture not made yet: A grid"' in noted and hooks.MODEL_PICTURES["img/swap.png"] in noted
+    assert '!!! note "Picture not made yet: A grid"' in noted
+    assert hooks.MODEL_PICTURES["img/swap.png"] in noted
     assert "![Other](img/other.png)" in noted  # not a model picture: left for the strict build to check
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "swap.png").write_bytes(b"png")
@@ -105,7 +109,8 @@ def test_sphinx_roles_become_optional_links():
     out = roles.rewrite("See :func:`swap_faces`, :class:`~facepcl.PCLModel` and :meth:`x.y()`.", obj)
     assert '<autoref identifier="facepcl.viz.swap_faces" optional><code>swap_faces</code></autoref>' in out
     assert '<autoref identifier="facepcl.PCLModel" optional><code>PCLModel</code></autoref>' in out
-    assert ":func:" not in out and ":class:" not in out
+    assert ":func:" not in out
+    assert ":class:" not in out
 
 
 def test_docs_link_only_to_pages_and_pictures_that_exist():
@@ -145,4 +150,5 @@ def test_picture_scripts_run(tmp_path):
     # float differences between OpenCV builds, which may move a crop by a fraction of a pixel)
     committed = np.asarray(Image.open(DOCS / "img" / "views.png").convert("RGB")).astype(float)
     made_now = np.asarray(Image.open(out / "views.png").convert("RGB")).astype(float)
-    assert made_now.shape == committed.shape and np.abs(made_now - committed).mean() < 2.0
+    assert made_now.shape == committed.shape
+    assert np.abs(made_now - committed).mean() < 2.0

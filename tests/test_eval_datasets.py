@@ -42,7 +42,8 @@ def test_rafdb_reads_list_labels_and_aligned_names(tmp_path):
     d = read_rafdb(root)
     assert d["train"].labels.tolist() == [0, 6]  # 1..7 -> 0..6
     assert d["test"].labels.tolist() == [3]
-    assert d["train"].label_names[0] == "surprise" and d["train"].label_names[6] == "neutral"
+    assert d["train"].label_names[0] == "surprise"
+    assert d["train"].label_names[6] == "neutral"
     assert d["train"].images.describe(1).endswith("train_00002_aligned.jpg")
     assert d["test"].images.read(0).shape == (8, 8, 3)
 
@@ -76,9 +77,12 @@ def test_fer2013_decodes_pixel_strings_and_usage_splits(tmp_path):
     d = read_fer2013(tmp_path)
     assert set(d) == {"train", "val", "test"}
     img = d["train"].images.read(0)
-    assert img.shape == (48, 48, 3) and (img[..., 0] == img[..., 2]).all()  # gray replicated to RGB
-    assert img[0, 5, 0] == 5 and img[1, 0, 0] == 48  # row-major
-    assert d["train"].labels.tolist() == [3] and d["train"].label_names[3] == "happy"
+    assert img.shape == (48, 48, 3)
+    assert (img[..., 0] == img[..., 2]).all()  # gray replicated to RGB
+    assert img[0, 5, 0] == 5
+    assert img[1, 0, 0] == 48  # row-major
+    assert d["train"].labels.tolist() == [3]
+    assert d["train"].label_names[3] == "happy"
     assert d["test"].images.read(0)[0, 0, 0] == 200
     assert d["test"].images.describe(0) == "fer2013.csv line[4]"
 
@@ -125,7 +129,8 @@ def test_lfw_wrong_line_and_count(tmp_path):
 def test_cplfw_two_lines_per_pair(tmp_path):
     root = demo.make_cplfw(tmp_path / "cplfw", folds=10, per=2, size=16)
     pairs = read_cplfw(root)
-    assert len(pairs) == 40 and np.bincount(pairs.folds).tolist() == [4] * 10
+    assert len(pairs) == 40
+    assert np.bincount(pairs.folds).tolist() == [4] * 10
     assert pairs.same[:4].tolist() == [True, True, False, False]
     lines = (root / "pairs_CPLFW.txt").read_text().splitlines()
     lines[1] = lines[1].replace(" 1", " 0")
@@ -144,12 +149,15 @@ def test_fsanet_npz_bgr_to_rgb_filter_and_concat(tmp_path):
     np.savez(tmp_path / "AFW.npz", image=img, pose=pose, img_size=4)
     np.savez(tmp_path / "HELEN.npz", image=img[:1], pose=pose[:1], img_size=4)
     d = read_fsanet_npz(tmp_path)
-    assert len(d) == 3 and d.info["dropped"] == 1  # the 120 degree face is left out, 99 is kept
-    assert d.labels.dtype == np.float32 and d.label_names == ["yaw", "pitch", "roll"]
+    assert len(d) == 3
+    assert d.info["dropped"] == 1  # the 120 degree face is left out, 99 is kept
+    assert d.labels.dtype == np.float32
+    assert d.label_names == ["yaw", "pitch", "roll"]
     np.testing.assert_allclose(d.labels[1], [-30, 99, -99])
     assert d.images.read(0)[0, 0].tolist() == [0, 0, 255]  # converted to RGB: blue
     raw = read_fsanet_npz(tmp_path / "AFW.npz", channel_order="RGB", max_abs_angle=None)
-    assert len(raw) == 3 and raw.images.read(0)[0, 0].tolist() == [255, 0, 0]
+    assert len(raw) == 3
+    assert raw.images.read(0)[0, 0].tolist() == [255, 0, 0]
 
 
 def test_fsanet_npz_errors(tmp_path):
@@ -218,10 +226,12 @@ def test_bu3dfe_label_column(tmp_path):
     (tmp_path / "train_list.txt").write_text("img/a.png,3,10\nimg/b.png,5,20\n")
     (tmp_path / "test_list.txt").write_text("img/c.png,3,20\n")
     d = read_bu3dfe(tmp_path)
-    assert d["train"].labels.tolist() == [0, 1] and d["train"].label_names == ["10", "20"]
+    assert d["train"].labels.tolist() == [0, 1]
+    assert d["train"].label_names == ["10", "20"]
     assert d["test"].labels.tolist() == [1]
     e = read_bu3dfe(tmp_path, label_column=1)
-    assert e["train"].label_names == ["3", "5"] and e["test"].labels.tolist() == [0]
+    assert e["train"].label_names == ["3", "5"]
+    assert e["test"].labels.tolist() == [0]
     (tmp_path / "test_list.txt").write_text("img/c.png;3;20\n")
     with pytest.raises(DatasetFormatError, match=r"test_list.txt:1: line 'img/c.png;3;20' has no integer field 2"):
         read_bu3dfe(tmp_path)
@@ -230,7 +240,8 @@ def test_bu3dfe_label_column(tmp_path):
 def test_image_folder_splits_share_classes(tmp_path):
     root = demo.make_image_folder(tmp_path / "mine", classes=("a", "b"), per_class=2, size=8)
     d = read_image_folder(root)
-    assert set(d) == {"train", "test"} and d["train"].label_names == ["a", "b"]
+    assert set(d) == {"train", "test"}
+    assert d["train"].label_names == ["a", "b"]
     assert d["train"].labels.tolist() == [0, 0, 1, 1]
 
 
@@ -239,10 +250,12 @@ def test_label_csv_tasks_and_errors(tmp_path):
         _png(tmp_path / n)
     (tmp_path / "c.csv").write_text("path,label,split\nx.png,happy,train\ny.png,sad,train\nz.png,happy,test\n")
     d = read_label_csv(tmp_path / "c.csv", "classification")
-    assert d["train"].labels.tolist() == [0, 1] and d["test"].labels.tolist() == [0]
+    assert d["train"].labels.tolist() == [0, 1]
+    assert d["test"].labels.tolist() == [0]
     (tmp_path / "r.csv").write_text("path,yaw,pitch,roll\nx.png,1,2,3\ny.png,-4,5.5,6\n")
     r = read_label_csv(tmp_path / "r.csv", "regression")
-    assert r["all"].labels.tolist() == [[1, 2, 3], [-4, 5.5, 6]] and r["all"].label_names == ["yaw", "pitch", "roll"]
+    assert r["all"].labels.tolist() == [[1, 2, 3], [-4, 5.5, 6]]
+    assert r["all"].label_names == ["yaw", "pitch", "roll"]
     (tmp_path / "m.csv").write_text("path,AU1,AU2\nx.png,1,2\n")
     with pytest.raises(DatasetFormatError, match=r"m.csv:2: labels \['1', '2'\] are not 0/1"):
         read_label_csv(tmp_path / "m.csv", "multilabel")

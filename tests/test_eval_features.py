@@ -54,12 +54,15 @@ def test_second_call_reads_the_cache_without_encoding(model, images, tmp_path):
     calls = _count_forwards(model)
     a = extract_features(model, images, input_size=32, cache_dir=tmp_path, device="cpu")
     n = len(calls)
-    assert n > 0 and a.folder is not None and (a.folder / "trunk.npy").is_file()
+    assert n > 0
+    assert a.folder is not None
+    assert (a.folder / "trunk.npy").is_file()
     b = extract_features(model, images, input_size=32, cache_dir=tmp_path, device="cpu")
     assert len(calls) == n  # nothing recomputed
     assert isinstance(b.arrays["trunk"], np.memmap)
     np.testing.assert_array_equal(a.arrays["trunk"], b.arrays["trunk"])
-    assert b.folder == a.folder and b.meta["input_size"] == 32
+    assert b.folder == a.folder
+    assert b.meta["input_size"] == 32
 
 
 def test_cache_invalidated_by_images_weights_size_and_choice(model, images, tmp_path):
@@ -96,7 +99,8 @@ def test_array_images_resize_float16_and_no_cache(model, tmp_path):
     arr = np.random.default_rng(1).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
     src = ArrayImages(arr, "BGR", "x.npz")
     fs = extract_features(model, src, input_size=32, cache=False, dtype="float16", device="cpu")
-    assert fs.folder is None and fs.arrays["trunk"].dtype == np.float16
+    assert fs.folder is None
+    assert fs.arrays["trunk"].dtype == np.float16
     # BGR bytes are converted: the same pixels given as RGB produce the same features
     rgb = ArrayImages(np.ascontiguousarray(arr[..., ::-1]), "RGB", "y.npz")
     fs2 = extract_features(model, rgb, input_size=32, cache=False, device="cpu")
@@ -111,8 +115,10 @@ def test_array_images_resize_float16_and_no_cache(model, tmp_path):
 def test_bad_arguments(model, images, tmp_path):
     with pytest.raises(ValueError, match="features"):
         extract_features(model, images, features="nose", input_size=32, cache=False)
-    with pytest.raises(ValueError, match="align"):
-        extract_features(model, images, input_size=32, align="sideways", cache=False)
+    with pytest.raises(ValueError, match=r"extract_features: mode must be one of \('fast', 'exact'\)"):
+        extract_features(model, images, input_size=32, mode="sideways", cache=False)
+    with pytest.raises(TypeError, match="align"):
+        extract_features(model, images, input_size=32, align="detect", cache=False)
 
 
 @pytest.mark.slow
@@ -121,7 +127,8 @@ def test_detect_mode_aligns_real_faces_and_marks_faceless_images(model, photo_pa
     imgs = PathImages([photo_paths["single_face.jpg"], photo_paths["free-mountain-vector-01.jpg"]])
     fs = extract_features(model, imgs, input_size=48, detect=True, cache_dir=tmp_path, device="cpu")
     assert fs.valid.tolist() == [True, False]
-    assert np.abs(fs.arrays["trunk"][0]).sum() > 0 and not fs.arrays["trunk"][1].any()
+    assert np.abs(fs.arrays["trunk"][0]).sum() > 0
+    assert not fs.arrays["trunk"][1].any()
     # the detected face, warped straight to 48 px with the model's template, is what was encoded
     from facepcl.align import align_faces
     from facepcl.detection import FaceDetector

@@ -18,7 +18,8 @@ def test_accuracy_from_indices_and_scores():
 
 def test_per_class_accuracy_marks_absent_classes_nan():
     out = metrics.per_class_accuracy([0, 0, 1, 1], [0, 1, 1, 1], 3)
-    assert out[:2] == [1.0, pytest.approx(2 / 3)] and np.isnan(out[2])
+    assert out[:2] == [1.0, pytest.approx(2 / 3)]
+    assert np.isnan(out[2])
 
 
 def test_f1_per_label_by_hand():
@@ -56,7 +57,8 @@ def test_best_threshold_on_known_similarities():
     assert acc == pytest.approx(5 / 6)
     # Perfectly separable: the threshold lands between the classes.
     thr, acc = metrics.best_threshold([0.2, 0.9, 0.1, 0.8], [0, 1, 0, 1])
-    assert acc == 1.0 and thr == pytest.approx(0.5)
+    assert acc == 1.0
+    assert thr == pytest.approx(0.5)
 
 
 def test_best_threshold_ties_cannot_be_split():

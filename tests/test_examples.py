@@ -57,8 +57,10 @@ def test_embed_folder_writes_every_face(tmp_path, random_model_dir):
                                   "examples/images/pair.jpg", "examples/images/pair.jpg"]
     assert list(data["face_index"]) == [0, 0, 0, 1]
     ref = facepcl.embed([str(ROOT / "examples/images/pair.jpg")], model=facepcl.load(random_model_dir, device="cpu"))
-    assert np.allclose(data["face"][2:], ref.face, atol=1e-5) and np.allclose(data["pose"][2:], ref.pose, atol=1e-5)
-    assert data["kps"].shape == (4, 5, 2) and data["trunk"].shape == (4, 2048)
+    assert np.allclose(data["face"][2:], ref.face, atol=1e-5)
+    assert np.allclose(data["pose"][2:], ref.pose, atol=1e-5)
+    assert data["kps"].shape == (4, 5, 2)
+    assert data["trunk"].shape == (4, 2048)
 
 
 @pytest.mark.slow
@@ -70,7 +72,8 @@ def test_embed_folder_reports_bad_files_and_keeps_going(tmp_path, random_model_d
     Image.open(IMAGES / "astronaut.jpg").save(folder / "astronaut.png")
     printed = run_example("embed_folder.py", str(folder), "-o", str(tmp_path / "f.npz"), "--model",
                           str(random_model_dir), "--device", "cpu")
-    assert "skipped (unreadable)" in printed and "broken.jpg" in printed
+    assert "skipped (unreadable)" in printed
+    assert "broken.jpg" in printed
     assert re.search(r"skipped \(no face\): .*wall\.png", printed)
     assert "1 faces from 3 images" in printed
 
@@ -126,7 +129,8 @@ def test_pretrain_videos_extracts_tracks_trains_and_exports(tmp_path):
     overrides = [a for kv in TINY for a in ("--set", kv)]
     printed = run_example("pretrain_videos.py", str(videos), "-o", str(out), "--every", "2", "--steps", "1",
                           "--frame-size", "96", "--device", "cpu", *overrides)
-    assert "astronaut/astronaut: 2 face frames" in printed and "grace_hopper/grace_hopper: 2 face frames" in printed
+    assert "astronaut/astronaut: 2 face frames" in printed
+    assert "grace_hopper/grace_hopper: 2 face frames" in printed
     frames = sorted((out / "frames").rglob("*.png"))
     assert [f.relative_to(out / "frames").as_posix() for f in frames] == [
         "astronaut/astronaut/000000.png", "astronaut/astronaut/000002.png",
@@ -135,4 +139,5 @@ def test_pretrain_videos_extracts_tracks_trains_and_exports(tmp_path):
     model = facepcl.load(out / "model", components="all", device="cpu")
     assert model.config.components == ["encoder", "face_head", "pose_head", "decoder"]
     assert "components ['encoder', 'face_head', 'pose_head', 'decoder']" in printed
-    assert (out / "checkpoints").is_dir() and (out / "config.yaml").is_file()
+    assert (out / "checkpoints").is_dir()
+    assert (out / "config.yaml").is_file()

@@ -75,7 +75,8 @@ def test_digest_depends_on_every_path_before(tree) -> None:
     assert [x.digest for x in a] == [x.digest for x in b]
     touch(tree, "data/a0.jpg")  # a new file early in the order
     c = list(iter_inputs(["data", "other"]))
-    assert c[0].digest == a[0].digest and c[1].path == "data/a0.jpg"
+    assert c[0].digest == a[0].digest
+    assert c[1].path == "data/a0.jpg"
     assert all(x.digest != y.digest for x, y in zip(a[1:], c[2:], strict=False))
     assert len({x.digest for x in a}) == len(a)
 
@@ -127,7 +128,8 @@ def test_enumeration_streams_one_folder_at_a_time(tmp_path: Path, monkeypatch) -
     first = next(stream)
     assert first.path.endswith("f0/img.jpg")
     assert len(listed) == 2  # the root and f0 only: later folders are listed when the stream reaches them
-    assert len(list(stream)) == 4 and len(listed) == 6
+    assert len(list(stream)) == 4
+    assert len(listed) == 6
 
 
 def test_list_file_is_read_lazily(tmp_path: Path) -> None:
@@ -137,7 +139,8 @@ def test_list_file_is_read_lazily(tmp_path: Path) -> None:
             f.write(f"img{i:06d}.jpg\n")
     stream = iter_inputs([f"@{big}"])
     first = next(stream)
-    assert first.path == str(tmp_path / "img000000.jpg") and first.index == 0
+    assert first.path == str(tmp_path / "img000000.jpg")
+    assert first.index == 0
     assert sum(1 for _ in stream) == 99_999
 
 
@@ -179,4 +182,5 @@ def test_an_input_list_that_is_a_device_is_not_a_regular_file() -> None:
 
 def test_a_device_as_input_list_is_recorded_when_listed_directly() -> None:
     (item,) = iter_inputs(["@/dev/zero"])  # never read: it would never end
-    assert item.path == "/dev/zero" and "not a regular file (it is a character device)" in item.error
+    assert item.path == "/dev/zero"
+    assert "not a regular file (it is a character device)" in item.error

@@ -103,7 +103,9 @@ def test_full_disk_fails_loudly_and_resume_completes_every_row(crops, embed, ref
     monkeypatch.setattr(fmt, "write", _FailingWrite(fmt, 3, OSError(errno.ENOSPC, "No space left on device")))
     rc, err = embed([crops], out)
     assert rc == 1
-    assert "disk is full" in err and "--resume" in err and "part-r00000-000002.parquet" in err
+    assert "disk is full" in err
+    assert "--resume" in err
+    assert "part-r00000-000002.parquet" in err
     assert_consistent(out)
     assert read_embeddings(out).num_rows == 4  # two whole shards, nothing of the failed one
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
@@ -129,7 +131,8 @@ def test_real_full_disk_then_resume_on_a_disk_with_room(crops, embed, reference,
         pytest.skip("cannot mount a tmpfs here (needs root); the simulated full disk above covers the logic")
     try:
         rc, err = embed([crops], small / "out")
-        assert rc == 1 and "disk is full" in err, err
+        assert rc == 1, err
+        assert "disk is full" in err, err
         assert_consistent(small / "out")
         shutil.copytree(small / "out", tmp_path / "moved")
     finally:
@@ -145,7 +148,8 @@ def test_second_ctrl_c_during_a_shard_write_commits_nothing_of_it(crops, embed, 
     fmt = _formats.FORMATS["parquet"]
     monkeypatch.setattr(fmt, "write", _FailingWrite(fmt, 2, KeyboardInterrupt()))
     rc, err = embed([crops], out)
-    assert rc == 130 and "interrupted" in err
+    assert rc == 130
+    assert "interrupted" in err
     assert_consistent(out)
     assert read_embeddings(out).num_rows == 2
     monkeypatch.undo()
@@ -187,7 +191,8 @@ def test_list_file_with_lines_that_are_not_utf8(crops, embed, tmp_path) -> None:
     assert table.column("path").to_pylist() == [str(tmp_path / "\\xe9t\\xe9.png"), str(crops / "c01.png"),
                                                 str(crops / "c02.png")]
     (failure,) = read_errors(out)
-    assert failure["item"] == 2 and failure["path"].endswith("missing-\\xfe.png")
+    assert failure["item"] == 2
+    assert failure["path"].endswith("missing-\\xfe.png")
     assert "no such file" in failure["reason"]
     json.dumps(failure, ensure_ascii=False).encode("utf-8")
     rc, err = embed([f"@{listing}"], out, "--resume")
@@ -202,7 +207,8 @@ def test_special_files_are_recorded_not_read(crops, embed, tmp_path) -> None:
     assert rc == 0, err
     assert read_embeddings(out).num_rows == 1
     reasons = {Path(e["path"]).name: e["reason"] for e in read_errors(out)}
-    assert "FIFO" in reasons["pipe.jpg"] and "character device" in reasons["zero"]
+    assert "FIFO" in reasons["pipe.jpg"]
+    assert "character device" in reasons["zero"]
 
 
 def test_summary_counts_a_missing_file_as_an_input_not_an_image(crops, embed, tmp_path) -> None:
@@ -221,14 +227,20 @@ def test_resume_refuses_a_finished_input_whose_contents_changed(crops, embed, tm
     assert rc == 0, err  # nothing changed: nothing to do
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "c03.png")
     rc, err = embed([folder], out, "--resume")
-    assert rc == 1 and "c03.png" in err and "changed" in err and "--overwrite" in err
+    assert rc == 1
+    assert "c03.png" in err
+    assert "changed" in err
+    assert "--overwrite" in err
 
 
 def test_output_path_that_is_a_file_is_a_clear_error(crops, embed, tmp_path) -> None:
     blocker = tmp_path / "taken"
     blocker.write_text("a file, not a folder")
     rc, err = embed([crops], blocker)
-    assert rc == 1 and "cannot write" in err and "choose another -o folder" in err and "Traceback" not in err
+    assert rc == 1
+    assert "cannot write" in err
+    assert "choose another -o folder" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
@@ -240,7 +252,8 @@ def test_read_only_output_folder_is_a_clear_error(crops, embed, tmp_path) -> Non
         rc, err = embed([crops], ro / "out")
     finally:
         ro.chmod(0o755)
-    assert rc == 1 and "not writable" in err
+    assert rc == 1
+    assert "not writable" in err
 
 
 # --- nothing half-written, nothing silent ---------------------------------------------------------------------
@@ -258,10 +271,14 @@ def test_failed_fsync_of_a_shard_fails_the_run_and_resume_completes_it(crops, em
 
     monkeypatch.setattr(os, "fsync", fsync)
     rc, err = embed([crops], out)
-    assert rc == 1 and "Traceback" not in err
-    assert "cannot write" in err and "part-r00000-000000.parquet" in err and "Input/output error" in err
+    assert rc == 1
+    assert "Traceback" not in err
+    assert "cannot write" in err
+    assert "part-r00000-000000.parquet" in err
+    assert "Input/output error" in err
     assert "--resume" in err
-    assert not list(out.glob("part-*")) and not list((out / MANIFESTS).glob("part-*"))  # nothing committed
+    assert not list(out.glob("part-*"))  # nothing committed
+    assert not list((out / MANIFESTS).glob("part-*"))
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
     monkeypatch.undo()
     rc, err = embed([crops], out, "--resume")
@@ -292,7 +309,8 @@ def test_a_damaged_shard_is_refused_by_readers_and_redone_by_resume(crops, embed
     assert rc == 0, err
     problem = {"truncated": "bytes, the manifest says", "empty": "0 bytes, the manifest says",
                "bitflip": "SHA-256 differs"}[how]
-    assert "redoing part-r00000-000001.parquet: " in err and problem in err
+    assert "redoing part-r00000-000001.parquet: " in err
+    assert problem in err
     assert "redoing part-r00000-000002.parquet: comes after a shard that is redone" in err
     assert "redoing part-r00000-000000" not in err
     assert_same_rows(out, reference)
@@ -307,8 +325,10 @@ def test_a_damaged_manifest_is_a_clear_error(crops, embed, reference, tmp_path, 
     manifest = out / MANIFESTS / "part-r00000-000001.json"
     manifest.write_text(content)
     rc, err = embed([crops], out, "--resume")
-    assert rc == 1 and "Traceback" not in err
-    assert f"{manifest} is damaged (" in err and "run with --overwrite or restore it" in err
+    assert rc == 1
+    assert "Traceback" not in err
+    assert f"{manifest} is damaged (" in err
+    assert "run with --overwrite or restore it" in err
     with pytest.raises(ExportStateError, match="is damaged"):
         read_embeddings(out)
     rc, err = embed([crops], out, "--overwrite")
@@ -339,10 +359,14 @@ def test_a_model_giving_nan_is_a_fatal_error_and_nothing_is_written(crops, embed
                                                                    overflowing_model_dir) -> None:
     out = tmp_path / "out"
     rc, err = embed([crops], out, "--model", str(overflowing_model_dir))
-    assert rc == 1 and "Traceback" not in err
-    assert "non-finite (NaN or infinite)" in err and "encoder_sha256" in err and "c00.png" in err
+    assert rc == 1
+    assert "Traceback" not in err
+    assert "non-finite (NaN or infinite)" in err
+    assert "encoder_sha256" in err
+    assert "c00.png" in err
     assert "nothing of this batch was written" in err
-    assert read_embeddings(out).num_rows == 0 and not list(out.glob("part-*"))
+    assert read_embeddings(out).num_rows == 0
+    assert not list(out.glob("part-*"))
 
 
 def test_safetensors_shards_on_a_full_disk_say_so_and_resume(crops, embed, reference, tmp_path,
@@ -351,8 +375,11 @@ def test_safetensors_shards_on_a_full_disk_say_so_and_resume(crops, embed, refer
     fmt = _formats.FORMATS["safetensors"]
     monkeypatch.setattr(fmt, "write", _FailingWrite(fmt, 2, OSError(errno.ENOSPC, "No space left on device")))
     rc, err = embed([crops], out, "--format", "safetensors")
-    assert rc == 1 and "Traceback" not in err
-    assert "disk is full" in err and "part-r00000-000001.safetensors" in err and "--resume" in err
+    assert rc == 1
+    assert "Traceback" not in err
+    assert "disk is full" in err
+    assert "part-r00000-000001.safetensors" in err
+    assert "--resume" in err
     monkeypatch.undo()
     rc, err = embed([crops], out, "--format", "safetensors", "--resume")
     assert rc == 0, err
@@ -372,8 +399,11 @@ def test_overwrite_of_a_folder_it_cannot_delete_from_is_a_clear_error(crops, emb
 
     monkeypatch.setattr(os, "remove", remove)
     rc, err = embed([crops], out, "--overwrite")
-    assert rc == 1 and "Traceback" not in err
-    assert "--overwrite cannot delete" in err and "part-r00000-" in err and "not writable" in err
+    assert rc == 1
+    assert "Traceback" not in err
+    assert "--overwrite cannot delete" in err
+    assert "part-r00000-" in err
+    assert "not writable" in err
 
 
 @pytest.mark.photos
@@ -392,10 +422,14 @@ def test_a_video_cut_short_keeps_its_frames_and_records_where_it_stopped(embed, 
     assert rc == 0, err
     frames = read_embeddings(out).column("frame").to_pylist()
     (record,) = read_errors(out)
-    assert record["kind"] == "truncated" and record["frame"] == -1 and record["path"] == str(cut)
+    assert record["kind"] == "truncated"
+    assert record["frame"] == -1
+    assert record["path"] == str(cut)
     last = int(record["reason"].split("truncated after frame ")[1].split(":")[0])
-    assert frames == list(range(0, last + 1, 12)) and 2 <= len(frames) < 6
-    assert "declares 72 frames" in record["reason"] and "1 skipped" in err
+    assert frames == list(range(0, last + 1, 12))
+    assert 2 <= len(frames) < 6
+    assert "declares 72 frames" in record["reason"]
+    assert "1 skipped" in err
 
 
 def test_a_signal_while_the_inputs_are_listed_stops_there_and_resume_completes(crops, embed, tmp_path,
@@ -423,8 +457,11 @@ def test_a_signal_while_the_inputs_are_listed_stops_there_and_resume_completes(c
     monkeypatch.setattr(_inputs, "_listing", listing)
     out = tmp_path / "out"
     rc, err = embed([folder], out)
-    assert rc == 128 + signal.SIGTERM and sent, err
-    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    assert rc == 128 + signal.SIGTERM, err
+    assert sent
+    assert "interrupted" in err
+    assert "--resume" in err
+    assert "Traceback" not in err
     assert_consistent(out)
     assert 0 < read_embeddings(out).num_rows < N_IMAGES
     monkeypatch.undo()

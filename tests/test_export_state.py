@@ -53,8 +53,10 @@ def test_commit_then_scan(tmp_path: Path, fmt: str) -> None:
     commit(state, 0, Cursor(), cursor(2), [0, 2])
     commit(state, 1, cursor(2), cursor(6, 30, complete=False), [4, 6])
     point = state.resume()
-    assert point.next_shard == 2 and point.cursor == cursor(6, 30, complete=False)
-    assert point.rows == 4 and point.done.inputs == 4
+    assert point.next_shard == 2
+    assert point.cursor == cursor(6, 30, complete=False)
+    assert point.rows == 4
+    assert point.done.inputs == 4
     assert read_embeddings(tmp_path).column("item").to_pylist() == [0, 2, 4, 6]
 
 
@@ -70,7 +72,8 @@ def test_crash_leftovers_are_cleaned_and_bad_folders_refused(tmp_path: Path) -> 
     (tmp_path / "_manifests" / ".part-r00000-000003.json.tmp-999").write_bytes(b"half")
     (tmp_path / ".part-r00001-000000.parquet.tmp-999").write_bytes(b"another rank's")
     point = state.resume()
-    assert point.next_shard == 2 and point.cursor == cursor(1)
+    assert point.next_shard == 2
+    assert point.cursor == cursor(1)
     assert sorted(os.listdir(tmp_path)) == [".part-r00001-000000.parquet.tmp-999", "_manifests",
                                             "part-r00000-000000.parquet", "part-r00000-000001.parquet"]
     assert sorted(os.listdir(tmp_path / "_manifests")) == ["part-r00000-000000.json", "part-r00000-000001.json"]
@@ -142,7 +145,8 @@ def test_errors_and_index_merge_ranks_in_input_order(tmp_path: Path) -> None:
     assert [r["file"] for r in index] == ["part-r00000-000000.npz", "part-r00001-000000.npz",
                                           "part-r00000-000001.npz", "part-r00001-000001.npz"]
     stats, n = _dataset.dataset_totals(out)
-    assert n == 4 and stats.inputs == 4
+    assert n == 4
+    assert stats.inputs == 4
 
 
 def test_resume_refuses_changed_inputs(tmp_path: Path) -> None:
@@ -254,7 +258,9 @@ def test_clear_export_deletes_only_export_files_of_its_ranks(tmp_path: Path) -> 
     # This run has 2 processes: rank 1 clears its own files only.
     gone = ExportFolder(out, rank=1, world_size=2).clear()
     assert sorted(os.path.basename(p) for p in gone) == ["part-r00001-000000.json", "part-r00001-000000.parquet"]
-    assert any_shards(out, 0) and any_shards(out, 2) and not any_shards(out, 1)
+    assert any_shards(out, 0)
+    assert any_shards(out, 2)
+    assert not any_shards(out, 1)
     # Rank 0 clears its own, those of ranks the run lacks (2), and the folder-level files.
     ExportFolder(out, rank=0, world_size=2).clear()
     assert not any_shards(out)
@@ -269,7 +275,8 @@ def test_resume_verifies_shards_and_redoes_the_first_damaged_one_and_all_after_i
     commit(state, 1, cursor(1), cursor(3), [2, 3])
     commit(state, 2, cursor(3), cursor(5), [4, 5])
     man = json.loads((tmp_path / "_manifests" / "part-r00000-000001.json").read_text())
-    assert man["rows"] == 2 and man["size"] == (tmp_path / "part-r00000-000001.npz").stat().st_size
+    assert man["rows"] == 2
+    assert man["size"] == (tmp_path / "part-r00000-000001.npz").stat().st_size
     assert len(man["sha256"]) == 64
     assert [s.number for s in _dataset.committed_shards(out)] == [0, 1, 2]
     data = tmp_path / "part-r00000-000001.npz"
@@ -277,7 +284,9 @@ def test_resume_verifies_shards_and_redoes_the_first_damaged_one_and_all_after_i
     with pytest.raises(ExportStateError, match=r"part-r00000-000001.npz is damaged \(\d+ bytes, the manifest says"):
         _dataset.committed_shards(out)
     point = state.resume()
-    assert point.next_shard == 1 and point.cursor == cursor(1) and point.rows == 2
+    assert point.next_shard == 1
+    assert point.cursor == cursor(1)
+    assert point.rows == 2
     assert [name for name, _ in point.redone] == ["part-r00000-000001.npz", "part-r00000-000002.npz"]
     assert sorted(p.name for p in tmp_path.glob("part-*")) == ["part-r00000-000000.npz"]
     assert sorted(p.name for p in (tmp_path / "_manifests").glob("part-*")) == ["part-r00000-000000.json"]
@@ -290,5 +299,6 @@ def test_data_files_after_the_last_manifest_are_redone(tmp_path: Path) -> None:
     commit(state, 1, cursor(1), cursor(3), [2, 3])
     (tmp_path / "_manifests" / "part-r00000-000001.json").unlink()  # a copy that missed the last manifest
     point = state.resume()
-    assert point.next_shard == 1 and point.redone == [("part-r00000-000001.parquet", "it has no manifest")]
+    assert point.next_shard == 1
+    assert point.redone == [("part-r00000-000001.parquet", "it has no manifest")]
     assert sorted(p.name for p in tmp_path.glob("part-*")) == ["part-r00000-000000.parquet"]

@@ -32,7 +32,9 @@ def test_every_nth_frame_with_index_timestamp_and_rgb(synthetic_video) -> None:
     assert [f.index for f in frames] == [0, 3, 6, 9, 12, 15, 18]
     np.testing.assert_allclose([f.timestamp for f in frames], [f.index / FPS for f in frames], atol=1e-6)
     for f in frames:
-        assert f.error is None and f.image.shape == (32, 48, 3) and f.image.dtype == np.uint8
+        assert f.error is None
+        assert f.image.shape == (32, 48, 3)
+        assert f.image.dtype == np.uint8
         # frame i was written as BGR colour i % 3; in RGB the bright channel is mirrored
         bright = int(np.argmax(f.image.reshape(-1, 3).mean(0)))
         assert bright == 2 - int(np.argmax(BGR[f.index % 3]))
@@ -99,7 +101,8 @@ def test_a_real_video_cut_short_yields_its_frames_then_says_where_it_stopped(tmp
     with pytest.raises(VideoTruncatedError, match=r"cut.avi: truncated after frame (\d+).* declares 72 frames") as e:
         for f in iter_frames(str(cut), every=5):
             frames.append(f)
-    assert 20 < e.value.frames < 60 and e.value.declared == 72
+    assert 20 < e.value.frames < 60
+    assert e.value.declared == 72
     assert [f.index for f in frames] == list(range(0, e.value.frames, 5))
     assert all(f.error is None for f in frames)
     assert [f.index for f in iter_frames(str(whole), every=5)] == list(range(0, 72, 5))  # whole: no error

@@ -56,15 +56,19 @@ def test_round_trip_is_exact(fmt: str, tmp_path: Path) -> None:
     assert len(buf) == 7
     cols = buf.take()
     assert len(buf) == 0
-    assert cols["kps"].shape == (7, 10) and cols["face"].shape == (7, DIM) and cols["face_index"].dtype == np.int32
+    assert cols["kps"].shape == (7, 10)
+    assert cols["face"].shape == (7, DIM)
+    assert cols["face_index"].dtype == np.int32
     f = get_format(fmt)
     dest = str(tmp_path / f"part{f.suffix}")
     f.write(cols, dest, ["face", "pose", "trunk"], DIM, META)
     back, meta = f.read(dest)
-    assert meta == META and f.metadata(dest) == META
+    assert meta == META
+    assert f.metadata(dest) == META
     assert_same(back, cols)
     sub, _ = f.read(dest, ["item", "path"])
-    assert set(sub) == {"item", "path"} and list(sub["path"]) == cols["path"]
+    assert set(sub) == {"item", "path"}
+    assert list(sub["path"]) == cols["path"]
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
@@ -75,7 +79,8 @@ def test_empty_shard_and_feature_subset(fmt: str, tmp_path: Path) -> None:
     f.write(empty, dest, ["pose"], DIM, META)
     back, _ = f.read(dest)
     assert_same(back, empty)
-    assert "face" not in back and back["pose"].shape == (0, DIM)
+    assert "face" not in back
+    assert back["pose"].shape == (0, DIM)
 
 
 def test_one_line_readers(tmp_path: Path) -> None:
@@ -91,12 +96,14 @@ def test_one_line_readers(tmp_path: Path) -> None:
     (tmp_path / "_manifests" / "part-r00000-000000.json").write_text("{}")
     (tmp_path / ".part-r00000-000002.parquet.tmp-123").write_bytes(b"half a file")
     table = pq.read_table(tmp_path)
-    assert table.num_rows == 10 and table.column("item").to_pylist() == list(range(10))
+    assert table.num_rows == 10
+    assert table.column("item").to_pylist() == list(range(10))
     assert table.schema.field("face").type == pa.list_(pa.float32(), DIM)
     assert table.schema.field("kps").type == pa.list_(pa.float32(), 10)
     assert json.loads(table.schema.metadata[b"facepcl"]) == META
     face = np.stack(table.column("face").to_numpy(zero_copy_only=False))
-    assert face.shape == (10, DIM) and face.dtype == np.float32
+    assert face.shape == (10, DIM)
+    assert face.dtype == np.float32
     assert from_arrow(table)["kps"].shape == (10, 10)
 
 
@@ -117,7 +124,8 @@ def test_write_atomic_leaves_nothing_on_failure(tmp_path: Path) -> None:
         write_atomic(str(dest), boom)
     assert os.listdir(tmp_path) == []
     write_atomic(str(dest), lambda tmp: Path(tmp).write_bytes(b"whole"))
-    assert dest.read_bytes() == b"whole" and os.listdir(tmp_path) == ["out.bin"]
+    assert dest.read_bytes() == b"whole"
+    assert os.listdir(tmp_path) == ["out.bin"]
 
 
 def test_write_atomic_gives_files_the_usual_mode(tmp_path: Path) -> None:

@@ -76,7 +76,8 @@ def test_load_with_head_from_the_hub(random_pcl_model, tmp_path):
         proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["heads"] == ["fer"] and out["rev"] == sha
+    assert out["heads"] == ["fer"]
+    assert out["rev"] == sha
     assert out["bias"] == pytest.approx(head.net.fc.bias.tolist())
     torch.manual_seed(0)
     ref = facepcl.heads.predict_crops(random_pcl_model, torch.rand(2, 3, 32, 32), heads={"fer": head})["fer"].scores

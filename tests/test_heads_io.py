@@ -36,13 +36,16 @@ def test_linear_head_init_matches_the_reference_probe():
     torch.manual_seed(0)
     h = LinearHead(6272, 7)
     assert h.fc.weight.shape == (7, 6272)
-    assert abs(h.fc.weight.std().item() - 0.01) < 5e-4 and abs(h.fc.weight.mean().item()) < 5e-4
+    assert abs(h.fc.weight.std().item() - 0.01) < 5e-4
+    assert abs(h.fc.weight.mean().item()) < 5e-4
     assert torch.count_nonzero(h.fc.bias) == 0
 
 
 def test_bn_linear_and_mlp_shapes():
     bn = BNLinearHead(32768, 3)
-    assert isinstance(bn.bn, torch.nn.BatchNorm1d) and bn.bn.num_features == 32768 and bn.fc.out_features == 3
+    assert isinstance(bn.bn, torch.nn.BatchNorm1d)
+    assert bn.bn.num_features == 32768
+    assert bn.fc.out_features == 3
     mlp = MLPHead(64, 5, hidden_dims=(32, 16), dropout=0.1).eval()
     assert mlp(torch.randn(4, 64)).shape == (4, 5)
     with pytest.raises(ValueError, match="hidden layer"):
@@ -68,12 +71,14 @@ def test_save_load_round_trip_bit_exact(tmp_path):
     head = TaskHead(_spec(kind="mlp", hidden_dims=[16], metrics={"accuracy": 0.5}))
     head.net.layers[1].running_mean.normal_()  # BatchNorm statistics travel too
     folder = save_head(head, tmp_path)
-    assert folder.name == "head-fer" and (folder / "head.json").is_file()
+    assert folder.name == "head-fer"
+    assert (folder / "head.json").is_file()
     assert json.loads((folder / "head.json").read_text())["format"] == "facepcl-head"
     loaded = load_head(tmp_path, device="cpu")
     assert loaded.spec.to_dict() == head.spec.to_dict()
     for (k, a), (k2, b) in zip(head.net.state_dict().items(), loaded.net.state_dict().items(), strict=True):
-        assert k == k2 and torch.equal(a, b)
+        assert k == k2
+        assert torch.equal(a, b)
     assert not loaded.training
     assert list_heads(tmp_path) == ["fer"]
     assert load_head(folder).spec.name == "fer"  # the head folder itself
@@ -125,7 +130,8 @@ def test_attach_checks_encoder_and_predicts(random_pcl_model, tmp_path):
     assert "task_heads" not in dict(model.named_modules())  # not saved with the encoder
     crops = torch.rand(2, 3, 64, 64)
     out = predict_crops(model, crops)["fer"]
-    assert out.scores.shape == (2, 3) and np.allclose(out.scores.sum(1), 1.0, atol=1e-5)
+    assert out.scores.shape == (2, 3)
+    assert np.allclose(out.scores.sum(1), 1.0, atol=1e-5)
     # the head saw the crops resized to its 32 px input: same as running it by hand
     from facepcl.preprocess import to_input
 
@@ -158,7 +164,8 @@ def test_postprocess_per_task(random_pcl_model):
     reg = TaskHead(_spec(task="regression", out_dim=3, label_names=["yaw", "pitch", "roll"]))
     reg.net.fc.weight.data = torch.eye(3, 512)
     reg.net.fc.bias.data.zero_()
-    assert reg.predict(feats).scores.tolist() == [[2.0, -2.0, 0.0]] and reg.predict(feats).labels is None
+    assert reg.predict(feats).scores.tolist() == [[2.0, -2.0, 0.0]]
+    assert reg.predict(feats).labels is None
     ver = TaskHead(_spec(task="verification", out_dim=3, label_names=[]))
     emb = ver.predict(torch.randn(4, 512)).scores
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)

@@ -35,7 +35,8 @@ def test_separable_classes_reach_high_accuracy_and_selection_keeps_best_epoch():
     cfg = HeadTrainConfig("adam", 1e-2, 0.0, "cosine", 15, 64)
     fit = fit_features(head, x, y, cfg, val=(xv, yv))
     scores = [h["score"] for h in fit.history]
-    assert fit.best_epoch == int(np.argmax(scores)) + 1 and fit.best_score == max(scores)
+    assert fit.best_epoch == int(np.argmax(scores)) + 1
+    assert fit.best_score == max(scores)
     assert fit.selection == "val"
     # the kept weights are those of the best epoch: re-scoring the validation set gives its score
     assert task_metrics("classification", outputs(head, xv, "cpu"), yv, head.spec.label_names)["score"] == max(scores)
@@ -45,7 +46,10 @@ def test_separable_classes_reach_high_accuracy_and_selection_keeps_best_epoch():
 def test_no_validation_keeps_last_epoch():
     x, y = _blobs(50, 2, 8, 0)
     fit = fit_features(_head("classification", 8, 2), x, y, HeadTrainConfig(epochs=3, batch_size=16))
-    assert fit.selection == "last" and fit.best_epoch == 3 and fit.best_score is None and len(fit.history) == 3
+    assert fit.selection == "last"
+    assert fit.best_epoch == 3
+    assert fit.best_score is None
+    assert len(fit.history) == 3
 
 
 def test_pose_regression_bn_linear_learns_degrees():
@@ -110,7 +114,8 @@ def test_finetuner_uses_separate_learning_rates():
     tuner = FineTuner(model, head, HeadTrainConfig("adam", 1e-3, 0.0, "constant", 2, 3, encoder_lr=1e-4), device="cpu")
     fit = tuner.fit(data, val=data)
     assert any(not torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())
-    assert not model.encoder.training and fit.selection == "val"
+    assert not model.encoder.training
+    assert fit.selection == "val"
     assert tuner.predict(data).shape == (6, 3)
 
 
@@ -149,10 +154,13 @@ def test_finetuner_trains_verification_on_pairs():
     with pytest.raises(ValueError, match="fit_pairs"):
         tuner.fit(data)
     fit = tuner.fit_pairs(data.images, pairs, same, val=(pairs, same))
-    assert len(fit.history) == 2 and fit.selection == "val" and 0.5 <= fit.history[-1]["accuracy"] <= 1.0
+    assert len(fit.history) == 2
+    assert fit.selection == "val"
+    assert 0.5 <= fit.history[-1]["accuracy"] <= 1.0
     assert any(not torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())
     scores = tuner.pair_scores(data.images, pairs)
-    assert scores.shape == (len(pairs),) and np.all(np.abs(scores) <= 1 + 1e-5)
+    assert scores.shape == (len(pairs),)
+    assert np.all(np.abs(scores) <= 1 + 1e-5)
     # the scores are the cosine of the head outputs of each image
     emb = tuner.embed_images(data.images, np.arange(len(ids)))
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
@@ -170,16 +178,18 @@ def test_a_last_batch_of_one_is_folded_into_the_one_before():
     unshuffled = list(_batches(9, 4, False, rng))
     assert [b.tolist() for b in unshuffled] == [[0, 1, 2, 3], [4, 5, 6, 7, 8]]  # sample 8 is trained on
     shuffled = list(_batches(9, 4, True, rng))
-    assert [len(b) for b in shuffled] == [4, 5] and sorted(np.concatenate(shuffled).tolist()) == list(range(9))
+    assert [len(b) for b in shuffled] == [4, 5]
+    assert sorted(np.concatenate(shuffled).tolist()) == list(range(9))
     assert [len(b) for b in _batches(10, 4, False, rng)] == [4, 4, 2]
     assert [len(b) for b in _batches(1, 4, False, rng)] == [1]  # nothing to fold into
     assert [len(b) for b in _batches(5, 1, False, rng)] == [1, 1, 1, 2]
 
 
-def test_old_head_train_config_name_still_works_with_a_deprecation_warning():
+def test_head_training_has_one_config_name():
     import facepcl.heads as heads
     from facepcl.train.config import TrainConfig as PretrainConfig
 
-    with pytest.warns(DeprecationWarning, match="HeadTrainConfig"):
-        old = heads.TrainConfig
-    assert old is HeadTrainConfig and old is not PretrainConfig
+    assert heads.HeadTrainConfig is HeadTrainConfig
+    assert HeadTrainConfig is not PretrainConfig
+    with pytest.raises(AttributeError, match="TrainConfig"):
+        heads.TrainConfig  # noqa: B018

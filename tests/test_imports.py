@@ -87,7 +87,8 @@ def test_the_cycle_finder_finds_a_cycle_made_by_an_import_inside_a_function(tmp_
     (pkg / "sub" / "__init__.py").write_text("")
     (pkg / "sub" / "b.py").write_text("def g():\n    from ..a import f\n    return f\n")
     cycle = find_cycle(import_graph(pkg))
-    assert cycle is not None and set(cycle) == {"pkg.a", "pkg.sub.b"}
+    assert cycle is not None
+    assert set(cycle) == {"pkg.a", "pkg.sub.b"}
     (pkg / "sub" / "b.py").write_text("def g():\n    return 1\n")
     assert find_cycle(import_graph(pkg)) is None
 
@@ -106,7 +107,8 @@ def test_the_cycle_finder_sees_cycles_through_package_init_files(tmp_path):
 
 def test_facepcl_has_no_import_cycle():
     edges = import_graph(PACKAGE)
-    assert "facepcl.heads._predict" in edges and "facepcl.hub" in edges["facepcl.heads._predict"]
+    assert "facepcl.heads._predict" in edges
+    assert "facepcl.hub" in edges["facepcl.heads._predict"]
     cycle = find_cycle(edges)
     assert cycle is None, "import cycle: " + " -> ".join(
         f"{a} (line {edges[a][b]})" for a, b in itertools.pairwise(cycle)) + f" -> {cycle[-1]}"
@@ -114,7 +116,8 @@ def test_facepcl_has_no_import_cycle():
 
 def test_saving_needs_no_loading_code():
     edges = import_graph(PACKAGE)
-    assert "facepcl.hub" not in edges["facepcl.model"] and "facepcl.hub" not in edges["facepcl.model._save"]
+    assert "facepcl.hub" not in edges["facepcl.model"]
+    assert "facepcl.hub" not in edges["facepcl.model._save"]
     assert not any(m.startswith("facepcl.heads") for m in edges["facepcl.hub"])
 
 
@@ -152,9 +155,11 @@ def test_inference_with_heads_imports_no_training_or_evaluation_code(random_mode
                          timeout=300)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert report["predictions"] == ["fer", "pose"] and report["rows"] == 1
+    assert report["predictions"] == ["fer", "pose"]
+    assert report["rows"] == 1
     loaded = report["modules"]
-    assert "facepcl.heads._predict" in loaded and "facepcl._utils.digest" in loaded  # the code under test did run
+    assert "facepcl.heads._predict" in loaded
+    assert "facepcl._utils.digest" in loaded  # the code under test did run
     assert [m for m in loaded if m.startswith(("facepcl.eval", "facepcl.train"))] == []
     assert [m for m in loaded if m.endswith(("_train", "_finetune"))] == []
 

@@ -49,8 +49,10 @@ def test_cli_refuses_urls_before_touching_anything(argv, tmp_path, monkeypatch, 
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"facepcl {argv[0]}: error: ")
-    assert "not supported yet" in err and "copy the data to a local folder" in err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "not supported yet" in err
+    assert "copy the data to a local folder" in err
+    assert len(err.splitlines()) == 1
+    assert "Traceback" not in err
     assert os.listdir(tmp_path) == []  # no local folder named "s3:" or "gs:"
 
 
@@ -108,7 +110,8 @@ def test_config_sizes_are_bounded_before_anything_is_built(folder, no_network, f
         _edit_config(folder, **{field: value})
     with pytest.raises(ModelLoadError, match=match) as info:
         facepcl.load(folder, device="cpu")
-    assert "config.json" in str(info.value) and "\n" not in str(info.value)
+    assert "config.json" in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_a_network_too_large_for_its_config_is_refused_by_its_parameter_count() -> None:
@@ -181,12 +184,14 @@ def test_unreadable_config_and_head_files_give_one_line_naming_the_file(folder, 
     with pytest.raises(ModelLoadError, match=match) as info:
         facepcl.load(folder, device="cpu")
     message = str(info.value)
-    assert message.startswith(str(folder / "config.json")) and "\n" not in message
+    assert message.startswith(str(folder / "config.json"))
+    assert "\n" not in message
     head = _head_folder(tmp_path)
     (head / "head.json").write_bytes(content)
     with pytest.raises(ModelLoadError, match=match) as info:
         load_head(head)
-    assert str(info.value).startswith(str(head / "head.json")) and "\n" not in str(info.value)
+    assert str(info.value).startswith(str(head / "head.json"))
+    assert "\n" not in str(info.value)
 
 
 def test_oversized_config_file_is_refused_unread(folder, monkeypatch) -> None:
@@ -234,13 +239,16 @@ def test_reduced_decoding_maps_back_to_the_files_pixels(orientation, monkeypatch
     data = _marked_jpeg(orientation)
     full = images.load_image(data)
     reduced = images.load_image(data, min_side=60)
-    assert isinstance(reduced, images.ReducedImage) and reduced.scale == 4
+    assert isinstance(reduced, images.ReducedImage)
+    assert reduced.scale == 4
     assert reduced.original_size == (full.shape[1], full.shape[0])
-    assert max(reduced.shape[:2]) >= 60 and max(reduced.shape[:2]) < 2 * 60  # the smallest scale that keeps 60 px
+    assert max(reduced.shape[:2]) >= 60
+    assert max(reduced.shape[:2]) < 2 * 60  # the smallest scale that keeps 60 px
     box, kps = images.to_original(reduced, np.array([[0, 0, reduced.shape[1], reduced.shape[0]]], np.float32),
                                   _centre(reduced)[None, None])
     np.testing.assert_allclose(kps[0, 0], _centre(full), atol=1.0)  # one pixel: the marker's quantisation
-    assert -4 < box[0, 0] <= 0 and -4 < box[0, 1] <= 0  # the whole decoded image covers the file's image
+    assert -4 < box[0, 0] <= 0
+    assert -4 < box[0, 1] <= 0  # the whole decoded image covers the file's image
     _, back_kps = images.to_decoded(reduced, box, kps)
     np.testing.assert_allclose(back_kps[0, 0], _centre(reduced), atol=1e-4)
     copy = pickle.loads(pickle.dumps(reduced))  # worker processes keep the mapping
@@ -284,14 +292,16 @@ def test_embedding_a_huge_jpeg_reports_the_files_pixels(huge_face_jpeg, random_p
     from facepcl.detection import FaceDetector
     from facepcl.pipeline import FaceEmbedder
 
-    emb = FaceEmbedder(random_pcl_model, detector=FaceDetector(device="cpu", max_size=128), exact=True,
+    emb = FaceEmbedder(random_pcl_model, detector=FaceDetector(device="cpu", max_size=128), mode="exact",
                        num_workers=0)
     assert emb.decode_min_side == 512  # 128 * 64 / 16
     full = emb.embed(str(huge_face_jpeg))
     assert len(full) == 1
     monkeypatch.setattr(images, "REDUCE_ABOVE_PIXELS", 1_000_000)
     image = emb.load(str(huge_face_jpeg))
-    assert isinstance(image, images.ReducedImage) and image.scale == 4 and image.shape == (512, 512, 3)
+    assert isinstance(image, images.ReducedImage)
+    assert image.scale == 4
+    assert image.shape == (512, 512, 3)
     reduced = emb.embed(str(huge_face_jpeg))
     assert reduced.info["decode"] == {"min_side": 512, "reduce_above_pixels": 1_000_000}
     assert len(reduced) == 1
@@ -316,7 +326,7 @@ def test_a_whole_image_box_stays_within_the_file(huge_face_jpeg, random_pcl_mode
 def test_min_face_size_turns_reduced_decoding_off(random_pcl_model) -> None:
     from facepcl.pipeline import FaceEmbedder
 
-    assert FaceEmbedder(random_pcl_model, device="cpu", min_face_size=40).decode_min_side is None
+    assert FaceEmbedder(random_pcl_model, device="cpu", detector={"min_face_size": 40}).decode_min_side is None
 
 
 def test_an_export_of_a_huge_jpeg_records_file_pixels_and_the_decoding(huge_face_jpeg, random_model_dir, tmp_path,
@@ -331,4 +341,5 @@ def test_an_export_of_a_huge_jpeg_records_file_pixels_and_the_decoding(huge_face
                  "--no-progress", "--device", "cpu"]) == 0
     assert read_metadata(out)["decode"] == {"min_side": 512, "reduce_above_pixels": 1_000_000}
     bbox = column_to_numpy(read_embeddings(out), "bbox")
-    assert len(bbox) == 1 and 1024 < bbox[0, 2] <= 2048  # the file's pixels (2048 px), not the decoded 512
+    assert len(bbox) == 1
+    assert 1024 < bbox[0, 2] <= 2048  # the file's pixels (2048 px), not the decoded 512

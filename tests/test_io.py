@@ -39,7 +39,9 @@ def _png_bytes(img: Image.Image) -> bytes:
 def test_uint8_rgb_array_is_returned_unchanged():
     a = _pattern()
     out = load_image(a)
-    assert out.dtype == np.uint8 and out.shape == (24, 32, 3) and out.flags.c_contiguous
+    assert out.dtype == np.uint8
+    assert out.shape == (24, 32, 3)
+    assert out.flags.c_contiguous
     np.testing.assert_array_equal(out, a)
 
 
@@ -138,7 +140,8 @@ def test_pil_modes(tmp_path):
     np.testing.assert_array_equal(la[..., 0], np.asarray(rgb.convert("L")))  # opaque alpha: unchanged
     np.testing.assert_array_equal(load_image(rgb.convert("1"))[..., 0], np.asarray(rgb.convert("1")) * 255)
     cmyk = load_image(rgb.convert("CMYK"))
-    assert cmyk.shape == a.shape and np.abs(cmyk.astype(int) - a).max() <= 2
+    assert cmyk.shape == a.shape
+    assert np.abs(cmyk.astype(int) - a).max() <= 2
     # a palette image with a transparent entry: transparent pixels become black
     p = Image.fromarray(np.array([[0, 1], [1, 0]], np.uint8), mode="P")
     p.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
@@ -178,7 +181,8 @@ def test_exif_orientation_is_applied(tmp_path):
     for src in (path, path.read_bytes(), Image.open(path)):
         out = load_image(src)
         assert out.shape == (40, 20, 3)  # upright: 20 wide, 40 high
-        assert out[:15, :, 0].mean() > 200 and out[:15, :, 2].mean() < 50  # the red half is now on top
+        assert out[:15, :, 0].mean() > 200
+        assert out[:15, :, 2].mean() < 50  # the red half is now on top
         assert out[25:, :, 2].mean() > 200
     # without the tag nothing turns
     plain = tmp_path / "plain.jpg"
@@ -288,7 +292,9 @@ def test_devices_and_fifos_are_refused_by_type_before_reading(tmp_path):
     os.mkfifo(fifo)
     for path, kind in ((fifo, "FIFO"), ("/dev/zero", "character device")):
         error = _load_in_thread(path)
-        assert isinstance(error, ImageLoadError) and kind in str(error) and str(path) in str(error)
+        assert isinstance(error, ImageLoadError)
+        assert kind in str(error)
+        assert str(path) in str(error)
 
 
 def test_file_size_cap_is_checked_before_reading(monkeypatch, tmp_path):
@@ -335,7 +341,9 @@ def test_a_list_records_every_input_failure_and_keeps_the_rest(random_pcl_model,
     embedder = facepcl.FaceEmbedder(random_pcl_model, detect=False, device="cpu")
     result = embedder.embed(inputs)
     assert [f.index for f in result.failures] == [1, 2, 3]
-    assert result.num_images == 5 and len(result.image_index) == 2
-    assert "x" * 300 in result.failures[0].input and "sparse" in result.failures[1].reason.lower()
+    assert result.num_images == 5
+    assert len(result.image_index) == 2
+    assert "x" * 300 in result.failures[0].input
+    assert "sparse" in result.failures[1].reason.lower()
     with pytest.raises(ImageLoadError):
         embedder.embed(inputs[2])

@@ -49,7 +49,8 @@ def test_non_finite_weights_are_refused(folder, value, match) -> None:
     _edit_weights(folder, poison)
     with pytest.raises(ModelLoadError, match=match) as info:
         facepcl.load(folder, device="cpu")
-    assert ENCODER_WEIGHT in str(info.value) and "model.safetensors" in str(info.value)
+    assert ENCODER_WEIGHT in str(info.value)
+    assert "model.safetensors" in str(info.value)
 
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.int8])
@@ -89,7 +90,8 @@ def test_cli_refuses_a_nan_model_without_writing_an_export(folder, tmp_path, cap
     Image.new("RGB", (64, 64), "gray").save(crop)
     rc = main(["embed", str(crop), "-o", str(tmp_path / "out"), "--model", str(folder), "--no-detect",
                "--device", "cpu", "--no-progress"])
-    assert rc == 1 and "NaN" in capsys.readouterr().err
+    assert rc == 1
+    assert "NaN" in capsys.readouterr().err
     assert not list(tmp_path.glob("out/part-*"))  # refused before any shard was written
 
 

@@ -50,7 +50,9 @@ def test_parameter_counts_match_reference() -> None:
 
 def test_components_are_optional() -> None:
     enc = PCLModel()
-    assert enc.decoder is None and enc.face_head is None and enc.pose_head is None
+    assert enc.decoder is None
+    assert enc.face_head is None
+    assert enc.pose_head is None
     with pytest.raises(RuntimeError, match="decoder"):
         enc.reconstruct(torch.zeros(1, 2048), torch.zeros(1, 2048))
     with pytest.raises(RuntimeError, match="face_head"):

@@ -39,7 +39,7 @@ def demo_onnx(tmp_path_factory):
 
 
 def test_onnx_encoder_matches_the_exact_path_on_real_faces(demo_onnx):
-    result = facepcl.embed([str(p) for p in EXAMPLES], model="pcl-demo", device="cpu", exact=True,
+    result = facepcl.embed([str(p) for p in EXAMPLES], model="pcl-demo", device="cpu", mode="exact",
                            return_crops=True)
     assert len(result) >= 3  # real faces of the example photos
     cfg = json.loads((demo_onnx / "config.json").read_text())

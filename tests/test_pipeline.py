@@ -38,19 +38,28 @@ def assert_same_faces(a: EmbeddingResult, b: EmbeddingResult, atol: float = 1e-4
 
 def test_group_photo_one_record_per_face(embedder, photo_paths, photos):
     res = embedder(str(photo_paths["multi_face.jpg"]))
-    assert len(res) == 5 and res.num_images == 1 and not res.failures and not res.no_face
+    assert len(res) == 5
+    assert res.num_images == 1
+    assert not res.failures
+    assert not res.no_face
     dim = feature_dim(64)
     for name in ("face", "pose", "trunk"):
         arr = getattr(res, name)
-        assert arr.shape == (5, dim) and arr.dtype == np.float32 and np.isfinite(arr).all()
-    assert res.bbox.shape == (5, 4) and res.kps.shape == (5, 5, 2) and res.det_score.shape == (5,)
-    assert res.image_index.dtype == np.int64 and (res.image_index == 0).all()
+        assert arr.shape == (5, dim)
+        assert arr.dtype == np.float32
+        assert np.isfinite(arr).all()
+    assert res.bbox.shape == (5, 4)
+    assert res.kps.shape == (5, 5, 2)
+    assert res.det_score.shape == (5,)
+    assert res.image_index.dtype == np.int64
+    assert (res.image_index == 0).all()
     det = embedder.detector.detect(photos["multi_face.jpg"])  # the result holds its detector's faces
     np.testing.assert_allclose(res.bbox, det.boxes)
     np.testing.assert_allclose(res.kps, det.kps)
     # different faces give different embeddings
     assert np.linalg.matrix_rank(res.face.astype(np.float64)) == 5
-    assert res.info["crop_size"] == 64 and res.info["detector"] == "retinaface_mobile0.25"
+    assert res.info["crop_size"] == 64
+    assert res.info["detector"] == "retinaface_mobile0.25"
     assert res.crops is None
 
 
@@ -72,7 +81,8 @@ def test_every_input_kind_gives_the_same_result(embedder, photo_paths):
 
 def test_grayscale_and_rgba_inputs(embedder, photo_paths, photos):
     gray = embedder(photo_paths["BWPictureHuman.jpg"])
-    assert len(gray) == 1 and np.isfinite(gray.trunk).all()
+    assert len(gray) == 1
+    assert np.isfinite(gray.trunk).all()
     g = photos["BWPictureHuman.jpg"][..., 0]
     assert_same_faces(embedder(g), gray)  # a 2-D array is the same grayscale picture
     rgba = embedder(photo_paths["Image_with_alpha.png"])
@@ -85,21 +95,23 @@ def test_batched_equals_one_at_a_time(embedder, photo_paths):
     names = ["multi_face.jpg", "single_face.jpg", "astronaut.png", "Image_with_alpha.png"]
     paths = [photo_paths[n] for n in names]
     batch = embedder(paths)
-    assert batch.num_images == 4 and len(batch) == 8
+    assert batch.num_images == 4
+    assert len(batch) == 8
     for i, p in enumerate(paths):
         one = embedder(p)
         part = batch.for_image(i)
         one.image_index[:] = i
         assert_same_faces(part, one)
     # small chunks (streaming) and a generator give the same result
-    streamed = FaceEmbedder(embedder.model, chunk_size=2, batch_size=3, detect_batch_size=2)(p for p in paths)
+    streamed = FaceEmbedder(embedder.model, chunk_size=2, batch_size=3, detector={"batch_size": 2})(p for p in paths)
     assert_same_faces(streamed, batch)
 
 
 def test_batch_of_arrays(embedder, photos):
     astro = photos["astronaut.png"]
     res = embedder(np.stack([astro, astro[:, ::-1]]))
-    assert res.num_images == 2 and list(res.image_index) == [0, 1]
+    assert res.num_images == 2
+    assert list(res.image_index) == [0, 1]
 
 
 def _mixed_folder(tmp_path: Path, photo_paths, bad_files) -> list[Path]:
@@ -151,17 +163,24 @@ def test_single_zero_size_array_raises(embedder):
 def test_on_no_face_modes(random_pcl_model, photo_paths, photos):
     landscape = photo_paths["free-mountain-vector-01.jpg"]
     skip = FaceEmbedder(random_pcl_model)(landscape)
-    assert len(skip) == 0 and skip.no_face == [0] and skip.face.shape == (0, feature_dim(64))
+    assert len(skip) == 0
+    assert skip.no_face == [0]
+    assert skip.face.shape == (0, feature_dim(64))
     with pytest.raises(NoFaceError, match=r"free-mountain-vector-01\.jpg.*on_no_face"):
         FaceEmbedder(random_pcl_model, on_no_face="error")([photo_paths["astronaut.png"], landscape])
     full = FaceEmbedder(random_pcl_model, on_no_face="full_image", return_crops=True)(landscape)
-    assert len(full) == 1 and full.no_face == [0]
+    assert len(full) == 1
+    assert full.no_face == [0]
     h, w = photos["free-mountain-vector-01.jpg"].shape[:2]
     np.testing.assert_array_equal(full.bbox, [[0, 0, w, h]])
-    assert np.isnan(full.kps).all() and np.isnan(full.det_score).all() and np.isfinite(full.face).all()
+    assert np.isnan(full.kps).all()
+    assert np.isnan(full.det_score).all()
+    assert np.isfinite(full.face).all()
     # the whole landscape, letterboxed: black bands above and below, picture in the middle
     crop = full.crops[0]
-    assert crop[:8].max() == 0 and crop[-8:].max() == 0 and crop[28:36].mean() > 20
+    assert crop[:8].max() == 0
+    assert crop[-8:].max() == 0
+    assert crop[28:36].mean() > 20
     with pytest.raises(ValueError, match="on_no_face"):
         FaceEmbedder(random_pcl_model, on_no_face="ignore")
 
@@ -169,26 +188,29 @@ def test_on_no_face_modes(random_pcl_model, photo_paths, photos):
 def test_max_faces_and_min_face_size(random_pcl_model, photo_paths):
     group = photo_paths["multi_face.jpg"]
     full = FaceEmbedder(random_pcl_model)(group)
-    top2 = FaceEmbedder(random_pcl_model, max_faces=2)(group)
+    top2 = FaceEmbedder(random_pcl_model, detector={"max_faces": 2})(group)
     assert len(top2) == 2
     np.testing.assert_allclose(top2.det_score, full.det_score[:2])
     np.testing.assert_allclose(top2.face, full.face[:2], atol=1e-5)
-    big = FaceEmbedder(random_pcl_model, min_face_size=110)(group)
+    big = facepcl.embed(group, model=random_pcl_model, min_face_size=110)
     sides = np.minimum(full.bbox[:, 2] - full.bbox[:, 0], full.bbox[:, 3] - full.bbox[:, 1])
     assert len(big) == int((sides >= 110).sum()) < 5
-    with pytest.raises(ValueError, match="set them on it"):
-        FaceEmbedder(random_pcl_model, detector=FaceDetector(device="cpu"), max_faces=1)
+    with pytest.raises(ValueError, match=r"\['max_faces'\] configure the detector.*set them on it"):
+        facepcl.embed(group, model=random_pcl_model, detector=FaceDetector(device="cpu"), max_faces=1)
 
 
 def test_crops_and_align_false_round_trip(random_pcl_model, photo_paths):
     res = FaceEmbedder(random_pcl_model, return_crops=True)(photo_paths["multi_face.jpg"])
-    assert res.crops.shape == (5, 64, 64, 3) and res.crops.dtype == np.uint8
+    assert res.crops.shape == (5, 64, 64, 3)
+    assert res.crops.dtype == np.uint8
     # feeding the aligned crops back with detect=False reproduces the embeddings exactly
     again = FaceEmbedder(random_pcl_model, detect=False, return_crops=True)(list(res.crops))
-    assert len(again) == 5 and list(again.image_index) == [0, 1, 2, 3, 4]
+    assert len(again) == 5
+    assert list(again.image_index) == [0, 1, 2, 3, 4]
     np.testing.assert_array_equal(again.crops, res.crops)
     np.testing.assert_allclose(again.face, res.face, atol=1e-5)
-    assert np.isnan(again.det_score).all() and again.info["detector"] is None
+    assert np.isnan(again.det_score).all()
+    assert again.info["detector"] is None
     # already-aligned crops of another size are resized to the crop
     big = [cv2.resize(c, (100, 100), interpolation=cv2.INTER_CUBIC) for c in res.crops[:2]]
     resized = FaceEmbedder(random_pcl_model, detect=False, return_crops=True)(big)
@@ -212,7 +234,8 @@ def test_eyes_land_on_the_template_in_the_aligned_crops(random_pcl_model, photo_
 
 def test_crop_size_option(random_pcl_model, photo_paths):
     res = FaceEmbedder(random_pcl_model, crop_size=112, return_crops=True)(photo_paths["astronaut.png"])
-    assert res.trunk.shape == (1, feature_dim(112)) == (1, 6272) and res.crops.shape == (1, 112, 112, 3)
+    assert res.trunk.shape == (1, feature_dim(112)) == (1, 6272)
+    assert res.crops.shape == (1, 112, 112, 3)
     x64 = random_pcl_model.config.preprocess.template[0][0]
     assert res.info["template"][0][0] == pytest.approx((x64 + 0.5) * 112 / 64 - 0.5, abs=1e-3)
     for bad in (8, 50.5, "64"):
@@ -223,7 +246,8 @@ def test_crop_size_option(random_pcl_model, photo_paths):
 def test_bf16_autocast_is_close_to_float32(random_pcl_model, photo_paths):
     ref = FaceEmbedder(random_pcl_model)(photo_paths["astronaut.png"])
     low = FaceEmbedder(random_pcl_model, dtype="bf16")(photo_paths["astronaut.png"])
-    assert low.face.dtype == np.float32 and low.info["dtype"] == "bfloat16"
+    assert low.face.dtype == np.float32
+    assert low.info["dtype"] == "bfloat16"
     for name in ("face", "pose", "trunk"):
         a, b = getattr(ref, name)[0], getattr(low, name)[0]
         assert np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.99
@@ -232,7 +256,8 @@ def test_bf16_autocast_is_close_to_float32(random_pcl_model, photo_paths):
 
 def test_model_by_folder_env_and_default(random_model_dir, photo_paths, monkeypatch):
     res = facepcl.embed(photo_paths["astronaut.png"], model=random_model_dir, device="cpu")
-    assert len(res) == 1 and res.info["model_id"] == str(random_model_dir)
+    assert len(res) == 1
+    assert res.info["model_id"] == str(random_model_dir)
     monkeypatch.setenv("FACEPCL_MODEL", str(random_model_dir))
     from_env = facepcl.embed(photo_paths["astronaut.png"], device="cpu")
     np.testing.assert_allclose(from_env.face, res.face)
@@ -249,9 +274,14 @@ def test_embed_caches_its_embedder(random_model_dir, photo_paths):
     facepcl.embed(photo_paths["astronaut.png"], model=random_model_dir, device="cpu", max_faces=1)
     first = list(pipeline_mod._DEFAULT_CACHE.values())
     facepcl.embed(photo_paths["astronaut.png"], model=random_model_dir, device="cpu", max_faces=1)
-    assert list(pipeline_mod._DEFAULT_CACHE.values()) == first and len(first) == 1
+    assert list(pipeline_mod._DEFAULT_CACHE.values()) == first
+    assert len(first) == 1
+    # the key holds the split options: the same detector options, flat or in detector=, are one embedder
+    facepcl.embed(photo_paths["astronaut.png"], model=random_model_dir, device="cpu", detector={"max_faces": 1})
+    assert list(pipeline_mod._DEFAULT_CACHE.values()) == first
     facepcl.embed(photo_paths["astronaut.png"], model=random_model_dir, device="cpu", max_faces=2)
     assert len(pipeline_mod._DEFAULT_CACHE) == 2
+    assert [e.detector.max_faces for e in pipeline_mod._DEFAULT_CACHE.values()] == [1, 2]
 
 
 @pytest.mark.slow
@@ -263,12 +293,13 @@ def test_separable_steps_and_result_helpers(embedder, photos):
     b = embedder.embed_loaded(images[2:], indices=[2])
     joined = EmbeddingResult.concatenate([a, b])
     assert_same_faces(joined, whole)
-    assert joined.num_images == 3 and joined.no_face == [1] == whole.no_face
+    assert joined.num_images == 3
+    assert joined.no_face == [1] == whole.no_face
     per = whole.per_image()
     assert [len(r) for r in per] == [5, 0, 1]
     assert len(whole.select(whole.det_score > 0.999)) == int((whole.det_score > 0.999).sum())
     # the steps one by one give the same features
-    dets = embedder.detect(images[:1])
+    dets = embedder.detect_faces(images[:1])
     crops = embedder.crop(images[0], dets[0].kps)
     feats = embedder.encode(crops)
     np.testing.assert_allclose(feats["trunk"], whole.for_image(0).trunk, atol=1e-4, rtol=1e-4)

@@ -78,10 +78,10 @@ def _matches(found: Detections, wanted: Detections) -> tuple[int, int]:
 @pytest.mark.slow
 def test_default_finds_every_face_full_resolution_finds(random_pcl_model, images):
     default = FaceEmbedder(random_pcl_model, device="cpu").detector
-    one_pass = FaceDetector(device="cpu", fast=True, rescue_threshold=None)
+    one_pass = FaceDetector(device="cpu", mode="fast", rescue_threshold=None)
     rescued_images = 0
     for name, image in images.items():
-        full = FaceDetector(device="cpu", fast=True, max_size=max(image.shape[:2]), rescue_threshold=None)
+        full = FaceDetector(device="cpu", mode="fast", max_size=max(image.shape[:2]), rescue_threshold=None)
         want = full.detect(image)
         got = default.detect(image)
         found, extra = _matches(got, want)

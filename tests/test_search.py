@@ -72,14 +72,17 @@ def test_adding_again_adds_only_new_rows_and_save_load_round_trips(tmp_path) -> 
     assert index.add(tmp_path / "e") == 5
     _write_export(tmp_path / "f", other)
     assert index.add(tmp_path / "f") == 4
-    assert len(index) == 19 and len(index.exports) == 2
+    assert len(index) == 19
+    assert len(index.exports) == 2
     index.save(tmp_path / "idx")
     back = FaceIndex.load(tmp_path / "idx")
-    assert back.features == ["face", "pose"] and len(back) == 19
+    assert back.features == ["face", "pose"]
+    assert len(back) == 19
     q = np.concatenate([more["face"][:2], other["face"][3:]])
     a, b = index.search(q, k=3), back.search(q, k=3)
     assert a.rows.tolist() == b.rows.tolist() == [[10, *a.rows[0, 1:]], [11, *a.rows[1, 1:]], [18, *a.rows[2, 1:]]]
-    assert b.records[2][0]["export"] == str(tmp_path / "f") and b.records[2][0]["path"] == "img3.jpg"
+    assert b.records[2][0]["export"] == str(tmp_path / "f")
+    assert b.records[2][0]["path"] == "img3.jpg"
     assert back.add(tmp_path / "f") == 0
     with pytest.raises(ValueError, match="holds"):
         back.search(q, by="trunk")
@@ -163,7 +166,8 @@ def test_photo_query_finds_the_other_copies_of_the_same_face_first(tmp_path, cap
     assert sorted(paths[:2]) == sorted([str(photos / "astro_crop.jpg"), str(photos / "astro_small.jpg")])
     assert query["neighbours"][0]["score"] > query["neighbours"][2]["score"] + 0.3
     with Image.open(grid) as g:
-        assert g.width > 4 * 96 and g.height >= 96
+        assert g.width > 4 * 96
+        assert g.height >= 96
 
 
 @pytest.mark.slow
@@ -173,11 +177,14 @@ def test_scale_benchmark_measures_exact_and_approximate_search(tmp_path) -> None
     proc = subprocess.run([sys.executable, str(script), "--sizes", "600", "--json", str(out)], capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "recall@10 vs exact" in proc.stdout and "load average" in proc.stdout
+    assert "recall@10 vs exact" in proc.stdout
+    assert "load average" in proc.stdout
     rows = json.loads(out.read_text())["rows"]
     assert [r["method"].split()[0] for r in rows] == ["exact", "ivf"]
-    assert rows[0]["recall_at_10"] == 1.0 and 0.5 <= rows[1]["recall_at_10"] <= 1.0
-    assert all(r["qps_batch"] > 0 and r["peak_rss_gb"] > 0 for r in rows)
+    assert rows[0]["recall_at_10"] == 1.0
+    assert 0.5 <= rows[1]["recall_at_10"] <= 1.0
+    assert all(r["qps_batch"] > 0 for r in rows)
+    assert all(r["peak_rss_gb"] > 0 for r in rows)
 
 
 def test_an_export_without_rows_gives_an_empty_index_that_searches_and_saves(tmp_path) -> None:
@@ -185,6 +192,7 @@ def test_an_export_without_rows_gives_an_empty_index_that_searches_and_saves(tmp
     index = FaceIndex()
     assert index.add(tmp_path / "e") == 0
     res = index.search(np.ones(DIM), k=3)
-    assert res.rows.tolist() == [[-1, -1, -1]] and res.records == [[]]
+    assert res.rows.tolist() == [[-1, -1, -1]]
+    assert res.records == [[]]
     index.save(tmp_path / "idx")
     assert len(FaceIndex.load(tmp_path / "idx")) == 0

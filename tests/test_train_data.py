@@ -32,7 +32,8 @@ def test_video_tracks_index_identities_and_skip_empty(tmp_path, caplog) -> None:
     with caplog.at_level(logging.WARNING):
         src = VideoTracks(root)
     assert len(src) == 3
-    assert "id_empty" in src.skipped and "skipped" in caplog.text
+    assert "id_empty" in src.skipped
+    assert "skipped" in caplog.text
     # a draw is a frame of a video of that identity; over many draws every video and frame appears
     seen = {src.pick(1, np.random.default_rng(s)) for s in range(60)}
     assert seen == {str(root / "id01" / f"vid{v}" / f"{f:04d}.png") for v in range(2) for f in range(2)}
@@ -64,11 +65,16 @@ def test_samples_are_a_function_of_the_request(tmp_path) -> None:
         assert all(torch.equal(x, y) for x, y in zip(a[1:], b[1:], strict=True))
         assert not all(torch.equal(x, y) for x, y in zip(a[1:], c[1:], strict=True))
     rec, face, pose = ds[(REC, 0, 1, 1, 0, 0)], ds[(FACE, 0, 1, 1, 0, 0)], ds[(POSE, 0, 1, 1, 0, 0)]
-    assert rec[1].shape == (64, 64, 3) and rec[1].dtype == torch.uint8 and rec[2].shape == (2, 64, 64, 3)
-    assert face[1].shape == (2, 64, 64, 3) and face[2].shape == (2, 13)
-    assert pose[1].shape == (64, 64, 3) and pose[2].shape == (2 + 5, 13)
+    assert rec[1].shape == (64, 64, 3)
+    assert rec[1].dtype == torch.uint8
+    assert rec[2].shape == (2, 64, 64, 3)
+    assert face[1].shape == (2, 64, 64, 3)
+    assert face[2].shape == (2, 13)
+    assert pose[1].shape == (64, 64, 3)
+    assert pose[2].shape == (2 + 5, 13)
     batch = collate([rec, face, pose, rec])
-    assert batch["rec_frames"].shape == (2, 64, 64, 3) and batch["pose_params"].shape == (1, 7, 13)
+    assert batch["rec_frames"].shape == (2, 64, 64, 3)
+    assert batch["pose_params"].shape == (1, 7, 13)
 
 
 def test_unreadable_frames_are_skipped_with_a_record(tmp_path, caplog) -> None:
@@ -99,7 +105,8 @@ def test_sampler_shards_the_global_batch_in_order(world: int) -> None:
             got = [q for part in parts for q in part if q[0] == stream]
             assert got == w  # the ranks hold consecutive blocks of the global batch, in rank order
             sizes = [sum(q[0] == stream for q in part) for part in parts]
-            assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+            assert max(sizes) - min(sizes) <= 1
+            assert sizes == sorted(sizes, reverse=True)
     with pytest.raises(ValueError, match="smaller than the 4 processes"):
         StepSampler(10, (4, 4, 3), 2, 5, world=4, rank=0, start=(1, 0), steps=1)
 
@@ -115,7 +122,8 @@ def test_sampler_epochs_are_permutations_and_resume_exactly() -> None:
     assert resumed == steps[3:]
     # more demand than items: concatenated permutations
     small = StepSampler(3, (4, 4, 2), 2, 1, 1, 0, (1, 0), 2)
-    assert len(small.order(REC, 1)) == 8 and set(small.order(REC, 1)) == {0, 1, 2}
+    assert len(small.order(REC, 1)) == 8
+    assert set(small.order(REC, 1)) == {0, 1, 2}
 
 
 @pytest.mark.slow
@@ -146,7 +154,9 @@ def test_an_unreadable_identity_is_skipped_and_counted_and_the_run_goes_on(tmp_p
     sampler = StepSampler(len(ds), (4, 4, 4), iters_per_epoch=3, seed=0, world=1, rank=0, start=(1, 0), steps=6)
     with caplog.at_level(logging.WARNING, logger="facepcl.train.data"):
         batches = list(build_loader(ds, sampler, cfg, torch.device("cpu")))
-    assert len(batches) == 6 and all(b["rec_frames"].shape == (4, 64, 64, 3) for b in batches)
+    assert len(batches) == 6
+    assert all(b["rec_frames"].shape == (4, 64, 64, 3) for b in batches)
     skips = [r.getMessage() for r in caplog.records if "skipping an unreadable training frame" in r.getMessage()]
-    assert any("id01" in m for m in skips) and any("id02" in m and "cannot list" in m for m in skips)
+    assert any("id01" in m for m in skips)
+    assert any("id02" in m and "cannot list" in m for m in skips)
     assert "(3 skipped so far)" in " ".join(skips)  # counted: two frames of id01, the folder of id02

@@ -205,7 +205,8 @@ def test_reconstruction_terms_and_targets() -> None:
     assert total.item() == pytest.approx(0.6, rel=1e-6)
     # the second and fourth terms compare with the FLIPPED frame
     _, terms = ReconstructionLoss()([s, s, s, s], s, s_flip)
-    assert terms[0] == 0 and terms[2] == 0
+    assert terms[0] == 0
+    assert terms[2] == 0
     assert terms[1] == terms[3] == (s - s_flip).abs().mean()
 
 

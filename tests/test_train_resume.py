@@ -52,7 +52,8 @@ def test_resumed_run_equals_uninterrupted_run(runs) -> None:
         assert torch.equal(v, cb["model"][k]), k
     for sa, sb in zip(ca["optimizer"]["state"].values(), cb["optimizer"]["state"].values(), strict=True):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    assert ca["scheduler"] == cb["scheduler"] and ca["dwa"] == cb["dwa"]
+    assert ca["scheduler"] == cb["scheduler"]
+    assert ca["dwa"] == cb["dwa"]
     # the stopped run wrote its checkpoint at step 3 and continued from it
     assert (runs["stopped"] / "checkpoints" / "step-00000003.pt").is_file()
 
@@ -90,7 +91,8 @@ def test_export_is_loadable_and_matches_the_checkpoint(runs, tmp_path) -> None:
         assert torch.equal(model(x).trunk, m2(x).trunk)
     # the resolved config sits beside the checkpoints
     text = (runs["straight"] / "config.yaml").read_text()
-    assert "samples_per_epoch: 4" in text and "pose_negatives: per_sample" in text
+    assert "samples_per_epoch: 4" in text
+    assert "pose_negatives: per_sample" in text
 
 
 @pytest.mark.slow
@@ -155,19 +157,22 @@ def test_checkpoints_are_recorded_and_a_damaged_one_falls_back_to_the_one_before
     for step in (1, 2, 3):
         folder.save({"position": {"global_step": step}, "x": torch.ones(2) * step}, step)
     index = json.loads((tmp_path / "ck" / "index.json").read_text())
-    assert index["latest"] == "step-00000003.pt" and sorted(index["files"]) == ["step-00000002.pt",
-                                                                                "step-00000003.pt"]
+    assert index["latest"] == "step-00000003.pt"
+    assert sorted(index["files"]) == ["step-00000002.pt", "step-00000003.pt"]
     assert index["files"]["step-00000003.pt"]["size"] == (tmp_path / "ck" / "step-00000003.pt").stat().st_size
     path, state = folder.load_latest()
-    assert path.name == "step-00000003.pt" and state["x"].tolist() == [3.0, 3.0]
+    assert path.name == "step-00000003.pt"
+    assert state["x"].tolist() == [3.0, 3.0]
     newest = tmp_path / "ck" / "step-00000003.pt"
     data = bytearray(newest.read_bytes())
     data[len(data) // 2] ^= 0x01  # one flipped bit: same size, and torch.load may well still read it
     newest.write_bytes(bytes(data))
     with caplog.at_level("WARNING", logger="facepcl.train"):
         path, state = folder.load_latest()
-    assert path.name == "step-00000002.pt" and state["x"].tolist() == [2.0, 2.0]
-    assert "step-00000003.pt is damaged" in caplog.text and "SHA-256" in caplog.text
+    assert path.name == "step-00000002.pt"
+    assert state["x"].tolist() == [2.0, 2.0]
+    assert "step-00000003.pt is damaged" in caplog.text
+    assert "SHA-256" in caplog.text
     (tmp_path / "ck" / "step-00000002.pt").write_bytes(b"")
     with pytest.raises(CheckpointError, match=r"no intact checkpoint .*step-00000003.pt .*step-00000002.pt"):
         folder.load_latest()

@@ -32,7 +32,8 @@ def test_transform_is_what_the_pipeline_feeds_the_encoder(odd_model):
     t = facepcl.transforms(odd_model)
     crop = _crops(1)[0]
     x = t(crop)
-    assert x.shape == (3, 64, 64) and x.dtype == torch.float32
+    assert x.shape == (3, 64, 64)
+    assert x.dtype == torch.float32
     # by hand: RGB -> BGR, [0, 1] -> [-1, 1], then mean and std
     want = torch.from_numpy(crop).permute(2, 0, 1).float().flip(0) / 255 * 2 - 1
     want = (want - torch.tensor(ODD["mean"]).view(3, 1, 1)) / torch.tensor(ODD["std"]).view(3, 1, 1)
@@ -43,7 +44,7 @@ def test_transform_is_what_the_pipeline_feeds_the_encoder(odd_model):
         assert torch.equal(t(same), x)
     # the exact pipeline's features are the encoder's features of exactly this input, also for a crop
     # of another size (scaled to fit, as detect=False does)
-    embedder = facepcl.FaceEmbedder(odd_model, detect=False, exact=True)
+    embedder = facepcl.FaceEmbedder(odd_model, detect=False, mode="exact")
     other = _crops(1, 90, seed=1)[0][:, :70]
     res = embedder([crop, other])
     with torch.no_grad():
@@ -65,7 +66,9 @@ def test_transform_options_and_errors(odd_model):
     assert facepcl.transforms(odd_model.config, crop_size=100).size == 100
     train = facepcl.transforms(odd_model, train=True)
     crop = _crops(1)[0]
-    assert train.train and "train=True" in repr(train) and torch.equal(train(crop), facepcl.transforms(odd_model)(crop))
+    assert train.train
+    assert "train=True" in repr(train)
+    assert torch.equal(train(crop), facepcl.transforms(odd_model)(crop))
     with pytest.raises(TypeError, match="PCLModel, FaceEmbedder"):
         facepcl.transforms("pcl-demo")
     with pytest.raises(ValueError, match=r"uint8 \(B, 64, 64, 3\)"):
@@ -106,7 +109,8 @@ def test_training_batches_agree_with_served_inputs(odd_model):
                                rtol=0, atol=1e-6)
     # reconstruction targets stay RGB pixels in [0, 1]
     torch.testing.assert_close(inputs["rec"]["s"], torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255)
-    assert inputs["rec"]["s"].shape == (n, 3, 64, 64) and inputs["pose"]["negatives"].shape[0] == 3 * b
+    assert inputs["rec"]["s"].shape == (n, 3, 64, 64)
+    assert inputs["pose"]["negatives"].shape[0] == 3 * b
 
 
 def test_default_training_inputs_are_plain_pixels():

@@ -48,7 +48,8 @@ def test_pca_matches_an_exact_svd_on_small_and_large_matrices():
 def test_project_2d_auto_uses_pca_for_few_points_and_says_so():
     x = np.random.default_rng(0).standard_normal((6, 20))
     p = project_2d(x, "auto")
-    assert p.method == "pca" and p.coords.shape == (6, 2)
+    assert p.method == "pca"
+    assert p.coords.shape == (6, 2)
     assert "only 6 points" in p.note
     assert p.axis_labels[0].startswith("PC1 (")
 
@@ -86,7 +87,8 @@ def test_tsne_is_seeded_and_separates_clusters():
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(0, 0.05, (15, 10)) + 1, rng.normal(0, 0.05, (15, 10)) - 1])
     a, b = project_2d(x, "tsne", seed=3), project_2d(x, "tsne", seed=3)
-    assert a.method == "tsne" and np.array_equal(a.coords, b.coords)
+    assert a.method == "tsne"
+    assert np.array_equal(a.coords, b.coords)
     c = a.coords
     within = max(np.ptp(c[:15], axis=0).max(), np.ptp(c[15:], axis=0).max())
     assert np.linalg.norm(c[:15].mean(0) - c[15:].mean(0)) > within
@@ -100,14 +102,18 @@ def test_colours_categories_numbers_and_missing_labels():
     assert col.kind == "categorical"
     assert [e[0] for e in col.legend] == ["a2", "a10", "b", NO_LABEL]  # natural order, missing last
     assert [e[2] for e in col.legend] == [1, 1, 2, 1]
-    assert np.array_equal(col.colours[0], col.colours[3]) and not np.array_equal(col.colours[0], col.colours[1])
+    assert np.array_equal(col.colours[0], col.colours[3])
+    assert not np.array_equal(col.colours[0], col.colours[1])
     ints = colour_points(np.array([3, 1, 2, 1]), "face_index")
-    assert ints.kind == "categorical" and [e[0] for e in ints.legend] == ["1", "2", "3"]
+    assert ints.kind == "categorical"
+    assert [e[0] for e in ints.legend] == ["1", "2", "3"]
     cont = colour_points(np.array([0.1, 0.5, 0.9, np.nan]), "det_score")
-    assert cont.kind == "continuous" and cont.limits == (0.1, 0.9)
+    assert cont.kind == "continuous"
+    assert cont.limits == (0.1, 0.9)
     assert not np.array_equal(cont.colours[0], cont.colours[2])
     many = colour_points(np.array([f"p{i % 30}" for i in range(90)] + ["p0"] * 5, dtype=object), "path")
-    assert len(many.legend) == 20 and many.legend[-1][0] == "other (11 values)"
+    assert len(many.legend) == 20
+    assert many.legend[-1][0] == "other (11 values)"
     assert sum(e[2] for e in many.legend) == 95
 
 
@@ -150,7 +156,8 @@ def detected_export(tmp_path_factory, random_model_dir) -> Path:
 def test_map_of_an_export_coloured_by_folder(aligned_export):
     out, _ = aligned_export
     emap = embedding_map(out, features="pose", method="pca")
-    assert len(emap) == 12 and emap.total == 12
+    assert len(emap) == 12
+    assert emap.total == 12
     assert emap.colouring.name == "dirname"
     assert [(e[0], e[2]) for e in emap.colouring.legend] == [("alice", 6), ("bob", 6)]
     table = read_embeddings(out)
@@ -164,7 +171,8 @@ def test_single_parquet_file_and_table_inputs(aligned_export):
     shard = sorted(out.glob("part-*.parquet"))[0]
     a = embedding_map(shard, method="pca")
     b = embedding_map(pq.read_table(shard), method="pca")
-    assert np.allclose(a.projection.coords, b.projection.coords) and len(a) == 12
+    assert np.allclose(a.projection.coords, b.projection.coords)
+    assert len(a) == 12
     assert a.metadata["model_name"] == "random-test"
 
 
@@ -233,8 +241,11 @@ def test_max_points_takes_a_seeded_sample(aligned_export):
     out, _ = aligned_export
     a = embedding_map(out, method="pca", max_points=5, seed=1)
     b = embedding_map(out, method="pca", max_points=5, seed=1)
-    assert len(a) == 5 and a.total == 12 and np.array_equal(a.item, b.item)
-    assert "(sample of 12)" in a.title and any("random sample of 5 of 12" in n for n in a.notes)
+    assert len(a) == 5
+    assert a.total == 12
+    assert np.array_equal(a.item, b.item)
+    assert "(sample of 12)" in a.title
+    assert any("random sample of 5 of 12" in n for n in a.notes)
 
 
 @pytest.mark.slow
@@ -242,7 +253,8 @@ def test_thumbnails_are_the_exports_own_crops(aligned_export, detected_export, r
     out, _ = aligned_export
     emap = embedding_map(out, method="pca")
     lay = layout(emap, thumb_size=32, max_thumbnails=100)
-    assert lay.thumbnails and not lay.problems
+    assert lay.thumbnails
+    assert not lay.problems
     for row, crop in lay.thumbnails.items():  # no detection: the whole picture, letterboxed, as embedded
         image = load_image(emap.paths[row])
         assert np.array_equal(crop, warp(image, full_image_matrix(*image.shape[:2], 32), 32))
@@ -262,7 +274,9 @@ def test_thumbnails_never_overlap_and_stay_inside(aligned_export):
     rows = list(lay.thumbnails)
     x0, y0, x1, y1 = lay.box
     for i in rows:
-        assert x0 <= lay.xy[i, 0] - 24 and lay.xy[i, 0] + 24 <= x1 and y0 <= lay.xy[i, 1] - 24 <= y1
+        assert x0 <= lay.xy[i, 0] - 24
+        assert lay.xy[i, 0] + 24 <= x1
+        assert y0 <= lay.xy[i, 1] - 24 <= y1
         for j in rows:
             if i < j:
                 assert np.abs(lay.xy[i] - lay.xy[j]).max() >= 48
@@ -277,7 +291,8 @@ def test_moved_files_give_dots_and_a_reason(aligned_export, tmp_path):
     emap.paths = np.array([str(tmp_path / "gone" / Path(p).parent.name / Path(p).name) for p in emap.paths],
                           dtype=object)
     lay = layout(emap)
-    assert not lay.thumbnails and "12 source file(s) not found" in lay.problems[0]
+    assert not lay.thumbnails
+    assert "12 source file(s) not found" in lay.problems[0]
 
 
 def test_renderer_choice_and_formats(monkeypatch):

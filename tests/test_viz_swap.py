@@ -65,9 +65,11 @@ def test_decode_pairs_is_the_models_reconstruction_clamped(decoder_model):
     got = decode_pairs(decoder_model, face.numpy(), pose.numpy())
     with torch.no_grad():
         ref = decoder_model.reconstruct(face, pose).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-    assert got.shape == (5, 64, 64, 3) and got.dtype == np.uint8
+    assert got.shape == (5, 64, 64, 3)
+    assert got.dtype == np.uint8
     assert np.abs(got.astype(np.float64) - ref * 255).max() <= 0.5 + 1e-3
-    assert got.std() > 1 and not np.array_equal(got[0], got[1])  # pictures, different for different codes
+    assert got.std() > 1
+    assert not np.array_equal(got[0], got[1])  # pictures, different for different codes
     # eval-mode BatchNorm: a row does not depend on the rows decoded with it
     assert _close(decode_pairs(decoder_model, face[2:3].numpy(), pose[2:3].numpy())[0], got[2])
 
@@ -91,7 +93,8 @@ def test_swap_faces_decodes_every_combination_of_the_embedded_codes(decoder_mode
     assert swaps.names == ("astronaut.jpg", "grace_hopper.jpg")
     ra = facepcl.embed(str(A), model=decoder_model, return_crops=True)
     rb = facepcl.embed(str(B), model=decoder_model, return_crops=True)
-    assert np.array_equal(swaps.aligned_a[0], ra.crops[0]) and np.array_equal(swaps.aligned_b[0], rb.crops[0])
+    assert np.array_equal(swaps.aligned_a[0], ra.crops[0])
+    assert np.array_equal(swaps.aligned_b[0], rb.crops[0])
     codes = {"A": (ra.face[:1], ra.pose[:1]), "B": (rb.face[:1], rb.pose[:1])}
     assert swaps.reconstructions.shape == (1, 4, 64, 64, 3)
     for k, (f, p) in enumerate(RECONSTRUCTIONS):
@@ -126,6 +129,15 @@ def test_image_without_face_raises(tmp_path, decoder_model):
     Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(flat)
     with pytest.raises(NoFaceError, match=r"wall\.png"):
         swap_faces(flat, A, decoder_model, device="cpu")
+    with pytest.raises(NoFaceError, match=r"wall\.png"):  # the detector's options, as facepcl.embed takes them
+        swap_faces(flat, A, decoder_model, device="cpu", mode="exact", det_threshold=0.9, max_faces=1)
+
+
+def test_options_are_the_embedders(decoder_model):
+    with pytest.raises(TypeError, match=r"\['crop_size', 'return_crops'\] are set by swap_faces itself"):
+        swap_faces(A, B, decoder_model, return_crops=False, crop_size=32)
+    with pytest.raises(TypeError, match=r"unknown options \['conf_threshold'\]"):
+        swap_faces(A, B, decoder_model, conf_threshold=0.5)
 
 
 def _fake_swaps(rows: int = 2) -> SwapResult:
@@ -153,7 +165,8 @@ def test_grid_places_every_tile_at_its_column():
 def test_grid_labels_add_titles_above_and_beside():
     plain = render_swap_grid(_fake_swaps(2), labels=False)
     labelled = render_swap_grid(_fake_swaps(2), labels=True)
-    assert labelled.width > plain.width and labelled.height > plain.height  # row titles and column titles
+    assert labelled.width > plain.width
+    assert labelled.height > plain.height  # row titles and column titles
     one_row = render_swap_grid(_fake_swaps(1), labels=True)
     assert one_row.width == plain.width  # a single pair needs no row titles
     assert len(COLUMNS) == 6
@@ -165,7 +178,8 @@ def test_grid_labels_add_titles_above_and_beside():
 def test_swap_grid_saves_the_picture(tmp_path, decoder_model):
     out = tmp_path / "sub" / "grid.jpg"
     image = swap_grid(A, B, decoder_model, output=str(out), scale=2, device="cpu")
-    assert out.is_file() and Image.open(out).size == image.size
+    assert out.is_file()
+    assert Image.open(out).size == image.size
     with pytest.raises(ValueError, match="extension"):
         swap_grid(A, B, decoder_model, output=str(tmp_path / "grid.xyz"), device="cpu")
 

@@ -5,12 +5,6 @@ they were made with by this digest, under the one field name
 ``encoder_sha256``. It hashes the tensors themselves (names, shapes, dtypes
 and bytes), so it is the same whether the weights came from a file, the Hub
 or memory, and it changes when a fine-tuned encoder changes.
-
-Earlier files used the name ``weights_sha256`` for two things: this same
-digest in ``head.json`` and evaluation records (read back as
-``encoder_sha256`` by :func:`recorded_digest`), and a 16-hex-digit hash of
-the ``model.safetensors`` file in export metadata (another quantity: never
-compared with this one).
 """
 
 from __future__ import annotations
@@ -23,7 +17,6 @@ import torch
 from torch import nn
 
 FIELD = "encoder_sha256"
-LEGACY_FIELD = "weights_sha256"
 
 
 def encoder_digest(model: nn.Module) -> str:
@@ -48,13 +41,10 @@ def encoder_digest(model: nn.Module) -> str:
 
 
 def recorded_digest(record: Mapping[str, Any] | None) -> str | None:
-    """The encoder digest a ``head.json`` ``encoder`` entry or an evaluation record holds (old name included).
-
-    Not for export metadata: there the old ``weights_sha256`` was a file hash.
-    """
+    """The encoder digest (:data:`FIELD`) a ``head.json`` ``encoder`` entry or an evaluation record holds, or None."""
     if not record:
         return None
-    return record.get(FIELD) or record.get(LEGACY_FIELD)
+    return record.get(FIELD)
 
 
-__all__ = ["FIELD", "LEGACY_FIELD", "encoder_digest", "recorded_digest"]
+__all__ = ["FIELD", "encoder_digest", "recorded_digest"]

@@ -31,6 +31,31 @@ def _features(value: str) -> list[str]:
     return names
 
 
+class OwnedGroup:
+    """An argparse group whose flags set the options of one owner, each under the owner's own parameter name.
+
+    ``add_argument(*flags, dest=NAME, ...)`` declares the flag of the
+    owner's option NAME (stored in the namespace as ``"<owner>.NAME"``, so
+    that two owners may both have a ``dtype``); :func:`owned` collects them.
+    """
+
+    def __init__(self, parser: argparse.ArgumentParser, owner: str, title: str) -> None:
+        self.owner = owner
+        self.group = parser.add_argument_group(title)
+
+    def add_argument(self, *flags: str, dest: str, **kwargs) -> argparse.Action:
+        """``argparse``'s ``add_argument`` for the owner's option ``dest`` (its metavar: ``dest`` in capitals)."""
+        if kwargs.get("action") not in ("store_true", "store_false") and "choices" not in kwargs:
+            kwargs.setdefault("metavar", dest.upper())
+        return self.group.add_argument(*flags, dest=f"{self.owner}.{dest}", **kwargs)
+
+
+def owned(args: argparse.Namespace, owner: str) -> dict:
+    """The options of ``owner`` that the command line set (flags left out, default None, are not passed on)."""
+    prefix = f"{owner}."
+    return {k.removeprefix(prefix): v for k, v in vars(args).items() if k.startswith(prefix) and v is not None}
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("embed", help="embed every face of many images and videos into Parquet/npz/safetensors",
                        description="Detect, align and embed every face of files, folders, patterns, @lists and "
@@ -40,61 +65,84 @@ def add_parser(sub) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="file, folder, glob pattern or @list.txt")
     p.add_argument("-o", "--output", dest="out", required=True, metavar="OUT",
                    help="output folder (created; one dataset for all ranks)")
-    m = p.add_argument_group("model")
-    m.add_argument("--model", default=None,
+    x = OwnedGroup(p, "export", "model and output (the export's own options)")
+    x.add_argument("--model", dest="model", default=None,
                    help="facepcl.load name, Hub id or folder (default: $FACEPCL_MODEL, else pcl-demo)")
-    m.add_argument("--revision", default=None, help="Hub branch, tag or commit to pin")
-    m.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if "
-                                                  "available, else cpu; under torchrun cuda:LOCAL_RANK)")
-    m.add_argument("--dtype", default=None, help="encoder compute dtype: float32 (default, exact), bf16 or fp16; "
-                                                 "stored embeddings are float32 either way")
-    m.add_argument("--compile", action="store_true",
-                   help="torch.compile the encoder (one compilation, 10-60 s on a CPU, serves every batch size); "
-                        "pays off on long runs where encoding dominates, e.g. with --no-detect")
-    m.add_argument("--detector-dtype", default=None,
-                   help="detector compute dtype: float32 (default) or bf16 (faster, but landmarks move by up to a "
-                        "pixel, which can take embeddings below cosine 0.999 of the exact path)")
-    m.add_argument("--fast", action="store_true", default=None,
-                   help="the fast path (the default): a bf16 encoder where the hardware computes it natively "
-                        "(CUDA, or a CPU with AVX512-BF16/AMX), channels_last, and a BatchNorm-folded float32 "
-                        "detector (ONNX Runtime on a CPU); embeddings stay within cosine 0.999 of the exact path "
-                        "(see docs/benchmarks.md). --dtype and --detector-dtype override its choices")
-    m.add_argument("--exact", dest="fast", action="store_false", default=None,
-                   help="the exact path: the float32 encoder and detector as published, in torch, bit for bit")
-    f = p.add_argument_group("faces")
-    f.add_argument("--no-detect", dest="detect", action="store_false",
-                   help="inputs are already aligned face crops: no detection, one row per image")
-    f.add_argument("--max-faces", type=int, default=None, help="keep at most N faces per image (highest scores)")
-    f.add_argument("--on-no-face", choices=("skip", "full_image", "error"), default="skip",
-                   help="image without a face: skip it and record it in _errors.jsonl (default), embed the "
-                        "whole image as one face (det_score NaN), or stop with exit code 1")
-    f.add_argument("--det-threshold", dest="det_threshold", type=float, default=None,
-                   help="detector score threshold (default: the model config's)")
-    f.add_argument("--min-face-size", type=float, default=0.0, help="ignore faces smaller than this (pixels)")
-    f.add_argument("--every", type=int, default=1, metavar="N", help="videos: embed every N-th frame (default 1)")
-    o = p.add_argument_group("output")
-    o.add_argument("--features", type=_features, default=["face", "pose", "trunk"],
+    x.add_argument("--revision", dest="revision", default=None, help="Hub branch, tag or commit to pin")
+    x.add_argument("--features", dest="features", type=_features, default=["face", "pose", "trunk"],
                    help="comma-separated subset of face,pose,trunk (default: all three)")
-    o.add_argument("--format", choices=("parquet", "npz", "safetensors"), default="parquet",
+    x.add_argument("--format", dest="format", choices=("parquet", "npz", "safetensors"), default="parquet",
                    help="shard format (default parquet)")
-    o.add_argument("--shard-size", type=int, default=2048, metavar="ROWS",
+    x.add_argument("--every", dest="every", type=int, default=1, metavar="N",
+                   help="videos: embed every N-th frame (default 1)")
+    x.add_argument("--shard-size", dest="shard_size", type=int, default=2048, metavar="ROWS",
                    help="close a shard once it holds this many rows or skip records (default 2048)")
-    o.add_argument("--shard-seconds", type=float, default=300.0, metavar="S",
+    x.add_argument("--shard-seconds", dest="shard_seconds", type=float, default=300.0, metavar="S",
                    help="close a shard at the first batch after S seconds (default 300): bounds what a crash loses")
-    o.add_argument("--resume", action="store_true",
+    x.add_argument("--resume", dest="resume", action="store_true",
                    help="continue the export in OUT where it stopped (also fine when OUT is new or empty)")
-    o.add_argument("--overwrite", action="store_true",
+    x.add_argument("--overwrite", dest="overwrite", action="store_true",
                    help="delete the export already in OUT (its shards, manifests, _run.json, _errors.jsonl, "
                         "index.csv; nothing else) and start over")
-    r = p.add_argument_group("run")
-    r.add_argument("--batch-size", type=int, default=32,
-                   help="images per batch and crops per encoder forward (default 32); the exact detector on a CPU "
-                        "takes images one at a time, measured fastest")
-    r.add_argument("--num-workers", type=int, default=None,
+    x.add_argument("--num-workers", dest="num_workers", type=int, default=None,
                    help="decoding threads per process (default: cores / processes on this machine, at most 4)")
-    r.add_argument("--no-progress", dest="progress", action="store_false",
+    x.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar (it is also off when stderr is not a terminal)")
-    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary; errors only")
+    x.add_argument("-q", "--quiet", dest="quiet", action="store_true", help="no progress bar, no summary; errors only")
+    e = OwnedGroup(p, "embedder", "embedding (FaceEmbedder options)")
+    e.add_argument("--mode", dest="mode", choices=("fast", "exact"), default=None,
+                   help="fast (default): a bf16 encoder where the hardware computes it natively (CUDA, or a CPU "
+                        "with AVX512-BF16/AMX), channels_last, and a BatchNorm-folded float32 detector (ONNX Runtime "
+                        "on a CPU); embeddings stay within cosine 0.999 of the exact mode (docs/benchmarks.md). "
+                        "exact: the float32 encoder and detector as published, in torch. --dtype and "
+                        "--detector-dtype override the mode's choices")
+    e.add_argument("--device", dest="device", default=None,
+                   help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available, else cpu; under torchrun "
+                        "cuda:LOCAL_RANK)")
+    e.add_argument("--dtype", dest="dtype", default=None,
+                   help="encoder compute dtype: float32, bf16 or fp16 (default: the mode's); stored embeddings are "
+                        "float32 either way")
+    e.add_argument("--compile", dest="compile", action="store_true", default=None,
+                   help="torch.compile the encoder (one compilation serves every batch size); pays off on long "
+                        "runs where encoding dominates, e.g. with --no-detect")
+    e.add_argument("--crop-size", dest="crop_size", type=int, default=None,
+                   help="aligned crop side in pixels (default: the model config's)")
+    e.add_argument("--no-detect", dest="detect", action="store_false", default=None,
+                   help="inputs are already aligned face crops: no detection, one row per image")
+    e.add_argument("--on-no-face", dest="on_no_face", choices=("skip", "full_image", "error"), default=None,
+                   help="image without a face: skip it and record it in _errors.jsonl (default), embed the "
+                        "whole image as one face (det_score NaN), or stop with exit code 1")
+    e.add_argument("--batch-size", dest="batch_size", type=int, default=None,
+                   help="images per batch and crops per encoder forward (default 32)")
+    d = OwnedGroup(p, "detector", "face detection (FaceDetector options; default: the model config's)")
+    d.add_argument("--detector", dest="name", default=None,
+                   help="retinaface_mobile0.25 (bundled) or retinaface_resnet50 (downloaded once)")
+    d.add_argument("--detector-weights", dest="weights", default=None, help="local detector weights file")
+    d.add_argument("--no-download", dest="download", action="store_false", default=None,
+                   help="never download detector weights (an error if they are not cached)")
+    d.add_argument("--detector-dtype", dest="dtype", default=None,
+                   help="detector compute dtype: float32 (default) or bf16 (faster, but landmarks move by up to a "
+                        "pixel, which can take embeddings below cosine 0.999 of the exact mode)")
+    d.add_argument("--det-threshold", dest="det_threshold", type=float, default=None,
+                   help="detector score threshold")
+    d.add_argument("--nms-threshold", dest="nms_threshold", type=float, default=None,
+                   help="IoU above which a lower-scored box is suppressed")
+    d.add_argument("--detect-size", dest="max_size", type=int, default=None,
+                   help="longer image side, in pixels, that detection works at")
+    d.add_argument("--min-face-size", dest="min_face_size", type=float, default=None,
+                   help="ignore faces whose box's shorter side is below this (pixels)")
+    d.add_argument("--max-faces", dest="max_faces", type=int, default=None,
+                   help="keep at most N faces per image (the first by --sort-by)")
+    d.add_argument("--sort-by", dest="sort_by", choices=("score", "size"), default=None,
+                   help="order of an image's faces: score (default) or size")
+    d.add_argument("--detector-batch-size", dest="batch_size", type=int, default=None,
+                   help="images per detector forward (default: 1 for the exact detector on a CPU, else 8)")
+    d.add_argument("--canvas-step", dest="canvas_step", type=int, default=None,
+                   help="detector canvas sides are multiples of this (a multiple of 32; default 32)")
+    d.add_argument("--detector-runtime", dest="runtime", choices=("torch", "onnxruntime"), default=None,
+                   help="what runs the detector (default: onnxruntime for the fast detector on a CPU, else torch)")
+    d.add_argument("--rescue-threshold", dest="rescue_threshold", type=float, default=None,
+                   help="second pass for faces that shrinking hid, from this score (default 0.2; 0 turns it off)")
     p.set_defaults(func=run)
 
 
@@ -103,12 +151,9 @@ def run(args: argparse.Namespace) -> int:
     refuse_url(args.out, "-o")
     from ..export._runner import EmbedOptions, run_embed
 
-    opts = EmbedOptions(
-        inputs=list(args.inputs), out=args.out, model=args.model, revision=args.revision, device=args.device,
-        dtype=args.dtype, compile=args.compile, fast=args.fast, detector_dtype=args.detector_dtype,
-        batch_size=args.batch_size, num_workers=args.num_workers, max_faces=args.max_faces,
-        on_no_face=args.on_no_face, features=args.features, format=args.format, every=args.every,
-        detect=args.detect, det_threshold=args.det_threshold, min_face_size=args.min_face_size,
-        shard_size=args.shard_size, shard_seconds=args.shard_seconds, resume=args.resume, overwrite=args.overwrite,
-        progress=args.progress, quiet=args.quiet)
-    return run_embed(opts)
+    detector = owned(args, "detector")
+    refuse_url(detector.get("weights"), "--detector-weights")
+    if detector.get("rescue_threshold") == 0:
+        detector["rescue_threshold"] = None
+    embedder = owned(args, "embedder") | ({"detector": detector} if detector else {})
+    return run_embed(EmbedOptions(inputs=list(args.inputs), out=args.out, embedder=embedder, **owned(args, "export")))

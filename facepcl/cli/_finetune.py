@@ -49,8 +49,6 @@ def add_dataset_args(p: argparse.ArgumentParser, *, task_required: bool) -> None
     m.add_argument("--revision", default=None, help="Hub revision of the model")
     m.add_argument("--detect", action="store_true",
                    help="detect and align the faces (default: the images are aligned face crops, only resized)")
-    m.add_argument("--align", choices=("none", "detect"), default=None,
-                   help=argparse.SUPPRESS)  # deprecated spelling of --detect (none: leave it out); a note on stderr
     m.add_argument("--cache-dir", default=None, help="feature cache folder (default $FACEPCL_HOME/features)")
     m.add_argument("--no-cache", action="store_true", help="compute features without reading or writing the cache")
     m.add_argument("--cache-dtype", choices=("float32", "float16"), default="float32",
@@ -129,17 +127,6 @@ def load_model(args):
     return load(args.model, revision=args.revision, device=args.device)
 
 
-def _detect(args: argparse.Namespace) -> bool:
-    """``--detect``, or the deprecated ``--align none|detect`` (with a note on stderr)."""
-    if args.align is None:
-        return bool(args.detect)
-    new = "--detect" if args.align == "detect" else "no --detect"
-    print(f"facepcl: --align {args.align} is deprecated; use {new}", file=sys.stderr)
-    if args.detect and args.align == "none":
-        raise ValueError("--detect and --align none contradict each other; give only --detect (or leave it out)")
-    return args.align == "detect" or bool(args.detect)
-
-
 def run_options(args, protocol: str):
     """:class:`RunOptions` from parsed arguments (protocol defaults where not given)."""
     import dataclasses
@@ -166,7 +153,7 @@ def run_options(args, protocol: str):
     return RunOptions(features=check_features(args.features) if args.features else None, head=args.head,
                       hidden_dims=hidden, dropout=args.dropout, input_size=args.input_size, train=train,
                       selection="test" if args.select_on_test else args.selection, val_fraction=args.val_fraction,
-                      detect=_detect(args), cache=not args.no_cache, cache_dir=args.cache_dir,
+                      detect=bool(args.detect), cache=not args.no_cache, cache_dir=args.cache_dir,
                       cache_dtype=args.cache_dtype, batch_size_features=args.feature_batch_size, device=args.device,
                       progress=args.progress, name=getattr(args, "name", None))
 

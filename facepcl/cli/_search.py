@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
         from ..pipeline import FaceEmbedder
 
         name = args.model or index.model_id
-        emb = FaceEmbedder(name, device=args.device, detect=args.detect, det_threshold=args.det_threshold,
-                           return_crops=True)
+        detector = {"det_threshold": args.det_threshold} if args.det_threshold is not None else None
+        emb = FaceEmbedder(name, device=args.device, detect=args.detect, detector=detector, return_crops=True)
         want, got = index.encoder_sha256, encoder_digest(emb.model)
         if got != want:
             raise ValueError(f"model {name!r} has encoder_sha256 {got}, but {args.index} was built from exports of "

@@ -62,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
     from ..viz._draw import save_image
 
     model = load_decoder_model(args.model, device=args.device, revision=args.revision)
+    detector = {"det_threshold": args.det_threshold} if args.det_threshold is not None else {}
     swaps = swap_faces(args.a, args.b, model, faces_a=args.faces_a, faces_b=args.faces_b, detect=args.detect,
-                       det_threshold=args.det_threshold)
+                       **detector)
     image = swaps.grid(scale=args.scale, resample=args.resample, labels=args.labels)
     save_image(image, args.output, "swap grid")
     rows = len(swaps)

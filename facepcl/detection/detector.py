@@ -2,75 +2,31 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
-import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
-from .._deprecated import renamed_keywords
 from .._utils.device import resolve_device
 from ..config import DetectorConfig
 from ..io import load_image
-from ..runtime._accel import Plan, detector_plan, flip_input_channels, prepare_detector_net
+from ..runtime._accel import Plan, check_mode, detector_plan, flip_input_channels, prepare_detector_net
 from . import _retinaface
+from ._types import Detections, Prepared
 
 SORT_KEYS = ("score", "size")
 RUNTIMES = ("torch", "onnxruntime")
+#: Options that decide where and how quickly detection runs, not which faces it finds
+#: (left out of :meth:`FaceDetector.settings`).
+RUN_ONLY = ("device", "batch_size", "download")
 #: The second pass looks at a region this many times the weak candidate's box side (centred on it).
 RESCUE_CONTEXT = 3.0
-
-
-class Prepared(NamedTuple):
-    """An image made ready for the detector network by :meth:`FaceDetector.prepare`.
-
-    Attributes:
-        image: ``(h, w, 3)`` uint8 RGB, the image shrunk so that its longer
-            side is at most ``max_size`` (the input itself if it was small enough).
-        scale: ``(sx, sy)``, resized pixels per original pixel.
-        canvas: ``(H, W)`` of the padded network input it goes into.
-        size: ``(height, width)`` of the original image.
-        source: The original image, kept for the second pass at higher
-            resolution (None: no second pass for this image).
-    """
-
-    image: np.ndarray
-    scale: tuple[float, float]
-    canvas: tuple[int, int]
-    size: tuple[int, int]
-    source: np.ndarray | None = None
-
-
-@dataclass
-class Detections:
-    """The faces found in one image, in original image pixels.
-
-    Coordinates follow OpenCV (pixel centres at integers). Boxes are not
-    clipped to the image: a face cut by the border keeps its full extent.
-
-    Attributes:
-        boxes: ``(N, 4)`` float32, x1, y1, x2, y2.
-        kps: ``(N, 5, 2)`` float32 landmarks: left eye, right eye, nose tip,
-            left and right mouth corner ("left" is the image's left).
-        scores: ``(N,)`` float32 face scores in [0, 1].
-    """
-
-    boxes: np.ndarray
-    kps: np.ndarray
-    scores: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    @classmethod
-    def empty(cls) -> Detections:
-        return cls(np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), np.zeros((0,), np.float32))
 
 
 class FaceDetector:
@@ -90,13 +46,17 @@ class FaceDetector:
             downloaded once into ``facepcl_home()/detectors``, or ``weights=``).
         weights: Local weights file (``.safetensors`` or ``.pth``) instead of the default.
         device: Torch device (None: CUDA if available, else CPU).
-        dtype: Compute dtype. None/"float32" (default): the network as
-            published, float32, exact. "bf16" (or "fp16" on CUDA): a copy
-            with BatchNorm folded into the convolutions, channels_last, in
-            that dtype; it finds the same faces with boxes and landmarks
-            within about a pixel (checked in the tests on real photos).
-        fast: Use the fast network: BatchNorm folded, channels_last, float32
-            (or the ``dtype`` given); same detections to float rounding.
+        mode: "exact" (default): the network as published, float32, eager,
+            NCHW, in torch. "fast": a copy with BatchNorm folded into the
+            convolutions, channels_last, float32 (or the ``dtype`` given);
+            the same detections to float rounding. On a CPU the fast float32
+            network runs on ONNX Runtime unless ``runtime="torch"``. Other
+            values: ValueError.
+        dtype: Compute dtype. None/"float32" (default): float32. "bf16" (or
+            "fp16" on CUDA): a copy with BatchNorm folded, channels_last, in
+            that dtype, whatever the mode; it finds the same faces with boxes
+            and landmarks within about a pixel (checked in the tests on real
+            photos).
         canvas_step: Canvas sides are multiples of this many pixels (a
             multiple of 32; default 32, which pads least: a 512 x 512 photo
             is detected on 512 x 512). Larger steps let images of similar
@@ -109,14 +69,13 @@ class FaceDetector:
         max_faces: Keep at most this many faces per image (after sorting).
         sort_by: "score" (default, highest first) or "size" (largest box area first).
         batch_size: Images per network forward. None: 1 for the exact
-            float32 network on a CPU (one image at a time measured fastest
-            there), else 8.
+            float32 network on a CPU, else 8.
         download: Allow downloading weights that are not cached (resnet50 only).
         runtime: What runs the network: "torch", or "onnxruntime" (the fast
             float32 network only, CPU; exported once from these weights into
             ``facepcl_home()/detectors``, see :mod:`facepcl.detection._onnx`).
-            None: onnxruntime for the fast float32 network on a CPU (faster
-            than torch there, docs/benchmarks.md), torch otherwise.
+            None: onnxruntime for the fast float32 network on a CPU, torch
+            otherwise.
         rescue_threshold: Second pass for faces that shrinking hid. In an
             image that was shrunk to ``max_size``, every candidate scoring
             between this and ``det_threshold`` (and not overlapping a
@@ -125,41 +84,25 @@ class FaceDetector:
             photos); faces found there at ``det_threshold`` are added. It
             costs nothing on images without such candidates (docs/alignment.md).
             None: one pass only.
-        conf_threshold: Deprecated name of ``det_threshold`` (a
-            DeprecationWarning; giving both is an error).
+
+    Every argument is kept as the attribute of the same name (``dtype``
+    and ``runtime`` as resolved); :meth:`settings` reports them.
     """
 
     def __init__(self, name: str = "retinaface_mobile0.25", *, weights: str | os.PathLike | None = None,
-                 device: str | torch.device | None = None, det_threshold: float = 0.8, nms_threshold: float = 0.4,
+                 device: str | torch.device | None = None, mode: str = "exact",
+                 dtype: str | torch.dtype | None = None, det_threshold: float = 0.8, nms_threshold: float = 0.4,
                  max_size: int = 640, min_face_size: float = 0.0, max_faces: int | None = None,
                  sort_by: str = "score", batch_size: int | None = None, download: bool = True,
-                 dtype: str | torch.dtype | None = None, fast: bool = False,
                  canvas_step: int | None = None, runtime: str | None = None,
-                 rescue_threshold: float | None = 0.2, conf_threshold: float | None = None) -> None:
-        if conf_threshold is not None:  # the old name (with a non-default det_threshold too: an error)
-            det_threshold = renamed_keywords("FaceDetector", {"conf_threshold": conf_threshold},
-                                             {"conf_threshold": "det_threshold"}, {"det_threshold": det_threshold},
-                                             {"det_threshold": 0.8})["det_threshold"]
-        if not 0.0 <= det_threshold <= 1.0:
-            raise ValueError(f"det_threshold must be in [0, 1], got {det_threshold}")
-        if not 0.0 < nms_threshold <= 1.0:
-            raise ValueError(f"nms_threshold must be in (0, 1], got {nms_threshold}")
-        if max_size < 32:
-            raise ValueError(f"max_size must be at least 32 pixels, got {max_size}")
-        if max_faces is not None and max_faces < 1:
-            raise ValueError(f"max_faces must be a positive integer or None, got {max_faces}")
-        if sort_by not in SORT_KEYS:
-            raise ValueError(f"sort_by must be one of {SORT_KEYS}, got {sort_by!r}")
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if runtime is not None and runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {RUNTIMES} or None, got {runtime!r}")
-        if rescue_threshold is not None and not 0.0 < rescue_threshold <= det_threshold:
-            raise ValueError(f"rescue_threshold must be in (0, det_threshold={det_threshold}] or None, "
-                             f"got {rescue_threshold}")
-        if canvas_step is not None and (canvas_step < 32 or canvas_step % 32):
-            raise ValueError(f"canvas_step must be a positive multiple of 32 (the network's stride), got {canvas_step}")
+                 rescue_threshold: float | None = 0.2) -> None:
+        _check_values(mode=mode, det_threshold=det_threshold, nms_threshold=nms_threshold, max_size=max_size,
+                      max_faces=max_faces, sort_by=sort_by, batch_size=batch_size, runtime=runtime,
+                      rescue_threshold=rescue_threshold, canvas_step=canvas_step)
         self.name = name
+        self.weights = None if weights is None else os.fspath(weights)
+        self.download = bool(download)
+        self.mode = mode
         self.device = resolve_device(device)
         self.det_threshold = float(det_threshold)
         self.nms_threshold = float(nms_threshold)
@@ -170,7 +113,8 @@ class FaceDetector:
         self.canvas_step = 32 if canvas_step is None else int(canvas_step)
         self.rescue_threshold = None if rescue_threshold is None else float(rescue_threshold)
         self.net = _retinaface.build(name, weights, download=download).to(self.device)
-        self.plan: Plan = detector_plan(self.device, dtype=dtype, fast=fast)
+        self.plan: Plan = detector_plan(self.device, mode=mode, dtype=dtype)
+        self.dtype = self.plan.dtype
         if batch_size is None:
             batch_size = 1 if self.plan.exact and self.device.type == "cpu" else 8
         self.batch_size = int(batch_size)
@@ -190,32 +134,57 @@ class FaceDetector:
         if runtime is None:
             return "onnxruntime" if ort_ok else "torch"
         if runtime == "onnxruntime" and not ort_ok:
-            raise ValueError("runtime='onnxruntime' runs the fast float32 network on a CPU only; pass fast=True "
+            raise ValueError("runtime='onnxruntime' runs the fast float32 network on a CPU only; pass mode='fast' "
                              "(without a reduced dtype) and a CPU device, or runtime='torch'")
         return runtime
 
     @classmethod
     def from_config(cls, config: DetectorConfig, **kwargs: Any) -> FaceDetector:
         """A detector with a model config's detector defaults; ``kwargs`` override them."""
-        opts = {"det_threshold": config.det_threshold, "nms_threshold": config.nms_threshold,
-                "max_size": config.max_size}
-        opts.update(kwargs)
-        return cls(opts.pop("name", config.name), **opts)
+        return cls(**{**config_defaults(config), **kwargs})
+
+    @classmethod
+    def options(cls) -> tuple[str, ...]:
+        """The names of the keyword arguments this class takes (its options), in signature order."""
+        return tuple(inspect.signature(cls).parameters)
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any], where: str = "FaceDetector") -> None:
+        """Check detector keyword arguments without building the network.
+
+        Args:
+            options: Keyword arguments for :class:`FaceDetector` (those left
+                out take their defaults).
+            where: What to name in the errors.
+
+        Raises:
+            TypeError: An option FaceDetector does not take (the error lists those it takes).
+            ValueError: A bad value.
+        """
+        unknown = sorted(set(options) - set(cls.options()))
+        if unknown:
+            raise TypeError(f"{where}: unknown detector options {unknown}; FaceDetector takes {list(cls.options())}")
+        bound = inspect.signature(cls).bind_partial(**options)
+        bound.apply_defaults()
+        values = bound.arguments
+        _check_values(**{k: values[k] for k in inspect.signature(_check_values).parameters})
+
+    def settings(self) -> dict[str, Any]:
+        """The options that decide which faces are found, as JSON-ready values.
+
+        Every constructor option but the run-only ones (:data:`RUN_ONLY`:
+        device, batch size, download), read from the attribute of the same
+        name, so a new option appears here without further edits.
+        """
+        return {name: _plain(getattr(self, name)) for name in self.options() if name not in RUN_ONLY}
 
     def __repr__(self) -> str:
-        dtype = "" if self.plan.exact else (f", dtype={str(self.plan.dtype).removeprefix('torch.')!r}, fast=True, "
+        dtype = "" if self.plan.exact else (f", mode={self.mode!r}, dtype={_plain(self.plan.dtype)!r}, "
                                             f"runtime={self.runtime!r}")
         if self.canvas_step != 32:
             dtype += f", canvas_step={self.canvas_step}"
         return (f"FaceDetector({self.name!r}, device={str(self.device)!r}, det_threshold={self.det_threshold}, "
                 f"nms_threshold={self.nms_threshold}, max_size={self.max_size}{dtype})")
-
-    @property
-    def conf_threshold(self) -> float:
-        """Deprecated name of :attr:`det_threshold`."""
-        warnings.warn("FaceDetector.conf_threshold is deprecated, use det_threshold", DeprecationWarning,
-                      stacklevel=2)
-        return self.det_threshold
 
     def detect(self, image: Any) -> Detections:
         """Detect the faces of one image.
@@ -396,6 +365,47 @@ class FaceDetector:
         if self.max_faces is not None and len(det) > self.max_faces:
             det = _take(det, np.arange(self.max_faces))
         return det
+
+
+def config_defaults(config: DetectorConfig) -> dict[str, Any]:
+    """The FaceDetector options a model config sets (``config.json``'s ``detector`` block)."""
+    return {"name": config.name, "det_threshold": config.det_threshold, "nms_threshold": config.nms_threshold,
+            "max_size": config.max_size}
+
+
+def _check_values(*, mode: str, det_threshold: float, nms_threshold: float, max_size: int, max_faces: int | None,
+                  sort_by: str, batch_size: int | None, runtime: str | None, rescue_threshold: float | None,
+                  canvas_step: int | None) -> None:
+    """Raise ValueError naming the first bad FaceDetector option, its value and what it accepts."""
+    check_mode(mode, "FaceDetector")
+    if not 0.0 <= det_threshold <= 1.0:
+        raise ValueError(f"det_threshold must be in [0, 1], got {det_threshold}")
+    if not 0.0 < nms_threshold <= 1.0:
+        raise ValueError(f"nms_threshold must be in (0, 1], got {nms_threshold}")
+    if max_size < 32:
+        raise ValueError(f"max_size must be at least 32 pixels, got {max_size}")
+    if max_faces is not None and max_faces < 1:
+        raise ValueError(f"max_faces must be a positive integer or None, got {max_faces}")
+    if sort_by not in SORT_KEYS:
+        raise ValueError(f"sort_by must be one of {SORT_KEYS}, got {sort_by!r}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if runtime is not None and runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES} or None, got {runtime!r}")
+    if rescue_threshold is not None and not 0.0 < rescue_threshold <= det_threshold:
+        raise ValueError(f"rescue_threshold must be in (0, det_threshold={det_threshold}] or None, "
+                         f"got {rescue_threshold}")
+    if canvas_step is not None and (canvas_step < 32 or canvas_step % 32):
+        raise ValueError(f"canvas_step must be a positive multiple of 32 (the network's stride), got {canvas_step}")
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready form of an option value (dtypes and devices as strings)."""
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")
+    if isinstance(value, torch.device):
+        return str(value)
+    return value
 
 
 def _take(det: Detections, index: np.ndarray) -> Detections:

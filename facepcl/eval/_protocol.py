@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import InitVar, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from .._deprecated import detect_from_align
 from .._utils.digest import FIELD, encoder_digest
 from ..config import feature_dim
 from ..heads._inputs import check_features
@@ -205,8 +204,7 @@ class RunOptions:
         train: Optimisation settings (default the protocol's).
         selection: "holdout" (default), "val", "test" or "last".
         val_fraction: Size of the holdout split.
-        detect: False: the images are aligned crops; True: detect and align
-            faces. (``align="none"|"detect"``: its deprecated old spelling.)
+        detect: False: the images are aligned crops; True: detect and align faces.
         cache, cache_dir, cache_dtype: Feature cache settings.
         batch_size_features: Images per encoder pass when computing features.
         device: Torch device.
@@ -231,13 +229,6 @@ class RunOptions:
     device: str | torch.device | None = None
     progress: bool = False
     name: str | None = None
-    align: InitVar[str | None] = None
-
-    def __post_init__(self, align: str | None) -> None:
-        if align is not None:
-            if self.detect:
-                raise TypeError("RunOptions: got both align= and detect=; give only detect= (align= is its old name)")
-            self.detect = detect_from_align(align, "RunOptions", stacklevel=4)
 
 
 @dataclass

@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._deprecated import detect_from_align
 from .._utils.constants import FEATURES
 from .._utils.device import resolve_device
 from .._utils.digest import encoder_digest
@@ -43,7 +42,7 @@ from .._utils.version import __version__
 from ..heads import check_features
 from ..model import PCLModel
 from ..preprocess import to_input
-from ..runtime._accel import EncoderRunner, encoder_plan
+from ..runtime._accel import EncoderRunner, check_mode, encoder_plan
 from .datasets._base import ImageSource
 
 log = logging.getLogger(__name__)
@@ -103,7 +102,7 @@ def feature_key(model: PCLModel, images: ImageSource, *, features: Sequence[str]
         "features": list(features),
         "input_size": int(input_size),
         "interpolation": interpolation,
-        # Hashed under the option's first name and values, so that renaming it left every cache entry valid.
+        # Hashed under the option's first name and values ("align": "detect"|"none"), which keeps cache entries valid.
         "align": "detect" if detect else "none",
         "dtype": dtype,
     }
@@ -119,7 +118,7 @@ def extract_features(model: PCLModel, images: ImageSource, *, features: str | Se
                      input_size: int, interpolation: str = "bilinear", detect: bool = False,
                      batch_size: int = 64, device: str | torch.device | None = None, cache: bool = True,
                      cache_dir: str | os.PathLike | None = None, dtype: str = "float32",
-                     progress: bool = False, fast: bool = False, align: str | None = None) -> FeatureSet:
+                     progress: bool = False, mode: str = "exact") -> FeatureSet:
     """Features of every image, computed once and cached.
 
     Args:
@@ -138,27 +137,22 @@ def extract_features(model: PCLModel, images: ImageSource, *, features: str | Se
         dtype: Stored dtype, "float32" or "float16" (halves the disk for
             large sets such as 300W-LP at 256 px).
         progress: Show a progress bar on stderr.
-        fast: Compute with the fast path (:mod:`facepcl.runtime._accel`: bf16 where
-            the hardware computes it natively, channels_last; cosine
-            similarity >= 0.999 to the exact features, checked in the tests).
-            It is part of the cache key.
-        align: Deprecated: "none" or "detect" (``detect=False|True``), with a
-            DeprecationWarning.
+        mode: "exact" (default) or "fast" (:mod:`facepcl.runtime._accel`:
+            bf16 where the hardware computes it natively, channels_last;
+            cosine similarity >= 0.999 to the exact features, checked in the
+            tests). The fast mode's plan is part of the cache key.
 
     Returns:
         A :class:`FeatureSet`.
     """
     feats = check_features(features)
-    if align is not None:
-        if detect:
-            raise TypeError("extract_features: got both align= and detect=; give only detect= (align= is its old name)")
-        detect = detect_from_align(align, "extract_features")
+    check_mode(mode, "extract_features")
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
     if len(images) == 0:
         raise ValueError("no images to compute features of")
     dev = resolve_device(device)
-    plan = encoder_plan(dev, fast=fast)
+    plan = encoder_plan(dev, mode=mode)
     key, meta = feature_key(model, images, features=feats, input_size=input_size, interpolation=interpolation,
                             detect=detect, dtype=dtype, accel=None if plan.exact else plan.describe())
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -184,7 +178,7 @@ def extract_features(model: PCLModel, images: ImageSource, *, features: str | Se
         job = _Job(model, EncoderRunner(model.encoder, dev, plan), images, arrays, valid, feats, input_size,
                    interpolation, batch_size, dev, progress)
         if detect:
-            _fill_detect(job, fast)
+            _fill_detect(job, mode)
         else:
             _fill(job)
         if not cache:
@@ -264,21 +258,21 @@ def _fill(job: _Job) -> None:
             job.encode(batch, slice(idx[0], idx[-1] + 1), job.interpolation)
 
 
-def _fill_detect(job: _Job, fast: bool) -> None:
+def _fill_detect(job: _Job, mode: str) -> None:
     """Detect and align the best face of each image with the pipeline's own steps, at the input size; encode.
 
     Detection and alignment are :class:`facepcl.FaceEmbedder`'s
-    :meth:`~facepcl.FaceEmbedder.detect` and :meth:`~facepcl.FaceEmbedder.crop`;
+    :meth:`~facepcl.FaceEmbedder.detect_faces` and :meth:`~facepcl.FaceEmbedder.crop`;
     encoding resizes nothing (the crop is already at the input size) and
     prepares pixels as for the aligned-crop path.
     """
     from ..pipeline import FaceEmbedder
 
-    embedder = FaceEmbedder(job.model, device=job.device, max_faces=1, on_no_face="skip", fast=fast)
+    embedder = FaceEmbedder(job.model, device=job.device, detector={"max_faces": 1}, on_no_face="skip", mode=mode)
     with torch.inference_mode():
         for idx, batch in job.batches("detect+features"):
             crops, rows = [], []
-            for i, img, det in zip(idx, batch, embedder.detect(batch), strict=True):
+            for i, img, det in zip(idx, batch, embedder.detect_faces(batch), strict=True):
                 if det is None or not len(det):
                     job.valid[i] = False
                     log.warning("features: no face in %s; recorded as skipped", job.images.describe(i))

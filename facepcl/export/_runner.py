@@ -26,11 +26,11 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import InitVar, dataclass, field
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._deprecated import renamed_keywords
 from ..io import prefetch as _parallel
 from ..io.inputs import (
     IMAGE_EXTENSIONS,
@@ -50,57 +50,57 @@ from ._progress import Progress, count_items, progress_wanted, summary_line
 from ._shard import BatchRows, ShardWriter
 from ._types import STAT_KEYS, Cursor, ResumePoint, Stats
 
+if TYPE_CHECKING:
+    from ..pipeline import FaceEmbedder
+
 # Settings that decide the rows: a resumed run (and every rank) must use the same.
 IDENTITY = ("encoder_sha256", "config_hash", "preprocess", "crop_size", "feature_dim", "features", "dtype", "accel",
             "detect", "detector", "on_no_face", "max_faces", "facepcl_version")
 
 
+#: Images per batch and crops per encoder forward unless ``embedder["batch_size"]`` says otherwise.
+BATCH_SIZE = 32
+
+
 @dataclass
 class EmbedOptions:
-    """Options of one ``facepcl embed`` run (see ``facepcl embed --help`` and docs/cli.md)."""
+    """Options of one ``facepcl embed`` run (see ``facepcl embed --help`` and docs/cli.md).
+
+    Attributes:
+        inputs: Files, folders, glob patterns and @list.txt files.
+        out: The output folder.
+        model: ``facepcl.load`` name, Hub id or folder (None: the default model).
+        revision: Hub revision to pin.
+        embedder: :class:`~facepcl.FaceEmbedder` keyword arguments, the detector's in its ``detector``
+            dict (``{"mode": "exact", "detector": {"det_threshold": 0.6}}``). Its ``batch_size`` (default
+            :data:`BATCH_SIZE`) is also the images per batch; ``device`` is ``cuda:LOCAL_RANK`` under torchrun.
+        num_workers: Decoding threads per process (None: the machine's cores shared by its ranks, at most 4).
+        features, format, every, shard_size, shard_seconds, resume, overwrite, progress, quiet: The export's own.
+    """
 
     inputs: list[str]
     out: str
     model: str | None = None
     revision: str | None = None
-    device: str | None = None
-    dtype: str | None = None
-    compile: bool = False
-    fast: bool | None = None  # None: the fast path (FaceEmbedder's default); False: exact
-    detector_dtype: str | None = None
-    batch_size: int = 32
+    embedder: dict[str, Any] = field(default_factory=dict)
     num_workers: int | None = None
-    max_faces: int | None = None
-    on_no_face: str = "skip"
     features: list[str] = field(default_factory=lambda: list(FEATURES))
     format: str = "parquet"
     every: int = 1
-    detect: bool = True
-    det_threshold: float | None = None
-    min_face_size: float = 0.0
     shard_size: int = 2048
     shard_seconds: float = 300.0
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
     quiet: bool = False
-    conf_threshold: InitVar[float | None] = None  # the old name of det_threshold (a DeprecationWarning)
-
-    def __post_init__(self, conf_threshold: float | None) -> None:
-        if conf_threshold is not None:
-            self.det_threshold = renamed_keywords(
-                "EmbedOptions", {"conf_threshold": conf_threshold}, {"conf_threshold": "det_threshold"},
-                {"det_threshold": self.det_threshold}, {"det_threshold": None}, stacklevel=5)["det_threshold"]
 
     def check(self) -> None:
-        """Raise ValueError naming the first bad option."""
-        for name in ("batch_size", "every", "shard_size"):
+        """Raise ValueError naming the first bad option (TypeError: an unknown detector option)."""
+        for name in ("every", "shard_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.num_workers is not None and self.num_workers < 1:
             raise ValueError(f"--num-workers must be at least 1, got {self.num_workers}")
-        if self.max_faces is not None and self.max_faces < 1:
-            raise ValueError(f"--max-faces must be at least 1, got {self.max_faces}")
         if self.shard_seconds <= 0:
             raise ValueError(f"--shard-seconds must be positive, got {self.shard_seconds}")
         bad = sorted(set(self.features) - set(FEATURES))
@@ -112,6 +112,42 @@ class EmbedOptions:
                              "OUT, --overwrite deletes it and starts over; pass one")
         if not self.inputs:
             raise ValueError("no INPUT given; pass files, folders, glob patterns or @list.txt files")
+        detector = self.embedder.get("detector")
+        if isinstance(detector, dict):  # before the model loads
+            from ..detection import FaceDetector
+
+            FaceDetector.check_options(detector, "facepcl embed: detector")
+
+
+def build_embedder(opts: EmbedOptions, info: DistInfo) -> FaceEmbedder:
+    """The run's :class:`~facepcl.FaceEmbedder` on this rank's device, its detector built (a start-up error if missing).
+
+    Raises:
+        ValueError: ``--device`` names a device that is not there.
+        ModelLoadError: The model cannot be loaded.
+    """
+    from .. import hub
+    from .._utils.device import resolve_device
+    from ..errors import ModelLoadError
+    from ..pipeline import FaceEmbedder
+
+    options = {"batch_size": BATCH_SIZE, **opts.embedder}
+    device = rank_device(options.pop("device", None), info)
+    try:
+        resolve_device(device)
+    except RuntimeError as e:  # asking for a device that is not there is a usage error, not a crash
+        raise ValueError(f"--device: {e}") from None
+    try:
+        model = hub.load(opts.model, revision=opts.revision, device=device)
+    except ModelLoadError as e:
+        if opts.model is not None:
+            raise
+        raise ModelLoadError(f"no --model was given, and the default model {hub.default_model_name()!r} cannot "
+                             f"be loaded ({e}). Pass --model NAME|HUB_ID|FOLDER or set FACEPCL_MODEL") from e
+    embedder = FaceEmbedder(model, **options)
+    if embedder.detect:
+        embedder.detector  # noqa: B018 (built now: a missing detector is a start-up error)
+    return embedder
 
 
 def default_workers(info: DistInfo) -> int:
@@ -180,16 +216,11 @@ def run_embed(opts: EmbedOptions) -> int:
                 f"no input files found in {' '.join(opts.inputs)}; folders and patterns take files with the "
                 f"extensions {' '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))} (name any other file directly)")
 
-        from ._adapter import Embedder
-
-        embedder = Embedder(opts.model, revision=opts.revision, device=rank_device(opts.device, info),
-                            dtype=opts.dtype, compile=opts.compile, fast=opts.fast,
-                            detector_dtype=opts.detector_dtype, detect=opts.detect, max_faces=opts.max_faces,
-                            on_no_face=opts.on_no_face, det_threshold=opts.det_threshold,
-                            min_face_size=opts.min_face_size, batch_size=opts.batch_size, features=opts.features)
+        embedder = build_embedder(opts, info)
         if signals.requested is not None:
             return _stopped_early(signals, opts, say)
-        meta = embedder.metadata()
+        features = [f for f in FEATURES if f in opts.features]
+        meta = {"format_version": 1, **embedder.provenance(), "features": features}
         settings = {k: meta[k] for k in IDENTITY} | {"format": opts.format, "every": opts.every,
                                                       "world_size": info.world_size}
         shard_meta = meta | {"format": opts.format, "every": opts.every, "world_size": info.world_size,
@@ -208,7 +239,8 @@ def run_embed(opts: EmbedOptions) -> int:
             if point.next_shard:
                 say(f"resuming rank {info.rank}: {point.next_shard} shards with {point.rows} faces and "
                     f"{point.done.inputs} finished inputs are already in {opts.out}")
-            session, seconds, stopped = _embed_all(opts, info, embedder, folder, point, shard_meta, signals)
+            session, seconds, stopped = _embed_all(opts, info, embedder, features, folder, point, shard_meta,
+                                                    signals)
         finally:
             folder.unlock()
     interrupted = signals.requested if stopped else None  # a signal after the last batch changes nothing
@@ -220,8 +252,9 @@ def _stopped_early(signals: _Signals, opts: EmbedOptions, say) -> int:
     return 128 + int(signals.requested or signal.SIGINT)
 
 
-def _embed_all(opts: EmbedOptions, info: DistInfo, embedder, folder: ExportFolder, point: ResumePoint,
-               shard_meta: dict, signals: _Signals) -> tuple[Stats, float, bool]:
+def _embed_all(opts: EmbedOptions, info: DistInfo, embedder: FaceEmbedder, features: list[str],
+               folder: ExportFolder, point: ResumePoint, shard_meta: dict,
+               signals: _Signals) -> tuple[Stats, float, bool]:
     """Embed this rank's remaining inputs into shards; returns (counts, seconds, stopped by a signal)."""
     mine = lambda: select(iter_inputs(opts.inputs, stop=signals.stop), info.rank, info.world_size)  # noqa: E731
     items = folder.pending(mine(), point)
@@ -230,8 +263,9 @@ def _embed_all(opts: EmbedOptions, info: DistInfo, embedder, folder: ExportFolde
                         lambda: count_items(x for x in mine() if not cursor.done(x.index)),
                         desc="embed" if not info.distributed else f"embed rank 0/{info.world_size}")
     workers = opts.num_workers or default_workers(info)
+    batch_size = embedder.batch_size
     units = iter_units(items, embedder.load, every=opts.every, workers=workers,
-                       lookahead=opts.batch_size + 2 * workers,
+                       lookahead=batch_size + 2 * workers,
                        partial=None if cursor.complete else (cursor.item, cursor.frame),
                        prepare=embedder.prepare if embedder.detect else None)
     session = Stats()
@@ -239,12 +273,12 @@ def _embed_all(opts: EmbedOptions, info: DistInfo, embedder, folder: ExportFolde
     stopped = False
 
     def embed(batch: list[Unit], shards: ShardWriter) -> None:
-        rows = _embed_batch(embedder, batch, embedder.features)
+        rows = _embed_batch(embedder, batch, features)
         shards.add(rows)
         session.add(rows.stats)
         progress.update(rows.stats.inputs, session)
 
-    with ShardWriter(folder, point, embedder.features, embedder.dim, shard_meta, shard_size=opts.shard_size,
+    with ShardWriter(folder, point, features, embedder.dim, shard_meta, shard_size=opts.shard_size,
                      shard_seconds=opts.shard_seconds) as shards, contextlib.closing(units), progress:
         batch: list[Unit] = []
         images = 0
@@ -252,7 +286,7 @@ def _embed_all(opts: EmbedOptions, info: DistInfo, embedder, folder: ExportFolde
             for unit in units:
                 batch.append(unit)
                 images += unit.image is not None
-                if images >= opts.batch_size or len(batch) >= 4 * opts.batch_size:
+                if images >= batch_size or len(batch) >= 4 * batch_size:
                     embed(batch, shards)
                     batch, images = [], 0
                     if signals.requested is not None:
@@ -287,14 +321,22 @@ def _finish(opts: EmbedOptions, info: DistInfo, folder: ExportFolder, session: S
     return 0
 
 
-def _embed_batch(embedder, batch: list[Unit], features: list[str]) -> BatchRows:
-    """Rows, skipped-input records, counts, finished inputs and end cursor of one batch of units (in unit order)."""
+def _embed_batch(embedder: FaceEmbedder, batch: list[Unit], features: list[str]) -> BatchRows:
+    """Rows, skipped-input records, counts, finished inputs and end cursor of one batch of units (in unit order).
+
+    Raises:
+        NoFaceError: ``on_no_face="error"`` and an image has no face.
+    """
     stats = Stats()
     errors: list[dict] = []
     pictures = [u for u in batch if u.image is not None]
-    faces = (embedder([u.image for u in pictures], [_name(u) for u in pictures], [u.prepared for u in pictures])
-             if pictures else None)
-    no_face = set(faces.no_face) if faces is not None else set()
+    faces = None
+    if pictures:
+        prepared = [u.prepared for u in pictures]
+        ready = prepared if embedder.detect and all(p is not None for p in prepared) else None
+        faces = embedder.embed_loaded([u.image for u in pictures], names=[_name(u) for u in pictures],
+                                      prepared=ready)
+    no_face = set() if faces is None or embedder.on_no_face == "full_image" else set(faces.no_face)
     pos = 0
     for u in batch:
         if u.end:
@@ -318,7 +360,8 @@ def _embed_batch(embedder, batch: list[Unit], features: list[str]) -> BatchRows:
                      [[u.item.index, *u.stamp] for u in batch if u.end and u.stamp is not None])
     if faces is None or len(faces.image_index) == 0:
         return rows
-    idx = faces.image_index
+    order = np.argsort(faces.image_index, kind="stable")  # faces grouped by image, in image order
+    idx = faces.image_index[order]
     n = len(idx)
     stats.faces = n
     src = [pictures[i] for i in idx]
@@ -331,12 +374,12 @@ def _embed_batch(embedder, batch: list[Unit], features: list[str]) -> BatchRows:
         "face_index": (np.arange(n) - np.searchsorted(idx, idx, side="left")).astype(np.int32),
         "width": np.array([u.image.shape[1] for u in src], np.int32),
         "height": np.array([u.image.shape[0] for u in src], np.int32),
-        "bbox": faces.bbox.reshape(n, 4),
-        "kps": faces.kps.reshape(n, 10),
-        "det_score": faces.det_score.reshape(n),
+        "bbox": faces.bbox[order].reshape(n, 4).astype(np.float32),
+        "kps": faces.kps[order].reshape(n, 10).astype(np.float32),
+        "det_score": faces.det_score[order].reshape(n).astype(np.float32),
     }
     for f in features:
-        block[f] = faces.features[f]
+        block[f] = getattr(faces, f)[order]
     rows.block = block
     return rows
 

@@ -7,15 +7,13 @@ Inference (always importable): :class:`LinearHead` (the paper's probe),
 
 Training (imported on first use, so inference never loads it):
 :class:`FineTuner`, :class:`HeadTrainConfig`, :func:`fit_features`,
-:func:`fit_pairs`. (``TrainConfig`` is a deprecated name of
-:class:`HeadTrainConfig`, kept apart from :class:`facepcl.train.config.TrainConfig`,
-which configures pretraining.)
+:func:`fit_pairs`. (:class:`HeadTrainConfig` configures head training;
+:class:`facepcl.train.config.TrainConfig` configures pretraining.)
 """
 
 from __future__ import annotations
 
 import importlib
-import warnings
 from typing import Any
 
 from ._inputs import FEATURES, check_features, select_features
@@ -29,10 +27,6 @@ _TRAINING = {"FineTuner": "._finetune", "HeadTrainConfig": "._train", "FitResult
 
 
 def __getattr__(name: str) -> Any:
-    if name == "TrainConfig":
-        warnings.warn("facepcl.heads.TrainConfig is renamed HeadTrainConfig (facepcl.train.config.TrainConfig "
-                      "configures pretraining); the old name will be removed", DeprecationWarning, stacklevel=2)
-        name = "HeadTrainConfig"
     if name in _TRAINING:
         return getattr(importlib.import_module(_TRAINING[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from dataclasses import InitVar, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,8 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._deprecated import detect_from_align, options_with_detect
-from .._utils.digest import FIELD, LEGACY_FIELD
 from .._utils.validate import MAX_CROP_SIZE, MAX_WIDTH, bounded_int, check_parameters
 from .._utils.version import __version__
 from ..config import feature_dim
@@ -45,9 +43,6 @@ class HeadSpec:
         interpolation: How crops are resized to ``input_size``.
         detect: How the training images were prepared: False (already
             aligned crops, resized) or True (faces detected and aligned).
-            ``head.json`` files written before this name say ``"align":
-            "none"|"detect"``; they still load. (Python: ``align=`` is its
-            deprecated old spelling.)
         kind: "linear", "bn-linear" or "mlp".
         in_dim: Input width (``len(features) * feature_dim(input_size)``).
         out_dim: Output width.
@@ -60,8 +55,7 @@ class HeadSpec:
         protocol: How it was trained and selected (free-form, JSON).
         encoder: The encoder it was trained with: ``model_id``, ``revision``,
             ``config_hash``, ``encoder_sha256`` (:mod:`facepcl._utils.digest`),
-            ``finetuned``. Files that name the digest ``weights_sha256``
-            (earlier versions) are read with it renamed.
+            ``finetuned``.
         facepcl_version: Version that wrote it.
     """
 
@@ -82,13 +76,8 @@ class HeadSpec:
     protocol: dict[str, Any] = field(default_factory=dict)
     encoder: dict[str, Any] = field(default_factory=dict)
     facepcl_version: str = __version__
-    align: InitVar[str | None] = None
 
-    def __post_init__(self, align: str | None) -> None:
-        if align is not None:
-            if self.detect:
-                raise TypeError("HeadSpec: got both align= and detect=; give only detect= (align= is its old name)")
-            self.detect = detect_from_align(align, "HeadSpec", stacklevel=4)
+    def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"head task {self.task!r} is not one of {TASKS}")
         if self.kind not in HEAD_KINDS:
@@ -131,8 +120,6 @@ class HeadSpec:
         if not isinstance(ver, int) or ver > FORMAT_VERSION:
             raise ValueError(f"{where}: format_version {ver!r} is newer than this facepcl ({__version__}) reads "
                              f"({FORMAT_VERSION}); upgrade facepcl")
-        # Published heads cannot be edited by their users: the old "align" key is read without a warning.
-        data = options_with_detect(data, where, warn=False)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(fields))
         required = [n for n, f in fields.items()
@@ -140,11 +127,6 @@ class HeadSpec:
         missing = sorted(set(required) - set(data))
         if unknown or missing:
             raise ValueError(f"{where}: unknown keys {unknown}, missing keys {missing}")
-        encoder = dict(data.get("encoder") or {})
-        if LEGACY_FIELD in encoder:  # same digest, earlier name
-            legacy = encoder.pop(LEGACY_FIELD)
-            encoder.setdefault(FIELD, legacy)
-            data["encoder"] = encoder
         try:
             return cls(**data)
         except (TypeError, ValueError) as e:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import inspect
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,9 +40,9 @@ from ..io.prefetch import default_workers, prefetch
 from ..model import PCLFeatures, PCLModel
 from ..preprocess import Transform, fit_crop
 from ..results import EmbeddingResult, Failure
-from ..runtime._accel import EncoderRunner, encoder_plan
+from ..runtime._accel import EncoderRunner, check_mode, encoder_plan
 from ._info import EmbedderInfo
-from ._options import RENAMED, cache_key, check_options, model_device, renamed_options, resolve_model
+from ._options import cache_key, check_options, detector_options, model_device, resolve_model, split_options
 from ._stream import as_stream, chunks
 
 __all__ = ["EmbeddingResult", "FaceEmbedder", "Failure", "embed"]
@@ -54,100 +55,76 @@ class FaceEmbedder(EmbedderInfo):
         model: A :class:`~facepcl.PCLModel`, a name / Hub id / folder for
             :func:`facepcl.load`, or None for :func:`facepcl.hub.default_model_name`
             (``$FACEPCL_MODEL``, else the bundled ``pcl-demo``).
-        detector: A :class:`~facepcl.detection.FaceDetector`, a detector name,
-            or None for the model config's detector (``config.detector``).
-        device: Torch device for detector and encoder (None: CUDA if available,
-            else CPU; a given model stays where it is unless device is set).
-        dtype: Encoder compute dtype: None (the fast path's choice, or
-            float32 with ``exact=True``), "float32", or "bf16"/"fp16": a copy
-            of the encoder in that dtype and in channels_last memory format
-            (see :mod:`facepcl.runtime._accel`); features are returned as float32 either way.
-        compile: ``torch.compile`` the encoder copy (inductor; one
-            compilation, 10-60 s on a CPU, serves every batch size). It
-            pays off only when encoding dominates a long run (aligned crops
-            with ``detect=False``); with detection, the detector dominates.
-        fast: The fast path, the default (None or True): bf16 where the
+        detector: The face detector and its options: a
+            :class:`~facepcl.detection.FaceDetector` (used as it is), a
+            detector name, a dict of FaceDetector keyword arguments (e.g.
+            ``{"det_threshold": 0.6, "max_faces": 1, "dtype": "bf16"}``), or
+            None. A name or dict builds the detector on first use (never with
+            ``detect=False``) from the model config's detector defaults,
+            with this embedder's ``device`` and ``mode`` unless the dict sets
+            them. Unknown keys: TypeError.
+        mode: "fast" (default): a copy of the encoder in bf16 where the
             hardware computes it natively (CUDA, or a CPU with
             AVX512-BF16/AMX; else float32), channels_last, and the fast
             detector (BatchNorm folded, float32; on a CPU run by ONNX
-            Runtime). ``dtype`` and ``detector_dtype``, when given, override
-            its choices. Embeddings of real faces stay within cosine
-            similarity 0.999 of the exact path, with the same faces and
-            landmarks within 0.5 px (tested); ``result.info["accel"]``
-            records what ran. False: the same as ``exact=True``.
-        exact: The exact path: the model's own float32 encoder and the
-            detector network as published, eager, NCHW, in torch; bit for bit
-            what earlier versions computed (the encoder matches the
-            reference implementation to 1e-5).
-        detector_dtype: Detector compute dtype (None: float32). "bf16" is
-            faster still, but moves landmarks by up to a pixel, which can
-            take embeddings below cosine 0.999 of the exact path; see
-            :class:`~facepcl.detection.FaceDetector`.
+            Runtime). Embeddings of real faces stay within cosine similarity
+            0.999 of the exact mode, with the same faces and landmarks
+            within 0.5 px (tested). "exact": the model's own float32 encoder
+            and the detector network as published, eager, NCHW, in torch.
+            ``dtype`` (and the detector's ``dtype``), when given, override
+            the mode's choice; ``result.info["accel"]`` records what ran.
+            Other values: ValueError.
+        device: Torch device for detector and encoder (None: CUDA if available,
+            else CPU; a given model stays where it is unless device is set).
+        dtype: Encoder compute dtype: None (the mode's choice), "float32",
+            or "bf16"/"fp16": a copy of the encoder in that dtype and in
+            channels_last memory format (see :mod:`facepcl.runtime._accel`);
+            features are returned as float32 either way.
+        compile: ``torch.compile`` the encoder copy (inductor; one
+            compilation serves every batch size).
         crop_size: Aligned crop side in pixels (default: the config's, 64 for
             PCL); any side from 16 to 1024 (e.g. 100, the paper's expression
             probe: D = 6272). The template scales with it.
         detect: False for inputs that are already aligned face crops: no
-            detection, each input is one face, resized to the crop. (Old
-            name ``align=``: deprecated.)
-        max_faces: Keep at most this many faces per image (highest scores first).
-        min_face_size: Ignore faces whose box's shorter side is below this (pixels).
+            detection, each input is one face, resized to the crop.
         on_no_face: "skip" (record the image in ``no_face``), "error"
             (:class:`~facepcl.errors.NoFaceError`) or "full_image" (embed the
-            whole image as one face, also recorded in ``no_face``). (Old
-            value "raise": deprecated.)
+            whole image as one face, also recorded in ``no_face``).
         color_order: Channel order of numpy/tensor inputs: "RGB" or "BGR".
         return_crops: Keep the aligned crops in the result.
-        det_threshold: Detector score threshold (default: the config's
-            ``detector.det_threshold``). (Old name ``conf_threshold=``: deprecated.)
         batch_size: Crops per encoder forward.
-        detect_batch_size: Images per detector forward (None: the
-            detector's default, 1 for the exact network on a CPU, else 8).
         chunk_size: Inputs decoded and detected at a time, which bounds memory
             for long lists and generators.
         num_workers: Threads that decode (and resize for detection) the
-            inputs of a list ahead of the model, so that decoding overlaps
-            detection and encoding. None: the machine's cores, at most 4; 0:
-            decode in the calling thread. torch keeps all its threads
-            beside them: its OpenMP threads wait passively (see
-            :mod:`facepcl.runtime._threads`), so a core a decoder takes for a
-            while slows torch by that share only.
+            inputs of a list ahead of the model. None: the machine's cores,
+            at most 4; 0: decode in the calling thread.
 
     Attributes:
-        detects: Whether faces are detected (the ``detect`` option).
+        detect: Whether faces are detected (the ``detect`` option). Every
+            option is kept as the attribute of the same name, ``detector``
+            being the :class:`~facepcl.detection.FaceDetector` itself.
         decode_min_side: The longer side huge JPEGs keep when decoded at
             reduced scale (:func:`facepcl.io.images.min_decode_side`); None:
-            always decoded in full (with ``min_face_size``).
+            always decoded in full (with the detector's ``min_face_size``).
         transform: The :class:`~facepcl.Transform` that turns crops into encoder
             input (= ``facepcl.transforms(embedder)``).
     """
 
     def __init__(self, model: PCLModel | str | os.PathLike | None = None, *,
-                 detector: FaceDetector | str | None = None, device: str | torch.device | None = None,
-                 dtype: str | torch.dtype | None = None, compile: bool = False, fast: bool | None = None,
-                 exact: bool = False,
-                 detector_dtype: str | torch.dtype | None = None, crop_size: int | None = None, detect: bool = True,
-                 max_faces: int | None = None, min_face_size: float = 0.0, on_no_face: str = "skip",
-                 color_order: str = "RGB", return_crops: bool = False, det_threshold: float | None = None,
-                 batch_size: int = 64, detect_batch_size: int | None = None, chunk_size: int = 32,
-                 num_workers: int | None = None, **deprecated: Any) -> None:
-        unknown = sorted(set(deprecated) - set(RENAMED))
-        if unknown:
-            raise TypeError(f"FaceEmbedder got unexpected keyword arguments {unknown}")
-        renamed = renamed_options({**deprecated, "on_no_face": on_no_face})
-        detect = renamed.get("detect", detect)
-        det_threshold = renamed.get("det_threshold", det_threshold)
-        on_no_face = renamed["on_no_face"]
-        check_options(on_no_face=on_no_face, color_order=color_order, max_faces=max_faces, batch_size=batch_size,
-                      detect_batch_size=detect_batch_size, chunk_size=chunk_size, num_workers=num_workers,
-                      own_detector=isinstance(detector, FaceDetector),
-                      detector_options=bool(max_faces is not None or min_face_size or det_threshold is not None
-                                            or detector_dtype is not None), exact=exact, fast=fast)
+                 detector: FaceDetector | str | Mapping[str, Any] | None = None, mode: str = "fast",
+                 device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+                 compile: bool = False, crop_size: int | None = None, detect: bool = True, on_no_face: str = "skip",
+                 color_order: str = "RGB", return_crops: bool = False, batch_size: int = 64, chunk_size: int = 32,
+                 num_workers: int | None = None) -> None:
+        check_mode(mode, "FaceEmbedder")
+        check_options(on_no_face=on_no_face, color_order=color_order, batch_size=batch_size, chunk_size=chunk_size,
+                      num_workers=num_workers)
         self.model = resolve_model(model, device)
         self.device = model_device(self.model)
-        self.fast = not exact and fast is not False
-        self.plan = encoder_plan(self.device, dtype=dtype, compile=compile, fast=self.fast)
+        self.mode = mode
+        self.plan = encoder_plan(self.device, mode=mode, dtype=dtype, compile=compile)
         self.dtype = self.plan.dtype
-        self._detector_dtype = detector_dtype
+        self.compile = self.plan.compile
         self._runner = EncoderRunner(self.model.encoder, self.device, self.plan)
         config: PCLConfig = self.model.config
         size = check_crop_size(config.preprocess.crop_size if crop_size is None else crop_size)
@@ -156,25 +133,27 @@ class FaceEmbedder(EmbedderInfo):
         self.crop_size = size
         self.template = template_points(self.preprocess)
         self.transform = Transform(self.preprocess)  # = facepcl.transforms(self): the encoder's input
-        self.detects = bool(detect)
-        self.max_faces = max_faces
-        self.min_face_size = float(min_face_size)
+        self.detect = bool(detect)
         self.on_no_face = on_no_face
         self.color_order = color_order.upper()
         self.return_crops = bool(return_crops)
-        self.det_threshold = det_threshold
         self.batch_size = int(batch_size)
-        self.detect_batch_size = None if detect_batch_size is None else int(detect_batch_size)
         self.chunk_size = int(chunk_size)
         self.num_workers = default_workers() if num_workers is None else int(num_workers)
         self._detector = detector if isinstance(detector, FaceDetector) else None
-        self._detector_name = detector if isinstance(detector, str) else None
+        self._detector_options = (None if self._detector is not None
+                                  else detector_options(detector, config.detector, self.device, mode))
         # Huge JPEGs decode at reduced scale keeping what detection and alignment need (facepcl.io.images);
         # not with min_face_size, which the detector applies in decoded pixels.
         heads = getattr(self.model, "task_heads", None) or {}
-        self.decode_min_side = None if self.min_face_size else min_decode_side(
-            (self._detector.max_size if self._detector else config.detector.max_size) if self.detects else None,
+        self.decode_min_side = None if self.detect and self.detector_option("min_face_size") else min_decode_side(
+            self.detector_option("max_size") if self.detect else None,
             max([size, *(h.spec.input_size for h in heads.values())]))
+
+    @classmethod
+    def options(cls) -> tuple[str, ...]:
+        """The names of the options FaceEmbedder takes (its keyword arguments after ``model``)."""
+        return tuple(n for n in inspect.signature(cls).parameters if n != "model")
 
     # -- configuration -------------------------------------------------------------------------------------
 
@@ -182,15 +161,14 @@ class FaceEmbedder(EmbedderInfo):
     def detector(self) -> FaceDetector:
         """The face detector, built on first use (never with ``detect=False``)."""
         if self._detector is None:
-            opts: dict[str, Any] = {"device": self.device, "min_face_size": self.min_face_size,
-                                    "max_faces": self.max_faces, "batch_size": self.detect_batch_size,
-                                    "dtype": self._detector_dtype, "fast": self.fast}
-            if self.det_threshold is not None:
-                opts["det_threshold"] = self.det_threshold
-            if self._detector_name:
-                opts["name"] = self._detector_name
-            self._detector = FaceDetector.from_config(self.model.config.detector, **opts)
+            self._detector = FaceDetector(**self._detector_options)
         return self._detector
+
+    def detector_option(self, name: str) -> Any:
+        """The detector's option ``name``: its attribute once built, else the value it will be built with."""
+        if self._detector is not None:
+            return getattr(self._detector, name)
+        return self._detector_options.get(name, inspect.signature(FaceDetector).parameters[name].default)
 
     @property
     def dim(self) -> int:
@@ -216,20 +194,19 @@ class FaceEmbedder(EmbedderInfo):
         (they detect in batches later, in the calling thread: ONNX Runtime
         has its own thread pool, and a process interrupted while a worker
         thread is inside it aborts at exit). The fast torch detector also
-        detects here, one image per forward: on a CPU that is as fast per
-        image as a batch, and worker threads then detect in parallel.
+        detects here, one image per forward, in parallel worker threads.
 
         Returns:
             :class:`~facepcl.detection.Prepared` or :class:`~facepcl.detection.Detections`;
             None when ``detect=False``.
         """
-        if not self.detects:
+        if not self.detect:
             return None
         det = self.detector
         ready = det.prepare(image)
         return ready if det.plan.exact or det.runtime == "onnxruntime" else det.detect_prepared([ready])[0]
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+    def detect_faces(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Step 2: faces of decoded images, batched (see :meth:`FaceDetector.detect_batch`)."""
         return self.detector.detect_batch(images)
 
@@ -289,7 +266,7 @@ class FaceEmbedder(EmbedderInfo):
             raise ValueError(f"got {len(images)} images but {len(indices)} indices")
         if prepared is not None and len(prepared) != len(images):
             raise ValueError(f"got {len(images)} images but {len(prepared)} prepared images")
-        if not self.detects:
+        if not self.detect:
             found: list[Detections | None] = [None] * len(images)
         elif prepared is not None:
             found = list(prepared)  # type: ignore[arg-type]
@@ -297,7 +274,7 @@ class FaceEmbedder(EmbedderInfo):
             for i, det in zip(todo, self.detector.detect_prepared([prepared[i] for i in todo]), strict=True):
                 found[i] = det
         else:
-            found = list(self.detect(images))
+            found = list(self.detect_faces(images))
         crops, boxes, kps, scores, index, no_face, sources = [], [], [], [], [], [], []
         for i, (image, det) in enumerate(zip(images, found, strict=True)):
             w, h = original_size(image)
@@ -316,8 +293,8 @@ class FaceEmbedder(EmbedderInfo):
                 if self.on_no_face == "error":
                     name = names[i] if names is not None else f"image {gi}"
                     raise NoFaceError(f"{name}: no face found ({self.detector!r}); pass on_no_face='skip' or "
-                                      "'full_image', lower det_threshold, or detect=False if the image is already "
-                                      "an aligned face crop")
+                                      "'full_image', a lower det_threshold (detector={'det_threshold': ...}), or "
+                                      "detect=False if the image is already an aligned face crop")
                 if self.on_no_face == "skip":
                     continue
             sources.append((image, None))
@@ -380,7 +357,7 @@ class FaceEmbedder(EmbedderInfo):
         """
         single, stream = as_stream(images)
         workers = 0 if single else self.num_workers
-        if self.detects:
+        if self.detect:
             self.detector  # noqa: B018 (built here, not in a worker thread)
 
         def decode(item: tuple[int, Any]) -> tuple[int, str, Any, ImageLoadError | None]:
@@ -414,7 +391,7 @@ class FaceEmbedder(EmbedderInfo):
                 count = chunk[-1][0] + 1
                 if loaded:
                     parts.append(self.embed_loaded(loaded, indices=at, names=names,
-                                                   prepared=prepared if self.detects else None))
+                                                   prepared=prepared if self.detect else None))
         result = (EmbeddingResult.concatenate(parts) if parts
                   else EmbeddingResult.empty(self.dim, self.crop_size if self.return_crops else None, info=self.info()))
         result.failures = sorted(result.failures + failures)
@@ -429,29 +406,34 @@ _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 2
 
 
-def embed(images: Any, *, model: PCLModel | str | os.PathLike | None = None, **options: Any) -> EmbeddingResult:
+def embed(images: Any, model: PCLModel | str | os.PathLike | None = None, **options: Any) -> EmbeddingResult:
     """Embed every face in one image or a list of images.
 
     Args:
         images: See :meth:`FaceEmbedder.embed`.
         model: A :class:`~facepcl.PCLModel`, a name / Hub id / folder, or None:
             ``$FACEPCL_MODEL``, else the bundled ``pcl-demo`` model.
-        **options: Any :class:`FaceEmbedder` option (device, dtype, crop_size,
-            detect, max_faces, min_face_size, on_no_face, color_order,
-            return_crops, det_threshold, batch sizes). The old names
-            ``align=``, ``conf_threshold=`` and ``on_no_face="raise"`` still
-            work, with a DeprecationWarning.
+        **options: Any :class:`FaceEmbedder` option, and any
+            :class:`~facepcl.detection.FaceDetector` option FaceEmbedder does
+            not take itself, for the detector: ``embed(x, det_threshold=0.5,
+            max_faces=1)`` is ``FaceEmbedder(detector={"det_threshold": 0.5,
+            "max_faces": 1})``. The detector's own ``dtype``, ``batch_size``,
+            ``device``, ``mode``, ``name`` and ``weights`` go in ``detector=``.
 
     Returns:
         An :class:`EmbeddingResult`. The embedder (model and detector) is
         cached, so repeated calls with the same model and options are cheap.
 
+    Raises:
+        TypeError: An option that neither FaceEmbedder nor FaceDetector takes.
+        ValueError: A bad value, or detector options together with a FaceDetector object.
+
     Example:
-        >>> result = facepcl.embed("group.jpg")            # doctest: +SKIP
+        >>> result = facepcl.embed("group.jpg", max_faces=1)  # doctest: +SKIP
         >>> result.face.shape, result.bbox.shape             # doctest: +SKIP
-        ((5, 2048), (5, 4))
+        ((1, 2048), (1, 4))
     """
-    options = renamed_options(options, "facepcl.embed")
+    options = split_options(options, FaceEmbedder.options())
     key = cache_key(model, options)
     with _CACHE_LOCK:
         embedder = _DEFAULT_CACHE.get(key)

@@ -1,10 +1,11 @@
-"""How a FaceEmbedder describes itself: provenance for results, the path that ran, its repr."""
+"""How a FaceEmbedder describes itself: provenance for results and exports, the path that ran, its repr."""
 
 from __future__ import annotations
 
-import warnings
+import dataclasses
 from typing import Any
 
+from .._utils.digest import encoder_digest
 from .._utils.version import __version__
 from ..io import images
 
@@ -15,33 +16,59 @@ class EmbedderInfo:
     def info(self) -> dict[str, Any]:
         """Provenance recorded with every result."""
         prov = getattr(self.model, "provenance", None) or {}
-        det = self._detector
         return {
             "model_id": prov.get("model_id"), "revision": prov.get("revision"),
             "config_hash": prov.get("config_hash") or self.model.config.hash(),
-            "crop_size": self.crop_size, "template": self.template.tolist(), "detect": self.detects,
-            "detector": None if not self.detects else (det.name if det else self._detector_name
-                                                     or self.model.config.detector.name),
+            "crop_size": self.crop_size, "template": self.template.tolist(), "detect": self.detect,
+            "detector": self.detector_option("name") if self.detect else None,
             "on_no_face": self.on_no_face, "dtype": str(self.dtype).removeprefix("torch."),
             "accel": self.accel_info(), "facepcl_version": __version__,
             "decode": {"min_side": self.decode_min_side, "reduce_above_pixels": images.REDUCE_ABOVE_PIXELS},
+        }
+
+    def provenance(self) -> dict[str, Any]:
+        """Everything that decides the embeddings, as JSON-ready values (what ``facepcl embed`` stores).
+
+        Builds the detector when ``detect`` is True.
+
+        Returns:
+            ``model_id``, ``revision``, ``config_hash``, ``encoder_sha256``
+            (:mod:`facepcl._utils.digest`), ``model_name``, ``model_license``,
+            ``facepcl_version``, ``preprocess``, ``crop_size``,
+            ``input_size``, ``feature_dim``, ``dtype``, ``accel``,
+            ``detect``, ``detector`` (the detector's
+            :meth:`~facepcl.detection.FaceDetector.settings`, None without
+            detection), ``decode`` (how huge JPEGs are decoded),
+            ``on_no_face`` and ``max_faces``.
+        """
+        info = self.info()
+        config = self.model.config
+        detector = self.detector.settings() if self.detect else None
+        return {
+            "model_id": info["model_id"], "revision": info["revision"], "config_hash": info["config_hash"],
+            "encoder_sha256": encoder_digest(self.model), "model_name": config.name, "model_license": config.license,
+            "facepcl_version": info["facepcl_version"], "preprocess": dataclasses.asdict(self.preprocess),
+            "crop_size": self.crop_size, "input_size": config.input_size, "feature_dim": self.dim,
+            "dtype": info["dtype"], "accel": info["accel"], "detect": self.detect, "detector": detector,
+            "decode": info["decode"], "on_no_face": self.on_no_face,
+            "max_faces": detector["max_faces"] if detector else None,
         }
 
     def accel_info(self) -> dict[str, Any]:
         """Which path ran.
 
         Returns:
-            ``{"fast", "exact", "encoder": {dtype, channels_last, compile},
+            ``{"mode", "exact", "encoder": {dtype, channels_last, compile},
             "detector": {dtype, channels_last, compile, runtime, canvas_step,
             rescue_threshold} or None}``; ``exact`` is True when both networks
             ran the exact path.
         """
         detector = None
-        if self.detects:
+        if self.detect:
             det = self.detector
             detector = {**det.plan.describe(), "runtime": det.runtime, "canvas_step": det.canvas_step,
                         "rescue_threshold": det.rescue_threshold}
-        return {"fast": self.fast, "exact": self.plan.exact and (detector is None or det.plan.exact),
+        return {"mode": self.mode, "exact": self.plan.exact and (detector is None or det.plan.exact),
                 "encoder": self.plan.describe(), "detector": detector}
 
     def __repr__(self) -> str:
@@ -50,20 +77,11 @@ class EmbedderInfo:
         plan = "exact" if self.plan.exact else "fast"
         encoder = f"{plan} ({str(self.dtype).removeprefix('torch.')}" + (", channels_last" if self.plan.channels_last
                                                                        else "") + ")"
-        if self.detects:
-            det = self._detector
-            threshold = (det.det_threshold if det is not None else self.det_threshold
-                         if self.det_threshold is not None else self.model.config.detector.det_threshold)
-            detector = det.name if det is not None else self._detector_name or self.model.config.detector.name
-            detection = f"detect=True, detector={detector!r}, det_threshold={threshold}"
+        if self.detect:
+            opt = self.detector_option
+            detection = (f"detect=True, detector={opt('name')!r}, det_threshold={opt('det_threshold')}, "
+                         f"max_faces={opt('max_faces')}, min_face_size={opt('min_face_size')}")
         else:
             detection = "detect=False"
-        return (f"FaceEmbedder(model={name!r}, device={str(self.device)!r}, encoder={encoder}, "
-                f"crop_size={self.crop_size}, dim={self.dim}, {detection}, max_faces={self.max_faces}, "
-                f"min_face_size={self.min_face_size}, on_no_face={self.on_no_face!r})")
-
-    @property
-    def align(self) -> bool:
-        """Deprecated name of :attr:`detects`."""
-        warnings.warn("FaceEmbedder.align is deprecated, use FaceEmbedder.detects", DeprecationWarning, stacklevel=2)
-        return self.detects
+        return (f"FaceEmbedder(model={name!r}, device={str(self.device)!r}, mode={self.mode!r}, encoder={encoder}, "
+                f"crop_size={self.crop_size}, dim={self.dim}, {detection}, on_no_face={self.on_no_face!r})")

@@ -1,68 +1,117 @@
-"""FaceEmbedder's options: the names (and their deprecated aliases), checks, and the model to use."""
+"""FaceEmbedder's options: checks, the detector it builds, the model to use, and the keyword split of ``embed``.
+
+Each option has one owner. :class:`~facepcl.FaceEmbedder` takes its own
+options; the detector's go through its ``detector=`` option (a
+:class:`~facepcl.detection.FaceDetector`, a detector name, or a dict of
+FaceDetector keyword arguments). :func:`split_options` is the one place
+where flat keywords (``facepcl.embed(x, det_threshold=0.5)``) are sorted
+between the two, from the signatures themselves, so that a new detector
+option needs no edit here.
+"""
 
 from __future__ import annotations
 
 import os
-import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from .. import hub, registry
-from .._deprecated import rename_options
 from .._utils.device import resolve_device
+from ..config import DetectorConfig
+from ..detection import FaceDetector
+from ..detection.detector import config_defaults
 from ..errors import ModelLoadError
 from ..model import PCLModel
 
 ON_NO_FACE = ("skip", "error", "full_image")
-
-# Old option name -> new name (see docs/embedding.md); old on_no_face value -> new value.
-RENAMED = {"align": "detect", "conf_threshold": "det_threshold"}
-ON_NO_FACE_ALIASES = {"raise": "error"}
+# Detector options that name its network: only in detector= (a flat ``weights=`` would read as the model's).
+NOT_FLAT = ("name", "weights")
 
 
-def renamed_options(options: dict[str, Any], where: str = "FaceEmbedder") -> dict[str, Any]:
-    """Map deprecated option names and values onto the current ones, with a DeprecationWarning each.
+def check_options(*, on_no_face: str, color_order: str, batch_size: int, chunk_size: int,
+                  num_workers: int | None) -> None:
+    """Raise ValueError naming the first bad FaceEmbedder option and what it accepts."""
+    if on_no_face not in ON_NO_FACE:
+        raise ValueError(f"FaceEmbedder: on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
+    if not isinstance(color_order, str) or color_order.upper() not in ("RGB", "BGR"):
+        raise ValueError(f"FaceEmbedder: color_order must be 'RGB' or 'BGR', got {color_order!r}")
+    if min(batch_size, chunk_size) < 1:
+        raise ValueError(f"FaceEmbedder: batch_size and chunk_size must be positive, got {batch_size} and "
+                         f"{chunk_size}")
+    if num_workers is not None and num_workers < 0:
+        raise ValueError(f"FaceEmbedder: num_workers must be 0 or more (or None), got {num_workers}")
+
+
+def detector_options(detector: FaceDetector | str | Mapping[str, Any] | None, config: DetectorConfig,
+                     device: torch.device, mode: str) -> dict[str, Any]:
+    """The keyword arguments of the FaceDetector a FaceEmbedder builds, checked now (it is built on first use).
 
     Args:
-        options: Keyword arguments as given (not modified).
-        where: The function named in the warning.
-
-    Returns:
-        A new dict with current names only.
+        detector: A detector name, a dict of FaceDetector keyword arguments, or None.
+        config: The model config's detector block: its defaults.
+        device: The embedder's device, inherited unless the dict sets one.
+        mode: The embedder's mode, inherited unless the dict sets one.
 
     Raises:
-        TypeError: An old name and its new name were both given.
+        TypeError: ``detector`` is of another type, or the dict has keys FaceDetector does not take.
+        ValueError: A bad value.
     """
-    # stacklevel 4: the warning points at the line that called FaceEmbedder(...) or facepcl.embed(...)
-    out = rename_options(options, RENAMED, where, stacklevel=4)
-    value = out.get("on_no_face")
-    if isinstance(value, str) and value in ON_NO_FACE_ALIASES:
-        warnings.warn(f"{where}: on_no_face={value!r} is deprecated, use on_no_face="
-                      f"{ON_NO_FACE_ALIASES[value]!r}", DeprecationWarning, stacklevel=3)
-        out["on_no_face"] = ON_NO_FACE_ALIASES[value]
+    if detector is None:
+        given: dict[str, Any] = {}
+    elif isinstance(detector, str):
+        given = {"name": detector}
+    elif isinstance(detector, Mapping):
+        given = dict(detector)
+    else:
+        raise TypeError(f"FaceEmbedder: detector= takes a FaceDetector, a detector name or a dict of FaceDetector "
+                        f"keyword arguments; got {type(detector).__name__}")
+    options = {**config_defaults(config), "device": device, "mode": mode, **given}
+    FaceDetector.check_options(options, "FaceEmbedder(detector=...)")
+    return options
+
+
+def split_options(options: Mapping[str, Any], own: Sequence[str], where: str = "facepcl.embed") -> dict[str, Any]:
+    """FaceEmbedder keyword arguments from flat ones: its own options as given, the detector's into ``detector``.
+
+    A name that both take (``device``, ``mode``, ``dtype``, ``batch_size``)
+    is the embedder's; the detector's own value of it, and the detector's
+    ``name`` and ``weights`` (:data:`NOT_FLAT`), go in ``detector=``.
+
+    Args:
+        options: Keyword arguments as given.
+        own: FaceEmbedder's option names.
+        where: What to name in errors.
+
+    Returns:
+        Keyword arguments for :class:`~facepcl.FaceEmbedder`.
+
+    Raises:
+        TypeError: A keyword neither takes (the error lists the valid ones).
+        ValueError: Detector keywords with a FaceDetector object as ``detector``,
+            or a detector keyword given twice.
+    """
+    det_names = [n for n in FaceDetector.options() if n not in own and n not in NOT_FLAT]
+    unknown = sorted(set(options) - set(own) - set(det_names))
+    if unknown:
+        raise TypeError(f"{where}: unknown options {unknown}; FaceEmbedder takes {list(own)}, and the detector "
+                        f"{det_names} (or any FaceDetector option in detector={{...}})")
+    out = {k: v for k, v in options.items() if k in own}
+    flat = {k: v for k, v in options.items() if k in det_names}
+    if not flat:
+        return out
+    detector = out.get("detector")
+    if isinstance(detector, FaceDetector):
+        raise ValueError(f"{where}: {sorted(flat)} configure the detector, but detector= is a FaceDetector object; "
+                         f"set them on it (FaceDetector({', '.join(f'{k}=...' for k in sorted(flat))})) or pass "
+                         "detector= as a dict of FaceDetector options")
+    base = {} if detector is None else {"name": detector} if isinstance(detector, str) else dict(detector)
+    both = sorted(set(base) & set(flat))
+    if both:
+        raise ValueError(f"{where}: {both} given both as keywords and in detector=; give each once")
+    out["detector"] = {**base, **flat}
     return out
-
-
-def check_options(*, on_no_face: str, color_order: str, max_faces: int | None, batch_size: int,
-                  detect_batch_size: int | None, chunk_size: int, num_workers: int | None, own_detector: bool,
-                  detector_options: bool, exact: bool, fast: bool | None) -> None:
-    """Raise ValueError naming the first bad FaceEmbedder option and its fix."""
-    if on_no_face not in ON_NO_FACE:
-        raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
-    if color_order.upper() not in ("RGB", "BGR"):
-        raise ValueError(f"color_order must be 'RGB' or 'BGR', got {color_order!r}")
-    if max_faces is not None and max_faces < 1:
-        raise ValueError(f"max_faces must be a positive integer or None, got {max_faces}")
-    if min(batch_size, detect_batch_size or 1, chunk_size) < 1:
-        raise ValueError("batch_size, detect_batch_size and chunk_size must be positive")
-    if num_workers is not None and num_workers < 0:
-        raise ValueError(f"num_workers must be 0 or more (or None), got {num_workers}")
-    if own_detector and detector_options:
-        raise ValueError("max_faces, min_face_size, det_threshold and detector_dtype configure the detector "
-                         "this embedder builds; with your own FaceDetector, set them on it instead")
-    if exact and fast:
-        raise ValueError("exact=True and fast=True ask for different paths; pass one of them")
 
 
 def resolve_model(model: PCLModel | str | os.PathLike | None, device: str | torch.device | None) -> PCLModel:
@@ -90,15 +139,23 @@ def model_device(model: PCLModel) -> torch.device:
 
 
 def cache_key(model: PCLModel | str | os.PathLike | None, options: dict[str, Any]) -> tuple:
-    """The key under which ``facepcl.embed`` caches the embedder of these model and options."""
+    """The key under which ``facepcl.embed`` caches the embedder of these model and (split) options."""
     if model is None:
         key_model: Any = ("default", hub.default_model_name())
     elif isinstance(model, (str, os.PathLike)):
         key_model = ("name", os.fspath(model))
     else:
         key_model = ("object", id(model))
-    return key_model, tuple(sorted((k, _hashable(v)) for k, v in options.items()))
+    return key_model, _hashable(options)
 
 
 def _hashable(v: Any) -> Any:
-    return v if isinstance(v, (str, int, float, bool, type(None))) else (type(v).__name__, id(v))
+    if isinstance(v, Mapping):
+        return ("dict", tuple(sorted((str(k), _hashable(x)) for k, x in v.items())))
+    if isinstance(v, (list, tuple)):
+        return (type(v).__name__, tuple(_hashable(x) for x in v))
+    if isinstance(v, (str, int, float, bool, type(None))):
+        return v
+    if isinstance(v, (torch.dtype, torch.device, os.PathLike)):
+        return (type(v).__name__, str(v))
+    return (type(v).__name__, id(v))

@@ -1,17 +1,17 @@
 """The fast inference path: one place that prepares the encoder and the detector network for speed.
 
-The exact plan is the model's own float32 modules, eager, NCHW
-(``FaceEmbedder(exact=True)``, ``facepcl embed --exact``). The fast plan,
-the pipeline's default (and the evaluation feature extraction's
-``fast=True``; ``dtype=`` and ``compile=True`` refine it), runs a *copy* of
-the network:
+Two modes (:data:`MODES`). ``mode="exact"`` is the model's own float32
+modules, eager, NCHW (``FaceEmbedder(mode="exact")``, ``facepcl embed
+--mode exact``). ``mode="fast"``, the pipeline's default (and an option of
+the evaluation feature extraction; ``dtype=`` and ``compile=True`` refine
+it), runs a *copy* of the network:
 
 - in bfloat16 weights and activations where the hardware computes bf16
   natively (CUDA with bf16, or a CPU whose oneDNN has AVX512-BF16 or AMX;
   :func:`native_bf16`), otherwise in float32;
 - in channels_last memory format (oneDNN's and cuDNN's fast convolutions);
 - with BatchNorm folded into the preceding convolutions (detector, which
-  stays float32 unless a ``detector_dtype`` is given: see :func:`detector_plan`),
+  stays float32 unless the detector's ``dtype`` is given: see :func:`detector_plan`),
   which on a CPU runs on ONNX Runtime (:mod:`facepcl.detection._onnx`);
 - when asked for (``compile=True``), compiled with ``torch.compile`` (inductor, with weight freezing
   on the CPU so that convolutions and their activations fuse), with the
@@ -41,6 +41,15 @@ import torch
 from torch import nn
 
 from .._utils.device import resolve_dtype
+
+#: The values of every ``mode=`` option.
+MODES = ("fast", "exact")
+
+
+def check_mode(mode: Any, where: str) -> None:
+    """Raise ValueError naming ``where`` unless ``mode`` is one of :data:`MODES`."""
+    if mode not in MODES:
+        raise ValueError(f"{where}: mode must be one of {MODES}, got {mode!r}")
 
 
 @functools.lru_cache(maxsize=8)
@@ -91,40 +100,50 @@ def fast_dtype(device: torch.device | str) -> torch.dtype:
     return torch.bfloat16 if native_bf16(device) else torch.float32
 
 
-def encoder_plan(device: torch.device | str, *, dtype: str | torch.dtype | None = None, compile: bool = False,
-                 fast: bool = False) -> Plan:
+def encoder_plan(device: torch.device | str, *, mode: str = "exact", dtype: str | torch.dtype | None = None,
+                 compile: bool = False) -> Plan:
     """Resolve the encoder options of the pipeline into a :class:`Plan`.
 
     Args:
         device: Where the encoder runs.
-        dtype: Compute dtype; None: float32, or with ``fast`` bf16 where native.
-        compile: ``torch.compile`` the encoder (not implied by ``fast``: one
-            compilation per process, worth it only when the encoder dominates a
-            long run, e.g. aligned crops without detection).
-        fast: bf16 where native (unless ``dtype`` says otherwise) and channels_last.
+        mode: "exact" or "fast": bf16 where native (unless ``dtype`` says
+            otherwise) and channels_last.
+        dtype: Compute dtype; None: float32, or in the fast mode bf16 where native.
+        compile: ``torch.compile`` the encoder (not implied by the fast mode:
+            one compilation per process, worth it only when the encoder
+            dominates a long run, e.g. aligned crops without detection).
 
     Returns:
         The plan. Anything but float32-eager runs channels_last.
+
+    Raises:
+        ValueError: ``mode`` is not one of :data:`MODES`.
     """
+    check_mode(mode, "encoder_plan")
+    fast = mode == "fast"
     dt = resolve_dtype(dtype) if dtype is not None else (fast_dtype(device) if fast else torch.float32)
     return Plan(dt, channels_last=dt != torch.float32 or compile or fast, compile=bool(compile))
 
 
-def detector_plan(device: torch.device | str, *, dtype: str | torch.dtype | None = None,
-                  fast: bool = False) -> Plan:
-    """The detector's plan: exact unless ``fast`` or a ``dtype`` is asked for.
+def detector_plan(device: torch.device | str, *, mode: str = "exact",
+                  dtype: str | torch.dtype | None = None) -> Plan:
+    """The detector's plan: exact unless ``mode="fast"`` or a reduced ``dtype`` is asked for.
 
-    ``fast`` keeps float32 and runs a BatchNorm-folded, channels_last copy:
+    The fast mode keeps float32 and runs a BatchNorm-folded, channels_last copy:
     its landmarks match the exact network's to float rounding. bf16 only
-    when asked for (``dtype="bf16"``): it is faster still, but its landmarks
-    move by up to about a pixel, which turns the aligned crops enough to take
-    a trained model's embeddings below the fast path's 0.999 cosine promise.
+    when asked for (``dtype="bf16"``): its landmarks move by up to about a
+    pixel, which turns the aligned crops enough to take a trained model's
+    embeddings below the fast path's 0.999 cosine promise.
 
     The detector is never compiled: its input shapes vary with the image
     sizes (docs/benchmarks.md compares it with the folded eager network).
+
+    Raises:
+        ValueError: ``mode`` is not one of :data:`MODES`.
     """
+    check_mode(mode, "detector_plan")
     dt = resolve_dtype(dtype) if dtype is not None else torch.float32
-    return Plan(dt, channels_last=dt != torch.float32 or fast, compile=False)
+    return Plan(dt, channels_last=dt != torch.float32 or mode == "fast", compile=False)
 
 
 def _weights_version(module: nn.Module) -> tuple:
@@ -287,6 +306,5 @@ def prepare_detector_net(net: nn.Module, device: torch.device, plan: Plan,
     return fast
 
 
-__all__ = ["EncoderRunner", "Plan", "detector_plan", "encoder_plan", "fast_dtype", "flip_input_channels",
-           "fold_batchnorm",
-           "native_bf16", "prepare_detector_net"]
+__all__ = ["MODES", "EncoderRunner", "Plan", "check_mode", "detector_plan", "encoder_plan", "fast_dtype",
+           "flip_input_channels", "fold_batchnorm", "native_bf16", "prepare_detector_net"]

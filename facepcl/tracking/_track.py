@@ -104,11 +104,12 @@ def track(source: Any, every: int = 1, *, model: Any = None, tracker: TrackerOpt
         ValueError: A folder without images, or bad options.
     """
     from ..pipeline import FaceEmbedder
+    from ..pipeline._options import split_options
 
     if every < 1 or batch_frames < 1 or min_frames < 1:
         raise ValueError("every, batch_frames and min_frames must be at least 1")
     opts = tracker or TrackerOptions()
-    embedder = FaceEmbedder(model, **{**options, "return_crops": True})
+    embedder = FaceEmbedder(model, **{**split_options(options, FaceEmbedder.options(), "track"), "return_crops": True})
     tracker_ = Tracker(opts)
     uses_codes = opts.appearance_weight > 0 or opts.reid_similarity <= 1
     rows: dict[int, list[dict[str, Any]]] = {}

@@ -47,10 +47,10 @@ from ._sections import (
     OptimConfig,
     TrainConfig,
 )
+from .losses.pose_contrastive import POSE_NEGATIVES
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-POSE_NEGATIVES = ("per_sample", "reference")
 LAYOUTS = ("video", "images")
 
 

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .._deprecated import renamed_keywords
 from ..errors import ModelLoadError
 from ..model import PCLModel
 from ._draw import font, resize_tile, save_image, shorten, text_size, to_uint8
@@ -128,9 +127,7 @@ def decode_pairs(model: PCLModel, face: np.ndarray | torch.Tensor, pose: np.ndar
 
 def swap_faces(a: Any, b: Any, model: PCLModel | str | os.PathLike | None = None, *,
                faces_a: Sequence[int] | str = (0,), faces_b: Sequence[int] | str = (0,),
-               device: str | torch.device | None = None, detect: bool = True,
-               det_threshold: float | None = None, names: tuple[str, str] | None = None,
-               **deprecated: Any) -> SwapResult:
+               names: tuple[str, str] | None = None, **options: Any) -> SwapResult:
     """Detect and align the faces of two images and decode every face/pose combination.
 
     For each chosen pair of faces (A_i, B_j) the decoder rebuilds
@@ -145,12 +142,12 @@ def swap_faces(a: Any, b: Any, model: PCLModel | str | os.PathLike | None = None
             ``$FACEPCL_MODEL``, else the bundled ``pcl-demo``.
         faces_a: Indices of A's faces to use (0 = highest detector score), or "all".
         faces_b: Indices of B's faces, or "all". Rows are every (A_i, B_j) combination.
-        device: Torch device (None: CUDA if available, else CPU).
-        detect: False when the inputs are already aligned face crops (no detection).
-        det_threshold: Detector score threshold (default: the model config's).
         names: Names of the inputs for titles (default: file names, else "A" and "B").
-        **deprecated: The old names ``align=`` (of ``detect``) and
-            ``conf_threshold=`` (of ``det_threshold``), with a DeprecationWarning.
+        **options: :class:`~facepcl.FaceEmbedder` and detector options, as
+            :func:`facepcl.embed` takes them: ``device``, ``detect=False``
+            when the inputs are already aligned face crops, ``mode``,
+            ``det_threshold``, ... (``return_crops``, ``on_no_face`` and
+            ``crop_size`` are set by this function).
 
     Returns:
         A :class:`SwapResult`; ``.grid()`` draws it.
@@ -160,16 +157,17 @@ def swap_faces(a: Any, b: Any, model: PCLModel | str | os.PathLike | None = None
         ImageLoadError: An input cannot be read.
         NoFaceError: An input has no face.
         ValueError: A face index does not exist in its image.
+        TypeError: An unknown option, or one this function sets.
     """
     from ..pipeline import FaceEmbedder
+    from ..pipeline._options import split_options
 
-    given = renamed_keywords("swap_faces", deprecated, {"align": "detect", "conf_threshold": "det_threshold"},
-                             {"detect": detect, "det_threshold": det_threshold},
-                             {"detect": True, "det_threshold": None})
-    detect, det_threshold = given["detect"], given["det_threshold"]
-    net = load_decoder_model(model, device=device)
-    embedder = FaceEmbedder(net, return_crops=True, on_no_face="error", detect=detect, det_threshold=det_threshold,
-                            crop_size=net.config.input_size)
+    fixed = sorted({"return_crops", "on_no_face", "crop_size"} & set(options))
+    if fixed:
+        raise TypeError(f"swap_faces: {fixed} are set by swap_faces itself; leave them out")
+    options = split_options(options, FaceEmbedder.options(), "swap_faces")
+    net = load_decoder_model(model, device=options.pop("device", None))
+    embedder = FaceEmbedder(net, return_crops=True, on_no_face="error", crop_size=net.config.input_size, **options)
     if embedder.dim != net.decoder.fc.in_features:
         raise ValueError(f"the decoder takes {net.decoder.fc.in_features}-d codes but crops of "
                          f"{embedder.crop_size} px give {embedder.dim}-d features")

@@ -8,8 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import distributed as D
-from ..config import POSE_NEGATIVES
 from ._mixing import MixingDraw, at_least_fp32, draw_mixing, mixing_for
+
+#: How negatives are drawn: one set per sample (the paper), or one shared reference set.
+POSE_NEGATIVES = ("per_sample", "reference")
 
 
 class PoseContrastiveLoss(nn.Module):
