@@ -43,7 +43,7 @@ def captured(monkeypatch):
         got.append(opts)
         return 0
 
-    monkeypatch.setattr("facepcl.export._runner.run_embed", fake)
+    monkeypatch.setattr("facepcl.export.run_embed", fake)
     return got
 
 

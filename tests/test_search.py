@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from facepcl.cli import main
-from facepcl.export._writers import get_format
+from facepcl.export._formats import get_format
 from facepcl.search import FaceIndex
 
 DIM = 32

@@ -16,7 +16,7 @@ from PIL import Image
 
 from facepcl._utils.folders import FolderLock, file_record
 from facepcl.cli import main
-from facepcl.export._writers import get_format
+from facepcl.export._formats import get_format
 from facepcl.io.inputs import display_path
 from facepcl.search import FaceIndex, IndexFileError
 from tests.test_search import DIM, _meta, _vectors

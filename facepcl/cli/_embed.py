@@ -22,7 +22,7 @@ See docs/cli.md for details."""
 
 
 def _features(value: str) -> list[str]:
-    from ..export._writers import FEATURES
+    from ..export import FEATURES
 
     names = [v.strip() for v in value.split(",") if v.strip()]
     bad = [n for n in names if n not in FEATURES]
@@ -149,7 +149,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     refuse_url(args.inputs, "INPUT")
     refuse_url(args.out, "-o")
-    from ..export._runner import EmbedOptions, run_embed
+    from ..export import EmbedOptions, run_embed
 
     detector = owned(args, "detector")
     refuse_url(detector.get("weights"), "--detector-weights")

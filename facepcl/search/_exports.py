@@ -24,13 +24,11 @@ def export_api() -> SimpleNamespace:
     Returns:
         ``MANIFESTS`` and ``RUN_FILE`` (names inside an export folder),
         ``from_arrow`` (a ``pyarrow.Table`` of shard rows to numpy columns) and
-        ``get_format`` (a shard format by name, whose ``read(path, columns)``
-        gives ``(columns, metadata)``).
+        ``read_shard`` (one shard file as ``(columns, metadata)``).
     """
-    from ..export._state import MANIFESTS, RUN_FILE
-    from ..export._writers import from_arrow, get_format
+    from ..export import MANIFESTS, RUN_FILE, from_arrow, read_shard
 
-    return SimpleNamespace(MANIFESTS=MANIFESTS, RUN_FILE=RUN_FILE, from_arrow=from_arrow, get_format=get_format)
+    return SimpleNamespace(MANIFESTS=MANIFESTS, RUN_FILE=RUN_FILE, from_arrow=from_arrow, read_shard=read_shard)
 
 
 @dataclass
@@ -102,9 +100,8 @@ def read_shard(export: str, shard: Shard, columns: list[str]) -> dict[str, Any]:
     Raises:
         ValueError: The shard cannot be read, or misses a column.
     """
-    fmt = os.path.splitext(shard.file)[1].lstrip(".")
     try:
-        cols, _ = export_api().get_format(fmt).read(shard.path, columns)
+        cols, _ = export_api().read_shard(shard.path, columns)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise ValueError(f"{shard.path}: cannot read this shard of {export} ({e}); re-export it") from None
     missing = [c for c in columns if c not in cols]
