@@ -26,7 +26,7 @@ from typing import Any
 import _bench
 import numpy as np
 
-from facepcl.tracking import Tracker, TrackerOptions, colour_histogram, head_angles, is_cut, sharpness
+from facepcl.tracking import TrackerOptions, VideoTracker, box_sharpness, head_angles
 
 SCENES = ("crossing", "occlusion", "swap", "cut")
 OVERLAP_ONLY = TrackerOptions(appearance_weight=0.0, reid_similarity=2.0, motion=False, cut_threshold=2.0)
@@ -35,16 +35,12 @@ OVERLAP_ONLY = TrackerOptions(appearance_weight=0.0, reid_similarity=2.0, motion
 def _errors(options: TrackerOptions, result: Any, images: list[np.ndarray], frames: list) -> tuple[int, int]:
     from tests import _video
 
-    tracker, previous = Tracker(options), None
+    video = VideoTracker(options)
     truth: list[list[int]] = []
     ids: list[list[int]] = []
     for i, image in enumerate(images):
-        hist = colour_histogram(image)
-        if is_cut(previous, hist, options.cut_threshold):
-            tracker.cut()
-        previous = hist
         sel = np.flatnonzero(result.image_index == i)
-        got = tracker.update(i, result.bbox[sel], result.face[sel] if options.appearance_weight > 0 else None)
+        got = video.frame(i, image, result.bbox[sel], result.face[sel])
         people, labels = [], []
         for k, tid in zip(sel, got, strict=True):
             cx, cy = (result.bbox[k, 0] + result.bbox[k, 2]) / 2, (result.bbox[k, 1] + result.bbox[k, 3]) / 2
@@ -81,7 +77,7 @@ def cost(every: int = 2) -> dict[str, float]:
     from facepcl.io.video import iter_frames
     from tests import _samples
 
-    embedder = FaceEmbedder("pcl-demo", device="cpu", return_crops=True)
+    embedder = FaceEmbedder("pcl-demo", device="cpu")
     images = [f.image for f in iter_frames(str(_samples.pyfeat("WolfgangLanger_Pexels.mp4")), every=every)
               if f.image is not None]
     embedder.embed_loaded(images[:8])  # warm-up
@@ -89,16 +85,13 @@ def cost(every: int = 2) -> dict[str, float]:
     result = embedder.embed_loaded(images)
     embed_s = time.perf_counter() - t
     t = time.perf_counter()
-    tracker, previous = Tracker(), None
+    video = VideoTracker()
     head_angles(result.kps)
-    sharpness(result.crops)
     for i, image in enumerate(images):
-        hist = colour_histogram(image)
-        if is_cut(previous, hist, tracker.options.cut_threshold):
-            tracker.cut()
-        previous = hist
         sel = np.flatnonzero(result.image_index == i)
-        tracker.update(i, result.bbox[sel], result.face[sel])
+        video.frame(i, image, result.bbox[sel], result.face[sel])
+        for box in result.bbox[sel]:
+            box_sharpness(image, box)
     track_s = time.perf_counter() - t
     return {"frames": len(images), "embed_s": embed_s, "track_s": track_s, "share": track_s / embed_s}
 

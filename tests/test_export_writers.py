@@ -110,7 +110,7 @@ def test_one_line_readers(tmp_path: Path) -> None:
 def test_schema_names_and_order() -> None:
     names = arrow_schema(["trunk", "face"], 8).names
     assert names == ["item", "path", "frame", "timestamp", "face_index", "width", "height", "bbox", "kps",
-                     "det_score", "face", "trunk"]
+                     "det_score", "yaw", "pitch", "roll", "sharpness", "track_id", "face", "trunk"]
 
 
 def test_write_atomic_leaves_nothing_on_failure(tmp_path: Path) -> None:

@@ -149,3 +149,124 @@ def test_a_real_video_is_one_track_and_a_written_video_cuts(tmp_path):
     assert picture.shape[1] == 8 * 48
     first_thumb = picture[18 + 14:18 + 14 + 48, :48]
     assert first_thumb.std() > 20  # a face, not the empty frame of a missing thumbnail
+
+
+@pytest.fixture(scope="module")
+def crossing_video(tmp_path_factory):
+    frames, scenes = _video.scenario("crossing", n=12)
+    folder = tmp_path_factory.mktemp("clips")
+    path = _video.write_video(folder / "crossing.avi", _video.compose(frames, scenes, _video.face_patches()))
+    return path, frames
+
+
+def _export(tmp_path, *inputs, extra=()):
+    from facepcl.cli import main
+
+    out = tmp_path / "out"
+    assert main(["embed", *map(str, inputs), "-o", str(out), "--model", "pcl-demo", "-q", "--no-progress",
+                 *extra]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_the_export_tracks_every_video_row_and_summarises_each_track(crossing_video, photo_paths, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    video, frames = crossing_video
+    out = _export(tmp_path, video, photo_paths["single_face.jpg"], extra=["--shard-size", "5"])
+    table = pq.read_table(out)
+    is_frame = table.column("frame").to_numpy() >= 0
+    still = table.filter(pa.array(~is_frame))
+    assert still.num_rows == 1
+    assert still.column("track_id").to_pylist() == [-1]  # still images get no track
+    rows = table.filter(pa.array(is_frame))
+    by_track = {}
+    for frame, tid, box in zip(rows.column("frame").to_pylist(), rows.column("track_id").to_pylist(),
+                               rows.column("bbox").to_pylist(), strict=True):
+        by_track.setdefault(tid, []).append((frame, box))
+    tracks = facepcl.track(video, model="pcl-demo")  # the same tracks as the Python call
+    assert sorted(by_track) == sorted(t.track_id for t in tracks)
+    for t in tracks:
+        assert [f for f, _ in by_track[t.track_id]] == t.frame.tolist()
+    summary = facepcl.export.read_tracks(out).to_pylist()
+    assert [s["track_id"] for s in summary] == [t.track_id for t in tracks]
+    for s, t in zip(summary, tracks, strict=True):
+        for key in ("first_frame", "last_frame", "rows", "representative_frame", "keyframes"):
+            assert s[key] == t.summary[key], key
+        np.testing.assert_allclose(s["face"], t.summary["face"], atol=1e-5)
+        assert s["path"] == str(video)
+    truth, ids = _video.label_tracks(tracks, frames)
+    assert _video.count_errors(truth, ids) == (0, 0)  # a person crossing the frame keeps one id
+    angles = np.stack([rows.column(c).to_numpy() for c in ("yaw", "pitch", "roll")], 1)
+    assert np.isfinite(angles).all()
+
+
+@pytest.mark.slow
+def test_resume_inside_a_video_continues_the_same_tracks(crossing_video, tmp_path):
+    import json
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    video, _ = crossing_video
+    small = ["--shard-size", "4", "--batch-size", "2"]  # a shard every 2 frames
+    whole = _export(tmp_path / "a", video, extra=small)
+    cut = tmp_path / "b"
+    shutil.copytree(whole, cut)
+    manifests = sorted((cut / "_manifests").glob("part-*.json"))
+    kept = manifests[: len(manifests) // 2]
+    assert json.loads(kept[-1].read_text())["tracking"]["video"]["tracker"]["tracks"]  # ended inside the video
+    for m in manifests[len(kept):]:  # as if the run had been killed after the kept shards
+        (cut / m.name.replace(".json", ".parquet")).unlink()
+        m.unlink()
+    (cut / "_tracks.parquet").unlink()
+    from facepcl.cli import main
+
+    assert main(["embed", str(video), "-o", str(cut), "--model", "pcl-demo", "-q", "--no-progress", *small,
+                 "--resume"]) == 0
+    for name in ("track_id", "frame", "face"):
+        assert pq.read_table(cut).column(name).to_pylist() == pq.read_table(whole).column(name).to_pylist(), name
+    assert facepcl.export.read_tracks(cut).to_pylist() == facepcl.export.read_tracks(whole).to_pylist()
+
+
+@pytest.mark.slow
+def test_no_track_and_ids_never_cross_a_cut(tmp_path):
+    import pyarrow.parquet as pq
+
+    frames, scenes = _video.scenario("cut", n=10)
+    video = _video.write_video(tmp_path / "cut.avi", _video.compose(frames, scenes, _video.face_patches()))
+    out = _export(tmp_path / "t", video)
+    table = pq.read_table(out)
+    ids = dict(zip(table.column("frame").to_pylist(), table.column("track_id").to_pylist(), strict=True))
+    assert {ids[f] for f in range(5)}.isdisjoint({ids[f] for f in range(5, 10)})
+    off = _export(tmp_path / "n", video, extra=["--no-track"])
+    assert set(pq.read_table(off).column("track_id").to_pylist()) == {-1}
+    assert not (off / "_tracks.parquet").exists()
+    with pytest.raises(FileNotFoundError, match="no track summary"):
+        facepcl.export.read_tracks(off)
+
+
+def test_a_tracker_restored_from_its_state_continues_the_same_tracks():
+    import json
+
+    from facepcl.tracking import VideoTracker
+
+    rng = np.random.default_rng(1)
+    codes = rng.normal(size=(2, 32))
+    image = np.full((120, 500, 3), 90, np.uint8)
+
+    def faces(f: int) -> tuple[np.ndarray, np.ndarray]:  # A leaves after frame 3; B walks on
+        if f <= 3:
+            return _boxes((60 + 5 * f, 60), (300 + 10 * f, 60)), codes
+        return _boxes((300 + 10 * f, 60)), codes[1:]
+
+    whole = VideoTracker()
+    want = [whole.frame(f, image, *faces(f)).tolist() for f in range(10)]
+    first = VideoTracker()
+    got = [first.frame(f, image, *faces(f)).tolist() for f in range(6)]
+    restored = VideoTracker.from_state(json.loads(json.dumps(first.state())))
+    got += [restored.frame(f, image, *faces(f)).tolist() for f in range(6, 10)]
+    assert got == want
+    fresh = VideoTracker()  # without the state, B would be renumbered
+    assert [fresh.frame(f, image, *faces(f)).tolist() for f in range(6, 10)] != want[6:]

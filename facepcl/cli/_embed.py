@@ -75,6 +75,9 @@ def add_parser(sub) -> None:
                    help="shard format (default parquet)")
     x.add_argument("--every", dest="every", type=int, default=1, metavar="N",
                    help="videos: embed every N-th frame (default 1)")
+    x.add_argument("--no-track", dest="track", action="store_false",
+                   help="videos: no tracking (by default every video row gets a track_id and OUT/_tracks.parquet "
+                        "summarises each track; see docs/tracking.md)")
     x.add_argument("--shard-size", dest="shard_size", type=int, default=2048, metavar="ROWS",
                    help="close a shard once it holds this many rows or skip records (default 2048)")
     x.add_argument("--shard-seconds", dest="shard_seconds", type=float, default=300.0, metavar="S",
@@ -83,7 +86,7 @@ def add_parser(sub) -> None:
                    help="continue the export in OUT where it stopped (also fine when OUT is new or empty)")
     x.add_argument("--overwrite", dest="overwrite", action="store_true",
                    help="delete the export already in OUT (its shards, manifests, _run.json, _errors.jsonl, "
-                        "index.csv; nothing else) and start over")
+                        "index.csv, _tracks.parquet; nothing else) and start over")
     x.add_argument("--num-workers", dest="num_workers", type=int, default=None,
                    help="decoding threads per process (default: cores / processes on this machine, at most 4)")
     x.add_argument("--no-progress", dest="progress", action="store_false",

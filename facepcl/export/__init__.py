@@ -4,7 +4,8 @@
 torchrun ranks, any format) as one ``pyarrow.Table`` in input order, after
 checking every shard against the size and SHA-256 its manifest recorded;
 ``read_errors(OUT)`` the skipped inputs with their reasons;
-``read_metadata(OUT)`` the provenance (model, weights, preprocessing).
+``read_metadata(OUT)`` the provenance (model, weights, preprocessing);
+``read_tracks(OUT)`` one row per face track of the videos (``_tracks.parquet``).
 For Parquet exports the plain one-liners work too (without the check):
 ``pyarrow.parquet.read_table(OUT)`` or ``pandas.read_parquet(OUT)``.
 
@@ -21,6 +22,7 @@ from ._formats import FEATURES, from_arrow, read_shard
 from ._layout import ERRORS_FILE, INDEX_FILE, MANIFESTS, RUN_FILE, is_export
 from ._read import column_to_numpy, read_embeddings, read_errors, read_metadata
 from ._runner import EmbedOptions, run_embed
+from ._tracks import TRACKS_FILE, read_tracks
 from ._types import ExportStateError, NonFiniteEmbeddingError
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "INDEX_FILE",
     "MANIFESTS",
     "RUN_FILE",
+    "TRACKS_FILE",
     "VIDEO_EXTENSIONS",
     "EmbedOptions",
     "ExportStateError",
@@ -45,5 +48,6 @@ __all__ = [
     "read_errors",
     "read_metadata",
     "read_shard",
+    "read_tracks",
     "run_embed",
 ]

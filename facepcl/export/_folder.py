@@ -37,7 +37,7 @@ from .._utils.folders import FolderLock, FolderLockedError, check_file, file_rec
 from .._utils.settings import SettingsError, guard_settings
 from ..errors import OutputError
 from ..io.inputs import InputItem
-from ._dataset import write_errors, write_index
+from ._dataset import committed_shards, write_errors, write_index
 from ._formats import get_format
 from ._layout import (
     ERRORS_FILE,
@@ -52,6 +52,7 @@ from ._layout import (
     shard_name,
 )
 from ._resume import skip_done
+from ._tracks import TRACKS_FILE, write_summary
 from ._types import Cursor, ExportStateError, ResumePoint, Stats, output_error
 
 
@@ -186,7 +187,7 @@ class ExportFolder:
             if m and (int(m.group(1)) == self.rank or (self.rank == 0 and int(m.group(1)) >= self.world_size)):
                 doomed.append(path)
         if self.rank == 0:
-            doomed += [p for p in map(self.path, (RUN_FILE, ERRORS_FILE, INDEX_FILE)) if os.path.exists(p)]
+            doomed += [p for p in map(self.path, (RUN_FILE, ERRORS_FILE, INDEX_FILE, TRACKS_FILE)) if os.path.exists(p)]
         for path in doomed:
             try:
                 os.remove(path)
@@ -280,6 +281,7 @@ class ExportFolder:
             point.done.add(Stats(**man["stats"]))
             point.rows += man["rows"]
             point.manifests.append(manifests[shard])
+            point.tracking = man.get("tracking")
         return point
 
     def _problem(self, shard: int, man: dict[str, Any]) -> str | None:
@@ -314,7 +316,7 @@ class ExportFolder:
 
     def commit(self, shard: int, cols: dict[str, Any], features: list[str], dim: int, metadata: dict,
                start: Cursor, end: Cursor, stats: Stats, errors: list[dict],
-               inputs: list[list[int]] | None = None) -> None:
+               inputs: list[list[int]] | None = None, tracking: dict | None = None) -> None:
         """Write one shard: data to a temporary name, then its manifest, then the data renamed into place.
 
         Order and why: the data file is written whole under a hidden
@@ -342,6 +344,7 @@ class ExportFolder:
             errors: Its skipped-input records.
             inputs: ``[item, size, mtime_ns]`` of each input it finishes, so
                 that ``--resume`` notices changed files.
+            tracking: The tracker's state at the shard's end (continues a video on ``--resume``).
 
         Raises:
             ExportStateError: The write failed (disk full, I/O error, folder not
@@ -359,6 +362,8 @@ class ExportFolder:
             manifest = {"shard": shard, "rank": self.rank, "file": name, "rows": len(cols["path"]),
                         **file_record(tmp), "start": asdict(start), "end": asdict(end),
                         "stats": asdict(stats), "errors": errors, "inputs": inputs or []}
+            if tracking is not None:
+                manifest["tracking"] = tracking
             text = json.dumps(manifest) + "\n"
             try:
                 atomic_write(manifest_path, lambda t: _write_text(t, text))
@@ -379,7 +384,7 @@ class ExportFolder:
     # the whole folder
 
     def finish(self) -> None:
-        """Rebuild the folder-level files from the manifests (rank 0 only): ``_errors.jsonl``, ``index.csv``.
+        """Rebuild the folder-level files (rank 0 only): ``_errors.jsonl``, ``index.csv``, ``_tracks.parquet``.
 
         Raises:
             ExportStateError: They cannot be written.
@@ -390,5 +395,6 @@ class ExportFolder:
             write_errors(self.out)
             if self.format.name != "parquet":
                 write_index(self.out, self.format.name)
+            write_summary(self.out, committed_shards(self.out, verify=False))
         except OSError as e:
             raise output_error(e, e.filename or self.out) from e

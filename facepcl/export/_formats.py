@@ -16,6 +16,12 @@ bbox         float32[4]             x1, y1, x2, y2 in image pixels
 kps          float32[10]            5 landmarks x1, y1, ..., x5, y5 (left eye, right eye,
                                     nose, left and right mouth corner); reshape to (5, 2)
 det_score    float32                detector score; NaN when detection was off
+yaw          float32                approximate head yaw in degrees from the landmarks (NaN without)
+pitch        float32                approximate head pitch in degrees (NaN without landmarks)
+roll         float32                head roll in degrees: the eye line's angle (NaN without landmarks)
+sharpness    float32                variance of the Laplacian of the face's box region at 64 px
+track_id     int64                  the face's track in its video, unique within the export;
+                                    -1 for still images (and with --no-track)
 face         float32[D]             F_f, the face (pose-unrelated) feature
 pose         float32[D]             F_p, the pose feature
 trunk        float32[D]             F, the trunk feature
@@ -45,10 +51,21 @@ from .._utils.constants import FEATURES
 KPS_DIM = 10
 SCALARS = {
     "item": np.int64, "frame": np.int64, "timestamp": np.float64, "face_index": np.int32,
-    "width": np.int32, "height": np.int32, "det_score": np.float32,
+    "width": np.int32, "height": np.int32, "det_score": np.float32, "yaw": np.float32, "pitch": np.float32,
+    "roll": np.float32, "sharpness": np.float32, "track_id": np.int64,
 }
-ORDER = ("item", "path", "frame", "timestamp", "face_index", "width", "height", "bbox", "kps", "det_score")
+ORDER = ("item", "path", "frame", "timestamp", "face_index", "width", "height", "bbox", "kps", "det_score", "yaw",
+         "pitch", "roll", "sharpness", "track_id")
 METADATA_KEY = "facepcl"
+#: Columns a writer may be given without: their value when absent (rows of still images, or rows made by hand).
+DEFAULTS = {"yaw": np.nan, "pitch": np.nan, "roll": np.nan, "sharpness": np.nan, "track_id": -1}
+
+
+def with_defaults(cols: dict[str, Any]) -> dict[str, Any]:
+    """``cols`` with every absent :data:`DEFAULTS` column filled for its rows."""
+    n = len(cols["path"])
+    missing = {k: np.full(n, v, SCALARS[k]) for k, v in DEFAULTS.items() if k not in cols}
+    return {**cols, **missing} if missing else cols
 
 
 def column_names(features: Sequence[str]) -> list[str]:
@@ -74,10 +91,11 @@ class RowBuffer:
         return self._rows
 
     def add(self, block: dict[str, Any]) -> None:
-        """Append rows given as columns (arrays of equal length; ``path`` a list of str)."""
+        """Append rows given as columns (arrays of equal length; ``path`` a list of str; :data:`DEFAULTS` optional)."""
         n = len(block["path"])
         if n == 0:
             return
+        block = with_defaults(block)
         for name in self._blocks:
             value = block[name]
             if name != "path" and len(value) != n:
@@ -119,7 +137,8 @@ def arrow_schema(features: Sequence[str], dim: int, metadata: dict | None = None
     types = {"item": pa.int64(), "path": pa.string(), "frame": pa.int64(), "timestamp": pa.float64(),
              "face_index": pa.int32(), "width": pa.int32(), "height": pa.int32(),
              "bbox": pa.list_(pa.float32(), 4), "kps": pa.list_(pa.float32(), KPS_DIM),
-             "det_score": pa.float32()}
+             "det_score": pa.float32(), "yaw": pa.float32(), "pitch": pa.float32(), "roll": pa.float32(),
+             "sharpness": pa.float32(), "track_id": pa.int64()}
     for f in features:
         types[f] = pa.list_(pa.float32(), dim)
     meta = {METADATA_KEY: json.dumps(metadata, sort_keys=True)} if metadata is not None else None
@@ -131,6 +150,7 @@ def to_arrow(cols: dict[str, Any], features: Sequence[str], dim: int, metadata: 
     import pyarrow as pa
 
     schema = arrow_schema(features, dim, metadata)
+    cols = with_defaults(cols)
     arrays = []
     for field in schema:
         value = cols[field.name]
@@ -192,7 +212,7 @@ class NpzFormat:
     suffix = ".npz"
 
     def write(self, cols: dict[str, Any], dest: str, features: Sequence[str], dim: int, metadata: dict) -> None:
-        arrays = {k: (np.asarray(v, dtype=str) if k == "path" else v) for k, v in cols.items()}
+        arrays = {k: (np.asarray(v, dtype=str) if k == "path" else v) for k, v in with_defaults(cols).items()}
         if not cols["path"]:
             arrays["path"] = np.zeros(0, dtype="<U1")
         arrays["__metadata__"] = np.asarray(json.dumps(metadata, sort_keys=True))
@@ -221,7 +241,7 @@ class SafetensorsFormat:
     def write(self, cols: dict[str, Any], dest: str, features: Sequence[str], dim: int, metadata: dict) -> None:
         from safetensors.numpy import save_file
 
-        tensors = {k: np.ascontiguousarray(v) for k, v in cols.items() if k != "path"}
+        tensors = {k: np.ascontiguousarray(v) for k, v in with_defaults(cols).items() if k != "path"}
         save_file(tensors, dest, metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True),
                                            "path": json.dumps(list(cols["path"]))})
 

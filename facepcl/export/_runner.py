@@ -48,6 +48,7 @@ from ._formats import FEATURES
 from ._layout import ERRORS_FILE
 from ._progress import Progress, count_items, progress_wanted, summary_line
 from ._shard import BatchRows, ShardWriter
+from ._tracks import ExportTracker, row_columns
 from ._types import STAT_KEYS, Cursor, ResumePoint, Stats
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ class EmbedOptions:
             dict (``{"mode": "exact", "detector": {"det_threshold": 0.6}}``). Its ``batch_size`` (default
             :data:`BATCH_SIZE`) is also the images per batch; ``device`` is ``cuda:LOCAL_RANK`` under torchrun.
         num_workers: Decoding threads per process (None: the machine's cores shared by its ranks, at most 4).
+        track: Track the faces of videos (a ``track_id`` on every video row, ``_tracks.parquet``); False: -1.
         features, format, every, shard_size, shard_seconds, resume, overwrite, progress, quiet: The export's own.
     """
 
@@ -93,6 +95,7 @@ class EmbedOptions:
     overwrite: bool = False
     progress: bool = True
     quiet: bool = False
+    track: bool = True
 
     def check(self) -> None:
         """Raise ValueError naming the first bad option (TypeError: an unknown detector option)."""
@@ -222,7 +225,7 @@ def run_embed(opts: EmbedOptions) -> int:
         features = [f for f in FEATURES if f in opts.features]
         meta = {"format_version": 1, **embedder.provenance(), "features": features}
         settings = {k: meta[k] for k in IDENTITY} | {"format": opts.format, "every": opts.every,
-                                                      "world_size": info.world_size}
+                                                      "world_size": info.world_size, "track": opts.track}
         shard_meta = meta | {"format": opts.format, "every": opts.every, "world_size": info.world_size,
                              "cwd": os.getcwd()}
         folder.lock()
@@ -271,9 +274,10 @@ def _embed_all(opts: EmbedOptions, info: DistInfo, embedder: FaceEmbedder, featu
     session = Stats()
     started = time.monotonic()
     stopped = False
+    tracker = ExportTracker(opts.track, point.tracking)
 
     def embed(batch: list[Unit], shards: ShardWriter) -> None:
-        rows = _embed_batch(embedder, batch, features)
+        rows = _embed_batch(embedder, batch, features, tracker)
         shards.add(rows)
         session.add(rows.stats)
         progress.update(rows.stats.inputs, session)
@@ -321,7 +325,7 @@ def _finish(opts: EmbedOptions, info: DistInfo, folder: ExportFolder, session: S
     return 0
 
 
-def _embed_batch(embedder: FaceEmbedder, batch: list[Unit], features: list[str]) -> BatchRows:
+def _embed_batch(embedder: FaceEmbedder, batch: list[Unit], features: list[str], tracker: ExportTracker) -> BatchRows:
     """Rows, skipped-input records, counts, finished inputs and end cursor of one batch of units (in unit order).
 
     Raises:
@@ -359,6 +363,8 @@ def _embed_batch(embedder: FaceEmbedder, batch: list[Unit], features: list[str])
                             last.item.path),
                      [[u.item.index, *u.stamp] for u in batch if u.end and u.stamp is not None])
     if faces is None or len(faces.image_index) == 0:
+        tracker.assign(pictures, np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros((0, 1)))  # cuts, video changes
+        rows.tracking = tracker.state()
         return rows
     order = np.argsort(faces.image_index, kind="stable")  # faces grouped by image, in image order
     idx = faces.image_index[order]
@@ -380,7 +386,9 @@ def _embed_batch(embedder: FaceEmbedder, batch: list[Unit], features: list[str])
     }
     for f in features:
         block[f] = getattr(faces, f)[order]
+    block.update(row_columns(pictures, idx, block["bbox"], block["kps"], faces.face[order], tracker))
     rows.block = block
+    rows.tracking = tracker.state()
     return rows
 
 

@@ -25,6 +25,7 @@ class BatchRows:
         block: Its rows as columns (see :class:`~facepcl.export._formats.RowBuffer`).
         inputs: ``[item, size, mtime_ns]`` of each input it finishes.
         end: The cursor after its last unit.
+        tracking: The tracker's state after its last unit (None: no video in progress).
     """
 
     stats: Stats
@@ -32,6 +33,7 @@ class BatchRows:
     block: dict[str, Any]
     end: Cursor
     inputs: list[list[int]] = field(default_factory=list)
+    tracking: dict | None = None
 
 
 class ShardWriter:
@@ -69,6 +71,7 @@ class ShardWriter:
         self.clock = clock
         self.number = point.next_shard
         self.committed = 0
+        self.tracking = point.tracking
         self._busy = False
         self._open(point.cursor)
 
@@ -100,6 +103,7 @@ class ShardWriter:
         self.inputs.extend(batch.inputs)
         self.stats.add(batch.stats)
         self.end = batch.end
+        self.tracking = batch.tracking
         self._busy = False
         if self.size >= self.shard_size or self.clock() - self.opened >= self.shard_seconds:
             self.commit()
@@ -115,7 +119,8 @@ class ShardWriter:
             return
         self._busy = True
         self.folder.commit(self.number, self.rows.columns(), self.features, self.dim, self.metadata, self.start,
-                           self.end, self.stats, self.errors, self.inputs)
+                           self.end, self.stats, self.errors, self.inputs,
+                           tracking=None if self.end.complete else self.tracking)
         self._busy = False
         self.number += 1
         self.committed += 1

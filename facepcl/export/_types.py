@@ -89,6 +89,7 @@ class ResumePoint:
         rows: Rows of the good shards.
         manifests: Paths of the good shards' manifests, in shard order.
         redone: ``(shard file name, problem)`` of each shard dropped because its data failed verification.
+        tracking: The tracker's state the last good shard recorded (it ended inside a video), or None.
     """
 
     cursor: Cursor = field(default_factory=Cursor)
@@ -97,3 +98,4 @@ class ResumePoint:
     rows: int = 0
     manifests: list[str] = field(default_factory=list)
     redone: list[tuple[str, str]] = field(default_factory=list)
+    tracking: dict | None = None

@@ -12,15 +12,17 @@ KEYFRAMES = 5
 FRONTAL_DEGREES = 20.0
 
 
-def sharpness(crops: np.ndarray) -> np.ndarray:
-    """Variance of the Laplacian of each aligned crop's grey image: ``(N, S, S, 3)`` uint8 -> ``(N,)`` float32."""
+def box_sharpness(image: np.ndarray, bbox: np.ndarray, size: int = 64) -> float:
+    """Variance of the Laplacian of a face's box region, resized to ``size`` px (a crop-free :func:`sharpness`)."""
     import cv2
 
-    out = np.empty(len(crops), np.float32)
-    for i, crop in enumerate(crops):
-        grey = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY)
-        out[i] = cv2.Laplacian(grey, cv2.CV_64F).var()
-    return out
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = np.rint(np.asarray(bbox, np.float64)).astype(int).tolist()
+    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return float("nan")
+    region = cv2.resize(np.ascontiguousarray(image[y1:y2, x1:x2]), (size, size), interpolation=cv2.INTER_AREA)
+    return float(cv2.Laplacian(cv2.cvtColor(region, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
 
 
 def representative(angles: np.ndarray, bbox: np.ndarray, sharp: np.ndarray) -> int:
@@ -74,7 +76,7 @@ def summarize(track_id: int, path: str, frame: np.ndarray, timestamp: np.ndarray
         timestamp: ``(N,)`` seconds (NaN when unknown).
         bbox: ``(N, 4)`` boxes.
         angles: ``(N, 3)`` yaw, pitch, roll in degrees (:func:`facepcl.tracking.head_angles`).
-        sharp: ``(N,)`` :func:`sharpness` of the aligned crops.
+        sharp: ``(N,)`` :func:`box_sharpness` of the faces.
         face: ``(N, D)`` face codes.
         pose: ``(N, D)`` pose codes.
 
@@ -93,4 +95,4 @@ def summarize(track_id: int, path: str, frame: np.ndarray, timestamp: np.ndarray
             "keyframes": [int(frame[i]) for i in keyframes(pose, best)]}
 
 
-__all__ = ["keyframes", "representative", "sharpness", "summarize"]
+__all__ = ["box_sharpness", "keyframes", "representative", "summarize"]

@@ -12,8 +12,8 @@ import numpy as np
 
 from ..io.inputs import IMAGE_EXTENSIONS
 from ..io.video import iter_frames
-from ._summary import sharpness, summarize
-from ._tracker import Tracker, TrackerOptions, colour_histogram, is_cut
+from ._summary import box_sharpness, summarize
+from ._tracker import TrackerOptions, VideoTracker
 from .angles import head_angles
 
 
@@ -33,7 +33,7 @@ class Track:
         pose: ``(N, D)`` float32 pose codes (F_p).
         trunk: ``(N, D)`` float32 trunk features (F).
         angles: ``(N, 3)`` float32 approximate yaw, pitch, roll in degrees (:func:`head_angles`).
-        sharpness: ``(N,)`` float32 variance of the Laplacian of each aligned crop.
+        sharpness: ``(N,)`` float32 variance of the Laplacian of each face's box region at 64 px.
         summary: The track's summary row (:func:`facepcl.tracking.summarize`).
     """
 
@@ -109,32 +109,24 @@ def track(source: Any, every: int = 1, *, model: Any = None, tracker: TrackerOpt
     if every < 1 or batch_frames < 1 or min_frames < 1:
         raise ValueError("every, batch_frames and min_frames must be at least 1")
     opts = tracker or TrackerOptions()
-    embedder = FaceEmbedder(model, **{**split_options(options, FaceEmbedder.options(), "track"), "return_crops": True})
-    tracker_ = Tracker(opts)
-    uses_codes = opts.appearance_weight > 0 or opts.reid_similarity <= 1
+    embedder = FaceEmbedder(model, **split_options(options, FaceEmbedder.options(), "track"))
+    video = VideoTracker(opts)
     rows: dict[int, list[dict[str, Any]]] = {}
-    previous = None
     batch: list[tuple[int, float, np.ndarray]] = []
 
     def flush() -> None:
-        nonlocal previous
         if not batch:
             return
         result = embedder.embed_loaded([b[2] for b in batch])
         angles = head_angles(result.kps) if len(result) else np.zeros((0, 3), np.float32)
-        sharp = sharpness(result.crops) if len(result) else np.zeros(0, np.float32)
         for j, (number, seconds, image) in enumerate(batch):
-            hist = colour_histogram(image)
-            if is_cut(previous, hist, opts.cut_threshold):
-                tracker_.cut()
-            previous = hist
             sel = np.flatnonzero(result.image_index == j)
-            ids = tracker_.update(number, result.bbox[sel], result.face[sel] if uses_codes else None)
+            ids = video.frame(number, image, result.bbox[sel], result.face[sel])
             for k, tid in zip(sel, ids, strict=True):
                 rows.setdefault(int(tid), []).append({
                     "frame": number, "timestamp": seconds, "bbox": result.bbox[k], "kps": result.kps[k],
                     "det_score": result.det_score[k], "face": result.face[k], "pose": result.pose[k],
-                    "trunk": result.trunk[k], "angles": angles[k], "sharpness": sharp[k]})
+                    "trunk": result.trunk[k], "angles": angles[k], "sharpness": box_sharpness(image, result.bbox[k])})
         batch.clear()
 
     for item in _frames(source, every):

@@ -116,6 +116,22 @@ class Tracker:
         """Ids of the tracks that can still continue."""
         return [t.id for t in self._live]
 
+    def state(self) -> dict:
+        """Everything needed to continue later (JSON-able): the next id and each live track."""
+        return {"next_id": self.next_id, "tracks": [
+            {"id": tr.id, "box": tr.box.tolist(), "frame": tr.frame, "velocity": tr.velocity.tolist(),
+             "code": None if tr.code is None else _pack(tr.code), "hits": tr.hits} for tr in self._live]}
+
+    @classmethod
+    def from_state(cls, state: dict, options: TrackerOptions | None = None) -> Tracker:
+        """A tracker that continues where :meth:`state` was taken."""
+        tracker = cls(options, first_id=int(state["next_id"]))
+        tracker._live = [_Track(int(d["id"]), np.asarray(d["box"], np.float64), int(d["frame"]),
+                                np.asarray(d["velocity"], np.float64),
+                                None if d["code"] is None else _unpack(d["code"]), int(d["hits"]))
+                         for d in state["tracks"]]
+        return tracker
+
     def cut(self) -> None:
         """End every track (a shot cut): the next faces start new tracks."""
         self._live = []
@@ -135,7 +151,7 @@ class Tracker:
         """
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         unit = None
-        if codes is not None:
+        if codes is not None and (self.options.appearance_weight > 0 or self.options.reid_similarity <= 1):
             codes = np.asarray(codes, np.float64)
             if len(codes) != len(boxes):
                 raise ValueError(f"got {len(boxes)} boxes but {len(codes)} face codes")
@@ -190,6 +206,59 @@ class Tracker:
             track.code = code.copy() if track.code is None else _unit(0.9 * track.code + 0.1 * code)
 
 
+class VideoTracker:
+    """The frames of one video, in order: a shot cut ends every track, then the faces are associated.
+
+    The one per-frame step of :func:`facepcl.track`, ``facepcl embed`` and ``facepcl prepare``.
+
+    Args:
+        options: Association and cut options.
+        first_id: The id of the video's first track.
+    """
+
+    def __init__(self, options: TrackerOptions | None = None, *, first_id: int = 0) -> None:
+        self.tracker = Tracker(options, first_id=first_id)
+        self.previous: np.ndarray | None = None
+
+    @property
+    def options(self) -> TrackerOptions:
+        return self.tracker.options
+
+    def frame(self, number: int, image: np.ndarray, boxes: np.ndarray, codes: np.ndarray | None) -> np.ndarray:
+        """Track ids of one frame's faces (``image`` is the frame, for cut detection)."""
+        hist = colour_histogram(image)
+        if is_cut(self.previous, hist, self.options.cut_threshold):
+            self.tracker.cut()
+        self.previous = hist
+        return self.tracker.update(number, boxes, codes)
+
+    def state(self) -> dict:
+        """JSON-able state: the tracker's and the last frame's histogram."""
+        return {"tracker": self.tracker.state(),
+                "histogram": None if self.previous is None else _pack(self.previous.reshape(-1))}
+
+    @classmethod
+    def from_state(cls, state: dict, options: TrackerOptions | None = None) -> VideoTracker:
+        """A video tracker that continues where :meth:`state` was taken."""
+        video = cls(options)
+        video.tracker = Tracker.from_state(state["tracker"], options)
+        hist = state.get("histogram")
+        video.previous = None if hist is None else _unpack(hist).astype(np.float32).reshape(16, 8)
+        return video
+
+
+def _pack(x: np.ndarray) -> str:
+    import base64
+
+    return base64.b64encode(np.asarray(x, "<f8").tobytes()).decode("ascii")
+
+
+def _unpack(text: str) -> np.ndarray:
+    import base64
+
+    return np.frombuffer(base64.b64decode(text), "<f8").copy()
+
+
 def colour_histogram(image: np.ndarray) -> np.ndarray:
     """A frame's hue-saturation histogram (on a 64 px thumbnail), for :func:`is_cut`."""
     import cv2
@@ -211,4 +280,4 @@ def is_cut(previous: np.ndarray | None, current: np.ndarray, threshold: float) -
     return float(cv2.compareHist(previous, current, cv2.HISTCMP_BHATTACHARYYA)) > threshold
 
 
-__all__ = ["Tracker", "TrackerOptions", "colour_histogram", "is_cut"]
+__all__ = ["Tracker", "TrackerOptions", "VideoTracker", "colour_histogram", "is_cut"]
