@@ -270,3 +270,31 @@ def test_a_tracker_restored_from_its_state_continues_the_same_tracks():
     assert got == want
     fresh = VideoTracker()  # without the state, B would be renumbered
     assert [fresh.frame(f, image, *faces(f)).tolist() for f in range(6, 10)] != want[6:]
+
+
+@pytest.mark.slow
+def test_search_grouped_by_track_returns_each_track_once(crossing_video, tmp_path, capsys):
+    import json
+
+    from facepcl.cli import main
+    from facepcl.search import FaceIndex
+
+    video, _ = crossing_video
+    out = _export(tmp_path, video)
+    assert main(["index", str(out), "-o", str(tmp_path / "idx")]) == 0
+    index = FaceIndex.load(tmp_path / "idx")
+    table = facepcl.export.read_embeddings(out)
+    first = table.column("track_id").to_pylist()[0]
+    query = np.asarray(table.column("face").to_pylist()[0], np.float32)
+    grouped = index.search(query, by="face", k=5, group="track").records[0]
+    ids = [r["track_id"] for r in grouped]
+    assert len(ids) == len(set(ids))  # each track once
+    assert len(grouped) == 2  # two people, two tracks
+    assert grouped[0]["track_id"] == first
+    assert sum(r["matches"] for r in grouped) == len(table)  # every row was looked at, each counted once
+    plain = index.search(query, by="face", k=5).records[0]
+    assert len({r["track_id"] for r in plain}) < len(plain)  # without grouping, one track fills the list
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "idx"), f"{out}#0", "--group", "track", "-k", "5", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["neighbours"]
+    assert [h["track_id"] for h in hits] == [r["track_id"] for r in grouped]

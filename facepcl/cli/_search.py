@@ -25,6 +25,9 @@ def add_parser(sub) -> None:
     p.add_argument("--by", choices=("face", "pose", "trunk"), default="face",
                    help="feature to compare: face (identity-like), pose, or trunk (default face)")
     p.add_argument("-k", type=int, default=10, help="neighbours per query (default 10)")
+    p.add_argument("--group", choices=("track",), default=None,
+                   help="track: return the k nearest video face tracks (each once, by its best frame) instead of "
+                        "single faces")
     p.add_argument("--json", action="store_true", help="print JSON (one object per query) instead of a table")
     p.add_argument("--grid", metavar="PICTURE", default=None,
                    help="also draw each query with its neighbours into this .png/.jpg/.webp")
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("no query to search with: " + ("; ".join(problems) or "no input gave a vector"))
     import numpy as np
 
-    result = index.search(np.stack([q.vector for q in queries]), by=args.by, k=args.k)
+    result = index.search(np.stack([q.vector for q in queries]), by=args.by, k=args.k, group=args.group)
     if args.json:
         for q, hits in zip(queries, result.records, strict=True):
             print(json.dumps({"query": q.label, "source": q.source, "by": args.by, "neighbours": hits}))
@@ -80,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{q.label}  (by {args.by})")
             for h in hits:
                 where = h["path"] if h["frame"] < 0 else f"{h['path']} frame {h['frame']}"
-                print(f"  {h['rank']:>3}  {h['score']:.4f}  {where}  face {h['face_index']}  bbox {h['bbox']}")
+                track = "" if h.get("track_id") is None else f"  track {h['track_id']}"
+                if "matches" in h:
+                    track += f" ({h['matches']} matching frames)"
+                print(f"  {h['rank']:>3}  {h['score']:.4f}  {where}  face {h['face_index']}  bbox {h['bbox']}{track}")
     if args.grid:
         from ..search import render_search_grid
 

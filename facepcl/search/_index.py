@@ -34,7 +34,10 @@ from ._exports import check_codes, export_api, list_shards, merge_shards, read_s
 INDEX_FILE = files.INDEX_FILE
 FORMAT_VERSION = files.FORMAT_VERSION
 #: Provenance columns kept for every row (the export's names).
-ROW_COLUMNS = ("item", "path", "frame", "timestamp", "face_index", "width", "height", "bbox", "kps", "det_score")
+ROW_COLUMNS = ("item", "path", "frame", "timestamp", "face_index", "width", "height", "bbox", "kps", "det_score",
+               "track_id")
+#: What :meth:`FaceIndex.search` can group neighbours by: one result per face track of a video.
+GROUPS = ("track",)
 #: Export metadata that must agree between exports of one index (same encoder, same crops -> comparable vectors).
 IDENTITY = ("encoder_sha256", "config_hash", "feature_dim", "preprocess")
 #: Columns a search result reports for each neighbour.
@@ -51,7 +54,9 @@ class SearchResult:
         rows: ``(Q, k)`` row numbers in the index (-1: none).
         by: The feature searched ("face", "pose" or "trunk").
         records: Per query, per neighbour: ``{"rank", "score", "row", "export", "path", "frame",
-            "timestamp", "face_index", "bbox"}`` (timestamp None for still images).
+            "timestamp", "face_index", "bbox", "track_id"}`` (timestamp None for still images, track_id
+            None for faces not in a track); grouped by track, each record is the track's best row,
+            with ``"matches"``: how many of the track's rows were among the neighbours looked at.
     """
 
     scores: np.ndarray
@@ -289,7 +294,8 @@ class FaceIndex:
             if f"{f}.ivf" in self._stored:
                 self._backend(f)
 
-    def search(self, queries: np.ndarray, *, by: str = "face", k: int = 10) -> SearchResult:
+    def search(self, queries: np.ndarray, *, by: str = "face", k: int = 10, group: str | None = None
+               ) -> SearchResult:
         """The ``k`` nearest faces of each query vector by cosine similarity.
 
         Args:
@@ -297,6 +303,9 @@ class FaceIndex:
                 (e.g. the ``face`` output of :func:`facepcl.embed` with the index's model).
             by: "face" (F_f: who, whatever the pose), "pose" (F_p: head pose, whoever) or "trunk" (F).
             k: Neighbours per query.
+            group: "track": the ``k`` nearest *tracks* instead (each video face track once, by its
+                best-scoring row; faces that are in no track count as their own). The search looks at
+                more rows until it has ``k`` groups or has seen every row.
 
         Returns:
             A :class:`SearchResult`.
@@ -316,10 +325,46 @@ class FaceIndex:
         bad = np.flatnonzero(~np.isfinite(q).all(axis=1))
         if len(bad):
             raise ValueError(f"queries {bad[:10].tolist()} hold NaN or infinite values; no search can rank them")
+        if group is not None:
+            if group not in GROUPS:
+                raise ValueError(f"group must be one of {GROUPS} (or None), got {group!r}")
+            return self._by_track(q, by, k)
         scores, rows = self._backend(by).search(q, k)
         return SearchResult(scores, rows, by, [[self.record(int(r), float(s), j + 1)
                                                 for j, (r, s) in enumerate(zip(rr, ss, strict=True)) if r >= 0]
                                                for rr, ss in zip(rows, scores, strict=True)])
+
+    def _by_track(self, q: np.ndarray, by: str, k: int) -> SearchResult:
+        """The ``k`` best tracks per query (see :meth:`search`)."""
+        backend, total = self._backend(by), len(self)
+        out_scores = np.full((len(q), k), -np.inf, np.float32)
+        out_rows = np.full((len(q), k), -1, np.int64)
+        records: list[list[dict[str, Any]]] = []
+        exports, tracks = self.rows["export"], self.rows["track_id"]
+        for i in range(len(q)):
+            fetch = min(total, max(8 * k, 64))
+            while True:
+                scores, rows = backend.search(q[i:i + 1], fetch)
+                best: dict[tuple, list] = {}  # group -> [row, score, matches], in rank order
+                for r, s in zip(rows[0], scores[0], strict=True):
+                    if r < 0:
+                        continue
+                    tid = int(tracks[r])
+                    key = (int(exports[r]), tid) if tid >= 0 else ("row", int(r))
+                    if key in best:
+                        best[key][2] += 1
+                    else:
+                        best[key] = [int(r), float(s), 1]
+                if len(best) >= k or fetch >= total:
+                    break
+                fetch = min(total, fetch * 4)
+            chosen = list(best.values())[:k]
+            recs = []
+            for j, (r, s, n) in enumerate(chosen):
+                out_scores[i, j], out_rows[i, j] = s, r
+                recs.append({**self.record(r, s, j + 1), "matches": n})
+            records.append(recs)
+        return SearchResult(out_scores, out_rows, by, records)
 
     def record(self, row: int, score: float | None = None, rank: int | None = None) -> dict[str, Any]:
         """One row's provenance under the export's column names (plus rank, score, row and export)."""
@@ -332,6 +377,8 @@ class FaceIndex:
                     "timestamp": ts if np.isfinite(ts) else None,
                     "face_index": int(self.rows["face_index"][row]),
                     "bbox": [round(float(v), 2) for v in self.rows["bbox"][row]]})
+        tid = int(self.rows["track_id"][row])
+        out["track_id"] = tid if tid >= 0 else None
         return out
 
     # -- files ---------------------------------------------------------------------------------------------
@@ -424,6 +471,8 @@ class FaceIndex:
             cols = export_api().from_arrow(pq.read_table(path))
         except (OSError, ValueError) as e:
             raise files.IndexFileError(f"{path}: cannot read it ({e}); {files.rebuild_fix(folder)}") from None
+        if "track_id" not in cols:  # an index built before exports had tracks
+            cols["track_id"] = np.full(len(cols["export"]), -1, np.int64)
         index.rows = {c: cols[c] for c in ("export", *ROW_COLUMNS)}
         if len(index) != manifest["rows"]:
             raise files.IndexFileError(f"{path}: holds {len(index)} rows, index.json says {manifest['rows']}; "
