@@ -69,7 +69,7 @@ class FaceEmbedder(EmbedderInfo):
             detector (BatchNorm folded, float32; on a CPU run by ONNX
             Runtime). Embeddings of real faces stay within cosine similarity
             0.999 of the exact mode, with the same faces and landmarks
-            within 0.5 px (tested). "exact": the model's own float32 encoder
+            within 0.5 px. "exact": the model's own float32 encoder
             and the detector network as published, eager, NCHW, in torch.
             ``dtype`` (and the detector's ``dtype``), when given, override
             the mode's choice; ``result.info["accel"]`` records what ran.

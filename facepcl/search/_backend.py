@@ -20,7 +20,7 @@ import numpy as np
 EXACT_BELOW = 100_000
 #: Rows used to train the IVF's k-means (a seeded sample when there are more).
 TRAIN_ROWS_PER_LIST = 40
-#: k-means iterations of the IVF training (FAISS's default, 25, costs 2.5x the time; recall at 10: docs/benchmarks.md).
+#: k-means iterations of the IVF training (fewer than FAISS's default of 25; recall at 10: docs/benchmarks.md).
 KMEANS_ITERATIONS = 10
 
 
