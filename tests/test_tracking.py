@@ -298,3 +298,32 @@ def test_search_grouped_by_track_returns_each_track_once(crossing_video, tmp_pat
     assert main(["search", str(tmp_path / "idx"), f"{out}#0", "--group", "track", "-k", "5", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["neighbours"]
     assert [h["track_id"] for h in hits] == [r["track_id"] for r in grouped]
+
+
+@pytest.mark.slow
+def test_a_video_cut_short_keeps_its_tracks_up_to_the_damage_and_records_the_rest(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from .test_export_video import remux_avi
+
+    whole = tmp_path / "whole.avi"
+    remux_avi(_samples.pyfeat("single_face.mp4"), whole)
+    cut = tmp_path / "cut.avi"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    out = _export(tmp_path / "e", cut, _samples.pyfeat("no_face.mp4"), extra=["--every", "4"])
+    table = pq.read_table(out)
+    frames = table.column("frame").to_pylist()
+    assert frames == sorted(frames)
+    assert 0 < len(frames) < 72 // 4  # the frames before the damage only
+    assert set(table.column("track_id").to_pylist()) == {0}  # one person, one track (input 0)
+    records = [json.loads(line) for line in (out / "_errors.jsonl").read_text().splitlines()]
+    assert any(r["kind"] == "truncated" and r["path"].endswith("cut.avi") for r in records)
+    assert any(r["kind"] == "no_face" and r["path"].endswith("no_face.mp4") for r in records)
+    (summary,) = facepcl.export.read_tracks(out).to_pylist()  # the video without a face has no track
+    assert summary["rows"] == len(frames)
+    with pytest.warns(RuntimeWarning, match="truncated after frame"):
+        tracks = facepcl.track(cut, every=4, model="pcl-demo")
+    assert [t.frame.tolist() for t in tracks] == [frames]

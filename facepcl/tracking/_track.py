@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..io.inputs import IMAGE_EXTENSIONS
-from ..io.video import iter_frames
+from ..io.video import VideoTruncatedError, iter_frames
 from ._summary import box_sharpness, summarize
 from ._tracker import TrackerOptions, VideoTracker
 from .angles import head_angles
@@ -66,9 +67,12 @@ def _frames(source: Any, every: int) -> Iterator[tuple[int, float, np.ndarray]]:
         for i in range(0, len(names), every):
             yield i, float("nan"), load_image(names[i])
     elif isinstance(source, (str, os.PathLike)):
-        for f in iter_frames(os.fspath(source), every=every):
-            if f.image is not None:
-                yield f.index, f.timestamp, f.image
+        try:
+            for f in iter_frames(os.fspath(source), every=every):
+                if f.image is not None:
+                    yield f.index, f.timestamp, f.image
+        except VideoTruncatedError as e:  # its frames before the damage were yielded: keep their tracks
+            warnings.warn(f"{e}; tracks end there", RuntimeWarning, stacklevel=3)
     elif isinstance(source, Sequence):
         for i in range(0, len(source), every):
             yield i, float("nan"), load_image(source[i])
@@ -102,6 +106,9 @@ def track(source: Any, every: int = 1, *, model: Any = None, tracker: TrackerOpt
     Raises:
         VideoReadError: The video cannot be opened.
         ValueError: A folder without images, or bad options.
+
+    Warns:
+        RuntimeWarning: The video is cut short: the tracks of its frames before the damage are returned.
     """
     from ..pipeline import FaceEmbedder
     from ..pipeline._options import split_options
