@@ -68,12 +68,13 @@ def test_spec_rejects_bad_fields():
 
 def test_save_load_round_trip_bit_exact(tmp_path):
     torch.manual_seed(1)
-    head = TaskHead(_spec(kind="mlp", hidden_dims=[16], metrics={"accuracy": 0.5}))
+    head = TaskHead(_spec(kind="mlp", hidden_dims=[16], metrics={"accuracy": 0.5}, license="CC-BY-NC-4.0"))
     head.net.layers[1].running_mean.normal_()  # BatchNorm statistics travel too
     folder = save_head(head, tmp_path)
     assert folder.name == "head-fer"
     assert (folder / "head.json").is_file()
     assert json.loads((folder / "head.json").read_text())["format"] == "facepcl-head"
+    assert json.loads((folder / "head.json").read_text())["license"] == "CC-BY-NC-4.0"
     loaded = load_head(tmp_path, device="cpu")
     assert loaded.spec.to_dict() == head.spec.to_dict()
     for (k, a), (k2, b) in zip(head.net.state_dict().items(), loaded.net.state_dict().items(), strict=True):

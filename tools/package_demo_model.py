@@ -139,7 +139,6 @@ def model_card(config: dict, run: dict, results: dict | None) -> str:
         "license: apache-2.0",
         "library_name: facepcl",
         "tags: [face, self-supervised, contrastive-learning, pcl, feature-extraction, demo]",
-        "pipeline_tag: image-feature-extraction",
         "---",
         "",
         "# pcl-demo: facepcl's demonstration model",

@@ -56,6 +56,9 @@ class HeadSpec:
         encoder: The encoder it was trained with: ``model_id``, ``revision``,
             ``config_hash``, ``encoder_sha256`` (:mod:`facepcl._utils.digest`),
             ``finetuned``.
+        license: The head's licence, as models carry theirs (a head trained on a
+            dataset comes under the dataset's terms as well as the encoder's,
+            e.g. "CC-BY-NC-4.0"); None: not stated, so treat it as unknown.
         facepcl_version: Version that wrote it.
     """
 
@@ -75,6 +78,7 @@ class HeadSpec:
     metrics: dict[str, Any] = field(default_factory=dict)
     protocol: dict[str, Any] = field(default_factory=dict)
     encoder: dict[str, Any] = field(default_factory=dict)
+    license: str | None = None
     facepcl_version: str = __version__
 
     def __post_init__(self) -> None:

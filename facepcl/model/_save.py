@@ -69,7 +69,6 @@ def model_card_text(config: PCLConfig, provenance: dict | None = None) -> str:
         f"license: {_hub_license(config.license)}",
         "library_name: facepcl",
         "tags: [face, self-supervised, contrastive-learning, pcl, feature-extraction]",
-        "pipeline_tag: image-feature-extraction",
         "---",
         "",
         f"# {config.name}",
