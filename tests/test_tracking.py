@@ -327,3 +327,29 @@ def test_a_video_cut_short_keeps_its_tracks_up_to_the_damage_and_records_the_res
     with pytest.warns(RuntimeWarning, match="truncated after frame"):
         tracks = facepcl.track(cut, every=4, model="pcl-demo")
     assert [t.frame.tolist() for t in tracks] == [frames]
+
+
+@pytest.mark.slow
+def test_a_folder_of_frames_is_tracked_as_one_video_with_sequences(tmp_path):
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from facepcl.io.inputs import iter_inputs
+
+    frames, scenes = _video.scenario("crossing", n=10)
+    clip = tmp_path / "shots" / "clip1"
+    clip.mkdir(parents=True)
+    for i, image in enumerate(_video.compose(frames, scenes, _video.face_patches())):
+        Image.fromarray(image).save(clip / f"frame{i:03d}.png")
+    items = list(iter_inputs([str(tmp_path / "shots")], sequences=True))
+    assert [(i.path, i.kind) for i in items] == [(str(clip), "video")]
+    assert len(list(iter_inputs([str(tmp_path / "shots")]))) == 10  # without: ten still images
+    out = _export(tmp_path / "e", tmp_path / "shots", extra=["--sequences"])
+    table = pq.read_table(out)
+    assert sorted(set(table.column("frame").to_pylist())) == list(range(10))
+    tracks = facepcl.track(clip, model="pcl-demo")  # the same tracks as the Python call on the folder
+    ids = table.column("track_id").to_pylist()
+    assert sorted(set(ids)) == sorted(t.track_id for t in tracks)
+    assert facepcl.export.read_tracks(out).column("rows").to_pylist() == [len(t) for t in tracks]
+    truth, got = _video.label_tracks(tracks, frames)
+    assert _video.count_errors(truth, got) == (0, 0)

@@ -75,6 +75,8 @@ def add_parser(sub) -> None:
                    help="shard format (default parquet)")
     x.add_argument("--every", dest="every", type=int, default=1, metavar="N",
                    help="videos: embed every N-th frame (default 1)")
+    x.add_argument("--sequences", dest="sequences", action="store_true",
+                   help="each folder of images is the frames of one video (sorted by name): tracked like a video")
     x.add_argument("--no-track", dest="track", action="store_false",
                    help="videos: no tracking (by default every video row gets a track_id and OUT/_tracks.parquet "
                         "summarises each track; see docs/tracking.md)")

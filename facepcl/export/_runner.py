@@ -77,6 +77,7 @@ class EmbedOptions:
             :data:`BATCH_SIZE`) is also the images per batch; ``device`` is ``cuda:LOCAL_RANK`` under torchrun.
         num_workers: Decoding threads per process (None: the machine's cores shared by its ranks, at most 4).
         track: Track the faces of videos (a ``track_id`` on every video row, ``_tracks.parquet``); False: -1.
+        sequences: Each input folder holding images is one video whose frames are its images, sorted by name.
         features, format, every, shard_size, shard_seconds, resume, overwrite, progress, quiet: The export's own.
     """
 
@@ -96,6 +97,7 @@ class EmbedOptions:
     progress: bool = True
     quiet: bool = False
     track: bool = True
+    sequences: bool = False
 
     def check(self) -> None:
         """Raise ValueError naming the first bad option (TypeError: an unknown detector option)."""
@@ -211,7 +213,7 @@ def run_embed(opts: EmbedOptions) -> int:
         if not opts.overwrite:
             folder.check_fresh(opts.resume)
         try:
-            first = next(iter_inputs(opts.inputs, stop=signals.stop), None)
+            first = next(iter_inputs(opts.inputs, stop=signals.stop, sequences=opts.sequences), None)
         except ListingInterrupted:
             return _stopped_early(signals, opts, say)
         if first is None:
@@ -225,7 +227,8 @@ def run_embed(opts: EmbedOptions) -> int:
         features = [f for f in FEATURES if f in opts.features]
         meta = {"format_version": 1, **embedder.provenance(), "features": features}
         settings = {k: meta[k] for k in IDENTITY} | {"format": opts.format, "every": opts.every,
-                                                      "world_size": info.world_size, "track": opts.track}
+                                                      "world_size": info.world_size, "track": opts.track,
+                                                      "sequences": opts.sequences}
         shard_meta = meta | {"format": opts.format, "every": opts.every, "world_size": info.world_size,
                              "cwd": os.getcwd()}
         folder.lock()
@@ -259,7 +262,8 @@ def _embed_all(opts: EmbedOptions, info: DistInfo, embedder: FaceEmbedder, featu
                folder: ExportFolder, point: ResumePoint, shard_meta: dict,
                signals: _Signals) -> tuple[Stats, float, bool]:
     """Embed this rank's remaining inputs into shards; returns (counts, seconds, stopped by a signal)."""
-    mine = lambda: select(iter_inputs(opts.inputs, stop=signals.stop), info.rank, info.world_size)  # noqa: E731
+    mine = lambda: select(iter_inputs(opts.inputs, stop=signals.stop, sequences=opts.sequences),  # noqa: E731
+                          info.rank, info.world_size)
     items = folder.pending(mine(), point)
     cursor = point.cursor
     progress = Progress(progress_wanted(not opts.progress, opts.quiet, info.rank),

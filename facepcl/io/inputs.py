@@ -121,13 +121,18 @@ def _special_kind(path: str) -> str | None:
     return "a special file"
 
 
-def iter_inputs(inputs: Iterable[str], stop: threading.Event | None = None) -> Iterator[InputItem]:
+def iter_inputs(inputs: Iterable[str], stop: threading.Event | None = None,
+                sequences: bool = False) -> Iterator[InputItem]:
     """Stream every input item of the arguments, in a deterministic order.
 
     Args:
         inputs: The INPUT arguments (files, folders, globs, ``@LIST`` files).
         stop: When set, the listing ends between two entries by raising
             :class:`ListingInterrupted`.
+        sequences: Each folder that holds image files is one item of kind
+            "video": its images, sorted by name, are the video's frames
+            (:func:`facepcl.io.video.iter_frames`); video files and subfolders
+            are listed as usual.
 
     Yields:
         :class:`InputItem` with consecutive ``index`` from 0.
@@ -136,9 +141,14 @@ def iter_inputs(inputs: Iterable[str], stop: threading.Event | None = None) -> I
         ListingInterrupted: ``stop`` was set.
     """
     digest = hashlib.blake2b(digest_size=16)
-    for index, (path, error) in enumerate(_Lister(stop).paths(inputs)):
+    for index, (path, error) in enumerate(_Lister(stop, sequences).paths(inputs)):
         digest.update(os.fsencode(path) + b"\0")
-        kind = "folder" if error is not None else media_kind(path) or "image"
+        if error is not None:
+            kind = "folder"
+        elif sequences and os.path.isdir(path):
+            kind = "video"
+        else:
+            kind = media_kind(path) or "image"
         yield InputItem(index, path, kind, digest.hexdigest(), error)
 
 
@@ -164,8 +174,9 @@ def display_path(path: str) -> str:
 class _Lister:
     """One listing of the arguments: its stop event, and the folders and linked files seen so far."""
 
-    def __init__(self, stop: threading.Event | None) -> None:
+    def __init__(self, stop: threading.Event | None, sequences: bool = False) -> None:
         self.stop = stop
+        self.sequences = sequences
         self.dirs: set[tuple[int, int]] = set()  # every real folder a walk entered
         self.linked: set[tuple[int, int]] = set()  # every real file yielded through a symlink
 
@@ -231,6 +242,9 @@ class _Lister:
         if isinstance(entries, str):
             yield folder, entries
             return
+        if self.sequences and any(media_kind(e.name) == "image" and not e.name.startswith(".") and not _is_dir(e)
+                                  for e in entries):
+            yield folder, None  # its images are the frames of one video
         for entry in entries:
             self.check()
             if entry.name.startswith("."):
@@ -238,6 +252,8 @@ class _Lister:
             path = os.path.join(folder, entry.name)
             if _is_dir(entry):
                 yield from self.walk(path)
+            elif self.sequences and media_kind(entry.name) == "image":
+                continue  # a frame of the folder's sequence
             elif media_kind(entry.name) and self.first_time(entry, path, ident[0]):
                 yield path, None
 

@@ -64,16 +64,37 @@ class Frame:
     error: Exception | None = None
 
 
+def _folder_frames(folder: str, every: int, after: int) -> Iterator[Frame]:
+    """The images of a folder, sorted by name, as frames ``0, 1, ...`` (no timestamps); unreadable ones as errors."""
+    from .inputs import IMAGE_EXTENSIONS
+
+    names = sorted(n for n in os.listdir(folder)
+                   if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS
+                   and os.path.isfile(os.path.join(folder, n)))
+    if not names:
+        raise VideoReadError(f"{folder}: a folder without image files is no sequence of frames")
+    for index in range(0, len(names), every):
+        if index <= after:
+            continue
+        try:
+            yield Frame(index, math.nan, load_image(os.path.join(folder, names[index])))
+        except ImageLoadError as e:
+            yield Frame(index, math.nan, error=e)
+
+
 def iter_frames(path: str, every: int = 1, after: int = -1) -> Iterator[Frame]:
-    """Yield frames ``0, every, 2*every, ...`` of a video.
+    """Yield frames ``0, every, 2*every, ...`` of a video, or of a folder of frame images.
 
     The timestamp is the frame's presentation time from the container
     (``CAP_PROP_POS_MSEC`` / 1000), which stays right for variable frame rate
     video; where the container gives none it is ``index / fps``, and NaN when
     the frame rate is unknown too.
 
+    A folder's image files, sorted by name, are its frames (no timestamps:
+    NaN); an unreadable image is a frame with an ``error``.
+
     Args:
-        path: Video file.
+        path: Video file, or folder of frame images.
         every: Keep every ``every``-th frame (1 keeps all).
         after: Skip frames with index ``<= after`` (resuming a video part way).
 
@@ -92,7 +113,8 @@ def iter_frames(path: str, every: int = 1, after: int = -1) -> Iterator[Frame]:
     if not os.path.exists(path):
         raise VideoReadError(f"{path}: no such file; check the path")
     if os.path.isdir(path):
-        raise VideoReadError(f"{path}: is a folder, not a video file")
+        yield from _folder_frames(path, every, after)
+        return
     try:
         check_regular_file(path)  # a device or FIFO would make the decoder read forever or hang
     except ImageLoadError as e:

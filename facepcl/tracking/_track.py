@@ -6,12 +6,10 @@ import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..io.inputs import IMAGE_EXTENSIONS
 from ..io.video import VideoTruncatedError, iter_frames
 from ._summary import box_sharpness, summarize
 from ._tracker import TrackerOptions, VideoTracker
@@ -60,13 +58,7 @@ def _frames(source: Any, every: int) -> Iterator[tuple[int, float, np.ndarray]]:
     """``(frame number, seconds, RGB image)`` of a video file, a folder of frames, or a sequence of images."""
     from ..io import load_image
 
-    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
-        names = sorted(p for p in Path(source).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not names:
-            raise ValueError(f"{source}: no image files in this folder; pass a video or a folder of frames")
-        for i in range(0, len(names), every):
-            yield i, float("nan"), load_image(names[i])
-    elif isinstance(source, (str, os.PathLike)):
+    if isinstance(source, (str, os.PathLike)):  # a video file, or a folder of frames (iter_frames reads both)
         try:
             for f in iter_frames(os.fspath(source), every=every):
                 if f.image is not None:
