@@ -324,3 +324,32 @@ def test_a_symlink_loop_in_the_inputs_is_listed_once(tmp_path) -> None:
     clip.write_bytes(b"")
     os.symlink(tmp_path / "vox", tmp_path / "vox" / "id1" / "v1" / "loop")
     assert [s.key for s in list_sources([tmp_path / "vox"])] == ["id1/v1-00001"]
+
+
+@pytest.mark.slow
+def test_all_tracks_keeps_every_long_track_as_an_identity_of_its_own(tmp_path) -> None:
+    from tests import _video
+
+    frames = [[(0, 40 + 20 * i, 60), (1, 400 + 10 * i, 150)] for i in range(12)]  # two people walking
+    scenes = [0] * len(frames)
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    _video.write_video(clips / "walk.avi", _video.compose(frames, scenes, _video.face_patches()))
+    out = tmp_path / "out"
+    summary = prepare_tracks([clips], out, detect_size=320, workers=1, all_tracks=5)
+    folders = sorted(str(p.parent.relative_to(out)) for p in out.rglob("track.json"))
+    main, other = list_sources([clips])[0].key, "walk-t001/walk"
+    assert folders == sorted([main, other])  # the main face where it always goes, the other person beside it
+    records = {f: json.loads((out / f / "track.json").read_text()) for f in folders}
+    assert records[other]["identity"] == "walk-t001"
+    assert records[main]["track"] != records[other]["track"]
+    assert min(len(r["frames"]) for r in records.values()) >= 5
+    assert summary.tracks == 1
+    before = _tree(out)
+    prepare_tracks([clips], out, detect_size=320, workers=1, all_tracks=5)  # done: nothing changes
+    assert _tree(out) == before
+    with pytest.raises(PrepareStateError):  # another setting for the same folder
+        prepare_tracks([clips], out, detect_size=320, workers=1, all_tracks=3)
+    only = tmp_path / "main-only"
+    prepare_tracks([clips], only, detect_size=320, workers=1)
+    assert [str(p.parent.relative_to(only)) for p in only.rglob("track.json")] == [main]

@@ -44,6 +44,9 @@ def add_parser(sub) -> None:
                    help="ignore faces smaller than this (source pixels)")
     p.add_argument("--min-iou", type=float, default=0.3, help="box overlap that continues a track (default 0.3)")
     p.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
+    p.add_argument("--all-tracks", type=int, default=None, metavar="N",
+                   help="also keep every other face track of at least N frames, each as an identity of its own "
+                        "(OUT/IDENTITY-tNNN/VIDEO); default: the main face only")
     p.add_argument("--shard-index", type=int, default=None, help="this machine's shard (default: RANK, else 0)")
     p.add_argument("--shard-count", type=int, default=None, help="number of shards (default: WORLD_SIZE, else 1)")
     p.set_defaults(func=run)
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     s = prepare_tracks(args.inputs, args.out, every=args.every, **size,
                        shard_index=args.shard_index, shard_count=args.shard_count, device=args.device,
                        detect_size=args.detect_size, min_face_size=args.min_face_size, min_iou=args.min_iou,
-                       workers=args.workers)
+                       workers=args.workers, all_tracks=args.all_tracks)
     print(f"{args.out}: {s.tracks} tracks ({s.frames} frames) written, {s.resumed} done before, {s.no_face} "
           f"without a face, {len(s.errors)} unreadable, of {s.sources} sources in {s.seconds:.1f} s")
     for path, reason in s.errors[:10]:

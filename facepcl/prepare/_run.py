@@ -87,7 +87,8 @@ def prepare_tracks(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, 
                    frame_size: int = DEFAULT_FRAME_SIZE, shard_index: int | None = None,
                    shard_count: int | None = None, device: str | None = None, detect_size: int = 640,
                    det_threshold: float = 0.8, min_face_size: float = 0.0, min_iou: float = 0.3,
-                   workers: int = 2, detector: FaceDetector | None = None) -> PrepareSummary:
+                   workers: int = 2, detector: FaceDetector | None = None,
+                   all_tracks: int | None = None) -> PrepareSummary:
     """Turn videos, frame folders and images into aligned face tracks ``OUT/identity/video/NNNNNN.png``.
 
     Each source (a video, a folder of frames or an image; docs/training.md
@@ -116,6 +117,8 @@ def prepare_tracks(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, 
         min_iou: Box overlap that links a face to a track (see :class:`facepcl.prepare.Tracker`).
         workers: Decoding threads.
         detector: A ready :class:`facepcl.FaceDetector` (overrides device and the detector settings).
+        all_tracks: Also keep every other track with at least this many frames, each as an identity of its
+            own: ``OUT/<identity>-tNNN/<video>/`` (NNN: the track's number in its source). None: the main track only.
 
     Returns:
         A :class:`PrepareSummary` of this shard.
@@ -126,6 +129,8 @@ def prepare_tracks(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, 
         raise ValueError(f"every must be >= 1, got {every}")
     if frame_size < 32:
         raise ValueError(f"frame_size must be at least 32 px, got {frame_size}")
+    if all_tracks is not None and all_tracks < 1:
+        raise ValueError(f"all_tracks must be at least 1 frame, got {all_tracks}")
     check_outside_inputs(out, [os.fspath(i) for i in inputs])
     info = from_env()
     index = info.rank if shard_index is None else int(shard_index)
@@ -138,6 +143,8 @@ def prepare_tracks(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, 
                 "interpolation": preprocess.interpolation, "border": preprocess.border, "detector": detector.name,
                 "detect_size": detector.max_size, "det_threshold": detector.det_threshold,
                 "min_face_size": detector.min_face_size, "min_iou": min_iou}
+    if all_tracks is not None:  # absent otherwise, so folders prepared before the option still resume
+        settings["all_tracks"] = int(all_tracks)
     os.makedirs(out, exist_ok=True)
     summary = PrepareSummary()
     held = lock(out, index)
@@ -259,23 +266,20 @@ def _finish(job: _Job, out: str, settings: dict[str, Any], ledger: Ledger, summa
             summary.no_face += 1
             log.warning("%s: no face in %d frames; no track written", s.path, job.decoded)
         else:
-            folder = os.path.join(job.folder, f"t{main.id:04d}")
-            provenance = {
-                "identity": s.identity, "video": s.video, "source": s.path, "kind": s.kind,
-                "source_frames": [s.frames[f] for f in main.frames] if s.kind == "frames" else None,
-                "frames": main.frames, "boxes": main.boxes, "scores": main.scores,
-                "landmarks": [job.landmarks[(main.id, f)] for f in main.frames],
-                "track": main.id, "tracks_found": len(job.tracker.tracks), "frames_read": job.decoded,
-                "frames_unreadable": job.bad_frames, "frames_without_track": job.decoded - len(main.frames),
-                "settings": settings, "facepcl": __version__, "files": record_files(folder),
-            }
             if job.error is not None:  # e.g. a video cut short: its frames before the damage are kept
-                provenance["warning"] = job.error
                 record["warning"] = job.error
                 log.warning("%s: %s", s.path, job.error)
-            # Durability comes with the folder: commit_track fsyncs its files before the rename.
-            write_text(os.path.join(folder, TRACK_FILE), json.dumps(provenance, indent=1) + "\n", durable=False)
-            commit_track(folder, out, s.key)
+            min_frames = settings.get("all_tracks")
+            others = [t for t in job.tracker.kept(min_frames) if t is not main] if min_frames else []
+            extra = []
+            for track in others:  # each other person's track is an identity of its own; committed before the main
+                key = f"{s.identity}-t{track.id:03d}/{s.video}"
+                if not track_done(out, key):
+                    _commit(job, track, s.identity + f"-t{track.id:03d}", key, out, settings)
+                extra.append(key)
+            if extra:
+                record["other_tracks"] = extra
+            _commit(job, main, s.identity, s.key, out, settings)
             record.update(status="ok", frames=len(main.frames))
             summary.tracks += 1
             summary.frames += len(main.frames)
@@ -287,6 +291,26 @@ def _finish(job: _Job, out: str, settings: dict[str, Any], ledger: Ledger, summa
         log.warning("skipping %s: %s", s.path, e)
     shutil.rmtree(job.folder, ignore_errors=True)
     ledger.add(record)
+
+
+def _commit(job: _Job, track: Any, identity: str, key: str, out: str, settings: dict[str, Any]) -> None:
+    """Write one track's ``track.json`` and move its folder to ``OUT/key`` in one rename."""
+    s = job.source
+    folder = os.path.join(job.folder, f"t{track.id:04d}")
+    provenance = {
+        "identity": identity, "video": s.video, "source": s.path, "kind": s.kind,
+        "source_frames": [s.frames[f] for f in track.frames] if s.kind == "frames" else None,
+        "frames": track.frames, "boxes": track.boxes, "scores": track.scores,
+        "landmarks": [job.landmarks[(track.id, f)] for f in track.frames],
+        "track": track.id, "tracks_found": len(job.tracker.tracks), "frames_read": job.decoded,
+        "frames_unreadable": job.bad_frames, "frames_without_track": job.decoded - len(track.frames),
+        "settings": settings, "facepcl": __version__, "files": record_files(folder),
+    }
+    if job.error is not None:
+        provenance["warning"] = job.error
+    # Durability comes with the folder: commit_track fsyncs its files before the rename.
+    write_text(os.path.join(folder, TRACK_FILE), json.dumps(provenance, indent=1) + "\n", durable=False)
+    commit_track(folder, out, key)
 
 
 class _SourceError(Exception):

@@ -1,9 +1,10 @@
 """Face tracks: detections linked across frames by box overlap, and the choice of the main one.
 
 Within a video the detections of each kept frame are linked to the tracks
-seen so far: highest-scored detection first, each takes the unclaimed track
-whose last box overlaps it most, if that overlap (intersection over union)
-reaches ``min_iou``; a detection that links to no track starts a new one.
+seen so far by :class:`facepcl.tracking.Tracker` (the association that
+``facepcl embed`` and ``facepcl.track`` use), on box overlap with each
+track's last box (at least ``min_iou``) and distance, solved as one
+assignment; a detection that links to no track starts a new one.
 Tracks never end: a face that leaves the picture and comes back where it
 left (overlapping its last box) continues its track, while a face that
 shows up elsewhere starts another. The main track (the speaker of a
@@ -18,20 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-
-
-def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Intersection over union of one ``(4,)`` box (x1, y1, x2, y2) with each of ``(N, 4)`` boxes."""
-    if len(boxes) == 0:
-        return np.zeros((0,), np.float64)
-    x1 = np.maximum(box[0], boxes[:, 0])
-    y1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[2], boxes[:, 2])
-    y2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-9)
 
 
 @dataclass
@@ -57,17 +44,27 @@ class Track:
 
 
 class Tracker:
-    """Links the detections of successive frames into tracks.
+    """Links the detections of successive frames into tracks, with :class:`facepcl.tracking.Tracker`.
+
+    The association is the one ``facepcl embed`` and ``facepcl.track`` use
+    (Hungarian assignment on box overlap and distance), here without a motion
+    model, face codes or cuts, and with tracks that never end: a face that
+    leaves and comes back where it left continues its track.
 
     Args:
         min_iou: Smallest overlap between a track's last box and a detection
-            for the detection to continue that track.
+            for the detection to continue that track on overlap alone.
     """
 
     def __init__(self, min_iou: float = 0.3) -> None:
         if not 0.0 < min_iou <= 1.0:
             raise ValueError(f"min_iou must be in (0, 1], got {min_iou}")
+        from ..tracking import Tracker as Association
+        from ..tracking import TrackerOptions
+
         self.min_iou = float(min_iou)
+        self._association = Association(TrackerOptions(min_iou=self.min_iou, motion=False, appearance_weight=0.0,
+                                                       reid_similarity=2.0, max_gap=2**62, cut_threshold=2.0))
         self.tracks: list[Track] = []
 
     def update(self, frame: int, boxes: np.ndarray, scores: np.ndarray) -> list[int]:
@@ -79,25 +76,16 @@ class Tracker:
             scores: ``(N,)`` detector scores.
 
         Returns:
-            The track id of each detection, in input order.
+            The track id of each detection, in input order (ids count up from 0 in order of creation).
         """
-        ids = [-1] * len(boxes)
-        last = np.asarray([t.boxes[-1] for t in self.tracks], np.float64).reshape(-1, 4)
-        free = np.ones(len(self.tracks), bool)
-        for i in np.argsort(-np.asarray(scores), kind="stable"):
-            overlap = iou(np.asarray(boxes[i], np.float64), last)
-            overlap[~free] = -1.0
-            best = int(np.argmax(overlap)) if len(overlap) else -1
-            if best >= 0 and overlap[best] >= self.min_iou:
-                free[best] = False
-                track = self.tracks[best]
-            else:
-                track = Track(len(self.tracks))
-                self.tracks.append(track)
+        ids = [int(i) for i in self._association.update(int(frame), np.asarray(boxes, np.float64).reshape(-1, 4))]
+        for i, track_id in enumerate(ids):
+            if track_id == len(self.tracks):
+                self.tracks.append(Track(track_id))
+            track = self.tracks[track_id]
             track.frames.append(int(frame))
             track.boxes.append([round(float(v), 2) for v in boxes[i]])
             track.scores.append(round(float(scores[i]), 4))
-            ids[i] = track.id
         return ids
 
     def main(self) -> Track | None:
@@ -105,3 +93,9 @@ class Tracker:
         if not self.tracks:
             return None
         return max(self.tracks, key=lambda t: (len(t.frames), t.mean_area, -t.id))
+
+    def kept(self, min_frames: int) -> list[Track]:
+        """Every track present in at least ``min_frames`` frames, the main one first."""
+        main = self.main()
+        others = [t for t in self.tracks if t is not main and len(t.frames) >= min_frames]
+        return ([main] if main is not None and len(main.frames) >= min_frames else []) + others
