@@ -45,12 +45,10 @@ def _errors(options: TrackerOptions, result: Any, images: list[np.ndarray], fram
         got = video.frame(i, image, result.bbox[sel], result.face[sel])
         people, labels = [], []
         for k, tid in zip(sel, got, strict=True):
-            cx, cy = (result.bbox[k, 0] + result.bbox[k, 2]) / 2, (result.bbox[k, 1] + result.bbox[k, 3]) / 2
-            for person, x, y in reversed(frames[i]):
-                if x <= cx <= x + 120 and y <= cy <= y + 120:
-                    people.append(person)
-                    labels.append(int(tid))
-                    break
+            person = _video.person_at(frames[i], result.bbox[k])
+            if person is not None:
+                people.append(person)
+                labels.append(int(tid))
         truth.append(people)
         ids.append(labels)
     return _video.count_errors(truth, ids)

@@ -29,7 +29,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ._utils.constants import FEATURES
+from ._utils.constants import FEATURES, parse_features
 from .errors import FacePCLError, ImageLoadError
 
 #: Default largest request body, in bytes.
@@ -104,13 +104,7 @@ def faces_json(result: Any, features: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def _features(value: str | None) -> list[str]:
-    if not value:
-        return list(FEATURES)
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    bad = [n for n in names if n not in FEATURES]
-    if bad or not names:
-        raise ValueError(f"features must be a comma-separated subset of {','.join(FEATURES)}, got {value!r}")
-    return names
+    return parse_features(value) if value else list(FEATURES)
 
 
 def create_app(model: Any = None, *, device: str | None = None, max_body: int = MAX_BODY, concurrency: int = 1,

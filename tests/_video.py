@@ -108,6 +108,15 @@ def count_errors(truth: list[list[int]], ids: list[list[int]]) -> tuple[int, int
     return switches, fragments
 
 
+def person_at(items: list[tuple[int, float, float]], box, size: int = 120) -> int | None:
+    """The person whose pasted patch (the top one: pasted last) holds the box centre, or None."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    for person, x, y in reversed(items):
+        if x <= cx <= x + size and y <= cy <= y + size:
+            return person
+    return None
+
+
 def label_tracks(tracks, frames: list[list[tuple[int, float, float]]], size: int = 120
                  ) -> tuple[list[list[int]], list[list[int]]]:
     """Per frame, the ground-truth person and the predicted track id of every tracked face.
@@ -118,11 +127,9 @@ def label_tracks(tracks, frames: list[list[tuple[int, float, float]]], size: int
     per_frame: dict[int, list[tuple[int, int]]] = {}
     for t in tracks:
         for f, box in zip(t.frame, t.bbox, strict=True):
-            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-            for person, x, y in reversed(frames[int(f)]):  # the patch pasted last is on top
-                if x <= cx <= x + size and y <= cy <= y + size:
-                    per_frame.setdefault(int(f), []).append((person, t.track_id))
-                    break
+            person = person_at(frames[int(f)], box, size)
+            if person is not None:
+                per_frame.setdefault(int(f), []).append((person, t.track_id))
     truth = [[p for p, _ in per_frame.get(i, [])] for i in range(len(frames))]
     ids = [[tid for _, tid in per_frame.get(i, [])] for i in range(len(frames))]
     return truth, ids

@@ -14,4 +14,19 @@ FEATURES = ("face", "pose", "trunk")
 # The parts of a PCL model a weights file may hold, in the order they are saved.
 COMPONENTS = ("encoder", "face_head", "pose_head", "decoder")
 
-__all__ = ["COMPONENTS", "FEATURES"]
+
+
+def parse_features(value: str) -> list[str]:
+    """A comma-separated subset of :data:`FEATURES` (``"face,pose"``), in the order given.
+
+    Raises:
+        ValueError: An unknown name, or no name.
+    """
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [n for n in names if n not in FEATURES]
+    if bad or not names:
+        raise ValueError(f"expected a comma-separated subset of {','.join(FEATURES)}, got {value!r}")
+    return names
+
+
+__all__ = ["COMPONENTS", "FEATURES", "parse_features"]

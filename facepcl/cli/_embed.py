@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .._utils.constants import parse_features
 from .._utils.paths import refuse_url
 
 EPILOG = """\
@@ -22,13 +23,10 @@ See docs/cli.md for details."""
 
 
 def _features(value: str) -> list[str]:
-    from ..export import FEATURES
-
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    bad = [n for n in names if n not in FEATURES]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(FEATURES)}, got {value!r}")
-    return names
+    try:
+        return parse_features(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 class OwnedGroup:

@@ -22,6 +22,7 @@ import numpy as np
 from .._utils.atomic import atomic_write
 from ..tracking import TrackerOptions, VideoTracker, head_angles, summarize
 from ..tracking._summary import box_sharpness
+from ._dataset import _per_rank
 
 #: Bits of a track id left for the track's number within its input.
 TRACK_BITS = 20
@@ -149,7 +150,7 @@ def write_summary(out: str, shards: Sequence[Any]) -> int:
 
     rows: list[dict[str, Any]] = []
     dim = 0
-    for rank_shards in _by_rank(shards):
+    for rank_shards in _per_rank(list(shards)):
         for video in _videos(rank_shards):
             n = len(video["frame"])
             dim = next((video[f].shape[1] for f in ("face", "pose") if f in video), dim)
@@ -182,13 +183,6 @@ def write_summary(out: str, shards: Sequence[Any]) -> int:
     table = pa.Table.from_arrays(arrays, schema=schema)
     atomic_write(path, lambda p: pq.write_table(table, p, compression="zstd"))
     return len(rows)
-
-
-def _by_rank(shards: Sequence[Any]) -> list[list[Any]]:
-    ranks: dict[int, list[Any]] = {}
-    for s in shards:
-        ranks.setdefault(int(s.rank), []).append(s)
-    return [ranks[r] for r in sorted(ranks)]
 
 
 def read_tracks(out: str) -> Any:
