@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .config import DetectorConfig, PCLConfig, PreprocessConfig
     from .convert import convert_checkpoint
     from .detection import FaceDetector
-    from .errors import CheckpointError, FacePCLError, ImageLoadError, ModelLoadError, NoFaceError
+    from .errors import CheckpointError, FacePCLError, ImageLoadError, MissingExtraError, ModelLoadError, NoFaceError
     from .io import load_image
     from .model import PCLFeatures, PCLModel, push_to_hub, save_pretrained
     from .pipeline import FaceEmbedder, embed
@@ -53,6 +53,7 @@ _PUBLIC = {
     "FacePCLError": ".errors",
     "Failure": ".results",
     "ImageLoadError": ".errors",
+    "MissingExtraError": ".errors",
     "ModelInfo": ".registry",
     "ModelLoadError": ".errors",
     "NoFaceError": ".errors",
@@ -154,6 +155,7 @@ __all__ = [
     "FacePCLError",
     "Failure",
     "ImageLoadError",
+    "MissingExtraError",
     "ModelInfo",
     "ModelLoadError",
     "NoFaceError",

@@ -27,5 +27,9 @@ class NoFaceError(FacePCLError):
     """No face was found in an image and ``on_no_face='raise'`` was asked for."""
 
 
+class MissingExtraError(FacePCLError, ImportError):
+    """A feature needs an optional part of facepcl that is not installed; the message names the ``pip install``."""
+
+
 class MultiFrameWarning(UserWarning):
     """An animated or multi-page image file was read: only its first frame is used."""

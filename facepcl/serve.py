@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._utils.constants import FEATURES, parse_features
-from .errors import FacePCLError, ImageLoadError
+from .errors import FacePCLError, ImageLoadError, MissingExtraError
 
 #: Default largest request body, in bytes.
 MAX_BODY = 32 * 1024 * 1024
@@ -126,7 +126,7 @@ def create_app(model: Any = None, *, device: str | None = None, max_body: int = 
         from fastapi import FastAPI, File, Query, UploadFile
         from fastapi.responses import JSONResponse
     except ImportError as e:  # pragma: no cover - depends on the installation
-        raise ImportError('facepcl serve needs the serve extra: pip install "facepcl[serve]"') from e
+        raise MissingExtraError('facepcl serve needs the serve extra: pip install "facepcl[serve]"') from e
     import facepcl
 
     from ._utils.digest import encoder_digest

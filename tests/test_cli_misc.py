@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy
+import onnxruntime
 import pyarrow
 import torch
 
@@ -39,6 +40,7 @@ def test_info_json_describes_this_machine(tmp_path: Path) -> None:
     assert info["torch"] == torch.__version__
     assert info["numpy"] == numpy.__version__
     assert info["pyarrow"] == pyarrow.__version__
+    assert info["onnxruntime"] == onnxruntime.__version__
     assert info["torch_cuda_build"] == torch.version.cuda
     assert info["cuda_available"] == torch.cuda.is_available()
     assert len(info["cuda_devices"]) == torch.cuda.device_count()

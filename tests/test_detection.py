@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -38,7 +39,6 @@ def test_bundled_detector_never_downloads(monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("the bundled detector must not download anything")
 
-    monkeypatch.setattr("facexlib.utils.load_file_from_url", no_network)
     monkeypatch.setattr("torch.hub.download_url_to_file", no_network)
     det = FaceDetector(device="cpu", download=False)
     assert det.name == "retinaface_mobile0.25"
@@ -195,6 +195,51 @@ def _random_retinaface_state(network: str) -> dict[str, torch.Tensor]:
     return {f"module.{k}": v for k, v in net.state_dict().items()}  # as the original checkpoints store them
 
 
+@pytest.mark.parametrize("backbone", ["mobile0.25", "resnet50"])
+def test_network_is_facexlibs_bit_for_bit(backbone):
+    # facepcl's own RetinaFace: the same parameter names and, operation for operation, the same arithmetic
+    import warnings
+
+    from facexlib.detection.retinaface import RetinaFace as Reference
+
+    from facepcl.detection._network import RetinaFace
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = Reference(network_name=backbone, device=torch.device("cpu")).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so that every parameter matters
+        for m in ref.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    ours = RetinaFace(backbone).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    x = torch.randn(2, 3, 72, 100) * 60
+    with torch.no_grad():
+        for a, b in zip(ours(x), ref(x), strict=True):
+            assert torch.equal(a, b)
+
+
+def test_nms_keeps_what_torchvision_keeps():
+    from torchvision.ops import nms as reference
+
+    from facepcl.detection._network import nms
+
+    g = torch.Generator().manual_seed(1)
+    for n in (0, 1, 7, 300):
+        xy = torch.rand(n, 2, generator=g) * 100
+        boxes = torch.cat([xy, xy + torch.rand(n, 2, generator=g) * 40], 1)
+        scores = torch.rand(n, generator=g).round(decimals=1)  # many ties: the order among them matters
+        if n == 7:
+            boxes[3] = boxes[3, :2].repeat(2)  # an empty box: 0/0 overlap
+        for iou in (0.0, 0.4, 0.9):
+            assert torch.equal(nms(boxes, scores, iou), reference(boxes, scores, iou))
+
+
 def test_local_weights_file_for_either_network(tmp_path):
     path = tmp_path / "r50.pth"
     state = _random_retinaface_state("resnet50")
@@ -219,19 +264,19 @@ def test_resnet50_download_goes_to_facepcl_home(tmp_path, monkeypatch):
     monkeypatch.setenv("FACEPCL_HOME", str(tmp_path / "home"))
     calls = []
 
-    def offline(url, model_dir=None, progress=True, file_name=None, save_dir=None):
-        calls.append(save_dir)
+    def offline(url, dst, hash_prefix=None, progress=True):
+        calls.append(os.path.dirname(dst))
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr("facexlib.utils.load_file_from_url", offline)
+    monkeypatch.setattr("torch.hub.download_url_to_file", offline)
     with pytest.raises(ModelLoadError, match=r"could not download.*weights=PATH"):
         FaceDetector("retinaface_resnet50", device="cpu")
     assert calls == [str(tmp_path / "home" / "detectors")]
-    assert "site-packages" not in calls[0]
+    assert not list((tmp_path / "home" / "detectors").iterdir())  # nothing half-written stays
     with pytest.raises(ModelLoadError, match="downloads are off"):
         FaceDetector("retinaface_resnet50", device="cpu", download=False)
     # once the file is in the cache it is used without any download
-    detector_dir().mkdir(parents=True)
+    detector_dir().mkdir(parents=True, exist_ok=True)
     torch.save(_random_retinaface_state("resnet50"), detector_dir() / "detection_Resnet50_Final.pth")
     calls.clear()
     FaceDetector("retinaface_resnet50", device="cpu")

@@ -164,6 +164,28 @@ def test_inference_with_heads_imports_no_training_or_evaluation_code(random_mode
     assert [m for m in loaded if m.endswith(("_train", "_finetune"))] == []
 
 
+_EMBED = """
+import json, sys
+import facepcl
+res = facepcl.embed(sys.argv[1], model=sys.argv[2], device="cpu")
+print(json.dumps({"faces": len(res), "modules": sorted(m.split(".")[0] for m in sys.modules)}))
+"""
+
+
+def test_embedding_needs_only_the_core_dependencies(random_model_dir):
+    # The default install leaves out torchvision, facexlib and faiss (docs/install.md): detection and embedding
+    # must not import them, nor anything of the optional extras.
+    photo = Path(__file__).resolve().parents[1] / "examples" / "images"
+    image = sorted(p for p in photo.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[0]
+    out = subprocess.run([sys.executable, "-c", _EMBED, str(image), str(random_model_dir)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["faces"] >= 1  # detection ran
+    optional = {"torchvision", "facexlib", "faiss", "yaml", "matplotlib", "sklearn", "pandas", "gradio", "fastapi"}
+    assert optional.isdisjoint(report["modules"]), optional & set(report["modules"])
+
+
 def test_layers_contract_holds():
     """pyproject.toml's import-linter contracts (layers; inference never imports training) are kept."""
     lint = Path(sys.executable).with_name("lint-imports")

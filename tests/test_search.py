@@ -118,6 +118,16 @@ def test_approximate_search_above_threshold_agrees_with_exact(tmp_path) -> None:
     assert FaceIndex.load(tmp_path / "idx").search(queries, k=10).rows.tolist() == b.rows.tolist()
 
 
+def test_without_the_search_extra_index_is_one_clear_error(tmp_path, capsys, monkeypatch) -> None:
+    _write_export(tmp_path / "e", _vectors(np.random.default_rng(4), 8))
+    (tmp_path / "e" / "_run.json").write_text(json.dumps(_meta()))
+    monkeypatch.setitem(sys.modules, "faiss", None)  # as if faiss-cpu (the [search] extra) were not installed
+    assert main(["index", str(tmp_path / "e"), "-o", str(tmp_path / "idx")]) == 1
+    err = capsys.readouterr().err
+    assert 'pip install "facepcl[search]"' in err
+    assert "Traceback" not in err
+
+
 def test_cli_index_and_search_with_vectors_and_export_rows(tmp_path, capsys) -> None:
     rng = np.random.default_rng(4)
     vec = _vectors(rng, 8)

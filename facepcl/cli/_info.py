@@ -15,6 +15,7 @@ def add_parser(sub) -> None:
 def collect() -> dict:
     """What `facepcl info` reports, as a dict."""
     import platform
+    from importlib import metadata
 
     import numpy
     import torch
@@ -23,10 +24,11 @@ def collect() -> dict:
     from .._utils.version import __version__
     from ..hub import default_model_name
 
-    def version(mod: str) -> str | None:
+    def version(dist: str) -> str | None:
+        # From the installed package's metadata: importing torchvision alone takes over a second
         try:
-            return __import__(mod).__version__
-        except Exception:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
             return None
 
     cpu = torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, "cpu") else "unknown"
@@ -36,13 +38,14 @@ def collect() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
-        "torchvision": version("torchvision"),
         "numpy": numpy.__version__,
-        "pillow": version("PIL"),
-        "opencv": version("cv2"),
+        "pillow": version("pillow"),
+        "opencv": version("opencv-python") or version("opencv-python-headless"),
         "pyarrow": version("pyarrow"),
-        "facexlib": version("facexlib"),
+        "onnxruntime": version("onnxruntime"),
         "huggingface_hub": version("huggingface_hub"),
+        "torchvision": version("torchvision"),
+        "faiss": version("faiss-cpu"),
         "threads": torch.get_num_threads(),
         "cpu_capability": cpu,
         "cpu_bf16": bool({"avx512_bf16", "amx_bf16"} & flags),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from ..errors import MissingExtraError
 from ._analyze import MAX_UPLOAD_BYTES, Analysis, DemoModel
 
 TITLE = "facepcl demo"
@@ -58,7 +59,7 @@ def build_demo(model: str | os.PathLike | None = None, *, revision: str | None =
     try:
         import gradio as gr
     except ImportError as e:
-        raise ImportError('facepcl demo needs Gradio: pip install "facepcl[demo]"') from e
+        raise MissingExtraError('facepcl demo needs Gradio: pip install "facepcl[demo]"') from e
 
     demo_model = DemoModel(model, revision=revision, device=device, index=index, k=k,
                            max_upload_bytes=max_upload_bytes)

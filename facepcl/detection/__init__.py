@@ -1,4 +1,4 @@
-"""Face detection: RetinaFace (facexlib's network) with weights that ship with facepcl.
+"""Face detection: RetinaFace (its own torch network) with weights that ship with facepcl.
 
 ``FaceDetector`` finds faces, boxes and 5 landmarks in batches of images of
 any sizes. The default ``retinaface_mobile0.25`` uses

@@ -1,8 +1,8 @@
-"""RetinaFace networks (facexlib's ``RetinaFace`` module), their weights, anchors and box decoding.
+"""RetinaFace detectors by name: their networks (:mod:`._network`), weights, anchors and box decoding.
 
-Only facexlib's network class is used: its own helpers download weights into
-site-packages (``init_detection_model``) or need more networks online
-(``FaceRestoreHelper``), so weight loading, anchors and decoding live here.
+The weight files are the public RetinaFace ones in the Pytorch_Retinaface
+layout (facexlib's release files among them); downloaded files go to
+:func:`detector_dir`, never into site-packages.
 """
 
 from __future__ import annotations
@@ -10,15 +10,16 @@ from __future__ import annotations
 import functools
 import math
 import os
-import warnings
 from pathlib import Path
 
 import torch
 
+from .._utils.atomic import atomic_write
 from .._utils.paths import BUNDLED_WEIGHTS, facepcl_home
 from ..errors import ModelLoadError
+from ._network import RetinaFace
 
-# name -> (facexlib network_name, bundled file or None, download URL or None)
+# name -> (backbone, bundled file or None, download URL or None)
 DETECTORS: dict[str, tuple[str, str | None, str | None]] = {
     "retinaface_mobile0.25": ("mobile0.25", "retinaface_mobile0.25.safetensors", None),
     "retinaface_resnet50": (
@@ -28,7 +29,7 @@ DETECTORS: dict[str, tuple[str, str | None, str | None]] = {
 STEPS = (8, 16, 32)
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))
 VARIANCE = (0.1, 0.2)
-# facexlib's output heads (ModuleLists, one conv per pyramid level); the fast path keeps them float32.
+# The output heads (ModuleLists, one conv per pyramid level); the fast path keeps them float32.
 HEADS = ("ClassHead", "BboxHead", "LandmarkHead")
 # The networks were trained on BGR pixels in [0, 255] minus this mean.
 BGR_MEAN = (104.0, 117.0, 123.0)
@@ -44,8 +45,8 @@ def build(name: str, weights: str | os.PathLike | None = None, *, download: bool
 
     Args:
         name: "retinaface_mobile0.25" or "retinaface_resnet50".
-        weights: A local ``.safetensors`` or ``.pth`` file (facexlib's or the
-            original Pytorch_Retinaface keys; a ``module.`` prefix is removed).
+        weights: A local ``.safetensors`` or ``.pth`` file (the Pytorch_Retinaface
+            keys, as facexlib's files have them; a ``module.`` prefix is removed).
             None: the bundled file (mobile0.25), or facexlib's release file
             downloaded once into :func:`detector_dir` (resnet50).
         download: Allow that download; False raises instead.
@@ -56,20 +57,15 @@ def build(name: str, weights: str | os.PathLike | None = None, *, download: bool
     """
     if name not in DETECTORS:
         raise ModelLoadError(f"unknown detector {name!r}; choose from {sorted(DETECTORS)}")
-    network_name, bundled, url = DETECTORS[name]
+    backbone, bundled, url = DETECTORS[name]
     if weights is None:
         weights = BUNDLED_WEIGHTS / bundled if bundled else _download(name, url, download)
     state = _read_state(Path(weights), name)
-    from facexlib.detection.retinaface import RetinaFace
-
-    with warnings.catch_warnings():
-        # torchvision warns about facexlib's resnet50(pretrained=False) call; nothing is downloaded.
-        warnings.simplefilter("ignore")
-        net = RetinaFace(network_name=network_name, device=torch.device("cpu"))
+    net = RetinaFace(backbone)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ModelLoadError(f"{weights}: the weights do not fit facexlib's RetinaFace {network_name} "
+        raise ModelLoadError(f"{weights}: the weights do not fit RetinaFace {backbone} "
                              f"({str(e).splitlines()[0]} ...); pass the weights of a {name} detector") from e
     return net.eval()
 
@@ -82,11 +78,9 @@ def _download(name: str, url: str, allowed: bool) -> Path:
     if not allowed:
         raise ModelLoadError(f"detector {name}: weights not found at {target} and downloads are off; download "
                              f"{url} there, or pass weights=PATH")
-    from facexlib.utils import load_file_from_url
-
     try:
-        # save_dir keeps the file out of site-packages (facexlib's default).
-        return Path(load_file_from_url(url, model_dir=None, progress=False, file_name=None, save_dir=str(folder)))
+        atomic_write(target, lambda tmp: torch.hub.download_url_to_file(url, tmp, progress=False))
+        return target
     except Exception as e:  # network errors come in many types (URLError, HTTPError, OSError, ...)
         raise ModelLoadError(f"detector {name}: could not download {url} into {folder} ({type(e).__name__}: {e}). "
                              "Without network access, fetch the file elsewhere and pass weights=PATH, or use the "

@@ -18,6 +18,7 @@ from ..config import DetectorConfig
 from ..io import load_image
 from ..runtime._accel import Plan, check_mode, detector_plan, flip_input_channels, prepare_detector_net
 from . import _retinaface
+from ._network import nms
 from ._types import Detections, Prepared
 
 SORT_KEYS = ("score", "size")
@@ -412,8 +413,4 @@ def _take(det: Detections, index: np.ndarray) -> Detections:
     return Detections(det.boxes[index], det.kps[index], det.scores[index])
 
 
-def _nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float) -> torch.Tensor:
-    # torchvision is imported here, not at module level: it costs about a second at `import facepcl`.
-    from torchvision.ops import nms
-
-    return nms(boxes, scores, iou)
+_nms = nms

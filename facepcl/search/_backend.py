@@ -16,6 +16,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ..errors import MissingExtraError
+
 #: Row count from which the index is approximate (IVF) instead of exact.
 EXACT_BELOW = 100_000
 #: Rows used to train the IVF's k-means (a seeded sample when there are more).
@@ -27,8 +29,9 @@ KMEANS_ITERATIONS = 10
 def _faiss():
     try:
         import faiss
-    except ImportError as e:  # a core dependency; only a broken install gets here
-        raise ImportError("facepcl's face search needs faiss: pip install faiss-cpu") from e
+    except ImportError as e:  # the [search] extra
+        raise MissingExtraError('facepcl index and search need faiss, which the default install leaves out: '
+                          'pip install "facepcl[search]"') from e
     return faiss
 
 

@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import MissingExtraError
+
 try:
     import yaml
 except ImportError as e:  # pragma: no cover - exercised in a subprocess test
-    raise ImportError(
+    raise MissingExtraError(
         "facepcl's training configs need the training extra, which is not installed (missing module: pyyaml). "
         'Install it with: pip install "facepcl[train]"'
     ) from e

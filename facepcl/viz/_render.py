@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..errors import MissingExtraError
 from ._draw import font, paste_with_border, ramp, save_image, shorten, text_size
 from ._map import EmbeddingMap
 from ._thumbs import load_thumbnails, resolve_path
@@ -117,7 +118,7 @@ def choose_renderer(renderer: str, output: str | None = None) -> str:
     have_mpl = importlib.util.find_spec("matplotlib") is not None
     ext = os.path.splitext(output)[1].lower() if output else ".png"
     if renderer == "matplotlib" and not have_mpl:
-        raise ImportError('the matplotlib renderer needs matplotlib: pip install "facepcl[plot]" (or use the '
+        raise MissingExtraError('the matplotlib renderer needs matplotlib: pip install "facepcl[plot]" (or use the '
                           "Pillow renderer: renderer 'pil')")
     chosen = renderer if renderer != "auto" else ("matplotlib" if have_mpl else "pil")
     if chosen == "pil" and ext not in PIL_FORMATS:
