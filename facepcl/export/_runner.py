@@ -78,6 +78,8 @@ class EmbedOptions:
         num_workers: Decoding threads per process (None: the machine's cores shared by its ranks, at most 4).
         track: Track the faces of videos (a ``track_id`` on every video row, ``_tracks.parquet``); False: -1.
         sequences: Each input folder holding images is one video whose frames are its images, sorted by name.
+        storage_options: fsspec filesystem arguments for URL inputs and a URL ``out`` (``--storage-options``);
+            never printed nor written into the export.
         features, format, every, shard_size, shard_seconds, resume, overwrite, progress, quiet: The export's own.
     """
 
@@ -98,6 +100,7 @@ class EmbedOptions:
     quiet: bool = False
     track: bool = True
     sequences: bool = False
+    storage_options: dict[str, Any] | None = field(default=None, repr=False)
 
     def check(self) -> None:
         """Raise ValueError naming the first bad option (TypeError: an unknown detector option)."""
@@ -207,13 +210,14 @@ def run_embed(opts: EmbedOptions) -> int:
     check_arguments(opts.inputs)
     say = (lambda msg: None) if opts.quiet else (lambda msg: print(f"facepcl embed: {msg}", file=sys.stderr,
                                                                    flush=True))
-    folder = ExportFolder(opts.out, opts.format, info.rank, info.world_size)
+    folder = ExportFolder(opts.out, opts.format, info.rank, info.world_size, opts.storage_options)
     with _Signals(say) as signals:
         # Fail fast, before the model loads: a folder that would be overwritten, or nothing to read at all.
         if not opts.overwrite:
             folder.check_fresh(opts.resume)
         try:
-            first = next(iter_inputs(opts.inputs, stop=signals.stop, sequences=opts.sequences), None)
+            first = next(iter_inputs(opts.inputs, stop=signals.stop, sequences=opts.sequences,
+                                     storage_options=opts.storage_options), None)
         except ListingInterrupted:
             return _stopped_early(signals, opts, say)
         if first is None:
@@ -262,9 +266,9 @@ def _embed_all(opts: EmbedOptions, info: DistInfo, embedder: FaceEmbedder, featu
                folder: ExportFolder, point: ResumePoint, shard_meta: dict,
                signals: _Signals) -> tuple[Stats, float, bool]:
     """Embed this rank's remaining inputs into shards; returns (counts, seconds, stopped by a signal)."""
-    mine = lambda: select(iter_inputs(opts.inputs, stop=signals.stop, sequences=opts.sequences),  # noqa: E731
-                          info.rank, info.world_size)
-    items = folder.pending(mine(), point)
+    mine = lambda: select(iter_inputs(opts.inputs, stop=signals.stop, sequences=opts.sequences,  # noqa: E731
+                                      storage_options=opts.storage_options), info.rank, info.world_size)
+    items = folder.pending(mine(), point, opts.storage_options)
     cursor = point.cursor
     progress = Progress(progress_wanted(not opts.progress, opts.quiet, info.rank),
                         lambda: count_items(x for x in mine() if not cursor.done(x.index)),
@@ -274,7 +278,8 @@ def _embed_all(opts: EmbedOptions, info: DistInfo, embedder: FaceEmbedder, featu
     units = iter_units(items, embedder.load, every=opts.every, workers=workers,
                        lookahead=batch_size + 2 * workers,
                        partial=None if cursor.complete else (cursor.item, cursor.frame),
-                       prepare=embedder.prepare if embedder.detect else None)
+                       prepare=embedder.prepare if embedder.detect else None,
+                       storage_options=opts.storage_options)
     session = Stats()
     started = time.monotonic()
     stopped = False

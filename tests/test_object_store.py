@@ -1,0 +1,349 @@
+"""`facepcl embed` against a real S3 API: moto's server on 127.0.0.1, reached over HTTP by s3fs.
+
+Nothing is mocked below HTTP: uploads, listings, conditional PUTs and
+failures all go over the wire. Failed uploads come from a small proxy in
+front of the server that answers 503 to chosen PUTs. Every run embeds small
+synthetic crops without detection, one image per batch, so a run that failed
+and was resumed must give bit-identical rows to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facepcl.cli import main
+from facepcl.export import column_to_numpy, read_embeddings, read_errors
+from facepcl.io import storage
+
+from ._threads import torch_threads
+
+s3fs = pytest.importorskip("s3fs")
+moto_server = pytest.importorskip("moto.moto_server.threaded_moto_server")
+
+N_IMAGES = 9
+BUCKET = "facepcl-test"
+
+
+class _S3:
+    """The server's URL and a filesystem to look at the bucket with."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.fs = s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True)
+
+    def keys(self, prefix: str) -> list[str]:
+        self.fs.invalidate_cache()
+        try:
+            return sorted(k.split("/", 2)[2] for k in self.fs.find(f"{BUCKET}/{prefix}"))
+        except FileNotFoundError:
+            return []
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """moto's S3 server on 127.0.0.1 (a free port), the AWS_* variables pointing at it, and uploaded crops."""
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as mp:
+        for k in [k for k in os.environ if k.startswith("AWS_")]:
+            mp.delenv(k)
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_ENDPOINT_URL", endpoint)
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore gives up at once: retrying is facepcl's job here
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        missing = str(tmp_path_factory.mktemp("aws") / "none")
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", missing)
+        mp.setenv("AWS_CONFIG_FILE", missing)
+        mp.setattr(storage, "BACKOFF_SECONDS", 0.01)
+        s = _S3(endpoint)
+        s.fs.mkdir(BUCKET)
+        crops = tmp_path_factory.mktemp("crops")
+        rng = np.random.default_rng(7)
+        for i in range(N_IMAGES):
+            path = crops / f"c{i:02d}.png"
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+            s.fs.put_file(str(path), f"{BUCKET}/in/{path.name}")
+        s.fs.pipe_file(f"{BUCKET}/in/notes.txt", b"not an image")  # not a media file: not an input
+        s.crops = crops
+        try:
+            yield s
+        finally:
+            storage._FILESYSTEMS.clear()
+            s3fs.S3FileSystem.clear_instance_cache()
+            server.stop()
+
+
+def url(prefix: str) -> str:
+    return f"s3://{BUCKET}/{prefix}"
+
+
+ARGS = ["--no-detect", "--batch-size", "1", "--num-workers", "1", "--device", "cpu", "--shard-size", "2",
+        "--no-progress"]
+
+
+@pytest.fixture()
+def embed(capsys, random_model_dir):
+    """Run `facepcl embed INPUT... -o OUT` in this process; returns (exit code, stdout + stderr)."""
+    def call(inputs: list, out: str, *extra: str) -> tuple[int, str]:
+        capsys.readouterr()
+        rc = main(["embed", *map(str, inputs), "-o", str(out), "--model", str(random_model_dir), *ARGS, *extra])
+        captured = capsys.readouterr()
+        return rc, captured.out + captured.err
+
+    with torch_threads(1):
+        yield call
+
+
+@pytest.fixture()
+def reference(s3, embed, tmp_path) -> Path:
+    out = tmp_path / "reference"
+    rc, err = embed([s3.crops], out)
+    assert rc == 0, err
+    return out
+
+
+def assert_same_rows(out: str, ref: Path) -> None:
+    a, b = read_embeddings(out), read_embeddings(ref)
+    assert a.num_rows == b.num_rows == N_IMAGES
+    assert [p.rsplit("/", 1)[-1] for p in a.column("path").to_pylist()] == \
+        [os.path.basename(p) for p in b.column("path").to_pylist()]
+    for name in ("item", "face_index", "width", "height"):
+        assert a.column(name).to_pylist() == b.column(name).to_pylist(), name
+    for name in ("face", "pose", "trunk", "bbox", "kps"):
+        np.testing.assert_array_equal(column_to_numpy(a, name), column_to_numpy(b, name), err_msg=name)
+
+
+def test_s3_in_and_out_writes_the_rows_of_a_local_run(s3, embed, reference) -> None:
+    rc, err = embed([url("in")], url("out"))
+    assert rc == 0, err
+    assert_same_rows(url("out"), reference)
+    assert all(p.startswith(url("in/")) for p in read_embeddings(url("out")).column("path").to_pylist())
+    keys = s3.keys("out")
+    assert "_run.json" in keys and "_errors.jsonl" in keys
+    assert len([k for k in keys if re.fullmatch(r"part-r00000-\d{6}\.parquet", k)]) == 5
+    assert len([k for k in keys if k.startswith("_manifests/part-")]) == 5
+    assert not [k for k in keys if ".lock" in k], "the lock object is released at the end"
+    assert read_errors(url("out")) == []
+    # resuming a finished export changes nothing
+    rc, err = embed([url("in")], url("out"), "--resume")
+    assert rc == 0, err
+    assert "done: 0 inputs" in err
+    assert s3.keys("out") == keys
+
+
+def test_a_failed_upload_is_retried_and_a_hopeless_one_never_marks_its_shard_done(s3, embed, reference,
+                                                                                 monkeypatch) -> None:
+    with _FaultyProxy(s3.endpoint) as proxy:
+        options = ["--storage-options", json.dumps({"endpoint_url": proxy.url})]
+        # the first two PUTs of a data object answer 503: retried, the run completes
+        proxy.fail(r"/out-retry/part-r00000-000001\.parquet", times=2)
+        rc, err = embed([url("in")], url("out-retry"), *options)
+        assert rc == 0, err
+        assert proxy.failed == 2
+        assert_same_rows(url("out-retry"), reference)
+
+        # every PUT of shard 2's data fails: the run fails after its retries, and shard 2 has no manifest
+        monkeypatch.setattr(storage, "RETRIES", 3)
+        proxy.fail(r"/out-fail/part-r00000-000002\.parquet", times=1000)
+        rc, err = embed([url("in")], url("out-fail"), *options)
+        assert rc == 1
+        assert "part-r00000-000002.parquet" in err and "after 3 attempts" in err and "--resume" in err
+        assert proxy.failed == 3
+        keys = s3.keys("out-fail")
+        assert "_manifests/part-r00000-000001.json" in keys
+        assert "_manifests/part-r00000-000002.json" not in keys
+        assert read_embeddings(url("out-fail")).num_rows == 4  # shards 0 and 1 only
+
+        proxy.fail(None)
+        rc, err = embed([url("in")], url("out-fail"), *options, "--resume")
+        assert rc == 0, err
+        assert_same_rows(url("out-fail"), reference)
+
+
+def test_a_second_writer_is_refused_and_a_stale_lease_taken_over(s3, embed, reference) -> None:
+    store = storage.open_store(url("out-lock"))
+    held = store.lock("_manifests/.lock-r00000", "test").acquire()
+    try:
+        rc, err = embed([url("in")], url("out-lock"))
+    finally:
+        held.release()
+    assert rc == 1
+    assert "another process is writing" in err
+    assert f"pid {os.getpid()}" in err and held.run in err
+    assert not [k for k in s3.keys("out-lock") if k.startswith("part-")]
+
+    # a writer on another machine that stopped renewing its lease long ago
+    stale = {"host": "elsewhere", "pid": 1, "run": "0123", "started": 0, "renewed": time.time() - 3600,
+             "lease_seconds": 60, "command": "facepcl embed"}
+    s3.fs.pipe_file(f"{BUCKET}/out-lock/_manifests/.lock-r00000", json.dumps(stale).encode())
+    rc, err = embed([url("in")], url("out-lock"))
+    assert rc == 0, err
+    assert_same_rows(url("out-lock"), reference)
+    assert not [k for k in s3.keys("out-lock") if ".lock" in k]
+
+
+def test_an_orphan_data_object_is_ignored_by_readers_and_deleted_by_resume(s3, embed, reference) -> None:
+    rc, err = embed([url("in")], url("out-orphan"))
+    assert rc == 0, err
+    # what an upload that died before its manifest leaves: a data object without a manifest
+    s3.fs.copy(f"{BUCKET}/out-orphan/part-r00000-000004.parquet", f"{BUCKET}/out-orphan/part-r00000-000005.parquet")
+    assert_same_rows(url("out-orphan"), reference)
+    rc, err = embed([url("in")], url("out-orphan"), "--resume")
+    assert rc == 0, err
+    assert "redoing part-r00000-000005.parquet: it has no manifest" in err
+    assert "part-r00000-000005.parquet" not in s3.keys("out-orphan")
+    assert_same_rows(url("out-orphan"), reference)
+
+
+def test_credentials_missing_is_one_clear_error_and_secrets_are_never_written(s3, embed, monkeypatch) -> None:
+    secret = "s3cr3t-Never-Written-7f3a"
+    options = json.dumps({"key": "testing", "secret": secret})
+    rc, out = embed([url("in")], url("out-secret"), "--storage-options", options)
+    assert rc == 0, out
+    assert secret not in out
+    for key in s3.keys("out-secret"):
+        assert secret.encode() not in s3.fs.cat_file(f"{BUCKET}/out-secret/{key}"), key
+
+    # bad JSON: the message does not repeat it
+    with pytest.raises(SystemExit):
+        main(["embed", url("in"), "-o", url("x"), "--storage-options", f'{{"secret": "{secret}"'])
+
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    # fresh options: a filesystem that looks for credentials now
+    rc, out = embed([url("in")], url("out-nocreds"), "--storage-options", json.dumps({"default_block_size": 1 << 22}))
+    assert rc == 1
+    assert secret not in out
+    error = [line for line in out.splitlines() if "error" in line]
+    assert len(error) == 1, out
+    assert url("out-nocreds") in error[0]
+    assert "AWS_ACCESS_KEY_ID" in error[0] and "--storage-options" in error[0]
+
+
+@pytest.mark.slow
+def test_killed_run_on_s3_resumes_to_exactly_the_same_rows(s3, reference, random_model_dir) -> None:
+    out = url("out-killed")
+    cmd = [sys.executable, "-m", "facepcl", "embed", url("in"), "-o", out, "--model", str(random_model_dir),
+           *ARGS[:-3], "--shard-size", "1", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len([k for k in s3.keys("out-killed") if k.startswith("_manifests/part-")]) < 3:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert 0 < read_embeddings(out).num_rows < N_IMAGES
+    assert any(".lock" in k for k in s3.keys("out-killed")), "kill -9 leaves the lock object behind"
+    resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming rank 0" in resumed.stderr
+    assert_same_rows(out, reference)
+    table = read_embeddings(out)
+    assert len(set(table.column("item").to_pylist())) == table.num_rows == N_IMAGES
+    keys = s3.keys("out-killed")
+    data = [k for k in keys if k.startswith("part-")]
+    assert len(data) == len([k for k in keys if k.startswith("_manifests/part-")])  # no orphans left
+    assert not [k for k in keys if ".lock" in k]
+
+
+class _FaultyProxy:
+    """An HTTP proxy on 127.0.0.1 in front of the S3 server that answers 503 to chosen PUTs."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.split("://", 1)[1]
+        self.pattern: re.Pattern | None = None
+        self.left = 0
+        self.failed = 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    parts = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0], 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass
+                            return b"".join(parts)
+                        parts.append(self.rfile.read(size))
+                        self.rfile.readline()
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _forward(self) -> None:
+                body = self._body()
+                if self.command == "PUT" and proxy._should_fail(self.path):
+                    msg = b"<Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(msg)))
+                    self.end_headers()
+                    self.wfile.write(msg)
+                    return
+                conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
+                headers["Content-Length"] = str(len(body))
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "content-length", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def fail(self, pattern: str | None, times: int = 0) -> None:
+        """Answer 503 to the next ``times`` PUTs whose path matches ``pattern`` (None: to none)."""
+        self.pattern = re.compile(pattern) if pattern else None
+        self.left = times
+        self.failed = 0
+
+    def _should_fail(self, path: str) -> bool:
+        if self.pattern is None or self.left <= 0 or not self.pattern.search(path.split("?")[0]):
+            return False
+        self.left -= 1
+        self.failed += 1
+        return True
+
+    def __enter__(self) -> _FaultyProxy:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
