@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
+import logging
 import os
 import re
 import signal
@@ -47,8 +48,9 @@ class _S3:
 
     def keys(self, prefix: str) -> list[str]:
         self.fs.invalidate_cache()
+        base = f"{BUCKET}/{prefix}/"
         try:
-            return sorted(k.split("/", 2)[2] for k in self.fs.find(f"{BUCKET}/{prefix}"))
+            return sorted(k[len(base):] for k in self.fs.find(base) if k.startswith(base))
         except FileNotFoundError:
             return []
 
@@ -56,6 +58,7 @@ class _S3:
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """moto's S3 server on 127.0.0.1 (a free port), the AWS_* variables pointing at it, and uploaded crops."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -315,7 +318,8 @@ class _FaultyProxy:
                 for k, v in resp.getheaders():
                     if k.lower() not in ("transfer-encoding", "content-length", "connection"):
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Length", resp.getheader("Content-Length") if self.command == "HEAD"
+                                 else str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
