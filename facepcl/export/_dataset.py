@@ -44,9 +44,13 @@ class Shard:
 
     def read(self, columns: Sequence[str] | None = None) -> tuple[dict[str, Any], dict]:
         """Its rows as numpy columns and its provenance (see :func:`facepcl.export.read_shard`)."""
-        if self.store is None:
+        if self.store is None or not self.store.object_store:
             return read_shard(self.path, columns)
-        with self.store.local(self.manifest["file"]) as path:
+        name = self.manifest["file"]
+        if name.endswith((".parquet", ".npz")):  # read in place: the footer and the columns asked for
+            with self.store.open(name) as f:
+                return get_format(os.path.splitext(name)[1].lstrip(".")).read(f, columns)
+        with self.store.local(name) as path:
             return read_shard(path, columns)
 
 

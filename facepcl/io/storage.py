@@ -364,6 +364,10 @@ class Store:
         raise NotImplementedError
         yield ""
 
+    def open(self, name: str) -> Any:
+        """A binary file object reading ``name``."""
+        return open(self.url(name), "rb")
+
     def sweep(self, prefixes: tuple[str, ...]) -> None:
         """Delete temporaries a killed writer left, of files whose names start with one of ``prefixes``."""
 
@@ -528,17 +532,19 @@ class ObjectStore(Store):
             raise
         return int(info.get("size") or 0)
 
-    def _upload(self, local: str, name: str, size: int) -> None:
+    def _upload(self, local: str, name: str, size: int) -> str | None:
+        """Upload a local file to ``name``, check the object's size; returns its ETag (None if the store has none)."""
         path, url = self._path(name), self.url(name)
 
-        def put() -> None:
+        def put() -> str | None:
             self.fs.put_file(local, path)
             self.fs.invalidate_cache(path)
-            landed = self.fs.info(path).get("size")
-            if landed != size:
-                raise OSError(f"the uploaded object holds {landed} bytes, the file {size}")
+            info = self.fs.info(path)
+            if info.get("size") != size:
+                raise OSError(f"the uploaded object holds {info.get('size')} bytes, the file {size}")
+            return _etag(info)
 
-        retry(put, url, "upload")
+        return retry(put, url, "upload")
 
     def write_file(self, name: str, write: Callable[[str], object]) -> dict[str, Any]:
         with _scratch(name) as tmp:
@@ -559,8 +565,8 @@ class ObjectStore(Store):
         with _scratch(data) as tmp:
             write(tmp)
             record = file_record(tmp)
-            text = describe(record)
-            self._upload(tmp, data, record["size"])
+            etag = self._upload(tmp, data, record["size"])
+        text = describe(record if etag is None else {**record, "etag": etag})
         try:
             if check is not None:
                 check()
@@ -581,17 +587,36 @@ class ObjectStore(Store):
         retry(rm, self.url(name), "delete")
 
     def check(self, name: str, record: Mapping[str, Any]) -> str | None:
+        """Size and ETag against the manifest (one HEAD request); without a recorded ETag, the SHA-256 of a download.
+
+        An object's ETag changes whenever it is written again, so an
+        unchanged ETag with the recorded size is the object that was committed.
+        """
         from .._utils.folders import check_file
 
-        size = self._size(name)
-        if size is None:
-            return "missing"
+        path = self._path(name)
+        self.fs.invalidate_cache(path)
+        try:
+            info = retry(lambda: self.fs.info(path), self.url(name), "read")
+        except StorageError as e:
+            if isinstance(e.__cause__, FileNotFoundError):
+                return "missing"
+            raise
+        size = int(info.get("size") or 0)
         if size != record.get("size"):
             return f"{size} bytes, the manifest says {record.get('size')}"
+        if record.get("etag") is not None and _etag(info) is not None:
+            if _etag(info) != record["etag"]:
+                return "its ETag differs from the manifest's (the object was written again after it was committed)"
+            return None
         if "sha256" not in record:
             return None
-        with self.local(name) as path:
-            return check_file(path, record)
+        with self.local(name) as local:
+            return check_file(local, record)
+
+    def open(self, name: str) -> Any:
+        """A binary file object reading ``name`` with range requests (pyarrow and numpy read only what they need)."""
+        return self.fs.open(self._path(name), "rb")
 
     @contextlib.contextmanager
     def local(self, name: str) -> Iterator[str]:
@@ -600,6 +625,11 @@ class ObjectStore(Store):
 
     def lock(self, name: str, what: str) -> ObjectLock:
         return ObjectLock(self, name, what)
+
+
+def _etag(info: Mapping[str, Any]) -> str | None:
+    tag = info.get("ETag") or info.get("etag")
+    return str(tag).strip('"') if tag else None
 
 
 def _alive(pid: int) -> bool:
