@@ -216,6 +216,48 @@ def test_an_orphan_data_object_is_ignored_by_readers_and_deleted_by_resume(s3, e
     assert_same_rows(url("out-orphan"), reference)
 
 
+def test_a_changed_shard_is_redone_and_a_changed_input_refused_on_resume(s3, embed, reference) -> None:
+    rc, err = embed([url("in")], url("out-changed"))
+    assert rc == 0, err
+    # shard 3's object written again after its commit, with other bytes of the same kind
+    base = f"{BUCKET}/out-changed"
+    s3.fs.pipe_file(f"{base}/part-r00000-000003.parquet", s3.fs.cat_file(f"{base}/part-r00000-000002.parquet"))
+    rc, err = embed([url("in")], url("out-changed"), "--resume")
+    assert rc == 0, err
+    assert "redoing part-r00000-000003.parquet" in err
+    assert "redoing part-r00000-000004.parquet: comes after a shard that is redone" in err
+    assert_same_rows(url("out-changed"), reference)
+
+    # an input object replaced after the run embedded it: its rows would be stale
+    original = s3.fs.cat_file(f"{BUCKET}/in/c01.png")
+    try:
+        s3.fs.pipe_file(f"{BUCKET}/in/c01.png", s3.fs.cat_file(f"{BUCKET}/in/c02.png"))
+        rc, err = embed([url("in")], url("out-changed"), "--resume")
+    finally:
+        s3.fs.pipe_file(f"{BUCKET}/in/c01.png", original)
+    assert rc == 1
+    assert "input #1 's3://facepcl-test/in/c01.png' changed after the run being resumed embedded it" in err
+
+
+def test_a_video_object_gives_the_rows_of_the_local_file(s3, embed, tmp_path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        writer.write(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    writer.release()
+    s3.fs.put_file(str(video), f"{BUCKET}/video/clip.avi")
+    rc, err = embed([video], tmp_path / "local", "--no-track")
+    assert rc == 0, err
+    rc, err = embed([url("video/clip.avi")], url("out-video"), "--no-track")
+    assert rc == 0, err
+    a, b = read_embeddings(url("out-video")), read_embeddings(tmp_path / "local")
+    assert a.column("frame").to_pylist() == b.column("frame").to_pylist() == [0, 1, 2, 3]
+    assert set(a.column("path").to_pylist()) == {url("video/clip.avi")}
+    np.testing.assert_array_equal(column_to_numpy(a, "face"), column_to_numpy(b, "face"))
+
+
 def test_credentials_missing_is_one_clear_error_and_secrets_are_never_written(s3, embed, monkeypatch) -> None:
     secret = "s3cr3t-Never-Written-7f3a"
     options = json.dumps({"key": "testing", "secret": secret})
