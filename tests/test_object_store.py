@@ -150,8 +150,18 @@ def test_s3_in_and_out_writes_the_rows_of_a_local_run(s3, embed, reference) -> N
     assert rc == 0, err
     assert "done: 0 inputs" in err
     assert s3.keys("out") == keys
+    # --overwrite deletes the export's objects (and nothing else) and writes it again
+    s3.fs.pipe_file(f"{BUCKET}/out/README.txt", b"kept")
+    rc, err = embed([url("in")], url("out"), "--overwrite", "--shard-size", "5")
+    assert rc == 0, err
+    assert "--overwrite: deleted 12 file(s)" in err
+    assert [k for k in s3.keys("out") if k.startswith("part-")] == ["part-r00000-000000.parquet",
+                                                                    "part-r00000-000001.parquet"]
+    assert "README.txt" in s3.keys("out")
+    assert_same_rows(url("out"), reference)
 
 
+@pytest.mark.slow
 def test_a_failed_upload_is_retried_and_a_hopeless_one_never_marks_its_shard_done(s3, embed, reference,
                                                                                  monkeypatch) -> None:
     with _FaultyProxy(s3.endpoint) as proxy:
@@ -174,6 +184,7 @@ def test_a_failed_upload_is_retried_and_a_hopeless_one_never_marks_its_shard_don
         assert "_manifests/part-r00000-000001.json" in keys
         assert "_manifests/part-r00000-000002.json" not in keys
         assert read_embeddings(url("out-fail")).num_rows == 4  # shards 0 and 1 only
+        assert not [k for k in keys if ".lock" in k], "a failed run releases its lock"
 
         proxy.fail(None)
         rc, err = embed([url("in")], url("out-fail"), *options, "--resume")
@@ -203,6 +214,28 @@ def test_a_second_writer_is_refused_and_a_stale_lease_taken_over(s3, embed, refe
     assert not [k for k in s3.keys("out-lock") if ".lock" in k]
 
 
+def test_the_lease_is_renewed_and_a_lock_taken_over_is_noticed(s3) -> None:
+    store = storage.open_store(url("lease"))
+    lock = storage.ObjectLock(store, "_manifests/.lock-r00000", "test", lease=0.3).acquire()
+    try:
+        first = json.loads(s3.fs.cat_file(f"{BUCKET}/lease/_manifests/.lock-r00000"))
+        assert first["run"] == lock.run and first["pid"] == os.getpid()
+        deadline = time.monotonic() + 10
+        while json.loads(s3.fs.cat_file(f"{BUCKET}/lease/_manifests/.lock-r00000"))["renewed"] == first["renewed"]:
+            assert time.monotonic() < deadline, "the lease was never renewed"
+            time.sleep(0.05)
+        lock.check()  # still ours
+        # another writer takes it over (as after a long stall): this writer notices and refuses to commit
+        s3.fs.pipe_file(f"{BUCKET}/lease/_manifests/.lock-r00000", json.dumps({**first, "run": "other"}).encode())
+        with pytest.raises(storage.StorageLockedError, match="lost its lock"):
+            while time.monotonic() < deadline:
+                lock.check()
+                time.sleep(0.05)
+    finally:
+        lock.release()
+    assert s3.fs.exists(f"{BUCKET}/lease/_manifests/.lock-r00000"), "release deletes only its own lock"
+
+
 def test_an_orphan_data_object_is_ignored_by_readers_and_deleted_by_resume(s3, embed, reference) -> None:
     rc, err = embed([url("in")], url("out-orphan"))
     assert rc == 0, err
@@ -216,6 +249,7 @@ def test_an_orphan_data_object_is_ignored_by_readers_and_deleted_by_resume(s3, e
     assert_same_rows(url("out-orphan"), reference)
 
 
+@pytest.mark.slow
 def test_a_changed_shard_is_redone_and_a_changed_input_refused_on_resume(s3, embed, reference) -> None:
     rc, err = embed([url("in")], url("out-changed"))
     assert rc == 0, err
@@ -258,6 +292,7 @@ def test_a_video_object_gives_the_rows_of_the_local_file(s3, embed, tmp_path) ->
     np.testing.assert_array_equal(column_to_numpy(a, "face"), column_to_numpy(b, "face"))
 
 
+@pytest.mark.slow
 def test_credentials_missing_is_one_clear_error_and_secrets_are_never_written(s3, embed, monkeypatch) -> None:
     secret = "s3cr3t-Never-Written-7f3a"
     options = json.dumps({"key": "testing", "secret": secret})

@@ -814,10 +814,9 @@ class ObjectLock:
                     self._lost = self._describe(owner or {}) if owner else "the lock object was deleted"
                     return
                 self._put(**({"IfMatch": etag} if etag else {}))
-            except Exception as e:  # a renewal that fails is retried at the next beat; the lease has slack
+            except Exception:  # a renewal that fails is tried again at the next beat: the lease has slack
                 if self._stop.is_set():
                     return
-                self._last_error = e
 
     def check(self) -> None:
         """Raise if this writer has lost the lock (see the class docstring)."""
