@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 
 from facepcl.cli import main
-from facepcl.export import column_to_numpy, read_embeddings, read_errors
+from facepcl.export import column_to_numpy, iter_inputs, read_embeddings, read_errors
 from facepcl.io import storage
 
 from ._threads import torch_threads
@@ -192,6 +192,19 @@ def test_a_failed_upload_is_retried_and_a_hopeless_one_never_marks_its_shard_don
         assert_same_rows(url("out-fail"), reference)
 
 
+def test_a_prefix_is_listed_page_by_page_in_key_order(s3, monkeypatch) -> None:
+    for key in ("b.png", "a.png", "a/x.png", "a-b/y.jpg", ".hidden.png", "notes.txt", "z/deep/w.PNG", "z/v.mp4"):
+        s3.fs.pipe_file(f"{BUCKET}/list/{key}", b"x")
+    monkeypatch.setattr(storage, "LIST_PAGE", 2)
+    with _FaultyProxy(s3.endpoint) as proxy:
+        items = list(iter_inputs([url("list") + "/"], storage_options={"endpoint_url": proxy.url}))
+    # key order: "a-b/" < "a.png" < "a/" < "b.png" < "z/"; dot files and non-media objects are not inputs
+    assert [i.path for i in items] == [url(f"list/{k}") for k in ("a-b/y.jpg", "a.png", "a/x.png", "b.png",
+                                                                  "z/deep/w.PNG", "z/v.mp4")]
+    assert [i.kind for i in items] == ["image"] * 5 + ["video"]
+    assert sum("continuation-token" in r for r in proxy.requests) >= 3, "the top folder takes 4 pages of 2 keys"
+
+
 def test_a_second_writer_is_refused_and_a_stale_lease_taken_over(s3, embed, reference) -> None:
     store = storage.open_store(url("out-lock"))
     held = store.lock("_manifests/.lock-r00000", "test").acquire()
@@ -354,6 +367,7 @@ class _FaultyProxy:
         self.pattern: re.Pattern | None = None
         self.left = 0
         self.failed = 0
+        self.requests: list[str] = []
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -376,6 +390,7 @@ class _FaultyProxy:
                 return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
             def _forward(self) -> None:
+                proxy.requests.append(f"{self.command} {self.path}")
                 body = self._body()
                 if self.command == "PUT" and proxy._should_fail(self.path):
                     msg = b"<Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>"

@@ -15,7 +15,9 @@ An argument is, checked in this order:
 An argument may also be an object-store URL (``s3://bucket/photos``, any
 fsspec protocol but ``file://``, which is a local path): an object is one
 input, a prefix is walked like a folder (one listing per "folder", sorted,
-media files only, names starting with ``.`` skipped). Patterns are not
+media files only, names starting with ``.`` skipped), in the store's key
+order (bytes; a sub-folder sorts as ``name/``), one page of keys at a time
+on S3, so a prefix of millions of keys is never held in memory. Patterns are not
 expanded in URLs, and ``@LIST`` files are local (their lines may be URLs).
 
 Folders and patterns yield only files whose extension (any case) is in
@@ -255,6 +257,7 @@ class _Lister:
             if top:
                 yield url, None  # one object (or a missing one: it fails when read, and is recorded then)
             return
+        # streamed: a folder of millions of keys is read a page at a time
         for name, is_dir in entries:
             self.check()
             if name.startswith("."):

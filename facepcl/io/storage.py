@@ -25,8 +25,9 @@ files), or from ``storage_options`` (``--storage-options JSON``), which are
 handed to fsspec and never printed or written anywhere. A missing or refused
 credential is one :class:`StorageCredentialsError` naming the URL and the fix.
 
-Listing (:func:`iter_files`) walks one "folder" (key prefix up to ``/``) at
-a time, so memory grows with the largest folder, not with the bucket.
+Listing (:func:`list_folder`) walks one "folder" (key prefix up to ``/``) at
+a time, and on S3 one page of keys at a time, so memory does not grow with
+the number of keys.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ from ..errors import OutputError
 RETRIES = 5
 #: Wait before the second attempt; doubled before each later one.
 BACKOFF_SECONDS = 0.5
+#: Keys per listing request on S3 (the most S3 returns at once).
+LIST_PAGE = 1000
 #: Largest object (a video) copied to a local temporary file for a reader that needs a path.
 MAX_COPY_BYTES = 16 << 30
 #: How long an object-store lock stays valid without being renewed; its owner renews it every third of that.
@@ -251,30 +254,86 @@ def local_copy(url: str, options: Mapping[str, Any] | None, limit: int | None = 
             os.unlink(tmp)
 
 
-def list_folder(url: str, options: Mapping[str, Any] | None = None) -> list[tuple[str, bool]] | None:
-    """The entries of one folder (key prefix) as ``(name, is_folder)``, sorted by name; None if it is not a folder.
+def list_folder(url: str, options: Mapping[str, Any] | None = None) -> Iterator[tuple[str, bool]] | None:
+    """The entries of one folder (key prefix) as ``(name, is_folder)``, streamed in key order; None if it is not one.
 
-    One listing call (paginated by the filesystem): memory holds this folder's
-    entries only, never the whole bucket below it.
+    Key order is the store's: names compared as bytes, a sub-folder as
+    ``name/``. On S3 the listing is read a page of :data:`LIST_PAGE` keys at
+    a time, so memory holds one page whatever the folder's size; other
+    filesystems list one folder per call.
 
     Raises:
         StorageError: The store cannot be listed (credentials, network).
     """
     fs, path = filesystem(url, options)
-    try:
-        entries = retry(lambda: fs.ls(path, detail=True, refresh=True), url, "list")
-    except StorageError as e:
-        if isinstance(e.__cause__, FileNotFoundError):
-            return None
-        raise
     base = path.rstrip("/")
+    pages = _s3_pages(fs, base, url) if _pages_s3(fs) else _ls_pages(fs, base, url)
+    first = next(pages, None)
+    if first is None:
+        return None
+    if any(name == "" for name, _ in first):
+        return None  # the URL names an object, not a folder
+    return _chain(first, pages)
+
+
+def _chain(first: list[tuple[str, bool]], pages: Iterator[list[tuple[str, bool]]]) -> Iterator[tuple[str, bool]]:
+    yield from first
+    for page in pages:
+        yield from page
+
+
+def _key(entry: tuple[str, bool]) -> bytes:
+    name, is_dir = entry
+    return (name + "/" if is_dir else name).encode("utf-8", "surrogateescape")
+
+
+def _pages_s3(fs: Any) -> bool:
+    return "s3" in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)) and hasattr(
+        fs, "_call_s3")
+
+
+def _ls_pages(fs: Any, base: str, url: str) -> Iterator[list[tuple[str, bool]]]:
+    try:
+        entries = retry(lambda: fs.ls(base, detail=True, refresh=True), url, "list")
+    except StorageError as e:
+        if isinstance(e.__cause__, (FileNotFoundError, NotADirectoryError)):
+            return
+        raise
     out = []
     for entry in entries:
         name = entry["name"].rstrip("/")
-        if name == base:
-            return None  # a single object, not a folder
-        out.append((name.rsplit("/", 1)[-1], entry.get("type") == "directory"))
-    return sorted(out) if out else None
+        out.append(("" if name == base else name.rsplit("/", 1)[-1], entry.get("type") == "directory"))
+    if out:
+        yield sorted(out, key=_key)
+
+
+def _s3_pages(fs: Any, base: str, url: str) -> Iterator[list[tuple[str, bool]]]:
+    """ListObjectsV2 pages of one prefix: each page's folders and objects merged in key order."""
+    from fsspec.asyn import sync
+
+    bucket, _, key = base.partition("/")
+    prefix = f"{key}/" if key else ""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/", "MaxKeys": LIST_PAGE}
+    exact = key and not key.endswith("/")
+    while True:
+        page = retry(lambda: sync(fs.loop, fs._call_s3, "list_objects_v2", **kwargs), url, "list")
+        entries = [(p["Prefix"][len(prefix):].rstrip("/"), True) for p in page.get("CommonPrefixes", [])]
+        entries += [(c["Key"][len(prefix):], False) for c in page.get("Contents", []) if c["Key"] != prefix]
+        if not entries and "ContinuationToken" not in kwargs and exact:
+            # no folder of that name: an object, or nothing
+            try:
+                retry(lambda: fs.info(base), url, "read")
+            except StorageError as e:
+                if isinstance(e.__cause__, FileNotFoundError):
+                    return
+                raise
+            yield [("", False)]
+            return
+        if entries:
+            yield sorted(entries, key=_key)
+        if not page.get("IsTruncated"):
+            return
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -508,7 +567,7 @@ class ObjectStore(Store):
 
     def names(self, folder: str = "") -> list[str]:
         listed = list_folder(self.url(folder) if folder else self.location, self.options)
-        return sorted(n for n, is_dir in listed or () if not is_dir)
+        return sorted(n for n, is_dir in listed or () if not is_dir)  # an export's own files: thousands at most
 
     def read_bytes(self, name: str) -> bytes | None:
         try:
