@@ -187,6 +187,8 @@ def retry(fn: Callable[[], Any], url: str, action: str, attempts: int | None = N
         try:
             return fn()
         except Exception as e:
+            if isinstance(e, StorageError):
+                raise
             if _permanent(e):
                 raise storage_error(e, url, action) from e
             if attempt == attempts - 1:
@@ -214,7 +216,7 @@ def stat_url(url: str, options: Mapping[str, Any] | None = None) -> tuple[int, i
 
 
 def _stamp(info: Mapping[str, Any]) -> tuple[int, int]:
-    tag = str(info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime") or "")
+    tag = str(info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime") or "").strip('"')
     return int(info.get("size") or 0), int.from_bytes(hashlib.blake2b(tag.encode(), digest_size=7).digest(), "big")
 
 
@@ -225,15 +227,39 @@ def read_url(url: str, options: Mapping[str, Any] | None, limit: int | None) -> 
         StorageError: It cannot be read (missing, no credential, too large, the store failing).
     """
     fs, path = filesystem(url, options)
+    if _pages_s3(fs):  # one GET: the object's size and ETag come with its bytes
+        return retry(lambda: _s3_get(fs, path, url, limit), url, "download")
     info = retry(lambda: fs.info(path), url, "read")
     if info.get("type") == "directory":
         raise StorageError(f"{url}: is a folder (a key prefix), not an object; pass the objects inside it")
-    size = int(info.get("size") or 0)
+    _check_size(url, int(info.get("size") or 0), limit)
+    data = retry(lambda: fs.cat_file(path), url, "download")
+    return data, _stamp(info)
+
+
+def _check_size(url: str, size: int, limit: int | None) -> None:
     if limit is not None and size > limit:
         raise StorageError(f"{url}: object too large ({size:,} bytes; limit {limit:,}); raise "
                            "facepcl.io.images.MAX_FILE_BYTES if it is a trusted image")
-    data = retry(lambda: fs.cat_file(path), url, "download")
-    return data, _stamp(info)
+
+
+def _s3_get(fs: Any, path: str, url: str, limit: int | None) -> tuple[bytes, tuple[int, int]]:
+    from fsspec.asyn import sync
+
+    bucket, _, key = path.partition("/")
+    if not key or key.endswith("/"):
+        raise StorageError(f"{url}: is a folder (a key prefix), not an object; pass the objects inside it")
+    resp = sync(fs.loop, fs._call_s3, "get_object", Bucket=bucket, Key=key)
+    body = resp["Body"]
+    try:
+        size = int(resp.get("ContentLength") or 0)
+        _check_size(url, size, limit)
+        data = sync(fs.loop, body.read)
+    finally:
+        body.close()
+    if len(data) != size:
+        raise OSError(f"the download ended after {len(data)} of {size} bytes")
+    return data, _stamp({"size": size, "ETag": resp.get("ETag")})
 
 
 @contextlib.contextmanager
