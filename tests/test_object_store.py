@@ -331,6 +331,12 @@ def test_credentials_missing_is_one_clear_error_and_secrets_are_never_written(s3
     assert "AWS_ACCESS_KEY_ID" in error[0] and "--storage-options" in error[0]
 
 
+def test_sequences_of_frames_are_local_only(capsys, tmp_path) -> None:
+    assert main(["embed", url("frames"), "-o", str(tmp_path / "out"), "--sequences"]) == 1
+    assert "--sequences reads folders of frames from local disk only" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_killed_run_on_s3_resumes_to_exactly_the_same_rows(s3, reference, random_model_dir) -> None:
     out = url("out-killed")

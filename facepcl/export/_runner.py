@@ -42,6 +42,7 @@ from ..io.inputs import (
     select,
 )
 from ..io.ranks import DistInfo, barrier_and_close, from_env, rank_device, reduce_at_end
+from ..io.storage import is_url
 from ..io.stream import Unit, iter_units
 from ._folder import ExportFolder
 from ._formats import FEATURES
@@ -120,6 +121,9 @@ class EmbedOptions:
                              "OUT, --overwrite deletes it and starts over; pass one")
         if not self.inputs:
             raise ValueError("no INPUT given; pass files, folders, glob patterns or @list.txt files")
+        if self.sequences and any(is_url(i) for i in self.inputs):
+            raise ValueError("--sequences reads folders of frames from local disk only; copy the frames to a local "
+                             "folder, or leave out --sequences to embed the objects as still images")
         detector = self.embedder.get("detector")
         if isinstance(detector, dict):  # before the model loads
             from ..detection import FaceDetector
