@@ -32,6 +32,7 @@ the number of keys.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import hashlib
 import json
@@ -46,6 +47,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from .._utils.atomic import _FILE_MODE, atomic_write, fsync_path
+from .._utils.folders import FolderLock, check_file, file_record
 from ..errors import OutputError
 
 #: Attempts of each upload, download or delete on an object store before the operation fails.
@@ -366,18 +369,7 @@ def _s3_pages(fs: Any, base: str, url: str) -> Iterator[list[tuple[str, bool]]]:
 # Output folders
 
 
-def file_record(path: str) -> dict[str, Any]:
-    """``{"size": bytes, "sha256": hex}`` of a local file."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return {"size": size, "sha256": h.hexdigest()}
-
-
-class Store:
+class Store(abc.ABC):
     """An output folder, local or on an object store: names inside it are ``/``-separated relative paths.
 
     Attributes:
@@ -392,20 +384,22 @@ class Store:
         """The full path or URL of ``name``."""
         return join(self.location, name)
 
+    @abc.abstractmethod
     def names(self, folder: str = "") -> list[str]:
         """The file names directly inside ``folder`` (no sub-folders), sorted; [] if it does not exist."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def read_bytes(self, name: str) -> bytes | None:
         """The contents of ``name``; None when it does not exist."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def exists(self, name: str) -> bool:
-        raise NotImplementedError
+        """Whether ``name`` exists."""
 
-    def makedirs(self, folder: str) -> None:
+    def makedirs(self, folder: str) -> None:  # noqa: B027 (object stores have no folders: nothing to do)
         """Create ``folder`` (local folders; object stores have no folders)."""
 
+    @abc.abstractmethod
     def write_file(self, name: str, write: Callable[[str], object]) -> dict[str, Any]:
         """Write ``name`` whole or not at all; ``write`` writes it to the local path it is given.
 
@@ -416,8 +410,8 @@ class Store:
             OSError: (local) the write failed; nothing replaced ``name``.
             StorageError: (object store) the upload failed after its retries.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def commit(self, data: str, write: Callable[[str], object], manifest: str,
                describe: Callable[[dict[str, Any]], str], check: Callable[[], None] | None = None) -> None:
         """Commit a data file and the manifest that records it, so that a reader sees both or neither as committed.
@@ -433,32 +427,29 @@ class Store:
             OSError: (local) a write, fsync or rename failed: nothing is committed.
             StorageError: (object store) an upload failed after its retries: no manifest exists.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def delete(self, name: str) -> None:
         """Delete ``name`` (nothing if it does not exist)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def check(self, name: str, record: Mapping[str, Any]) -> str | None:
         """None when ``name`` has the recorded size and SHA-256, else what is wrong (see :func:`check_file`)."""
-        raise NotImplementedError
 
-    @contextlib.contextmanager
-    def local(self, name: str) -> Iterator[str]:
+    @abc.abstractmethod
+    def local(self, name: str) -> contextlib.AbstractContextManager[str]:
         """A local path holding ``name``'s contents while the block runs (a download for object stores)."""
-        raise NotImplementedError
-        yield ""
 
+    @abc.abstractmethod
     def open(self, name: str) -> Any:
         """A binary file object reading ``name``."""
-        return open(self.url(name), "rb")
 
-    def sweep(self, prefixes: tuple[str, ...]) -> None:
+    def sweep(self, prefixes: tuple[str, ...]) -> None:  # noqa: B027 (object stores leave no temporaries)
         """Delete temporaries a killed writer left, of files whose names start with one of ``prefixes``."""
 
+    @abc.abstractmethod
     def lock(self, name: str, what: str) -> Any:
         """The writer lock ``name`` (``acquire()``, ``release()``, ``check()``), held by one writer at a time."""
-        raise NotImplementedError
 
 
 class LocalStore(Store):
@@ -491,8 +482,6 @@ class LocalStore(Store):
         os.makedirs(self.url(folder) if folder else self.location, exist_ok=True)
 
     def write_file(self, name: str, write: Callable[[str], object]) -> dict[str, Any]:
-        from .._utils.atomic import atomic_write
-
         record: dict[str, Any] = {}
 
         def written(tmp: str) -> None:
@@ -510,8 +499,6 @@ class LocalStore(Store):
         is a shard in flight (``--resume`` drops it), and a data file without
         a manifest is never left by this order.
         """
-        from .._utils.atomic import _FILE_MODE, atomic_write, fsync_path
-
         dest = self.url(data)
         folder, base = os.path.split(dest)
         tmp = os.path.join(folder, f".{base}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
@@ -542,13 +529,14 @@ class LocalStore(Store):
             os.remove(self.url(name))
 
     def check(self, name: str, record: Mapping[str, Any]) -> str | None:
-        from .._utils.folders import check_file
-
         return check_file(self.url(name), record)
 
     @contextlib.contextmanager
     def local(self, name: str) -> Iterator[str]:
         yield self.url(name)
+
+    def open(self, name: str) -> Any:
+        return open(self.url(name), "rb")
 
     def sweep(self, prefixes: tuple[str, ...]) -> None:
         import glob
@@ -561,8 +549,6 @@ class LocalStore(Store):
                     os.unlink(tmp)
 
     def lock(self, name: str, what: str) -> Any:
-        from .._utils.folders import FolderLock
-
         folder, base = os.path.split(self.url(name))
         return FolderLock(folder, what, name=base)
 
@@ -677,8 +663,6 @@ class ObjectStore(Store):
         An object's ETag changes whenever it is written again, so an
         unchanged ETag with the recorded size is the object that was committed.
         """
-        from .._utils.folders import check_file
-
         path = self._path(name)
         self.fs.invalidate_cache(path)
         try:
