@@ -262,6 +262,15 @@ def test_an_orphan_data_object_is_ignored_by_readers_and_deleted_by_resume(s3, e
     assert_same_rows(url("out-orphan"), reference)
 
 
+def test_an_export_whose_first_upload_died_reads_as_empty(s3, embed, reference) -> None:
+    rc, err = embed([url("in")], url("out-first"))
+    assert rc == 0, err
+    for key in s3.keys("out-first"):
+        if key.startswith("_manifests/") or key == "_errors.jsonl":
+            s3.fs.rm_file(f"{BUCKET}/out-first/{key}")
+    assert read_embeddings(url("out-first")).num_rows == 0  # data objects without manifests are not rows
+
+
 @pytest.mark.slow
 def test_a_changed_shard_is_redone_and_a_changed_input_refused_on_resume(s3, embed, reference) -> None:
     rc, err = embed([url("in")], url("out-changed"))
