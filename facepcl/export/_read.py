@@ -24,9 +24,12 @@ def _shard_files(store: Store, verify: bool = True) -> tuple[list[Shard], str]:
     if not store.object_store and not os.path.isdir(store.location):
         raise FileNotFoundError(f"{store.location}: no such folder; pass the OUT folder of `facepcl embed`")
     shards = committed_shards(store, verify=verify)
-    if not shards and not store.names(MANIFESTS) and not store.exists(RUN_FILE):
-        # shards copied somewhere without their bookkeeping: every shard file is a finished one (an export's own
-        # data objects without manifests are uploads that never finished: not rows)
+    # An object-store export has _run.json before its first data object, whose manifest may never have come
+    # (the upload died): those objects are not rows.
+    bookkeeping = ((store.exists(RUN_FILE) or bool(store.names(MANIFESTS))) if store.object_store
+                   else os.path.isdir(store.url(MANIFESTS)))
+    if not shards and not bookkeeping:
+        # shards copied somewhere without their bookkeeping: every shard file is a finished one
         shards = [Shard(-1, -1, store.url(n), {"file": n}, store) for n in store.names()
                   if n.startswith("part-r") and os.path.splitext(n)[1] in (".parquet", ".npz", ".safetensors")]
     if not shards:
