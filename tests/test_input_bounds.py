@@ -21,8 +21,7 @@ from facepcl.errors import ModelLoadError
 from facepcl.io import images
 
 URL_CASES = [
-    ["embed", "img.jpg", "-o", "s3://bucket/out"],
-    ["embed", "s3://bucket/img.jpg", "-o", "out"],
+    ["embed", "img.jpg", "-o", "out", "--detector-weights", "s3://bucket/det.pth"],
     ["index", "export", "-o", "gs://bucket/index"],
     ["index", "gs://bucket/export", "-o", "index"],
     ["search", "gs://bucket/index", "q.jpg"],
@@ -49,7 +48,7 @@ def test_cli_refuses_urls_before_touching_anything(argv, tmp_path, monkeypatch, 
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"facepcl {argv[0]}: error: ")
-    assert "not supported yet" in err
+    assert "local files only" in err and "`facepcl embed` INPUT and -o" in err
     assert "copy the data to a local folder" in err
     assert len(err.splitlines()) == 1
     assert "Traceback" not in err

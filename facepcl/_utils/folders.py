@@ -95,6 +95,9 @@ class FolderLock:
     def held(self) -> bool:
         return self._fd is not None
 
+    def check(self) -> None:
+        """Nothing to do: an ``flock`` cannot be lost while its process lives (object-store locks can)."""
+
     def __enter__(self) -> FolderLock:
         return self.acquire()
 

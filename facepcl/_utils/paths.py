@@ -32,8 +32,9 @@ _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 def refuse_url(path: str | os.PathLike | Iterable[str | os.PathLike] | None, what: str) -> None:
     """Refuse a ``scheme://`` path (``s3://``, ``gs://``, ``https://``, ...) before anything is read or written.
 
-    facepcl reads and writes local files only; without this check ``s3://b/x``
-    would be taken as a local folder named ``s3:``.
+    Commands other than ``facepcl embed`` (whose INPUT and -o take object-store
+    URLs, see :mod:`facepcl.io.storage`) read and write local files only;
+    without this check ``s3://b/x`` would be taken as a local folder named ``s3:``.
 
     Args:
         path: One path, several paths, or None (nothing to check).
@@ -48,5 +49,6 @@ def refuse_url(path: str | os.PathLike | Iterable[str | os.PathLike] | None, wha
         text = os.fspath(p)
         if isinstance(text, str) and _URL.match(text):
             scheme = text.split("://", 1)[0]
-            raise ValueError(f"{what} {text!r}: object stores and URLs are not supported yet ({scheme}://); "
-                             "copy the data to a local folder and pass its path")
+            raise ValueError(f"{what} {text!r}: this command reads and writes local files only ({scheme}:// "
+                             "URLs are taken by `facepcl embed` INPUT and -o); copy the data to a local folder and "
+                             "pass its path")

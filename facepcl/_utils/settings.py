@@ -20,20 +20,29 @@ class SettingsError(ValueError):
     """A settings file is damaged, or differs from this run's settings."""
 
 
-def read_settings(path: str | os.PathLike, fix: str) -> dict[str, Any] | None:
+def read_settings(path: str | os.PathLike, fix: str, read: Callable[[], bytes | None] | None = None
+                  ) -> dict[str, Any] | None:
     """The JSON object in ``path``, or None when there is no such file.
 
     Args:
-        path: The settings file.
+        path: The settings file (named in messages).
         fix: What to do when it is damaged (ends the message).
+        read: Returns the file's bytes, None when it does not exist (default:
+            read the local file ``path``); e.g. from an object store.
 
     Raises:
         SettingsError: The file is not a JSON object (garbage, truncated): "PATH is damaged (...); FIX".
     """
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f)
+        if read is None:
+            with open(path, "rb") as f:
+                data: bytes | None = f.read()
+        else:
+            data = read()
+        if data is None:
+            return None
+        value = json.loads(data.decode("utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
@@ -50,7 +59,9 @@ def settings_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 
 def guard_settings(path: str | os.PathLike, settings: Mapping[str, Any], *, compare: bool = True,
-                   damaged_fix: str, differ: Callable[[list[str]], Exception]) -> None:
+                   damaged_fix: str, differ: Callable[[list[str]], Exception],
+                   read: Callable[[], bytes | None] | None = None,
+                   write: Callable[[Callable[[str], object]], object] | None = None) -> None:
     """Compare ``settings`` with those stored in ``path`` (when ``compare``), or store them.
 
     Args:
@@ -60,6 +71,9 @@ def guard_settings(path: str | os.PathLike, settings: Mapping[str, Any], *, comp
             folder holds nothing made with them, so they are replaced).
         damaged_fix: What to do when the file is damaged.
         differ: Builds the error raised when they differ, from :func:`settings_diff`'s lines.
+        read: Reads the stored file (see :func:`read_settings`; default: the local file).
+        write: Stores the file whole, given a function that writes it to a
+            local path (default: :func:`~facepcl._utils.atomic.atomic_write` to ``path``).
 
     Raises:
         SettingsError: The stored file is damaged.
@@ -68,13 +82,16 @@ def guard_settings(path: str | os.PathLike, settings: Mapping[str, Any], *, comp
     """
     text = json.dumps(dict(settings), indent=2, sort_keys=True) + "\n"
     if compare:
-        old = read_settings(path, damaged_fix)
+        old = read_settings(path, damaged_fix, read)
         if old is not None:
             diff = settings_diff(old, json.loads(text))
             if diff:
                 raise differ(diff)
             return
-    atomic_write(path, lambda tmp: _write_text(tmp, text))
+    if write is None:
+        atomic_write(path, lambda tmp: _write_text(tmp, text))
+    else:
+        write(lambda tmp: _write_text(tmp, text))
 
 
 def _write_text(path: str, text: str) -> None:

@@ -6,6 +6,7 @@ import argparse
 
 from .._utils.constants import parse_features
 from .._utils.paths import refuse_url
+from ..io.storage import parse_options
 
 EPILOG = """\
 inputs: files, folders (walked recursively, sorted), glob patterns ('photos/**/*.jpg'), @list.txt files
@@ -16,10 +17,20 @@ _errors.jsonl (every skipped input or frame with its reason). Read it back in on
   pyarrow.parquet.read_table(OUT)   pandas.read_parquet(OUT)   facepcl.export.read_embeddings(OUT)
   (pandas: pip install "facepcl[pandas]")
 
+object stores: INPUT and OUT may be fsspec URLs (s3://, gs://, az://, ...): pip install "facepcl[s3]";
+credentials come from the filesystem's own configuration (AWS_* variables) or --storage-options JSON.
+
 resume: a killed or interrupted run loses at most the shard in flight; run the same command with --resume.
 scale out: torchrun --nproc-per-node N -m facepcl embed ... (each process takes every N-th input).
 exit codes: 0 done (skipped inputs included), 1 fatal error, 2 usage error, 130/143 interrupted (resumable).
 See docs/cli.md for details."""
+
+
+def _storage_options(value: str) -> dict:
+    try:
+        return parse_options(value)
+    except ValueError as e:  # argparse would repeat the value, which may hold a secret
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _features(value: str) -> list[str]:
@@ -60,9 +71,10 @@ def add_parser(sub) -> None:
                                    "videos; write one row per face with its provenance, in shards that survive "
                                    "crashes and can be resumed.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="file, folder, glob pattern or @list.txt")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="file, folder, glob pattern, @list.txt, or object-store URL (s3://bucket/photos)")
     p.add_argument("-o", "--output", dest="out", required=True, metavar="OUT",
-                   help="output folder (created; one dataset for all ranks)")
+                   help="output folder or object-store URL (created; one dataset for all ranks)")
     x = OwnedGroup(p, "export", "model and output (the export's own options)")
     x.add_argument("--model", dest="model", default=None,
                    help="facepcl.load name, Hub id or folder (default: $FACEPCL_MODEL, else pcl-demo)")
@@ -87,6 +99,11 @@ def add_parser(sub) -> None:
     x.add_argument("--overwrite", dest="overwrite", action="store_true",
                    help="delete the export already in OUT (its shards, manifests, _run.json, _errors.jsonl, "
                         "index.csv, _tracks.parquet; nothing else) and start over")
+    x.add_argument("--storage-options", dest="storage_options", type=_storage_options, default=None,
+                   metavar="JSON",
+                   help="fsspec filesystem arguments for URL inputs and OUT, as a JSON object (default: the "
+                        "filesystem's own configuration, e.g. AWS_* variables); never printed or stored. See "
+                        "docs/object-stores.md")
     x.add_argument("--num-workers", dest="num_workers", type=int, default=None,
                    help="decoding threads per process (default: cores / processes on this machine, at most 4)")
     x.add_argument("--no-progress", dest="progress", action="store_false",
@@ -150,8 +167,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    refuse_url(args.inputs, "INPUT")
-    refuse_url(args.out, "-o")
     from ..export import EmbedOptions, run_embed
 
     detector = owned(args, "detector")

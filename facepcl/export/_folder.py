@@ -6,7 +6,8 @@ Layout of ``OUT``::
     part-r00000-000000.parquet         data shards: rank 0, shard 0 (.npz / .safetensors for other formats)
     _manifests/part-r00000-000000.json what each shard covers: ``file``, ``rows``, the data file's ``size``
                                        and ``sha256``, cursor range, counts, skipped inputs, input stamps
-    _manifests/.lock-r00000            the writer lock of rank 0 (:class:`~facepcl._utils.folders.FolderLock`)
+    _manifests/.lock-r00000            the writer lock of rank 0 (an ``flock`` locally, a leased object on
+                                       object stores: :mod:`facepcl.io.storage`)
     _errors.jsonl                      every skipped input or frame with its reason (rebuilt from the manifests)
     index.csv                          (npz / safetensors only) file and row of every face
 
@@ -19,24 +20,26 @@ cursor of its last good shard. Resuming continues right after that cursor:
 nothing is repeated and nothing is skipped. See :meth:`ExportFolder.commit`
 for the commit protocol and :meth:`ExportFolder.resume` for what counts as
 a good shard.
+
+``OUT`` is a local folder or an object-store URL (``s3://bucket/prefix``);
+every file is named, written, listed and deleted through its
+:class:`~facepcl.io.storage.Store`, which keeps the same guarantees on both
+(docs/object-stores.md).
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import json
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
-from .._utils.atomic import _FILE_MODE, atomic_write, fsync_path
-from .._utils.folders import FolderLock, FolderLockedError, check_file, file_record
+from .._utils.folders import FolderLockedError
 from .._utils.settings import SettingsError, guard_settings
 from ..errors import OutputError
 from ..io.inputs import InputItem
+from ..io.storage import StorageError, StorageLockedError, open_store
 from ._dataset import committed_shards, write_errors, write_index
 from ._formats import get_format
 from ._layout import (
@@ -56,40 +59,43 @@ from ._tracks import TRACKS_FILE, write_summary
 from ._types import Cursor, ExportStateError, ResumePoint, Stats, output_error
 
 
-def _write_text(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
 class ExportFolder:
     """One rank's view of an export folder: the only code that names, writes or deletes its files.
 
     Args:
-        out: The output folder.
+        out: The output folder: a local path or an object-store URL.
         fmt: Shard format name ("parquet", "npz", "safetensors").
         rank: This process's rank.
         world_size: Number of processes of this run.
+        storage_options: fsspec filesystem arguments for an object-store URL (never written anywhere).
     """
 
-    def __init__(self, out: str, fmt: str = "parquet", rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, out: str, fmt: str = "parquet", rank: int = 0, world_size: int = 1,
+                 storage_options: dict[str, Any] | None = None) -> None:
         self.out = out
+        self.store = open_store(out, storage_options)
         self.format = get_format(fmt)
         self.rank = rank
         self.world_size = world_size
-        self._lock = FolderLock(os.path.join(out, MANIFESTS), f"rank {rank} of a facepcl embed export",
-                                name=f".lock-r{rank:05d}")
+        self._lock = self.store.lock(f"{MANIFESTS}/.lock-r{rank:05d}", f"rank {rank} of a facepcl embed export")
 
     # layout
 
     def path(self, name: str) -> str:
         """A folder-level file (``RUN_FILE``, ``ERRORS_FILE``, ``INDEX_FILE``) or folder (``MANIFESTS``)."""
-        return os.path.join(self.out, name)
+        return self.store.url(name)
+
+    def data_name(self, shard: int) -> str:
+        return shard_name(self.rank, shard) + self.format.suffix
+
+    def manifest_name(self, shard: int) -> str:
+        return f"{MANIFESTS}/{shard_name(self.rank, shard)}.json"
 
     def data_path(self, shard: int) -> str:
-        return os.path.join(self.out, shard_name(self.rank, shard) + self.format.suffix)
+        return self.store.url(self.data_name(shard))
 
     def manifest_path(self, shard: int) -> str:
-        return os.path.join(self.out, MANIFESTS, shard_name(self.rank, shard) + ".json")
+        return self.store.url(self.manifest_name(shard))
 
     def _prefix(self) -> str:
         return shard_name(self.rank, 0)[: len("part-r00000-")]
@@ -101,16 +107,15 @@ class ExportFolder:
 
         Raises:
             ExportStateError: The folder cannot be created or written.
-            FolderLockedError: Another process holds this rank's lock (the message names it).
+            FolderLockedError, StorageLockedError: Another process holds this rank's lock (the message names it).
         """
-        manifests = self.path(MANIFESTS)
         try:
-            os.makedirs(manifests, exist_ok=True)
+            self.store.makedirs(MANIFESTS)
         except OSError as e:
-            raise output_error(e, manifests) from e
+            raise output_error(e, self.path(MANIFESTS)) from e
         try:
             self._lock.acquire()
-        except FolderLockedError:
+        except (FolderLockedError, StorageError):
             raise
         except OutputError as e:
             raise ExportStateError(f"{e}; the output folder is not writable: fix its permissions or choose another "
@@ -127,7 +132,7 @@ class ExportFolder:
         Raises:
             ExportStateError: It does, and ``resume`` is False.
         """
-        if not resume and any_shards(self.out, self.rank):
+        if not resume and any_shards(self.store, self.rank):
             raise ExportStateError(f"{self.out} already holds shards of an export; pass --resume to continue it, "
                                    "--overwrite to delete it and start over, or choose a new output folder")
 
@@ -153,12 +158,13 @@ class ExportFolder:
                 "Resume with the same options (and the same number of torchrun processes), or write to a new folder")
 
         try:
-            os.makedirs(self.path(MANIFESTS), exist_ok=True)
+            self.store.makedirs(MANIFESTS)
             if not overwrite:
                 self.check_fresh(resume)
             # Every rank writes the same bytes, so concurrent writers cannot leave a mixed file.
-            guard_settings(path, settings, compare=not overwrite and any_shards(self.out), damaged_fix=FIX_DAMAGED,
-                           differ=differ)
+            guard_settings(path, settings, compare=not overwrite and any_shards(self.store), damaged_fix=FIX_DAMAGED,
+                           differ=differ, read=lambda: self.store.read_bytes(RUN_FILE),
+                           write=lambda fill: self.store.write_file(RUN_FILE, fill))
         except SettingsError as e:
             raise ExportStateError(str(e)) from None
         except OSError as e:
@@ -181,50 +187,42 @@ class ExportFolder:
             ExportStateError: A file cannot be deleted (the message names it).
         """
         doomed: list[str] = []
-        for path in glob.glob(os.path.join(glob.escape(self.out), "part-r*")) + glob.glob(
-                os.path.join(glob.escape(self.out), MANIFESTS, "part-r*")):
-            m = SHARD_RE.match(os.path.basename(path))
+        for name in ([n for n in self.store.names() if n.startswith("part-r")]
+                     + [f"{MANIFESTS}/{n}" for n in self.store.names(MANIFESTS) if n.startswith("part-r")]):
+            m = SHARD_RE.match(os.path.basename(name))
             if m and (int(m.group(1)) == self.rank or (self.rank == 0 and int(m.group(1)) >= self.world_size)):
-                doomed.append(path)
+                doomed.append(name)
         if self.rank == 0:
-            doomed += [p for p in map(self.path, (RUN_FILE, ERRORS_FILE, INDEX_FILE, TRACKS_FILE)) if os.path.exists(p)]
-        for path in doomed:
+            top = set(self.store.names())
+            doomed += [n for n in (RUN_FILE, ERRORS_FILE, INDEX_FILE, TRACKS_FILE) if n in top]
+        for name in doomed:
             try:
-                os.remove(path)
-            except FileNotFoundError:
-                pass
+                self.store.delete(name)
             except OSError as e:
-                raise ExportStateError(f"--overwrite cannot delete {path} ({e.strerror}); the output folder is not "
-                                       "writable: fix its permissions or choose another -o folder") from None
-        return doomed
+                raise ExportStateError(f"--overwrite cannot delete {self.store.url(name)} ({e.strerror}); the output "
+                                       "folder is not writable: fix its permissions or choose another -o folder"
+                                       ) from None
+        return [self.store.url(n) for n in doomed]
 
     # resume
 
-    def _sweep(self) -> None:
-        """Delete this rank's temporaries (what a killed write left)."""
-        prefix = self._prefix()
-        for tmp in (glob.glob(os.path.join(glob.escape(self.out), f".{prefix}*.tmp-*"))
-                    + glob.glob(os.path.join(glob.escape(self.out), MANIFESTS, f".{prefix}*.tmp-*"))):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-
     def _listing(self) -> tuple[dict[int, str], dict[int, str]]:
-        """(data file by shard number, manifest by shard number) of this rank."""
+        """(data file name by shard number, manifest name by shard number) of this rank."""
         prefix = self._prefix()
         data = {}
-        for path in glob.glob(os.path.join(glob.escape(self.out), prefix + "*")):
-            m = SHARD_RE.match(os.path.basename(path))
-            if not m:
+        for name in self.store.names():
+            m = SHARD_RE.match(name)
+            if not m or not name.startswith(prefix):
                 continue
-            if not path.endswith(self.format.suffix):
-                raise ExportStateError(f"{path} is not a {self.format.name} shard, but this run writes "
-                                       f"{self.format.name}; resume with the format the folder was written in")
-            data[int(m.group(2))] = path
+            if not name.endswith(self.format.suffix):
+                raise ExportStateError(f"{self.store.url(name)} is not a {self.format.name} shard, but this run "
+                                       f"writes {self.format.name}; resume with the format the folder was written in")
+            data[int(m.group(2))] = name
         manifests = {}
-        for path in glob.glob(os.path.join(glob.escape(self.out), MANIFESTS, prefix + "*.json")):
-            m = SHARD_RE.match(os.path.basename(path))
-            if m:
-                manifests[int(m.group(2))] = path
+        for name in self.store.names(MANIFESTS):
+            m = SHARD_RE.match(name)
+            if m and name.startswith(prefix) and name.endswith(".json"):
+                manifests[int(m.group(2))] = f"{MANIFESTS}/{name}"
         return data, manifests
 
     def resume(self) -> ResumePoint:
@@ -238,27 +236,31 @@ class ExportFolder:
         the run continues from its start cursor; each dropped shard is listed
         in :attr:`ResumePoint.redone` with its problem. A last shard whose
         data file is missing was in flight when a run died: dropped silently.
-        Data files after the last manifest (a partial copy of the folder)
-        cannot be verified and are redone too.
+        Data files after the last manifest cannot be verified and are
+        deleted and redone: a partial copy of a local folder, or on an object
+        store a data object whose manifest was never uploaded (an orphan).
 
         Raises:
             ExportStateError: Shards are missing from the middle, a data file
                 before the last manifest has none, a manifest is damaged, or
                 files of another format are present.
         """
-        self._sweep()
+        self.store.sweep((self._prefix(), f"{MANIFESTS}/{self._prefix()}"))
         data, manifests = self._listing()
         point = ResumePoint()
         last = max(manifests, default=-1)
+        why = ("it has no manifest (its upload never finished)" if self.store.object_store else
+               "it has no manifest")
         for shard in sorted(set(data) - set(manifests)):
-            if shard > last:  # after every manifest (a partial copy of OUT): unverifiable, so redone
-                point.redone.append((os.path.basename(data.pop(shard)), "it has no manifest"))
-                os.unlink(self.data_path(shard))
+            if shard > last:  # after every manifest: unverifiable, so redone
+                name = data.pop(shard)
+                point.redone.append((name, why))
+                self.store.delete(name)
         orphans = sorted(set(data) - set(manifests))
         if orphans:
-            raise ExportStateError(f"{data[orphans[0]]} has no manifest in {self.path(MANIFESTS)}; the folder was "
-                                   "changed by hand, so what is done cannot be known. Restore the manifests or "
-                                   "start a new folder")
+            raise ExportStateError(f"{self.store.url(data[orphans[0]])} has no manifest in {self.path(MANIFESTS)}; "
+                                   "the folder was changed by hand, so what is done cannot be known. Restore the "
+                                   "manifests or start a new folder")
         order = sorted(manifests)
         for expected, shard in enumerate(order):
             if shard != expected:
@@ -267,13 +269,13 @@ class ExportFolder:
             if shard == order[-1] and shard not in data:
                 self._drop([shard], data, manifests, point)  # in flight when a run stopped
                 break
-            man = read_manifest(manifests[shard], RESUME_KEYS)
+            man = read_manifest(manifests[shard], RESUME_KEYS, store=self.store)
             if Cursor(**man["start"]) != point.cursor:
-                raise ExportStateError(f"{manifests[shard]} does not continue where the shard before it ended (the "
-                                       f"folder was changed by hand); {FIX_DAMAGED}")
+                raise ExportStateError(f"{self.store.url(manifests[shard])} does not continue where the shard before "
+                                       f"it ended (the folder was changed by hand); {FIX_DAMAGED}")
             problem = self._problem(shard, man)
             if problem is not None:
-                point.redone.append((os.path.basename(self.data_path(shard)), problem))
+                point.redone.append((self.data_name(shard), problem))
                 self._drop(order[expected:], data, manifests, point)
                 break
             point.cursor = Cursor(**man["end"])
@@ -285,52 +287,53 @@ class ExportFolder:
         return point
 
     def _problem(self, shard: int, man: dict[str, Any]) -> str | None:
-        path = self.data_path(shard)
+        name = self.data_name(shard)
         if "sha256" not in man:  # written before manifests recorded their data file: the file must be there
-            return None if os.path.exists(path) else "missing"
-        return check_file(path, man)
+            return None if self.store.exists(name) else "missing"
+        return self.store.check(name, man)
 
     def _drop(self, shards: list[int], data: dict[int, str], manifests: dict[int, str], point: ResumePoint) -> None:
         for later in shards[1:]:
             if later in data:
-                point.redone.append((os.path.basename(data[later]), "comes after a shard that is redone"))
+                point.redone.append((data[later], "comes after a shard that is redone"))
         for shard in shards:
-            for path in (manifests.get(shard), data.get(shard)):
-                if path is not None:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
+            for name in (manifests.get(shard), data.get(shard)):
+                if name is not None:
+                    self.store.delete(name)
 
-    def pending(self, items: Iterator[InputItem], point: ResumePoint) -> Iterator[InputItem]:
+    def pending(self, items: Iterator[InputItem], point: ResumePoint,
+                storage_options: dict[str, Any] | None = None) -> Iterator[InputItem]:
         """The inputs still to do after ``point``, proving the inputs up to its cursor are unchanged.
 
         Raises:
             ExportStateError: (while iterating) the inputs differ from the run being resumed.
         """
-        return skip_done(items, point.cursor, self._stamps(point))
+        return skip_done(items, point.cursor, self._stamps(point), storage_options)
 
     def _stamps(self, point: ResumePoint) -> Iterator[tuple[int, int, int]]:
-        for path in point.manifests:
-            yield from (tuple(stamp) for stamp in read_manifest(path).get("inputs", []))
+        for name in point.manifests:
+            yield from (tuple(stamp) for stamp in read_manifest(name, store=self.store).get("inputs", []))
 
     # commit
 
     def commit(self, shard: int, cols: dict[str, Any], features: list[str], dim: int, metadata: dict,
                start: Cursor, end: Cursor, stats: Stats, errors: list[dict],
                inputs: list[list[int]] | None = None, tracking: dict | None = None) -> None:
-        """Write one shard: data to a temporary name, then its manifest, then the data renamed into place.
+        """Write one shard: its data file, and the manifest that records it (see :meth:`Store.commit`).
 
-        Order and why: the data file is written whole under a hidden
-        temporary name and fsynced; its size and SHA-256 are recorded in the
-        manifest, which is written atomically (fsynced, renamed); finally the
-        data file is renamed to its name. That rename is the commit point: a
-        manifest whose data file is missing is a shard that was in flight and
-        :meth:`resume` drops it, and a data file without a manifest is never
-        left by this protocol (it means the folder was changed by hand). The
-        manifest holds the cursor (the inputs the shard finishes), so an input
-        is marked finished only together with its rows, and the record lets
-        every later reader prove the data file is the one committed. A failed
-        write or fsync (EIO, ENOSPC) fails the commit: the temporary file is
-        removed and nothing of the shard is committed.
+        Locally the data file is written whole under a hidden temporary name
+        and fsynced; its size and SHA-256 are recorded in the manifest, which
+        is written atomically; finally the data file is renamed to its name.
+        That rename is the commit point: a manifest whose data file is missing
+        is a shard that was in flight and :meth:`resume` drops it. On an
+        object store the data object is uploaded (retried on transient
+        failures, its size checked), then the manifest: the manifest's upload
+        is the commit point, and a data object without one is deleted by
+        :meth:`resume`. Either way the manifest holds the cursor (the inputs
+        the shard finishes), so an input is marked finished only together
+        with its rows, and the record lets every later reader prove the data
+        file is the one committed. A failed write, fsync or upload fails the
+        commit, and nothing of the shard is committed.
 
         Args:
             shard: Shard number (consecutive from 0 per rank).
@@ -348,38 +351,28 @@ class ExportFolder:
 
         Raises:
             ExportStateError: The write failed (disk full, I/O error, folder not
-                writable); nothing of this shard is committed.
+                writable, upload failed after its retries); nothing of this shard is committed.
+            StorageLockedError: Another writer took this rank's lock over.
         """
-        dest = self.data_path(shard)
-        folder, name = os.path.split(dest)
-        tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-        manifest_path = self.manifest_path(shard)
-        wrote_manifest = False
-        try:
-            self.format.write(cols, tmp, features, dim, metadata)
-            os.chmod(tmp, _FILE_MODE)  # some writers (safetensors) create owner-only files
-            fsync_path(tmp)
+        name = self.data_name(shard)
+
+        def describe(record: dict[str, Any]) -> str:
             manifest = {"shard": shard, "rank": self.rank, "file": name, "rows": len(cols["path"]),
-                        **file_record(tmp), "start": asdict(start), "end": asdict(end),
+                        **record, "start": asdict(start), "end": asdict(end),
                         "stats": asdict(stats), "errors": errors, "inputs": inputs or []}
             if tracking is not None:
                 manifest["tracking"] = tracking
-            text = json.dumps(manifest) + "\n"
-            try:
-                atomic_write(manifest_path, lambda t: _write_text(t, text))
-            except OSError as e:
-                raise output_error(e, manifest_path) from e
-            wrote_manifest = True
-            os.replace(tmp, dest)
-            fsync_path(folder, directory=True)
+            return json.dumps(manifest) + "\n"
+
+        try:
+            self.store.commit(name, lambda tmp: self.format.write(cols, tmp, features, dim, metadata),
+                              self.manifest_name(shard), describe, check=self._lock.check)
+        except StorageLockedError:
+            raise
+        except StorageError as e:
+            raise ExportStateError(f"{e}; shard {name} was not committed") from e
         except OSError as e:
-            if wrote_manifest and not os.path.exists(dest):
-                with contextlib.suppress(OSError):
-                    os.unlink(manifest_path)
-            raise output_error(e, dest) from e
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            raise output_error(e, self.data_path(shard)) from e
 
     # the whole folder
 
@@ -392,9 +385,11 @@ class ExportFolder:
         if self.rank != 0:
             return
         try:
-            write_errors(self.out)
+            write_errors(self.store)
             if self.format.name != "parquet":
-                write_index(self.out, self.format.name)
-            write_summary(self.out, committed_shards(self.out, verify=False))
+                write_index(self.store, self.format.name)
+            write_summary(self.store, committed_shards(self.store, verify=False))
+        except StorageError as e:
+            raise ExportStateError(str(e)) from e
         except OSError as e:
             raise output_error(e, e.filename or self.out) from e

@@ -192,11 +192,12 @@ class ParquetFormat:
         # Dictionary-encode only the paths: embedding floats do not repeat, so a dictionary would only cost time.
         pq.write_table(table, dest, compression="zstd", use_dictionary=["path"], row_group_size=max(1, len(table)))
 
-    def read(self, path: str, columns: Sequence[str] | None = None) -> tuple[dict[str, Any], dict]:
+    def read(self, path: Any, columns: Sequence[str] | None = None) -> tuple[dict[str, Any], dict]:
+        """Rows and provenance of a shard: a path, or a binary file object (read with seeks)."""
         import pyarrow.parquet as pq
 
         table = pq.read_table(path, columns=list(columns) if columns is not None else None)
-        return from_arrow(table), self.metadata(path)
+        return from_arrow(table), json.loads((table.schema.metadata or {}).get(METADATA_KEY.encode(), b"{}"))
 
     def metadata(self, path: str) -> dict:
         import pyarrow.parquet as pq
@@ -219,7 +220,8 @@ class NpzFormat:
         with open(dest, "wb") as f:  # a file object, so numpy does not append ".npz" to the temporary name
             np.savez(f, **arrays)
 
-    def read(self, path: str, columns: Sequence[str] | None = None) -> tuple[dict[str, Any], dict]:
+    def read(self, path: Any, columns: Sequence[str] | None = None) -> tuple[dict[str, Any], dict]:
+        """Rows and provenance of a shard: a path, or a binary file object (read with seeks)."""
         with np.load(path, allow_pickle=False) as z:  # members are read lazily: unread columns cost nothing
             cols = {k: z[k] for k in z.files if k != "__metadata__" and (columns is None or k in columns)}
             meta = json.loads(str(z["__metadata__"][()]))

@@ -5,12 +5,12 @@ See :mod:`facepcl.export._folder` for the layout and what each file holds.
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 from typing import Any
 
 from .._utils.settings import SettingsError, read_settings
+from ..io.storage import Store, open_store
 from ._types import ExportStateError
 
 RUN_FILE = "_run.json"
@@ -26,20 +26,21 @@ def shard_name(rank: int, shard: int) -> str:
     return f"part-r{rank:05d}-{shard:06d}"
 
 
-def read_json(path: str) -> dict[str, Any]:
-    """A manifest or ``_run.json``.
+def read_json(path: str, store: Store | None = None) -> dict[str, Any]:
+    """A manifest or ``_run.json``: a local path, or a name in ``store``.
 
     Raises:
         ExportStateError: The file is not a JSON object (garbage, truncated),
             naming it and the fix.
         FileNotFoundError: It does not exist.
     """
+    label = path if store is None else store.url(path)
     try:
-        value = read_settings(path, FIX_DAMAGED)
+        value = read_settings(label, FIX_DAMAGED, None if store is None else lambda: store.read_bytes(path))
     except SettingsError as e:
         raise ExportStateError(str(e)) from None
     if value is None:
-        raise FileNotFoundError(f"{path}: no such file")
+        raise FileNotFoundError(f"{label}: no such file")
     return value
 
 
@@ -48,16 +49,22 @@ READ_KEYS = ("file",)
 RESUME_KEYS = ("file", "rows", "start", "end", "stats", "errors")
 
 
-def read_manifest(path: str, need: tuple[str, ...] = READ_KEYS) -> dict[str, Any]:
-    """A shard manifest, checked for the keys the caller needs (:data:`READ_KEYS` or :data:`RESUME_KEYS`).
+def read_manifest(path: str, need: tuple[str, ...] = READ_KEYS, store: Store | None = None) -> dict[str, Any]:
+    """A shard manifest (a local path, or a name in ``store``), checked for the keys the caller needs.
+
+    Args:
+        path: The manifest.
+        need: :data:`READ_KEYS` or :data:`RESUME_KEYS`.
+        store: The export's store, when ``path`` is a name in it.
 
     Raises:
         ExportStateError: It is damaged (not JSON, or without a needed key).
     """
-    man = read_json(path)
+    man = read_json(path, store)
     missing = [k for k in need if k not in man]
     if missing:
-        raise ExportStateError(f"{path} is damaged (it lacks {', '.join(missing)}); {FIX_DAMAGED}")
+        label = path if store is None else store.url(path)
+        raise ExportStateError(f"{label} is damaged (it lacks {', '.join(missing)}); {FIX_DAMAGED}")
     return man
 
 
@@ -68,8 +75,9 @@ def is_export(path: str | os.PathLike) -> bool:
                                     or os.path.isdir(os.path.join(path, MANIFESTS)))
 
 
-def any_shards(out: str, rank: int | None = None) -> bool:
-    """Whether ``out`` holds any committed or half-committed shard (of one rank, or of any)."""
-    pattern = "part-r*" if rank is None else f"part-r{rank:05d}-*"
-    return bool(glob.glob(os.path.join(glob.escape(out), MANIFESTS, pattern + ".json"))
-                or glob.glob(os.path.join(glob.escape(out), pattern)))
+def any_shards(out: str | Store, rank: int | None = None) -> bool:
+    """Whether ``out`` (a folder, URL or store) holds any committed or half-committed shard (of one rank, or of any)."""
+    store = open_store(out)
+    prefix = "part-r" if rank is None else f"part-r{rank:05d}-"
+    return (any(n.startswith(prefix) and n.endswith(".json") for n in store.names(MANIFESTS))
+            or any(n.startswith(prefix) for n in store.names()))

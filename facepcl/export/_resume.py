@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from ..io.inputs import InputItem
 from ..io.stream import file_stamp
 from ._types import Cursor, ExportStateError
 
 
-def skip_done(items: Iterator[InputItem], cursor: Cursor,
-               stamps: Iterator[tuple[int, int, int]] = ()) -> Iterator[InputItem]:
+def skip_done(items: Iterator[InputItem], cursor: Cursor, stamps: Iterator[tuple[int, int, int]] = (),
+              storage_options: dict[str, Any] | None = None) -> Iterator[InputItem]:
     """Drop what earlier runs committed; prove the inputs are the same up to the cursor.
 
     ``stamps`` (``(item, size, mtime_ns)`` in input order, see
     :meth:`ExportFolder.pending`) are compared with the finished inputs'
-    files, so that a file changed since it was embedded is refused.
+    files, so that a file changed since it was embedded is refused (objects
+    of URL inputs are looked up with ``storage_options``).
     """
     checked = cursor.item < 0
     stamps = iter(stamps)
@@ -26,7 +28,7 @@ def skip_done(items: Iterator[InputItem], cursor: Cursor,
         while pending is not None and pending[0] < item.index:
             pending = next(stamps, None)
         if pending is not None and pending[0] == item.index:
-            _check_unchanged(item, pending[1:])
+            _check_unchanged(item, pending[1:], storage_options)
 
     for item in items:
         if item.index < cursor.item:
@@ -53,8 +55,8 @@ def skip_done(items: Iterator[InputItem], cursor: Cursor,
                                "same inputs, or write to a new folder")
 
 
-def _check_unchanged(item: InputItem, stamp: tuple[int, int]) -> None:
-    now = file_stamp(item.path)
+def _check_unchanged(item: InputItem, stamp: tuple[int, int], storage_options: dict[str, Any] | None) -> None:
+    now = file_stamp(item.path, storage_options)
     if now is None or tuple(now) == tuple(stamp):
         return  # a finished input that is gone now: its rows still describe the file that was embedded
     size = f"{stamp[0]:,} -> {now[0]:,} bytes" if now[0] != stamp[0] else f"{now[0]:,} bytes"

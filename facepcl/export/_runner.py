@@ -42,6 +42,7 @@ from ..io.inputs import (
     select,
 )
 from ..io.ranks import DistInfo, barrier_and_close, from_env, rank_device, reduce_at_end
+from ..io.storage import is_url
 from ..io.stream import Unit, iter_units
 from ._folder import ExportFolder
 from ._formats import FEATURES
@@ -78,6 +79,8 @@ class EmbedOptions:
         num_workers: Decoding threads per process (None: the machine's cores shared by its ranks, at most 4).
         track: Track the faces of videos (a ``track_id`` on every video row, ``_tracks.parquet``); False: -1.
         sequences: Each input folder holding images is one video whose frames are its images, sorted by name.
+        storage_options: fsspec filesystem arguments for URL inputs and a URL ``out`` (``--storage-options``);
+            never printed nor written into the export.
         features, format, every, shard_size, shard_seconds, resume, overwrite, progress, quiet: The export's own.
     """
 
@@ -98,6 +101,7 @@ class EmbedOptions:
     quiet: bool = False
     track: bool = True
     sequences: bool = False
+    storage_options: dict[str, Any] | None = field(default=None, repr=False)
 
     def check(self) -> None:
         """Raise ValueError naming the first bad option (TypeError: an unknown detector option)."""
@@ -117,6 +121,9 @@ class EmbedOptions:
                              "OUT, --overwrite deletes it and starts over; pass one")
         if not self.inputs:
             raise ValueError("no INPUT given; pass files, folders, glob patterns or @list.txt files")
+        if self.sequences and any(is_url(i) for i in self.inputs):
+            raise ValueError("--sequences reads folders of frames from local disk only; copy the frames to a local "
+                             "folder, or leave out --sequences to embed the objects as still images")
         detector = self.embedder.get("detector")
         if isinstance(detector, dict):  # before the model loads
             from ..detection import FaceDetector
@@ -207,13 +214,14 @@ def run_embed(opts: EmbedOptions) -> int:
     check_arguments(opts.inputs)
     say = (lambda msg: None) if opts.quiet else (lambda msg: print(f"facepcl embed: {msg}", file=sys.stderr,
                                                                    flush=True))
-    folder = ExportFolder(opts.out, opts.format, info.rank, info.world_size)
+    folder = ExportFolder(opts.out, opts.format, info.rank, info.world_size, opts.storage_options)
     with _Signals(say) as signals:
         # Fail fast, before the model loads: a folder that would be overwritten, or nothing to read at all.
         if not opts.overwrite:
             folder.check_fresh(opts.resume)
         try:
-            first = next(iter_inputs(opts.inputs, stop=signals.stop, sequences=opts.sequences), None)
+            first = next(iter_inputs(opts.inputs, stop=signals.stop, sequences=opts.sequences,
+                                     storage_options=opts.storage_options), None)
         except ListingInterrupted:
             return _stopped_early(signals, opts, say)
         if first is None:
@@ -262,9 +270,9 @@ def _embed_all(opts: EmbedOptions, info: DistInfo, embedder: FaceEmbedder, featu
                folder: ExportFolder, point: ResumePoint, shard_meta: dict,
                signals: _Signals) -> tuple[Stats, float, bool]:
     """Embed this rank's remaining inputs into shards; returns (counts, seconds, stopped by a signal)."""
-    mine = lambda: select(iter_inputs(opts.inputs, stop=signals.stop, sequences=opts.sequences),  # noqa: E731
-                          info.rank, info.world_size)
-    items = folder.pending(mine(), point)
+    mine = lambda: select(iter_inputs(opts.inputs, stop=signals.stop, sequences=opts.sequences,  # noqa: E731
+                                      storage_options=opts.storage_options), info.rank, info.world_size)
+    items = folder.pending(mine(), point, opts.storage_options)
     cursor = point.cursor
     progress = Progress(progress_wanted(not opts.progress, opts.quiet, info.rank),
                         lambda: count_items(x for x in mine() if not cursor.done(x.index)),
@@ -274,7 +282,8 @@ def _embed_all(opts: EmbedOptions, info: DistInfo, embedder: FaceEmbedder, featu
     units = iter_units(items, embedder.load, every=opts.every, workers=workers,
                        lookahead=batch_size + 2 * workers,
                        partial=None if cursor.complete else (cursor.item, cursor.frame),
-                       prepare=embedder.prepare if embedder.detect else None)
+                       prepare=embedder.prepare if embedder.detect else None,
+                       storage_options=opts.storage_options)
     session = Stats()
     started = time.monotonic()
     stopped = False

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .._utils.atomic import atomic_write
+from ..io.storage import Store, open_store
 from ..tracking import TrackerOptions, VideoTracker, head_angles, summarize
 from ..tracking._summary import box_sharpness
 from ._dataset import _per_rank
@@ -101,17 +101,15 @@ def row_columns(pictures: Sequence[Any], image_index: np.ndarray, bbox: np.ndarr
 
 def _videos(shards: Sequence[Any]) -> Iterator[dict[str, np.ndarray]]:
     """The tracked rows of each input, one input at a time (rows of a video are contiguous in its rank's shards)."""
-    from ._formats import read_shard
-
     pending: dict[str, list] = {}
     item = None
     for shard in shards:
-        ids, meta = read_shard(shard.path, ["track_id"])
+        ids, meta = shard.read(["track_id"])
         if "track_id" not in ids or not (np.asarray(ids["track_id"]) >= 0).any():
             continue  # no video rows here (or an export written without tracking)
         columns = ["item", "path", "frame", "timestamp", "bbox", "yaw", "pitch", "roll", "sharpness", "track_id",
                    *[f for f in ("face", "pose") if f in meta.get("features", [])]]
-        cols, _ = read_shard(shard.path, columns)
+        cols, _ = shard.read(columns)
         keep = np.asarray(cols["track_id"]) >= 0
         if not keep.any():
             continue
@@ -133,21 +131,20 @@ def _joined(parts: dict[str, list]) -> dict[str, Any]:
     return {k: [p for part in v for p in part] if k == "path" else np.concatenate(v) for k, v in parts.items()}
 
 
-def write_summary(out: str, shards: Sequence[Any]) -> int:
+def write_summary(out: str | Store, shards: Sequence[Any]) -> int:
     """Write ``OUT/_tracks.parquet`` from the committed shards; returns the number of tracks.
 
     Without tracked rows nothing is written (and a summary left by an earlier run is removed). Without the
     ``face`` feature the summary's ``face`` is NaN; without ``pose`` the keyframes are the representative frame.
 
     Args:
-        out: The export folder.
+        out: The export folder (a path, URL or store).
         shards: Its committed shards, each rank's in order (:func:`facepcl.export.committed_shards`).
     """
-    import os
-
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    store = open_store(out)
     rows: list[dict[str, Any]] = []
     dim = 0
     for rank_shards in _per_rank(list(shards)):
@@ -166,10 +163,9 @@ def write_summary(out: str, shards: Sequence[Any]) -> int:
                               video["bbox"][sel], angles, video["sharpness"][sel], face[sel], pose[sel])
                 s["item"] = int(video["item"][sel[0]])
                 rows.append(s)
-    path = os.path.join(out, TRACKS_FILE)
     if not rows:
-        if os.path.exists(path):
-            os.unlink(path)
+        if store.exists(TRACKS_FILE):
+            store.delete(TRACKS_FILE)
         return 0
     rows.sort(key=lambda r: (r["item"], r["first_frame"], r["track_id"]))
     dim = len(rows[0]["face"])
@@ -181,25 +177,24 @@ def write_summary(out: str, shards: Sequence[Any]) -> int:
               pa.FixedSizeListArray.from_arrays(pa.array(np.concatenate([r["face"] for r in rows]), pa.float32()), dim)
               for c in SUMMARY_COLUMNS]
     table = pa.Table.from_arrays(arrays, schema=schema)
-    atomic_write(path, lambda p: pq.write_table(table, p, compression="zstd"))
+    store.write_file(TRACKS_FILE, lambda p: pq.write_table(table, p, compression="zstd"))
     return len(rows)
 
 
-def read_tracks(out: str) -> Any:
+def read_tracks(out: str | Store) -> Any:
     """``OUT/_tracks.parquet`` as a ``pyarrow.Table``: one row per track (columns: docs/tracking.md).
 
     Raises:
         FileNotFoundError: The export has no track summary (no video, ``--no-track``, or an unfinished run).
     """
-    import os
-
     import pyarrow.parquet as pq
 
-    path = os.path.join(out, TRACKS_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no track summary; it is written at the end of a facepcl embed run with "
-                                "videos (and without --no-track): finish the run with --resume")
-    return pq.read_table(path)
+    store = open_store(out)
+    if not store.exists(TRACKS_FILE):
+        raise FileNotFoundError(f"{store.url(TRACKS_FILE)}: no track summary; it is written at the end of a facepcl "
+                                "embed run with videos (and without --no-track): finish the run with --resume")
+    with store.local(TRACKS_FILE) as path:
+        return pq.read_table(path)
 
 
 __all__ = ["TRACKS_FILE", "ExportTracker", "read_tracks", "row_columns", "write_summary"]

@@ -5,7 +5,8 @@
 - :mod:`facepcl.io.video`: video frames, every N-th, with timestamps;
 - :mod:`facepcl.io.stream`: inputs decoded ahead in worker threads, handed over in input order;
 - :mod:`facepcl.io.prefetch`: the worker threads themselves;
-- :mod:`facepcl.io.ranks`: this process's place among torchrun processes.
+- :mod:`facepcl.io.ranks`: this process's place among torchrun processes;
+- :mod:`facepcl.io.storage`: local folders and object stores (fsspec URLs) behind one store, for inputs and exports.
 
 ``facepcl export``, ``facepcl prepare`` and ``facepcl.viz`` import these modules; none of them imports another's
 private code.

@@ -12,6 +12,14 @@ An argument is, checked in this order:
   matches any number of folders): matching files;
 - anything else: an input that fails with "no such file" (recorded, not fatal).
 
+An argument may also be an object-store URL (``s3://bucket/photos``, any
+fsspec protocol but ``file://``, which is a local path): an object is one
+input, a prefix is walked like a folder (one listing per "folder", sorted,
+media files only, names starting with ``.`` skipped), in the store's key
+order (bytes; a sub-folder sorts as ``name/``), one page of keys at a time
+on S3, so a prefix of millions of keys is never held in memory. Patterns are not
+expanded in URLs, and ``@LIST`` files are local (their lines may be URLs).
+
 Folders and patterns yield only files whose extension (any case) is in
 :data:`IMAGE_EXTENSIONS` or :data:`VIDEO_EXTENSIONS`, and skip names starting
 with ``.``. They are walked in sorted name order, one folder listing at a
@@ -39,6 +47,9 @@ import stat
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
+
+from .storage import is_url, join, list_folder, local_path
 
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".webp", ".tif", ".tiff", ".gif",
@@ -122,7 +133,7 @@ def _special_kind(path: str) -> str | None:
 
 
 def iter_inputs(inputs: Iterable[str], stop: threading.Event | None = None,
-                sequences: bool = False) -> Iterator[InputItem]:
+                sequences: bool = False, storage_options: dict[str, Any] | None = None) -> Iterator[InputItem]:
     """Stream every input item of the arguments, in a deterministic order.
 
     Args:
@@ -132,20 +143,22 @@ def iter_inputs(inputs: Iterable[str], stop: threading.Event | None = None,
         sequences: Each folder that holds image files is one item of kind
             "video": its images, sorted by name, are the video's frames
             (:func:`facepcl.io.video.iter_frames`); video files and subfolders
-            are listed as usual.
+            are listed as usual (local folders only).
+        storage_options: fsspec filesystem arguments for URL inputs (see :mod:`facepcl.io.storage`).
 
     Yields:
         :class:`InputItem` with consecutive ``index`` from 0.
 
     Raises:
         ListingInterrupted: ``stop`` was set.
+        StorageError: An object store cannot be listed (no credential, network); the message names the URL.
     """
     digest = hashlib.blake2b(digest_size=16)
-    for index, (path, error) in enumerate(_Lister(stop, sequences).paths(inputs)):
+    for index, (path, error) in enumerate(_Lister(stop, sequences, storage_options).paths(inputs)):
         digest.update(os.fsencode(path) + b"\0")
         if error is not None:
             kind = "folder"
-        elif sequences and os.path.isdir(path):
+        elif sequences and not is_url(path) and os.path.isdir(path):
             kind = "video"
         else:
             kind = media_kind(path) or "image"
@@ -174,9 +187,11 @@ def display_path(path: str) -> str:
 class _Lister:
     """One listing of the arguments: its stop event, and the folders and linked files seen so far."""
 
-    def __init__(self, stop: threading.Event | None, sequences: bool = False) -> None:
+    def __init__(self, stop: threading.Event | None, sequences: bool = False,
+                 storage_options: dict[str, Any] | None = None) -> None:
         self.stop = stop
         self.sequences = sequences
+        self.storage_options = storage_options
         self.dirs: set[tuple[int, int]] = set()  # every real folder a walk entered
         self.linked: set[tuple[int, int]] = set()  # every real file yielded through a symlink
 
@@ -223,7 +238,10 @@ class _Lister:
                 yield from self.expand(entry if os.path.isabs(entry) else os.path.join(base, entry))
 
     def expand(self, arg: str) -> Iterator[tuple[str, str | None]]:
-        path = os.path.expanduser(arg)
+        if is_url(arg):
+            yield from self.walk_url(arg.rstrip("/"), top=True)
+            return
+        path = os.path.expanduser(local_path(arg))
         if os.path.isdir(path):
             yield from self.walk(path)
         elif os.path.exists(path) or not _has_magic(path):
@@ -231,6 +249,23 @@ class _Lister:
         else:
             base, parts = _split(path)
             yield from ((p, None) for p in self.match(base, parts, frozenset()) if media_kind(p))
+
+    def walk_url(self, url: str, top: bool = False) -> Iterator[tuple[str, str | None]]:
+        """An object (named directly: taken whatever its name), or the media objects below a prefix, sorted."""
+        entries = list_folder(url, self.storage_options)
+        if entries is None:
+            if top:
+                yield url, None  # one object (or a missing one: it fails when read, and is recorded then)
+            return
+        # streamed: a folder of millions of keys is read a page at a time
+        for name, is_dir in entries:
+            self.check()
+            if name.startswith("."):
+                continue
+            if is_dir:
+                yield from self.walk_url(join(url, name))
+            elif media_kind(name):
+                yield join(url, name), None
 
     def walk(self, folder: str) -> Iterator[tuple[str, str | None]]:
         """Media files below ``folder`` in sorted order, each real folder and each real file once."""

@@ -12,6 +12,7 @@ in flight, which bounds memory whatever the number of inputs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -24,8 +25,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageLoadError
+from . import images
 from .inputs import InputItem
 from .prefetch import prefetch
+from .storage import MAX_COPY_BYTES, StorageCredentialsError, StorageError, is_url, local_copy, read_url, stat_url
 from .video import VideoTruncatedError, iter_frames
 
 
@@ -60,8 +63,13 @@ class Unit:
     error_kind: str = "unreadable"
 
 
-def file_stamp(path: str) -> tuple[int, int] | None:
-    """``(size, mtime_ns)`` of a file, which ``--resume`` compares to notice changed inputs; None if unreadable."""
+def file_stamp(path: str, storage_options: dict[str, Any] | None = None) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a file, which ``--resume`` compares to notice changed inputs; None if unreadable.
+
+    For an object-store URL: ``(size, fingerprint of its ETag)`` (:func:`facepcl.io.storage.stat_url`).
+    """
+    if is_url(path):
+        return stat_url(path, storage_options)
     try:
         st = os.stat(path)
     except (OSError, ValueError):
@@ -76,8 +84,10 @@ class _VideoJob:
     """Decodes one video in a thread into a bounded queue of units."""
 
     def __init__(self, item: InputItem, every: int, after: int, buffer: int, stop: threading.Event,
-                 prepare: Callable[[np.ndarray], Any] | None = None) -> None:
+                 prepare: Callable[[np.ndarray], Any] | None = None,
+                 storage_options: dict[str, Any] | None = None) -> None:
         self.item, self.every, self.after = item, every, after
+        self.storage_options = storage_options
         self.prepare = prepare
         self.queue: queue.Queue = queue.Queue(maxsize=max(1, buffer))
         self.stop = stop
@@ -93,23 +103,32 @@ class _VideoJob:
         return False
 
     def _run(self) -> None:
-        stamp = file_stamp(self.item.path)
+        stamp = file_stamp(self.item.path, self.storage_options)
         try:
-            for fr in iter_frames(self.item.path, self.every, self.after):
-                ready = self.prepare(fr.image) if self.prepare is not None and fr.image is not None else None
-                unit = Unit(self.item, fr.index, fr.timestamp, fr.image,
-                            None if fr.error is None else str(fr.error), end=False, prepared=ready)
-                if not self._put(unit):
-                    return
+            with contextlib.ExitStack() as stack:
+                path = self.item.path
+                if is_url(path):  # OpenCV reads local files: a bounded temporary copy
+                    path = stack.enter_context(local_copy(path, self.storage_options, MAX_COPY_BYTES))
+                self._frames(path)
             self._put(Unit(self.item, stamp=stamp))
         except VideoTruncatedError as e:  # its frames were kept: the input is finished, with a record
             self._put(Unit(self.item, error=str(e), stamp=stamp, error_kind="truncated"))
         except (ImageLoadError, OSError, ValueError) as e:
             self._put(Unit(self.item, error=str(e)))
+        except _Stopped:
+            pass
         except Exception as e:  # a decoder crash on one file must not end the run
             self._put(Unit(self.item, error=f"{self.item.path}: video decoding failed ({type(e).__name__}: {e})"))
         finally:
             self._put(_DONE)
+
+    def _frames(self, path: str) -> None:
+        for fr in iter_frames(path, self.every, self.after):
+            ready = self.prepare(fr.image) if self.prepare is not None and fr.image is not None else None
+            unit = Unit(self.item, fr.index, fr.timestamp, fr.image,
+                        None if fr.error is None else str(fr.error), end=False, prepared=ready)
+            if not self._put(unit):
+                raise _Stopped
 
     def units(self) -> Iterator[Unit]:
         self.thread = threading.Thread(target=self._run, name=f"facepcl-video-{self.item.index}", daemon=True)
@@ -127,11 +146,24 @@ class _VideoJob:
                 self.thread.join()
 
 
-def _decode(load: Callable[[str], np.ndarray], prepare: Callable[[np.ndarray], Any] | None,
-            item: InputItem) -> Unit:
-    stamp = file_stamp(item.path)
+class _Stopped(Exception):
+    """The consumer stopped while a video was being decoded."""
+
+
+def _decode(load: Callable[..., np.ndarray], prepare: Callable[[np.ndarray], Any] | None,
+            storage_options: dict[str, Any] | None, item: InputItem) -> Unit:
     try:
-        image = load(item.path)
+        if is_url(item.path):
+            try:
+                data, stamp = read_url(item.path, storage_options, images.MAX_FILE_BYTES)
+            except StorageCredentialsError:
+                raise  # not this input's fault: every other object would fail alike
+            except StorageError as e:
+                return Unit(item, error=str(e))
+            image = load(data, name=item.path)
+        else:
+            stamp = file_stamp(item.path)
+            image = load(item.path)
         return Unit(item, image=image, prepared=prepare(image) if prepare is not None else None, stamp=stamp)
     except ImageLoadError as e:
         return Unit(item, error=str(e))
@@ -139,16 +171,18 @@ def _decode(load: Callable[[str], np.ndarray], prepare: Callable[[np.ndarray], A
         return Unit(item, error=f"{item.path}: could not be decoded ({type(e).__name__}: {e})")
 
 
-def iter_units(items: Iterable[InputItem], load: Callable[[str], np.ndarray], *, every: int = 1,
+def iter_units(items: Iterable[InputItem], load: Callable[..., np.ndarray], *, every: int = 1,
                workers: int = 2, lookahead: int = 32, partial: tuple[int, int] | None = None,
                stop: threading.Event | None = None,
-               prepare: Callable[[np.ndarray], Any] | None = None) -> Iterator[Unit]:
+               prepare: Callable[[np.ndarray], Any] | None = None,
+               storage_options: dict[str, Any] | None = None) -> Iterator[Unit]:
     """Decoded units of ``items``, in order.
 
     Args:
         items: Inputs to decode (already sliced for this rank and resumed).
         load: Decodes one image path to ``(H, W, 3)`` uint8 RGB; raises
-            :class:`~facepcl.errors.ImageLoadError` for bad files.
+            :class:`~facepcl.errors.ImageLoadError` for bad files. Objects of
+            URL inputs are downloaded first and given as ``load(bytes, name=url)``.
         every: Keep every ``every``-th video frame.
         workers: Decoding threads for still images.
         lookahead: Inputs decoded ahead of the consumer.
@@ -157,6 +191,7 @@ def iter_units(items: Iterable[InputItem], load: Callable[[str], np.ndarray], *,
             stops them when closed).
         prepare: Run on each decoded image or frame in the decoding thread
             (the detector's resize), its result kept in ``Unit.prepared``.
+        storage_options: fsspec filesystem arguments for URL inputs.
 
     Yields:
         :class:`Unit`: one per still image; one per kept video frame then an
@@ -172,10 +207,10 @@ def iter_units(items: Iterable[InputItem], load: Callable[[str], np.ndarray], *,
             return (Unit(item, error=f"{item.path}: {item.error}"),)
         if item.kind == "video":
             after = partial[1] if partial is not None and partial[0] == item.index else -1
-            return _VideoJob(item, every, after, buffer, stop, prepare).units()
+            return _VideoJob(item, every, after, buffer, stop, prepare, storage_options).units()
         return None
 
-    units = prefetch(functools.partial(_decode, load, prepare), items, workers=max(1, workers),
+    units = prefetch(functools.partial(_decode, load, prepare, storage_options), items, workers=max(1, workers),
                      lookahead=lookahead, inline=inline)
     try:
         for unit in units:  # noqa: UP028 (``yield from`` would close ``units`` before ``stop`` is set)

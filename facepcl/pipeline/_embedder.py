@@ -177,15 +177,15 @@ class FaceEmbedder(EmbedderInfo):
 
     # -- the four steps ------------------------------------------------------------------------------------
 
-    def load(self, source: Any) -> np.ndarray:
-        """Step 1: decode one input to an ``(H, W, 3)`` uint8 RGB array (raises ImageLoadError).
+    def load(self, source: Any, name: str | None = None) -> np.ndarray:
+        """Step 1: decode one input to an ``(H, W, 3)`` uint8 RGB array (raises ImageLoadError naming ``name``).
 
         A JPEG over ``facepcl.io.images.REDUCE_ABOVE_PIXELS`` pixels is
         decoded at reduced scale, keeping a longer side of at least
         :attr:`decode_min_side` pixels (a :class:`~facepcl.io.images.ReducedImage`);
         :meth:`embed_loaded` reports its boxes and landmarks in the file's pixels.
         """
-        return load_image(source, color_order=self.color_order, min_side=self.decode_min_side)
+        return load_image(source, color_order=self.color_order, min_side=self.decode_min_side, name=name)
 
     def prepare(self, image: np.ndarray) -> Prepared | Detections | None:
         """The per-image part of detection, for worker threads; hand the results to :meth:`embed_loaded`.
