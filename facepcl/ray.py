@@ -340,13 +340,21 @@ class RayEngine:
                 window = list(itertools.islice(items, self.window_size))
                 if not window:
                     break
-                for unit, got in self._window(window):
+                video = next((i for i, item in enumerate(window) if item.kind == "video"), None)
+                for unit, got in self._window(window[:video]):
                     batch.append(unit)
                     rows.append(got)
                     images += unit.image is not None
                     if images >= self.batch_size or len(batch) >= 4 * self.batch_size:
                         yield batch, _faces(rows, dim)
                         batch, rows, images = [], [], 0
+                if video is not None:
+                    if batch:  # the inputs before the video are written
+                        yield batch, _faces(rows, dim)
+                    raise ValueError(f"{window[video].path} is a video: --engine ray embeds still images only "
+                                     "(tracking needs a video's frames in order in one place). The inputs before it "
+                                     "are saved; the same command without --engine ray, with --resume, continues "
+                                     "this folder, videos included")
         except ListingInterrupted:
             if batch:
                 yield batch, _faces(rows, dim)
@@ -357,12 +365,7 @@ class RayEngine:
     # -- internals ---------------------------------------------------------------------------------------
 
     def _window(self, window: list[InputItem]) -> Iterator[tuple[Unit, dict[str, np.ndarray] | None]]:
-        """Each input of ``window`` as a unit (with the rows of its faces), in order."""
-        for item in window:
-            if item.kind == "video":
-                raise ValueError(f"{item.path} is a video: --engine ray embeds still images only (tracking needs a "
-                                 "video's frames in order in one place). Embed the videos with the local engine: "
-                                 "the same command without --engine ray, with --resume, continues this folder")
+        """Each input of ``window`` (still images) as a unit with the rows of its faces, in order."""
         todo = [item for item in window if item.error is None]
         stamps = {item.index: file_stamp(item.path) for item in todo}
         results = self._run(todo) if todo else iter(())
@@ -396,7 +399,7 @@ class RayEngine:
         ds = ray.data.from_items([{"image": item.path, "item": item.index} for item in todo],
                                  override_num_blocks=blocks)
         ds = ds.map_batches(EmbedFaces, fn_constructor_kwargs=self.constructor, batch_size=self.batch_size,
-                            batch_format="numpy", compute=ActorPoolStrategy(size=self.pool["size"]),
+                            batch_format="numpy", compute=ActorPoolStrategy(size=min(self.pool["size"], blocks)),
                             num_cpus=self.pool["num_cpus"], num_gpus=self.pool["num_gpus"])
         try:
             yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)

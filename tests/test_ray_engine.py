@@ -73,6 +73,12 @@ def many(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def many_local(many, random_model_dir, tmp_path_factory) -> Path:
+    """The local export of ``many`` in shards of two rows or records."""
+    return local_export(many, tmp_path_factory.mktemp("many-local") / "out", random_model_dir, "--shard-size", "2")
+
+
 def local_export(inputs: Path, out: Path, model: Path, *extra: str) -> Path:
     with torch_threads(1):  # the thread count of a Ray actor with one CPU
         assert main(["embed", str(inputs), "-o", str(out), "--model", str(model), *OPTIONS, *extra]) == 0
@@ -113,6 +119,22 @@ def test_ray_address_needs_the_ray_engine(data, tmp_path, capsys):
     assert "--engine ray" in capsys.readouterr().err
 
 
+def test_videos_stay_with_the_local_engine(ray_cluster, random_model_dir, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(_samples.pyfeat("single_face.mp4"), inputs / "a.mp4")
+    shutil.copy(_samples.pyfeat(GOOD[1]), inputs / "b.jpg")
+    out = tmp_path / "out"
+    args = ["embed", str(inputs), "-o", str(out), "--model", str(random_model_dir), *OPTIONS, "--every", "24"]
+    assert main([*args, "--engine", "ray"]) == 1
+    err = capsys.readouterr().err
+    assert "a.mp4 is a video" in err and "without --engine ray" in err
+    with torch_threads(1):
+        assert main([*args, "--resume"]) == 0  # the local engine continues the Ray run's folder
+    paths = read_embeddings(out)["path"].to_pylist()
+    assert [p.rsplit("/", 1)[-1] for p in paths] == ["a.mp4"] * (len(paths) - 1) + ["b.jpg"]
+
+
 def test_embed_faces_in_a_user_pipeline(ray_cluster, data, random_model_dir):
     from ray.data import ActorPoolStrategy
 
@@ -146,8 +168,8 @@ def test_embed_faces_in_a_user_pipeline(ray_cluster, data, random_model_dir):
     assert np.isnan(next(r for r in rows if r["status"] == "no_face")["face"]).all()
 
 
-def test_ray_run_killed_then_resumed(ray_cluster, many, random_model_dir, tmp_path):
-    local = local_export(many, tmp_path / "local", random_model_dir, "--shard-size", "2")
+def test_ray_run_killed_then_resumed(ray_cluster, many, many_local, random_model_dir, tmp_path):
+    local = many_local
     out = tmp_path / "ray"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "facepcl", "embed", str(many), "-o", str(out), "--model", str(random_model_dir),
@@ -199,8 +221,8 @@ def _embedding_actors() -> list[int]:
     return found
 
 
-def test_worker_killed_mid_run(ray_cluster, many, random_model_dir, tmp_path):
-    local = local_export(many, tmp_path / "local", random_model_dir, "--shard-size", "2")
+def test_worker_killed_mid_run(ray_cluster, many, many_local, random_model_dir, tmp_path):
+    local = many_local
     out = tmp_path / "ray"
     killed: list[int] = []
     shards_then: list[int] = []

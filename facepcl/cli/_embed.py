@@ -171,7 +171,11 @@ def run(args: argparse.Namespace) -> int:
         if args.ray_address is not None:
             raise ValueError("--ray-address works with --engine ray only; add --engine ray or drop --ray-address")
         return run_embed(opts)
-    from ..ray import RayEngine
+    from ..ray import RayEngine, require_ray
 
+    try:
+        require_ray()
+    except ImportError as e:  # a usage problem with a fix, not a crash
+        raise ValueError(f"--engine ray: {e}") from None
     with RayEngine(args.ray_address) as engine:
         return run_embed(opts, engine)
