@@ -10,7 +10,9 @@ loading. One more Ray run on a tenth of the photos splits the Ray run's time
 into a fixed start-up (the actor pool: imports, model and detector loading)
 and a cost per image.
 
-Then, for the plan in docs/hundred-million-faces.md: milliseconds per image
+The driver's CPU time per image (the command's process: listing, regrouping
+the actors' rows, Parquet and SHA-256 of every shard) bounds what one writer
+can take from a large cluster. Then, for the plan in docs/hundred-million-faces.md: milliseconds per image
 of each stage in one thread (``profile_stages.stages``: decode, the
 detector's resize, detection, alignment, encoding), the encoder's
 milliseconds per crop at several batch sizes, and the bytes per face row
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import tempfile
@@ -64,6 +67,28 @@ def encoder_costs(batches: list[int], mode: str = "fast", min_time: float = 1.0)
     return out
 
 
+def parquet_bytes_per_row(out: Path) -> float:
+    """Bytes of the column chunks (the data, without file footers) per row of an export's Parquet shards."""
+    import pyarrow.parquet as pq
+
+    size = rows = 0
+    for path in out.glob("part-*.parquet"):
+        meta = pq.ParquetFile(path).metadata
+        rows += meta.num_rows
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            size += sum(group.column(c).total_compressed_size for c in range(group.num_columns))
+    return size / max(1, rows)
+
+
+def timed_cli(args: list[str]) -> dict[str, Any]:
+    """``cli.run_cli`` plus the CPU seconds (user + system) of the command's own process tree."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res = run_cli(args)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {**res, "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
+
+
 def run(repeat: int, rounds: int, cores: int, min_time: float) -> dict[str, Any]:
     import ray
 
@@ -76,7 +101,7 @@ def run(repeat: int, rounds: int, cores: int, min_time: float) -> dict[str, Any]
         files = make_folder(root, repeat)
         small = root / "small"
         small.mkdir()
-        for f in files[: max(11, len(files) // 10)]:
+        for f in files[: max(1, len(files) // 10)]:
             shutil.copyfile(f, small / f.name)
         common = ["--model", "pcl-demo", "--device", "cpu", "--no-progress"]  # the bundled model: real codes
         engines = {"local": [], "ray": ["--engine", "ray", "--ray-address", address]}
@@ -85,23 +110,29 @@ def run(repeat: int, rounds: int, cores: int, min_time: float) -> dict[str, Any]
             for name, extra in engines.items():
                 out = root / f"out-{name}-{r}"
                 _bench.say(f"ray_engine: round {r + 1}/{rounds}: {name} over {len(files)} photos")
-                runs[name].append(run_cli([str(root / "photos"), "-o", str(out), *common, *extra]))
+                runs[name].append(timed_cli([str(root / "photos"), "-o", str(out), *common, *extra]))
                 if r == 0 and name == "local":
-                    table = read_embeddings(out)
-                    size = sum(p.stat().st_size for p in out.glob("part-*.parquet"))
-                    bytes_per_row = size / max(1, table.num_rows)
-                    faces_per_image = table.num_rows / len(files)
+                    faces_per_image = read_embeddings(out).num_rows / len(files)
                 shutil.rmtree(out)
         _bench.say("ray_engine: ray over a tenth of the photos (start-up vs per-image cost)")
-        few = run_cli([str(small), "-o", str(root / "out-small"), *common, *engines["ray"]])
+        few = timed_cli([str(small), "-o", str(root / "out-small"), *common, *engines["ray"]])
         n_small = len(list(small.iterdir()))
+        # bytes per row on distinct photos: copies of one photo would share Parquet dictionary pages
+        unique = root / "unique"
+        unique.mkdir()
+        for f in files[:11]:
+            shutil.copyfile(f, unique / f.name)
+        run_cli([str(unique), "-o", str(root / "out-unique"), *common])
+        bytes_per_row = parquet_bytes_per_row(root / "out-unique")
     finally:
         ray.shutdown()
         shutil.rmtree(root, ignore_errors=True)
-    med = {k: {m: statistics.median(x[m] for x in v) for m in ("wall_s", "loop_s", "images_per_s")}
+    med = {k: {m: statistics.median(x[m] for x in v) for m in ("wall_s", "loop_s", "images_per_s", "cpu_s")}
            for k, v in runs.items()}
-    per_image = (med["ray"]["loop_s"] - few["loop_s"]) / (len(files) - n_small)
+    per_image = (med["ray"]["loop_s"] - few["loop_s"]) / max(1, len(files) - n_small)
     fixed = med["ray"]["loop_s"] - per_image * len(files)
+    # the driver (the one writer): its CPU per image, start-up (imports, listing) taken out with the small run
+    driver_ms = 1e3 * (med["ray"]["cpu_s"] - few["cpu_s"]) / max(1, len(files) - n_small)
     _bench.say("ray_engine: per-stage costs (one thread)")
     with torch_threads(1):
         stage_ms = {m: stages(m, photo_paths(1), reps=2) for m in ("fast", "exact")}
@@ -111,7 +142,7 @@ def run(repeat: int, rounds: int, cores: int, min_time: float) -> dict[str, Any]
         "images": len(files), "cores": cores, "rounds": rounds, "runs": runs, "median": med,
         "ratio_loop": med["ray"]["images_per_s"] / med["local"]["images_per_s"],
         "ratio_wall": med["local"]["wall_s"] / med["ray"]["wall_s"],
-        "ray_fixed_s": fixed, "ray_ms_per_image": 1e3 * per_image,
+        "ray_fixed_s": fixed, "ray_ms_per_image": 1e3 * per_image, "driver_cpu_ms_per_image": driver_ms,
         "local_ms_per_image": 1e3 * med["local"]["loop_s"] / len(files),
         "small": {"images": n_small, **few},
         "stages_ms_1thread": stage_ms, "encoder_ms_per_crop_1thread": enc_1,
@@ -128,7 +159,8 @@ def markdown(res: dict[str, Any]) -> str:
     text += (f"\n\n{res['images']} photos, {res['cores']} cores, median of {res['rounds']} interleaved rounds. "
              f"Ray / local: **{res['ratio_loop']:.2f}x** (loop throughput), {res['ratio_wall']:.2f}x (wall). "
              f"Ray run = {res['ray_fixed_s']:.1f} s start-up + {res['ray_ms_per_image']:.1f} ms per image "
-             f"(local: {res['local_ms_per_image']:.1f} ms per image, start-up included).\n\n")
+             f"(local: {res['local_ms_per_image']:.1f} ms per image, start-up included). The Ray driver (listing, "
+             f"regrouping, writing) used {res['driver_cpu_ms_per_image']:.2f} ms of CPU per image.\n\n")
     srows = []
     for mode, st in res["stages_ms_1thread"].items():
         srows.append([mode, *(st[k] for k in ("decode", "resize", "detect", "align", "encode", "total")),
@@ -139,8 +171,9 @@ def markdown(res: dict[str, Any]) -> str:
     erows = [[b, res["encoder_ms_per_crop_1thread"][b], res[threads][b]] for b in res["encoder_ms_per_crop_1thread"]]
     text += "\n\n" + _bench.table(["encoder batch", "ms/crop (1 thread)", f"ms/crop ({threads.rsplit('_', 1)[1]})"],
                                   erows)
-    text += (f"\n\nParquet export: {res['bytes_per_face_row']:,.0f} bytes per face row (face, pose, trunk at 2048 "
-             f"floats each, with provenance); {res['faces_per_image']:.2f} faces per photo in this set.")
+    text += (f"\n\nParquet export: {res['bytes_per_face_row']:,.0f} bytes of column data per face row (face, pose, "
+             f"trunk: 2048 float32 each, with provenance; 11 distinct photos); {res['faces_per_image']:.2f} faces "
+             "per photo in this set.")
     m = res["machine"]
     text += f"\n\nCPU: {m.get('cpu')} ({', '.join(m.get('cpu_flags') or [])}), {m.get('cpus')} cores."
     return text
