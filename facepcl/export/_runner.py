@@ -193,8 +193,8 @@ class Engine(Protocol):
         Yields:
             ``(units, faces)``: ``units`` as :func:`facepcl.io.stream.iter_units` makes them (a unit that holds an
             image needs only its ``shape``), ``faces`` the :meth:`FaceEmbedder.embed_loaded` result of the units
-            that hold an image, in that order (None when none does). The batch ends after a unit with ``end``
-            set or after a video frame; a batch is one shard-writer step.
+            that hold an image, in that order (None when none does). Each batch is added to the shard in
+            flight as a whole.
 
         Raises:
             ListingInterrupted: ``stop`` ended the listing (after yielding the units already decoded).
