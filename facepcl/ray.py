@@ -36,6 +36,7 @@ imports without it and says so when a Ray feature is used.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -46,8 +47,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._utils.constants import FEATURES
-from .errors import ImageLoadError
-from .export import BATCH_SIZE, Cursor, EmbedOptions, InputItem
+from .errors import ImageLoadError, NoFaceError
+from .export import BATCH_SIZE, Cursor, EmbedOptions, ExportStateError, InputItem
 from .io import describe
 from .io.inputs import ListingInterrupted
 from .io.prefetch import prefetch
@@ -257,8 +258,11 @@ class RayEngine:
         self.window = window
         self._started_ray = False
         self.constructor: dict[str, Any] = {}
+        self.actor_options: dict[str, Any] = {}
+        self.no_face_error = False
         self.batch_size = BATCH_SIZE
         self.dim = 0
+        self.encoder_sha256 = ""
         self.window_size = window or WINDOW
         self.pool: dict[str, Any] = {}
 
@@ -312,6 +316,10 @@ class RayEngine:
         self.window_size = self.window or max(WINDOW, 8192 * self.pool["size"])
         self.constructor = {"model": opts.model, "revision": opts.revision, "features": list(opts.features),
                             **options}
+        # on_no_face="error": the actors record faceless images and the driver raises, in input order (an
+        # exception raised in an actor reaches the driver as Ray's, without the NoFaceError)
+        self.no_face_error = options.get("on_no_face") == "error"
+        self.actor_options = self.constructor | ({"on_no_face": "skip"} if self.no_face_error else {})
         if gpus or not _local_cluster(ray):
             # where the actors run: their hardware decides what they compute (the "accel" of the provenance)
             probe = ray.remote(num_cpus=per, num_gpus=self.pool["num_gpus"], max_retries=3)(_provenance)
@@ -319,6 +327,7 @@ class RayEngine:
         else:  # the actors run on this machine's CPUs: no need to start a worker to ask
             provenance = _provenance(self.constructor)
         self.dim = int(provenance["feature_dim"])
+        self.encoder_sha256 = provenance["encoder_sha256"]
         return provenance
 
     def batches(self, opts: EmbedOptions, items: Iterator[InputItem], resume_at: Cursor,
@@ -327,6 +336,8 @@ class RayEngine:
 
         Raises:
             ValueError: An input is a video (or a video to continue part way).
+            ExportStateError: An actor's model is not the one the run started with (its ``encoder_sha256``).
+            NoFaceError: ``on_no_face="error"`` and an image has no face (its batch is not written).
         """
         if not resume_at.complete:
             raise ValueError(f"{resume_at.path} is a video that a local run stopped part way through; --engine ray "
@@ -341,13 +352,14 @@ class RayEngine:
                 if not window:
                     break
                 video = next((i for i, item in enumerate(window) if item.kind == "video"), None)
-                for unit, got in self._window(window[:video]):
-                    batch.append(unit)
-                    rows.append(got)
-                    images += unit.image is not None
-                    if images >= self.batch_size or len(batch) >= 4 * self.batch_size:
-                        yield batch, _faces(rows, dim)
-                        batch, rows, images = [], [], 0
+                with contextlib.closing(self._window(window[:video])) as units:
+                    for unit, got in units:
+                        batch.append(unit)
+                        rows.append(got)
+                        images += unit.image is not None
+                        if images >= self.batch_size or len(batch) >= 4 * self.batch_size:
+                            yield batch, _faces(rows, dim)
+                            batch, rows, images = [], [], 0
                 if video is not None:
                     if batch:  # the inputs before the video are written
                         yield batch, _faces(rows, dim)
@@ -370,21 +382,40 @@ class RayEngine:
         stamps = {item.index: file_stamp(item.path) for item in todo}
         results = self._run(todo) if todo else iter(())
         by_item = _group(results)
-        for item in window:
-            if item.error is not None:
-                yield Unit(item, error=f"{item.path}: {item.error}"), None
-                continue
-            index, got = next(by_item, (None, None))
-            if index != item.index or got is None:
-                raise RuntimeError(f"Ray returned the faces of input {index} where input {item.index} ({item.path}) "
-                                   "was expected; the pipeline lost its order (report this as a bug)")
-            status = got["status"][0]
-            if status == "unreadable":
-                yield Unit(item, error=str(got["error"][0])), None
-                continue
-            h, w = int(got["height"][0]), int(got["width"][0])
-            shape_only = np.broadcast_to(np.zeros((), np.uint8), (h, w, 3))  # the rows need the image's size only
-            yield Unit(item, image=shape_only, stamp=stamps[item.index]), got
+        try:
+            for item in window:
+                if item.error is not None:
+                    yield Unit(item, error=f"{item.path}: {item.error}"), None
+                    continue
+                index, got = next(by_item, (None, None))
+                if index != item.index or got is None:
+                    raise RuntimeError(f"Ray returned the faces of input {index} where input {item.index} "
+                                       f"({item.path}) was expected; the pipeline lost its order (a bug: report it)")
+                yield self._unit(item, got, stamps[item.index])
+        finally:  # stop Ray Data's iterator now, not when garbage collection gets to it (Ray may be shut down)
+            by_item.close()
+            if hasattr(results, "close"):
+                results.close()
+
+    def _unit(self, item: InputItem, got: dict[str, np.ndarray],
+              stamp: tuple[int, int] | None) -> tuple[Unit, dict[str, np.ndarray] | None]:
+        """The unit of one input from its rows (see :class:`EmbedFaces`), checked against the run's settings."""
+        if got["encoder_sha256"][0] != self.encoder_sha256:
+            raise ExportStateError(
+                f"{item.path} was embedded by a model whose encoder_sha256 is {got['encoder_sha256'][0]}, but this "
+                f"run's is {self.encoder_sha256}: the Ray workers load other weights for --model "
+                f"{self.constructor['model']!r} (another revision in a node's cache, another folder at that path). "
+                "Make every node load the same model (pin --revision, or use a folder on a shared filesystem), then "
+                "run the same command with --resume")
+        status = got["status"][0]
+        if status == "no_face" and self.no_face_error:
+            raise NoFaceError(f"{got['error'][0]} (--on-no-face error); pass --on-no-face skip or full_image, "
+                              "a lower --det-threshold, or --no-detect if the inputs are aligned face crops")
+        if status == "unreadable":
+            return Unit(item, error=str(got["error"][0])), None
+        h, w = int(got["height"][0]), int(got["width"][0])
+        shape_only = np.broadcast_to(np.zeros((), np.uint8), (h, w, 3))  # the rows need the image's size only
+        return Unit(item, image=shape_only, stamp=stamp), got
 
     def _run(self, todo: list[InputItem]) -> Iterator[dict[str, np.ndarray]]:
         """The output blocks of ``map_batches(EmbedFaces)`` over ``todo``, in input order."""
@@ -398,14 +429,10 @@ class RayEngine:
         blocks = max(1, math.ceil(len(todo) / self.batch_size))
         ds = ray.data.from_items([{"image": item.path, "item": item.index} for item in todo],
                                  override_num_blocks=blocks)
-        ds = ds.map_batches(EmbedFaces, fn_constructor_kwargs=self.constructor, batch_size=self.batch_size,
+        ds = ds.map_batches(EmbedFaces, fn_constructor_kwargs=self.actor_options, batch_size=self.batch_size,
                             batch_format="numpy", compute=ActorPoolStrategy(size=min(self.pool["size"], blocks)),
                             num_cpus=self.pool["num_cpus"], num_gpus=self.pool["num_gpus"])
-        try:
-            yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
-        except ray.exceptions.RayTaskError as e:
-            cause = e.as_instanceof_cause() if hasattr(e, "as_instanceof_cause") else e
-            raise cause from None
+        yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
 
 
 def _group(blocks: Iterator[dict[str, np.ndarray]]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:

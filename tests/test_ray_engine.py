@@ -114,9 +114,25 @@ def test_ray_export_equals_local_export(ray_cluster, data, random_model_dir, tmp
     assert kinds == {(NO_FACE, "no_face"), ("empty.jpg", "unreadable")}
 
 
+def test_on_no_face_error_stops_a_ray_run_as_a_local_one(ray_cluster, data, random_model_dir, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    shutil.copy(data / NO_FACE, tmp_path / "in" / NO_FACE)  # one input: one actor to start
+    code = main(["embed", str(tmp_path / "in"), "-o", str(tmp_path / "ray"), "--model", str(random_model_dir),
+                 *OPTIONS, "--on-no-face", "error", "--engine", "ray"])
+    assert code == 1
+    assert f"{NO_FACE}: no face found" in capsys.readouterr().err
+
+
 def test_ray_address_needs_the_ray_engine(data, tmp_path, capsys):
     assert main(["embed", str(data), "-o", str(tmp_path / "o"), "--ray-address", "auto"]) == 1
     assert "--engine ray" in capsys.readouterr().err
+
+
+def test_the_ray_engine_says_how_to_install_ray(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    assert main(["embed", str(data), "-o", str(tmp_path / "o"), "--engine", "ray"]) == 1
+    assert 'pip install "facepcl[ray]"' in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_videos_stay_with_the_local_engine(ray_cluster, random_model_dir, tmp_path, capsys):
