@@ -40,7 +40,6 @@ import contextlib
 import itertools
 import logging
 import math
-import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -330,8 +329,8 @@ class RayEngine:
         self.encoder_sha256 = provenance["encoder_sha256"]
         return provenance
 
-    def batches(self, opts: EmbedOptions, items: Iterator[InputItem], resume_at: Cursor,
-                stop: threading.Event) -> Iterator[tuple[list[Unit], EmbeddingResult | None]]:
+    def batches(self, opts: EmbedOptions, items: Iterator[InputItem],
+                resume_at: Cursor) -> Iterator[tuple[list[Unit], EmbeddingResult | None]]:
         """See :meth:`facepcl.export.Engine.batches`: windows of inputs through Ray Data, regrouped in order.
 
         Raises:

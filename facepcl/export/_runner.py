@@ -180,15 +180,14 @@ class Engine(Protocol):
         """
         ...
 
-    def batches(self, opts: EmbedOptions, items: Iterator[InputItem], resume_at: Cursor,
-                stop: threading.Event) -> Iterator[tuple[list[Unit], EmbeddingResult | None]]:
+    def batches(self, opts: EmbedOptions, items: Iterator[InputItem],
+                resume_at: Cursor) -> Iterator[tuple[list[Unit], EmbeddingResult | None]]:
         """Batches of units of ``items`` in input order, each with the faces of its units that hold an image.
 
         Args:
             opts: The run's options.
             items: The inputs still to do, in order (this rank's, after the resume point).
             resume_at: The resume cursor (``item``/``frame`` of a video to continue part way, unless ``complete``).
-            stop: Set by the first Ctrl-C or SIGTERM.
 
         Yields:
             ``(units, faces)``: ``units`` as :func:`facepcl.io.stream.iter_units` makes them (a unit that holds an
@@ -197,7 +196,7 @@ class Engine(Protocol):
             flight as a whole.
 
         Raises:
-            ListingInterrupted: ``stop`` ended the listing (after yielding the units already decoded).
+            ListingInterrupted: A signal ended the listing of ``items`` (after the units already decoded are yielded).
         """
         ...
 
@@ -214,8 +213,8 @@ class LocalEngine:
         self.workers = opts.num_workers or default_workers(info)
         return self.embedder.provenance()
 
-    def batches(self, opts: EmbedOptions, items: Iterator[InputItem], resume_at: Cursor,
-                stop: threading.Event) -> Iterator[tuple[list[Unit], EmbeddingResult | None]]:
+    def batches(self, opts: EmbedOptions, items: Iterator[InputItem],
+                resume_at: Cursor) -> Iterator[tuple[list[Unit], EmbeddingResult | None]]:
         """See :meth:`Engine.batches`: at least ``batch_size`` images (or ``4 * batch_size`` units) per batch."""
         embedder = self.embedder
         assert embedder is not None, "start() first"
@@ -372,7 +371,7 @@ def _embed_all(opts: EmbedOptions, info: DistInfo, engine: Engine, features: lis
     stopped = False
     tracker = ExportTracker(opts.track, point.tracking)
     on_no_face = shard_meta["on_no_face"]
-    batches = engine.batches(opts, items, cursor, signals.stop)
+    batches = engine.batches(opts, items, cursor)
     with ShardWriter(folder, point, features, shard_meta["feature_dim"], shard_meta, shard_size=opts.shard_size,
                      shard_seconds=opts.shard_seconds) as shards, contextlib.closing(batches), progress:
         try:
