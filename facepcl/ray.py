@@ -231,7 +231,8 @@ class RayEngine:
     Use it as a context manager around :func:`facepcl.export.run_embed`: it
     connects to (or starts) Ray on :meth:`start` and shuts down a Ray it
     started on exit. A Ray already initialised in this process (``ray.init``
-    by the caller) is used as it is.
+    by the caller) is used as it is. Each window's pipeline runs with
+    ``preserve_order`` set on the process's current Ray ``DataContext``.
 
     Args:
         address: Ray cluster address (``ray.init(address=...)``); None: a
