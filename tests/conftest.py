@@ -202,3 +202,16 @@ def _grad_mode_is_not_leaked():
     leaked = not torch.is_grad_enabled()
     torch.set_grad_enabled(True)
     assert not leaked, "this test left torch's grad mode off: use torch.no_grad() as a scope, not a global switch"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray with two CPUs for the whole session (started by the tests, shut down after them)."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    if started:
+        ray.shutdown()

@@ -162,6 +162,17 @@ def test_s3_in_and_out_writes_the_rows_of_a_local_run(s3, embed, reference) -> N
 
 
 @pytest.mark.slow
+def test_the_ray_engine_reads_and_writes_object_stores(s3, embed, reference, ray_cluster) -> None:
+    # Ray's workers do not see this test's AWS_* variables: the endpoint and keys travel as --storage-options
+    options = json.dumps({"endpoint_url": s3.endpoint, "key": "testing", "secret": "testing"})
+    rc, err = embed([url("in")], url("ray-out"), "--engine", "ray", "--storage-options", options)
+    assert rc == 0, err
+    assert_same_rows(url("ray-out"), reference)
+    assert "testing" not in err
+    assert not [k for k in s3.keys("ray-out") if ".lock" in k]
+
+
+@pytest.mark.slow
 def test_a_failed_upload_is_retried_and_a_hopeless_one_never_marks_its_shard_done(s3, embed, reference,
                                                                                  monkeypatch) -> None:
     with _FaultyProxy(s3.endpoint) as proxy:

@@ -21,7 +21,8 @@ object stores: INPUT and OUT may be fsspec URLs (s3://, gs://, az://, ...): pip 
 credentials come from the filesystem's own configuration (AWS_* variables) or --storage-options JSON.
 
 resume: a killed or interrupted run loses at most the shard in flight; run the same command with --resume.
-scale out: torchrun --nproc-per-node N -m facepcl embed ... (each process takes every N-th input).
+scale out: torchrun --nproc-per-node N -m facepcl embed ... (each process takes every N-th input), or
+--engine ray [--ray-address ADDR] on a Ray cluster (still images; docs/ray.md).
 exit codes: 0 done (skipped inputs included), 1 fatal error, 2 usage error, 130/143 interrupted (resumable).
 See docs/cli.md for details."""
 
@@ -104,6 +105,12 @@ def add_parser(sub) -> None:
                    help="fsspec filesystem arguments for URL inputs and OUT, as a JSON object (default: the "
                         "filesystem's own configuration, e.g. AWS_* variables); never printed or stored. See "
                         "docs/object-stores.md")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (default): decode threads and the model in this process (torchrun for more "
+                        "processes); ray: the same export on a Ray cluster, an actor pool embedding still images "
+                        '(pip install "facepcl[ray]"; see docs/ray.md)')
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="--engine ray: the cluster to join (default: a running Ray, else a new local one)")
     x.add_argument("--num-workers", dest="num_workers", type=int, default=None,
                    help="decoding threads per process (default: cores / processes on this machine, at most 4)")
     x.add_argument("--no-progress", dest="progress", action="store_false",
@@ -174,4 +181,16 @@ def run(args: argparse.Namespace) -> int:
     if detector.get("rescue_threshold") == 0:
         detector["rescue_threshold"] = None
     embedder = owned(args, "embedder") | ({"detector": detector} if detector else {})
-    return run_embed(EmbedOptions(inputs=list(args.inputs), out=args.out, embedder=embedder, **owned(args, "export")))
+    opts = EmbedOptions(inputs=list(args.inputs), out=args.out, embedder=embedder, **owned(args, "export"))
+    if args.engine == "local":
+        if args.ray_address is not None:
+            raise ValueError("--ray-address works with --engine ray only; add --engine ray or drop --ray-address")
+        return run_embed(opts)
+    from ..ray import RayEngine, require_ray
+
+    try:
+        require_ray()
+    except ImportError as e:  # a usage problem with a fix, not a crash
+        raise ValueError(f"--engine ray: {e}") from None
+    with RayEngine(args.ray_address) as engine:
+        return run_embed(opts, engine)

@@ -13,7 +13,10 @@ For code that builds on exports (the search index, the command line):
 :func:`committed_shards` lists the verified shards with their manifests,
 :func:`read_shard` reads one, :func:`from_arrow` turns a table into numpy
 columns, :func:`is_export` recognises an output folder, and ``RUN_FILE`` /
-``MANIFESTS`` name its bookkeeping.
+``MANIFESTS`` name its bookkeeping. :func:`run_embed` takes an
+:class:`Engine` (what embeds the faces: :class:`LocalEngine` by default,
+``facepcl.ray.RayEngine`` on a Ray cluster); :func:`batch_rows` turns an
+engine's batch into rows.
 """
 
 from ..io.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputItem, iter_inputs
@@ -21,11 +24,12 @@ from ._dataset import Shard, committed_shards
 from ._formats import FEATURES, from_arrow, read_shard
 from ._layout import ERRORS_FILE, INDEX_FILE, MANIFESTS, RUN_FILE, is_export
 from ._read import column_to_numpy, read_embeddings, read_errors, read_metadata
-from ._runner import EmbedOptions, run_embed
+from ._runner import BATCH_SIZE, EmbedOptions, Engine, LocalEngine, batch_rows, run_embed
 from ._tracks import TRACKS_FILE, read_tracks
-from ._types import ExportStateError, NonFiniteEmbeddingError
+from ._types import Cursor, ExportStateError, NonFiniteEmbeddingError
 
 __all__ = [
+    "BATCH_SIZE",
     "ERRORS_FILE",
     "FEATURES",
     "IMAGE_EXTENSIONS",
@@ -34,11 +38,15 @@ __all__ = [
     "RUN_FILE",
     "TRACKS_FILE",
     "VIDEO_EXTENSIONS",
+    "Cursor",
     "EmbedOptions",
+    "Engine",
     "ExportStateError",
     "InputItem",
+    "LocalEngine",
     "NonFiniteEmbeddingError",
     "Shard",
+    "batch_rows",
     "column_to_numpy",
     "committed_shards",
     "from_arrow",

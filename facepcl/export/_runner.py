@@ -26,8 +26,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -35,6 +36,7 @@ from ..io import prefetch as _parallel
 from ..io.inputs import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
+    InputItem,
     ListingInterrupted,
     check_arguments,
     display_path,
@@ -54,6 +56,7 @@ from ._types import STAT_KEYS, Cursor, ResumePoint, Stats
 
 if TYPE_CHECKING:
     from ..pipeline import FaceEmbedder
+    from ..results import EmbeddingResult
 
 # Settings that decide the rows: a resumed run (and every rank) must use the same.
 IDENTITY = ("encoder_sha256", "config_hash", "preprocess", "crop_size", "feature_dim", "features", "dtype", "accel",
@@ -167,6 +170,95 @@ def default_workers(info: DistInfo) -> int:
     return _parallel.default_workers(info.local_world_size)
 
 
+class Engine(Protocol):
+    """What turns inputs into faces for :func:`run_embed`; everything else (folder, shards, resume, tracks) is shared.
+
+    The local engine (:class:`LocalEngine`, the default) decodes in threads and
+    embeds in this process; ``facepcl.ray.RayEngine`` runs the same work on a
+    Ray cluster. Whatever the engine, :func:`run_embed` turns its batches into
+    rows, in input order, and is the one writer of the output folder.
+    """
+
+    def start(self, opts: EmbedOptions, info: DistInfo) -> dict[str, Any]:
+        """Load what the run needs; return the provenance the faces will have (:meth:`FaceEmbedder.provenance`).
+
+        Raises:
+            ValueError, ModelLoadError: The options or the model do not work (nothing is written yet).
+        """
+        ...
+
+    def batches(self, opts: EmbedOptions, items: Iterator[InputItem],
+                resume_at: Cursor) -> Iterator[tuple[list[Unit], EmbeddingResult | None]]:
+        """Batches of units of ``items`` in input order, each with the faces of its units that hold an image.
+
+        Args:
+            opts: The run's options.
+            items: The inputs still to do, in order (this rank's, after the resume point).
+            resume_at: The resume cursor (``item``/``frame`` of a video to continue part way, unless ``complete``).
+
+        Yields:
+            ``(units, faces)``: ``units`` as :func:`facepcl.io.stream.iter_units` makes them (a unit that holds an
+            image needs only its ``shape``), ``faces`` the :meth:`FaceEmbedder.embed_loaded` result of the units
+            that hold an image, in that order (None when none does). Each batch is added to the shard in
+            flight as a whole.
+
+        Raises:
+            ListingInterrupted: A signal ended the listing of ``items`` (after the units already decoded are yielded).
+        """
+        ...
+
+
+class LocalEngine:
+    """The engine of a plain ``facepcl embed`` (and of each torchrun process): decode threads, one model here."""
+
+    def __init__(self) -> None:
+        self.embedder: FaceEmbedder | None = None
+
+    def start(self, opts: EmbedOptions, info: DistInfo) -> dict[str, Any]:
+        """Build the embedder (:func:`build_embedder`) and return its provenance."""
+        self.embedder = build_embedder(opts, info)
+        self.workers = opts.num_workers or default_workers(info)
+        return self.embedder.provenance()
+
+    def batches(self, opts: EmbedOptions, items: Iterator[InputItem],
+                resume_at: Cursor) -> Iterator[tuple[list[Unit], EmbeddingResult | None]]:
+        """See :meth:`Engine.batches`: at least ``batch_size`` images (or ``4 * batch_size`` units) per batch."""
+        embedder = self.embedder
+        assert embedder is not None, "start() first"
+        batch_size = embedder.batch_size
+        units = iter_units(items, embedder.load, every=opts.every, workers=self.workers,
+                           lookahead=batch_size + 2 * self.workers,
+                           partial=None if resume_at.complete else (resume_at.item, resume_at.frame),
+                           prepare=embedder.prepare if embedder.detect else None,
+                           storage_options=opts.storage_options)
+        with contextlib.closing(units):
+            batch: list[Unit] = []
+            images = 0
+            try:
+                for unit in units:
+                    batch.append(unit)
+                    images += unit.image is not None
+                    if images >= batch_size or len(batch) >= 4 * batch_size:
+                        yield batch, self._faces(batch)
+                        batch, images = [], 0
+            except ListingInterrupted:
+                if batch:  # the listing was cut by a signal: the units in hand are still saved
+                    yield batch, self._faces(batch)
+                raise
+            if batch:
+                yield batch, self._faces(batch)
+
+    def _faces(self, batch: list[Unit]) -> EmbeddingResult | None:
+        embedder = self.embedder
+        pictures = [u for u in batch if u.image is not None]
+        if not pictures:
+            return None
+        prepared = [u.prepared for u in pictures]
+        ready = prepared if embedder.detect and all(p is not None for p in prepared) else None
+        return embedder.embed_loaded([u.image for u in pictures], names=[_name(u) for u in pictures],
+                                     prepared=ready)
+
+
 class _Signals:
     """First Ctrl-C (or SIGTERM) asks to stop after the current batch; a second Ctrl-C aborts at once.
 
@@ -201,8 +293,13 @@ class _Signals:
                   "--resume continues either way)")
 
 
-def run_embed(opts: EmbedOptions) -> int:
+def run_embed(opts: EmbedOptions, engine: Engine | None = None) -> int:
     """Run ``facepcl embed``; returns the exit code (0 done, 130/143 interrupted and resumable).
+
+    Args:
+        opts: The run's options.
+        engine: What embeds the faces (default: a :class:`LocalEngine`); the folder, shards, resume and tracks
+            are the same whatever the engine.
 
     Raises:
         FacePCLError, ValueError, FileNotFoundError: Fatal problems (bad options,
@@ -229,11 +326,12 @@ def run_embed(opts: EmbedOptions) -> int:
                 f"no input files found in {' '.join(opts.inputs)}; folders and patterns take files with the "
                 f"extensions {' '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))} (name any other file directly)")
 
-        embedder = build_embedder(opts, info)
+        engine = engine or LocalEngine()
+        provenance = engine.start(opts, info)
         if signals.requested is not None:
             return _stopped_early(signals, opts, say)
         features = [f for f in FEATURES if f in opts.features]
-        meta = {"format_version": 1, **embedder.provenance(), "features": features}
+        meta = {"format_version": 1, **provenance, "features": features}
         settings = {k: meta[k] for k in IDENTITY} | {"format": opts.format, "every": opts.every,
                                                       "world_size": info.world_size, "track": opts.track,
                                                       "sequences": opts.sequences}
@@ -253,7 +351,7 @@ def run_embed(opts: EmbedOptions) -> int:
             if point.next_shard:
                 say(f"resuming rank {info.rank}: {point.next_shard} shards with {point.rows} faces and "
                     f"{point.done.inputs} finished inputs are already in {opts.out}")
-            session, seconds, stopped = _embed_all(opts, info, embedder, features, folder, point, shard_meta,
+            session, seconds, stopped = _embed_all(opts, info, engine, features, folder, point, shard_meta,
                                                     signals)
         finally:
             folder.unlock()
@@ -266,7 +364,7 @@ def _stopped_early(signals: _Signals, opts: EmbedOptions, say) -> int:
     return 128 + int(signals.requested or signal.SIGINT)
 
 
-def _embed_all(opts: EmbedOptions, info: DistInfo, embedder: FaceEmbedder, features: list[str],
+def _embed_all(opts: EmbedOptions, info: DistInfo, engine: Engine, features: list[str],
                folder: ExportFolder, point: ResumePoint, shard_meta: dict,
                signals: _Signals) -> tuple[Stats, float, bool]:
     """Embed this rank's remaining inputs into shards; returns (counts, seconds, stopped by a signal)."""
@@ -277,42 +375,25 @@ def _embed_all(opts: EmbedOptions, info: DistInfo, embedder: FaceEmbedder, featu
     progress = Progress(progress_wanted(not opts.progress, opts.quiet, info.rank),
                         lambda: count_items(x for x in mine() if not cursor.done(x.index)),
                         desc="embed" if not info.distributed else f"embed rank 0/{info.world_size}")
-    workers = opts.num_workers or default_workers(info)
-    batch_size = embedder.batch_size
-    units = iter_units(items, embedder.load, every=opts.every, workers=workers,
-                       lookahead=batch_size + 2 * workers,
-                       partial=None if cursor.complete else (cursor.item, cursor.frame),
-                       prepare=embedder.prepare if embedder.detect else None,
-                       storage_options=opts.storage_options)
     session = Stats()
     started = time.monotonic()
     stopped = False
     tracker = ExportTracker(opts.track, point.tracking)
-
-    def embed(batch: list[Unit], shards: ShardWriter) -> None:
-        rows = _embed_batch(embedder, batch, features, tracker)
-        shards.add(rows)
-        session.add(rows.stats)
-        progress.update(rows.stats.inputs, session)
-
-    with ShardWriter(folder, point, features, embedder.dim, shard_meta, shard_size=opts.shard_size,
-                     shard_seconds=opts.shard_seconds) as shards, contextlib.closing(units), progress:
-        batch: list[Unit] = []
-        images = 0
+    on_no_face = shard_meta["on_no_face"]
+    batches = engine.batches(opts, items, cursor)
+    with ShardWriter(folder, point, features, shard_meta["feature_dim"], shard_meta, shard_size=opts.shard_size,
+                     shard_seconds=opts.shard_seconds) as shards, contextlib.closing(batches), progress:
         try:
-            for unit in units:
-                batch.append(unit)
-                images += unit.image is not None
-                if images >= batch_size or len(batch) >= 4 * batch_size:
-                    embed(batch, shards)
-                    batch, images = [], 0
-                    if signals.requested is not None:
-                        stopped = True
-                        break
+            for batch, faces in batches:
+                rows = batch_rows(batch, faces, features, tracker, on_no_face)
+                shards.add(rows)
+                session.add(rows.stats)
+                progress.update(rows.stats.inputs, session)
+                if signals.requested is not None:
+                    stopped = True
+                    break
         except ListingInterrupted:
-            stopped = True  # the listing was cut by a signal: the units in hand are still saved
-        if batch:
-            embed(batch, shards)
+            stopped = True  # the listing was cut by a signal: the units in hand were saved
     return session, time.monotonic() - started, stopped
 
 
@@ -338,22 +419,22 @@ def _finish(opts: EmbedOptions, info: DistInfo, folder: ExportFolder, session: S
     return 0
 
 
-def _embed_batch(embedder: FaceEmbedder, batch: list[Unit], features: list[str], tracker: ExportTracker) -> BatchRows:
+def batch_rows(batch: list[Unit], faces: EmbeddingResult | None, features: list[str], tracker: ExportTracker,
+               on_no_face: str) -> BatchRows:
     """Rows, skipped-input records, counts, finished inputs and end cursor of one batch of units (in unit order).
 
-    Raises:
-        NoFaceError: ``on_no_face="error"`` and an image has no face.
+    Args:
+        batch: The units (see :meth:`Engine.batches`).
+        faces: The faces of the units that hold an image, ``image_index`` counting those units from 0; None
+            when no unit holds one.
+        features: Feature columns stored.
+        tracker: The run's tracker (assigns track ids to video faces).
+        on_no_face: The embedder's ``on_no_face`` ("skip": a faceless image is a skip record).
     """
     stats = Stats()
     errors: list[dict] = []
     pictures = [u for u in batch if u.image is not None]
-    faces = None
-    if pictures:
-        prepared = [u.prepared for u in pictures]
-        ready = prepared if embedder.detect and all(p is not None for p in prepared) else None
-        faces = embedder.embed_loaded([u.image for u in pictures], names=[_name(u) for u in pictures],
-                                      prepared=ready)
-    no_face = set() if faces is None or embedder.on_no_face == "full_image" else set(faces.no_face)
+    no_face = set() if faces is None or on_no_face == "full_image" else set(faces.no_face)
     pos = 0
     for u in batch:
         if u.end:

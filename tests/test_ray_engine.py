@@ -1,0 +1,260 @@
+"""``facepcl embed --engine ray`` and ``facepcl.ray.EmbedFaces`` on a real local Ray (``ray.init(num_cpus=2)``).
+
+The Ray export must be the local export row for row (same shards, manifests,
+``_errors.jsonl`` and ``_run.json``); a driver killed part way and resumed,
+and an embedding actor killed with SIGKILL mid-run (Ray restarts it and
+retries its batch), must still give every row exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import facepcl
+from facepcl.cli import main
+from facepcl.export import read_embeddings, read_errors
+from tests import _samples
+
+from ._threads import torch_threads
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+
+pytestmark = [pytest.mark.slow, pytest.mark.photos]
+
+GOOD = ["0-f1-su-ph.jpg", "45-m7-di-ph.jpg", "multi_face.jpg", "single_face.jpg"]
+NO_FACE = "free-mountain-vector-01.jpg"
+OPTIONS = ["--batch-size", "1", "--device", "cpu", "--no-progress", "-q"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """Real photos (one with several faces, one without a face), an empty file and a folder of more photos."""
+    root = tmp_path_factory.mktemp("ray-data") / "photos"
+    (root / "more").mkdir(parents=True)
+    for name in [*GOOD, NO_FACE]:
+        shutil.copy(_samples.pyfeat(name), root / name)
+    shutil.copy(_samples.grace_hopper(), root / "more" / "grace_hopper.jpg")
+    (root / "empty.jpg").write_bytes(b"")
+    return root
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory) -> Path:
+    """Four copies of each small photo (24 inputs): long enough to kill a worker part way."""
+    root = tmp_path_factory.mktemp("ray-many")
+    for k in range(4):
+        for name in [*GOOD[:2], "single_face.jpg", NO_FACE]:
+            shutil.copy(_samples.pyfeat(name), root / f"{k}-{name}")
+        shutil.copy(_samples.grace_hopper(), root / f"{k}-grace_hopper.jpg")
+        (root / f"{k}-empty.jpg").write_bytes(b"")
+    return root
+
+
+@pytest.fixture(scope="module")
+def many_local(many, random_model_dir, tmp_path_factory) -> Path:
+    """The local export of ``many`` in shards of two rows or records."""
+    return local_export(many, tmp_path_factory.mktemp("many-local") / "out", random_model_dir, "--shard-size", "2")
+
+
+def local_export(inputs: Path, out: Path, model: Path, *extra: str) -> Path:
+    with torch_threads(1):  # the thread count of a Ray actor with one CPU
+        assert main(["embed", str(inputs), "-o", str(out), "--model", str(model), *OPTIONS, *extra]) == 0
+    return out
+
+
+def assert_same_export(a: Path, b: Path) -> None:
+    """Same rows in the same order (floats within rounding), same skip records, same settings and shard layout."""
+    ta, tb = read_embeddings(a), read_embeddings(b)
+    assert ta.column_names == tb.column_names
+    assert ta.num_rows == tb.num_rows > 0
+    for name in ta.column_names:
+        x, y = ta[name].to_pylist(), tb[name].to_pylist()
+        if name in ("face", "pose", "trunk", "bbox", "kps", "det_score", "timestamp", "sharpness"):
+            np.testing.assert_allclose(np.array(x, np.float64), np.array(y, np.float64), atol=2e-4, rtol=1e-4,
+                                       err_msg=name)
+        else:
+            assert x == y, name
+    assert read_errors(a) == read_errors(b)
+    assert json.loads((a / "_run.json").read_text()) == json.loads((b / "_run.json").read_text())
+    assert sorted(p.name for p in a.glob("part-*")) == sorted(p.name for p in b.glob("part-*"))
+
+
+def test_ray_export_equals_local_export(ray_cluster, data, random_model_dir, tmp_path):
+    local = local_export(data, tmp_path / "local", random_model_dir, "--shard-size", "3")
+    code = main(["embed", str(data), "-o", str(tmp_path / "ray"), "--model", str(random_model_dir), *OPTIONS,
+                 "--shard-size", "3", "--engine", "ray"])
+    assert code == 0
+    assert_same_export(local, tmp_path / "ray")
+    table = read_embeddings(tmp_path / "ray")
+    assert table.num_rows > len(GOOD)  # multi_face.jpg has several faces
+    kinds = {(r["path"].rsplit("/", 1)[-1], r["kind"]) for r in read_errors(tmp_path / "ray")}
+    assert kinds == {(NO_FACE, "no_face"), ("empty.jpg", "unreadable")}
+
+
+def test_on_no_face_error_stops_a_ray_run_as_a_local_one(ray_cluster, data, random_model_dir, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    shutil.copy(data / NO_FACE, tmp_path / "in" / NO_FACE)  # one input: one actor to start
+    code = main(["embed", str(tmp_path / "in"), "-o", str(tmp_path / "ray"), "--model", str(random_model_dir),
+                 *OPTIONS, "--on-no-face", "error", "--engine", "ray"])
+    assert code == 1
+    assert f"{NO_FACE}: no face found" in capsys.readouterr().err
+
+
+def test_ray_address_needs_the_ray_engine(data, tmp_path, capsys):
+    assert main(["embed", str(data), "-o", str(tmp_path / "o"), "--ray-address", "auto"]) == 1
+    assert "--engine ray" in capsys.readouterr().err
+
+
+def test_the_ray_engine_says_how_to_install_ray(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    assert main(["embed", str(data), "-o", str(tmp_path / "o"), "--engine", "ray"]) == 1
+    assert 'pip install "facepcl[ray]"' in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_videos_stay_with_the_local_engine(ray_cluster, random_model_dir, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(_samples.pyfeat("single_face.mp4"), inputs / "a.mp4")
+    shutil.copy(_samples.pyfeat(GOOD[1]), inputs / "b.jpg")
+    out = tmp_path / "out"
+    args = ["embed", str(inputs), "-o", str(out), "--model", str(random_model_dir), *OPTIONS, "--every", "24"]
+    assert main([*args, "--engine", "ray"]) == 1
+    err = capsys.readouterr().err
+    assert "a.mp4 is a video" in err and "without --engine ray" in err
+    with torch_threads(1):
+        assert main([*args, "--resume"]) == 0  # the local engine continues the Ray run's folder
+    paths = read_embeddings(out)["path"].to_pylist()
+    assert [p.rsplit("/", 1)[-1] for p in paths] == ["a.mp4"] * (len(paths) - 1) + ["b.jpg"]
+
+
+def test_embed_faces_in_a_user_pipeline(ray_cluster, data, random_model_dir):
+    from ray.data import ActorPoolStrategy
+
+    from facepcl.ray import EmbedFaces
+
+    paths = [str(data / n) for n in [*GOOD, NO_FACE, "empty.jpg"]]
+    items = [{"image": p, "key": i} for i, p in enumerate(paths)]
+    items.append({"image": (data / GOOD[0]).read_bytes(), "key": len(paths)})  # encoded bytes work too
+    ds = ray.data.from_items(items).map_batches(
+        EmbedFaces, fn_constructor_kwargs={"model": str(random_model_dir), "device": "cpu", "mode": "exact",
+                                           "features": ["face", "trunk"]},
+        batch_size=3, compute=ActorPoolStrategy(size=1), num_cpus=1)
+    rows = ds.take_all()
+    expected = facepcl.embed([*paths, items[-1]["image"]], model=str(random_model_dir), device="cpu", mode="exact")
+    faces = [r for r in rows if r["status"] == "face"]
+    assert len(faces) == len(expected.face)
+    assert "pose" not in rows[0] and "image" not in rows[0]
+    for r, face, trunk, index in zip(faces, expected.face, expected.trunk, expected.image_index, strict=True):
+        assert r["key"] == index
+        np.testing.assert_allclose(r["face"], face, atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(r["trunk"], trunk, atol=1e-4, rtol=1e-4)
+        assert r["encoder_sha256"] == rows[0]["encoder_sha256"] and len(r["encoder_sha256"]) == 64
+    counts = {}
+    for r in faces:
+        counts[r["key"]] = counts.get(r["key"], 0) + 1
+        assert r["face_index"] == counts[r["key"]] - 1
+    assert counts[len(paths)] == counts[0]  # the bytes of a photo give its faces
+    others = {r["key"]: (r["status"], r["error"]) for r in rows if r["status"] != "face"}
+    assert others[len(GOOD)][0] == "no_face" and "no face found" in others[len(GOOD)][1]
+    assert others[len(GOOD) + 1][0] == "unreadable" and "empty.jpg" in others[len(GOOD) + 1][1]
+    assert np.isnan(next(r for r in rows if r["status"] == "no_face")["face"]).all()
+
+
+def test_ray_run_killed_then_resumed(ray_cluster, many, many_local, random_model_dir, tmp_path):
+    local = many_local
+    out = tmp_path / "ray"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "facepcl", "embed", str(many), "-o", str(out), "--model", str(random_model_dir),
+           *OPTIONS, "--shard-size", "2", "--engine", "ray", "--ray-address", ray_cluster]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((out / "_manifests").glob("*.json")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[0].decode()[-2000:]
+        proc.send_signal(signal.SIGKILL)  # the driver dies hard: the shard in flight is lost
+    finally:
+        proc.wait(timeout=60)
+    done = len(list((out / "_manifests").glob("*.json")))
+    assert 0 < done < len(list(local.glob("part-*")))
+    code = main(["embed", str(many), "-o", str(out), "--model", str(random_model_dir), *OPTIONS, "--shard-size",
+                 "2", "--engine", "ray", "--resume"])
+    assert code == 0
+    assert_same_export(local, out)
+
+
+def _embedding_actors() -> list[int]:
+    """PIDs of this test process's Ray Data actors running EmbedFaces (descendants of this process only)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+
+    def mine(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == os.getpid():
+                return True
+        return False
+
+    found = []
+    for pid in parents:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                title = f.read()
+        except OSError:
+            continue
+        if b"MapBatches(EmbedFaces)" in title and mine(pid):
+            found.append(pid)
+    return found
+
+
+def test_worker_killed_mid_run(ray_cluster, many, many_local, random_model_dir, tmp_path):
+    local = many_local
+    out = tmp_path / "ray"
+    killed: list[int] = []
+    shards_then: list[int] = []
+
+    def kill_one_actor() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            if list((out / "_manifests").glob("*.json")):
+                actors = _embedding_actors()
+                if actors:
+                    shards_then.append(len(list((out / "_manifests").glob("*.json"))))
+                    os.kill(actors[0], signal.SIGKILL)
+                    killed.append(actors[0])
+                    return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_one_actor)
+    killer.start()
+    try:
+        code = main(["embed", str(many), "-o", str(out), "--model", str(random_model_dir), *OPTIONS,
+                     "--shard-size", "2", "--engine", "ray"])
+    finally:
+        killer.join()
+    assert killed, "no embedding actor was found to kill"
+    assert shards_then[0] < len(list(local.glob("part-*")))  # killed before the end
+    assert code == 0
+    assert_same_export(local, out)  # nothing lost, nothing twice
+    table = read_embeddings(out)
+    keys = list(zip(table["item"].to_pylist(), table["face_index"].to_pylist(), strict=True))
+    assert len(keys) == len(set(keys))
