@@ -593,15 +593,19 @@ class ObjectStore(Store):
         return self._size(name) is not None
 
     def _size(self, name: str) -> int | None:
+        info = self._info(name)
+        return None if info is None else int(info.get("size") or 0)
+
+    def _info(self, name: str) -> dict[str, Any] | None:
+        """The object's fresh metadata (one HEAD request, retried), or None when it does not exist."""
         path = self._path(name)
         self.fs.invalidate_cache(path)
         try:
-            info = retry(lambda: self.fs.info(path), self.url(name), "read")
+            return retry(lambda: self.fs.info(path), self.url(name), "read")
         except StorageError as e:
             if isinstance(e.__cause__, FileNotFoundError):
                 return None
             raise
-        return int(info.get("size") or 0)
 
     def _upload(self, local: str, name: str, size: int) -> str | None:
         """Upload a local file to ``name``, check the object's size; returns its ETag (None if the store has none)."""
@@ -663,14 +667,9 @@ class ObjectStore(Store):
         An object's ETag changes whenever it is written again, so an
         unchanged ETag with the recorded size is the object that was committed.
         """
-        path = self._path(name)
-        self.fs.invalidate_cache(path)
-        try:
-            info = retry(lambda: self.fs.info(path), self.url(name), "read")
-        except StorageError as e:
-            if isinstance(e.__cause__, FileNotFoundError):
-                return "missing"
-            raise
+        info = self._info(name)
+        if info is None:
+            return "missing"
         size = int(info.get("size") or 0)
         if size != record.get("size"):
             return f"{size} bytes, the manifest says {record.get('size')}"
