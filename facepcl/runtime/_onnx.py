@@ -189,7 +189,8 @@ class OrtEncoder:
         from ..model import PCLFeatures
 
         pixels = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        return PCLFeatures(*(torch.from_numpy(o) for o in self.session.run(None, {"pixels": pixels})))
+        outputs = self.session.run(None, {"pixels": pixels})  # in FEATURES order, as the graph declares them
+        return PCLFeatures(**{k: torch.from_numpy(o) for k, o in zip(FEATURES, outputs, strict=True)})
 
 
 __all__ = ["ATOL", "OPSET", "EncoderGraph", "OrtEncoder", "check_graph", "encoder_onnx", "encoders_dir",
