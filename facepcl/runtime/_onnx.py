@@ -155,15 +155,15 @@ def encoder_onnx(model: nn.Module, crop_size: int, digest: str | None = None) ->
 
     Args:
         model: A :class:`~facepcl.PCLModel` or its encoder.
-        crop_size: The input side the export is checked at (the graph takes any batch).
+        crop_size: The input side S (the graph takes ``(B, 3, S, S)``, any batch B).
         digest: ``encoder_sha256`` of the model when already known.
 
     Returns:
-        ``facepcl_home()/encoders/<sha256[:16]>-fp32-<format>.onnx``.
+        ``facepcl_home()/encoders/<sha256[:16]>-<S>px-fp32-<format>.onnx``.
     """
     encoder = getattr(model, "encoder", model)
     digest = digest or encoder_digest(encoder)
-    path = encoders_dir() / f"{digest[:16]}-fp32-{ENCODER_FORMAT}.onnx"
+    path = encoders_dir() / f"{digest[:16]}-{int(crop_size)}px-fp32-{ENCODER_FORMAT}.onnx"
     with _LOCK:
         if not path.is_file():
             export_encoder(encoder, path, crop_size)
