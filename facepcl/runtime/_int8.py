@@ -52,7 +52,7 @@ FORMAT = 1
 #: Smallest cosine similarity to the exact path every code of every held-out face must keep.
 GATE = 0.995
 #: Extra cosine the validation faces must keep when choosing the layers left in float32.
-MARGIN = 0.0025
+MARGIN = 0.003
 #: Operator types that are quantised.
 OP_TYPES = ("Conv", "MatMul")
 #: The quantisation, recorded in the file (a file with other settings is refused).
