@@ -13,8 +13,8 @@ weights in 7 bits (``reduce_range``: CPUs without VNNI multiply uint8 by int8
 in 16-bit sums, which 8-bit weights can saturate; 7-bit ones cannot, so the
 figures measured here hold on any x86 CPU), per-tensor asymmetric uint8
 activations, convolutions and matrix products quantised. Layers are kept in
-float32, most sensitive first (each one's error measured alone on validation
-faces), until the validation faces keep every code within
+float32, most error per multiply-add first (each one's error measured alone on
+validation faces; cheap, sensitive layers go first), until the validation faces keep every code within
 :data:`GATE` + :data:`MARGIN` cosine of the exact path. The calibration
 passes (:attr:`Int8Calibration.passed`) only when faces used neither for the
 ranges nor for that choice keep every code (face, pose, trunk) within
@@ -330,14 +330,13 @@ def calibrate_int8(model: nn.Module, calibration: np.ndarray, validation: np.nda
             _quantize(fp32, out, ranges, float_layers, only)
             return faithfulness(exact[on], _run(out, validation if on == "validation" else heldout))
 
-        import onnx
-
-        nodes = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type in OP_TYPES]
+        cost = _macs(fp32, size)
         sensitivity = {}
-        for name in nodes:  # the error each layer causes alone
+        for name in cost:  # the error each layer causes alone
             sensitivity[name] = 1.0 - _worst(trial([], only=[name]))
-            log(f"  {name}: {sensitivity[name]:.5f}")
-        order = sorted(nodes, key=lambda n: -sensitivity[n])
+            log(f"  {name}: {sensitivity[name]:.5f} ({cost[name] / 1e6:.1f} M multiply-adds)")
+        # most error per multiply-add first: cheap, sensitive layers go back to float32 before costly ones
+        order = sorted(cost, key=lambda n: -sensitivity[n] / cost[n])
         float_layers: list[str] = []
         for k in range(len(order) + 1):
             float_layers = order[:k]
@@ -349,6 +348,33 @@ def calibrate_int8(model: nn.Module, calibration: np.ndarray, validation: np.nda
         log(f"held-out faces: {held}")
     return Int8Calibration(encoder_sha256=digest, crop_size=size, ranges=ranges, float_layers=list(float_layers),
                            heldout=held, validation=val, sources=dict(sources or {}), versions=_versions())
+
+
+def _macs(path: Path, size: int) -> dict[str, float]:
+    """Multiply-adds per face of every quantisable node of the graph at ``size`` px (matrix products: their
+    output size times the shared dimension)."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    model = onnx.load(str(path))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    model = shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*model.graph.value_info, *model.graph.output, *model.graph.input]}
+    weights = {t.name: numpy_helper.to_array(t).shape for t in model.graph.initializer}
+    out: dict[str, float] = {}
+    for node in model.graph.node:
+        if node.op_type not in OP_TYPES:
+            continue
+        y = shapes.get(node.output[0]) or [1]
+        if node.op_type == "Conv":
+            w = weights[node.input[1]]
+            out[node.name] = float(np.prod(y[1:]) * np.prod(w[1:]))
+        else:
+            a = shapes.get(node.input[0]) or [1]
+            out[node.name] = float(np.prod(y[1:]) * max(a[-1], 1))
+        out[node.name] = max(out[node.name], 1.0)
+    return out
 
 
 def _exact(encoder: nn.Module, x: np.ndarray) -> list[torch.Tensor]:
