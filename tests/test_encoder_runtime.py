@@ -48,6 +48,23 @@ def test_forced_runtimes_run_and_say_so(random_pcl_model, crops):
     assert on_torch.provenance()["encoder_runtime"]["chosen_by"] == "forced"
 
 
+def test_the_command_forces_a_runtime_and_the_export_records_it(random_model_dir, crops, tmp_path):
+    from PIL import Image
+
+    from facepcl.cli import main
+    from facepcl.export import read_metadata
+
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    for i, crop in enumerate(crops[:2]):
+        Image.fromarray(crop).save(folder / f"{i}.png")
+    common = [str(folder), "--model", str(random_model_dir), "--device", "cpu", "--no-detect", "--no-progress", "-q"]
+    assert main(["embed", *common, "-o", str(tmp_path / "out"), "--encoder-runtime", "onnxruntime"]) == 0
+    meta = read_metadata(tmp_path / "out")
+    assert meta["accel"]["encoder"]["runtime"] == "onnxruntime"
+    assert meta["encoder_runtime"]["chosen_by"] == "forced"
+
+
 def test_onnxruntime_follows_weight_changes(random_pcl_model, crops):
     emb = FaceEmbedder(random_pcl_model, device="cpu", detect=False, encoder_runtime="onnxruntime")
     before = emb.encode(crops)["trunk"]

@@ -49,6 +49,7 @@ from torch import nn
 
 from .._utils.atomic import atomic_write
 from .._utils.digest import encoder_digest
+from ..errors import OutputError
 from ._accel import EncoderRunner, Plan, _weights_version, native_bf16
 from ._int8 import StaleCalibrationError, check_calibration, int8_onnx, model_calibration
 from ._onnx import OrtEncoder, encoder_onnx, encoders_dir
@@ -263,19 +264,24 @@ class EncoderRuntime:
                                             f"held-out faces ({calibration.heldout}); the int8 encoder is not "
                                             "used: recalibrate (tools/calibrate_int8.py) or use another runtime")
             return OrtEncoder(int8_onnx(self.model, calibration, digest))
-        except StaleCalibrationError as e:
+        except (StaleCalibrationError, RuntimeError, OutputError) as e:
             if forced:
                 raise
             return str(e)
 
     def _auto(self, digest: str) -> tuple[RuntimeChoice, Callable[[torch.Tensor], Any]]:
-        runners: dict[str, Callable[[torch.Tensor], Any]] = {"torch": self._torch,
-                                                              "onnxruntime": self._ort_fp32(digest)}
+        runners: dict[str, Callable[[torch.Tensor], Any]] = {"torch": self._torch}
         excluded: dict[str, str] = {}
+        try:
+            runners["onnxruntime"] = self._ort_fp32(digest)
+        except (RuntimeError, OutputError) as e:  # an unfaithful export or an unwritable cache: not a candidate
+            excluded["onnxruntime"] = str(e)
         if native_bf16(self.device):
             excluded["onnxruntime-int8"] = "this CPU computes bf16 natively"
+        elif "onnxruntime" in excluded:
+            excluded["onnxruntime-int8"] = "the float32 graph it is built from is not available"
         else:
-            int8 = self._ort_int8(digest, forced=False)
+            int8 = self._ort_int8(digest, forced=False)  # its graph comes from the float32 one, already built
             if isinstance(int8, str):
                 excluded["onnxruntime-int8"] = int8
             else:
