@@ -68,10 +68,10 @@ def run(device: torch.device, sizes=(64, 100, 256), batches=(1, 64), rounds: int
     auto = {}
     for size in sizes:
         runtimes = ["torch"] + (["onnxruntime", "onnxruntime-int8"] if device.type == "cpu" else [])
-        runners = {rt: EncoderRuntime(model, device, plan, rt, crop_size=size, batch_size=max(batches))
+        runners = {rt: EncoderRuntime(model, device, plan, rt, crop_size=size)
                    for rt in runtimes if rt != "onnxruntime-int8" or size == calibrated}
         if device.type == "cpu":
-            choice = EncoderRuntime(model, device, plan, "auto", crop_size=size, batch_size=max(batches)).choice
+            choice = EncoderRuntime(model, device, plan, "auto", crop_size=size).choice
             auto[size] = choice.describe()
         for batch in batches:
             x = torch.rand(batch, 3, size, size, device=device)

@@ -88,8 +88,8 @@ class FaceEmbedder(EmbedderInfo):
             (:mod:`facepcl.runtime._encoders`): "auto" (default: the fastest
             of torch, ONNX Runtime float32 and, where bf16 is not native and
             the model carries a calibration that passed its faithfulness
-            gate, ONNX Runtime int8, measured once per CPU, encoder and batch
-            regime), "torch", "onnxruntime" or "onnxruntime-int8". With
+            gate, ONNX Runtime int8, measured once per CPU, encoder and crop
+            size), "torch", "onnxruntime" or "onnxruntime-int8". With
             ``mode="exact"``, on CUDA, or with ``dtype``/``compile`` only
             torch runs (naming ONNX Runtime then: ValueError); a forced int8
             runtime without a valid calibration: StaleCalibrationError.
@@ -142,7 +142,7 @@ class FaceEmbedder(EmbedderInfo):
         self.encoder_runtime = encoder_runtime
         self.batch_size = int(batch_size)
         self._encoder = EncoderRuntime(self.model, self.device, self.plan, encoder_runtime, crop_size=size,
-                                       batch_size=self.batch_size, torch_options=dtype is not None or bool(compile))
+                                       torch_options=dtype is not None or bool(compile))
         self.preprocess: PreprocessConfig = (config.preprocess if size == config.preprocess.crop_size
                                              else config.preprocess.resized(size))
         self.crop_size = size

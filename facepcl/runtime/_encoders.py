@@ -15,11 +15,12 @@ The candidates (:data:`ENCODER_RUNTIMES`, the ``encoder_runtime=`` option of
 ``"auto"`` (the default) picks, on a CPU in ``mode="fast"``, the fastest of
 torch, ONNX Runtime float32 and (only where bf16 is not native:
 :func:`~facepcl.runtime._accel.native_bf16`) int8, by timing each on a batch
-of random crops (:func:`measure`), once per CPU, encoder, crop size and batch
-regime: per process, and in ``facepcl_home()/encoders/choices`` keyed by the
-CPU's model and flags, the oneDNN ISA cap, the thread count and the library
-versions, so that one machine keeps making the same choice (a resumed export
-must run what it started with). Everywhere else ``"auto"`` is torch: the exact
+of :data:`MEASURE_BATCH` random crops (:func:`measure`), once per CPU,
+encoder and crop size: per process, and in ``facepcl_home()/encoders/choices``
+keyed by the CPU's model and flags, the oneDNN ISA cap and the library
+versions (not the thread count or an embedder's batch size), so that every
+embedder of a model on one machine runs the same runtime and gives the same
+codes (a resumed export must run what it started with). Everywhere else ``"auto"`` is torch: the exact
 mode (the reference network itself), CUDA, and an explicit ``dtype`` or
 ``compile=True`` (torch options).
 
@@ -56,7 +57,8 @@ from ._onnx import OrtEncoder, encoder_onnx, encoders_dir
 
 #: The values of the ``encoder_runtime=`` option.
 ENCODER_RUNTIMES = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
-#: Largest batch the choice is measured at (the "batch regime": ``min(batch_size, MEASURE_BATCH)``).
+#: The batch the choice is measured at: one regime, facepcl's bulk batches, whatever an embedder's
+#: ``batch_size``, so that every embedder of one model on one machine runs the same runtime.
 MEASURE_BATCH = 32
 #: Timed calls of each candidate (after one warm-up call), interleaved.
 MEASURE_ROUNDS = 3
@@ -98,7 +100,7 @@ class RuntimeChoice:
 
 
 def cpu_signature() -> dict[str, Any]:
-    """What decides which runtime is fastest on this CPU: model name, flags, ISA cap, threads, versions."""
+    """What decides which runtime is fastest on this CPU: model name, flags, oneDNN ISA cap, versions."""
     import onnxruntime as ort
 
     from .._utils.version import __version__
@@ -117,7 +119,7 @@ def cpu_signature() -> dict[str, Any]:
         pass
     model = model or platform.processor()
     return {"cpu": model, "flags": flags, "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
-            "native_bf16": native_bf16("cpu"), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "native_bf16": native_bf16("cpu"), "torch": torch.__version__,
             "onnxruntime": ort.__version__, "facepcl": __version__}
 
 
@@ -148,7 +150,6 @@ class EncoderRuntime:
         plan: The torch plan (:func:`~facepcl.runtime._accel.encoder_plan`).
         runtime: One of :data:`ENCODER_RUNTIMES`.
         crop_size: Side S of the crops it encodes.
-        batch_size: Crops per call (sets the batch the choice is measured at).
         torch_options: Whether ``dtype`` or ``compile`` was given (they name torch).
 
     Raises:
@@ -158,14 +159,14 @@ class EncoderRuntime:
     """
 
     def __init__(self, model: nn.Module, device: torch.device, plan: Plan, runtime: str = "auto", *,
-                 crop_size: int, batch_size: int, torch_options: bool = False) -> None:
+                 crop_size: int, torch_options: bool = False) -> None:
         check_runtime(runtime, "FaceEmbedder")
         self.model = model
         self.device = torch.device(device)
         self.plan = plan
         self.requested = runtime
         self.crop_size = int(crop_size)
-        self.batch = max(1, min(int(batch_size), MEASURE_BATCH))
+        self.batch = MEASURE_BATCH
         self._torch = EncoderRunner(model.encoder, self.device, plan)
         self._lock = threading.Lock()
         self._choice: RuntimeChoice | None = None
@@ -333,7 +334,7 @@ def recorded_choices() -> list[dict[str, Any]]:
             raw = json.loads(path.read_text(encoding="utf-8"))
             sig, choice = raw["signature"], raw["choice"]
             out.append({"encoder_sha256": sig["encoder_sha256"], "crop_size": sig["crop_size"], "batch": sig["batch"],
-                        "onednn_max_cpu_isa": sig["onednn_max_cpu_isa"], "threads": sig["threads"],
+                        "onednn_max_cpu_isa": sig["onednn_max_cpu_isa"],
                         "runtime": choice["runtime"], "seconds": choice["seconds"]})
         except (OSError, ValueError, TypeError, KeyError):
             continue  # a damaged record is measured again when needed; nothing to show
