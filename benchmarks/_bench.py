@@ -9,13 +9,16 @@ makes ratios meaningful on a machine whose load changes during the run.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +38,15 @@ sys.path.insert(0, str(HERE))  # benchmarks/ is not a package: let the scripts i
 # The sample photos are test support (tests/_samples.py), not part of the package: the repository root on
 # sys.path lets every benchmark say ``from tests import _samples``.
 sys.path.insert(1, str(HERE.parent))
+
+# A fresh facepcl cache for every run (the sample photos stay where they are): the encoder runtime that
+# encoder_runtime="auto" picks is measured in this run, never read from an earlier one's record.
+from tests import _samples  # noqa: E402
+
+os.environ.setdefault("FACEPCL_SAMPLES", str(_samples.samples_dir()))
+_RUN_HOME = tempfile.mkdtemp(prefix="facepcl-bench-")
+os.environ["FACEPCL_HOME"] = _RUN_HOME
+atexit.register(shutil.rmtree, _RUN_HOME, ignore_errors=True)
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:

@@ -4,8 +4,8 @@
 process, for the exact path and the default (fast) path:
 
 - ``bare``: the encoder alone on a ready float32 batch (the exact path: the
-  model's own module, NCHW; the fast path: facepcl's prepared copy, as
-  :class:`facepcl.runtime._accel.EncoderRunner` runs it);
+  model's own module, NCHW; the fast path: the runtime ``encoder_runtime="auto"``
+  picks, as :class:`facepcl.runtime._encoders.EncoderRuntime` runs it);
 - ``pipeline``: ``FaceEmbedder(model, detect=False).embed(list_of_crops)``:
   conversion, normalisation, the encoder, result assembly, with the default
   decoding threads.
@@ -42,7 +42,7 @@ def run(device: torch.device, batch: int = 64, size: int = 64, rounds: int = 3, 
         x = crops_to_input(crops, emb.preprocess, device)
         _bench.say(f"crops: {path}")
         with torch.inference_mode():
-            sec = _bench.compare({"bare": lambda emb=emb, x=x: emb._runner(x),
+            sec = _bench.compare({"bare": lambda emb=emb, x=x: emb._encoder(x),
                                   "pipeline": lambda emb=emb: emb.embed(listed)},
                                  device, rounds=rounds, min_time=min_time, warmup=2, log=_bench.say)
         rows.append({"path": path, "bare_images_per_s": batch / sec["bare"],

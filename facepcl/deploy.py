@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -33,25 +31,11 @@ from ._utils.digest import encoder_digest
 from ._utils.folders import FolderLock
 from .errors import OutputError
 from .model import PCLModel
+from .runtime._onnx import ATOL, OPSET, check_graph, export_encoder, export_graph, float32_copy
 
 ENCODER_FILE = "encoder.onnx"
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
-OPSET = 17
-#: Largest difference allowed between ONNX Runtime's and PyTorch's outputs at export time.
-ATOL = 1e-4
-
-
-class _Encoder(nn.Module):
-    """The encoder with named, flattened outputs in the order the ONNX graph declares them."""
-
-    def __init__(self, encoder: nn.Module) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self.encoder(pixels)
-        return tuple(getattr(out, f).flatten(1) for f in FEATURES)
 
 
 class _Head(nn.Module):
@@ -97,22 +81,17 @@ def export_onnx(model: PCLModel, out_dir: str | os.PathLike, *, overwrite: bool 
                 (out / name).unlink()
         config = model.config
         size = config.preprocess.crop_size
-        encoder = _Encoder(_float32_copy(model.encoder)).eval()
-        rng = torch.Generator().manual_seed(0)
-        check = torch.rand(3, 3, size, size, generator=rng)
-        _export(encoder, (check[:1],), out / ENCODER_FILE, ["pixels"], list(FEATURES), opset)
-        with torch.no_grad():
-            expected = [t.numpy() for t in encoder(check)]
-        _check(out / ENCODER_FILE, {"pixels": check.numpy()}, expected, atol)
+        export_encoder(model.encoder, out / ENCODER_FILE, size, opset=opset, atol=atol)
+        rng = torch.Generator().manual_seed(1)
         heads: dict[str, Any] = {}
         for name, head in (getattr(model, "task_heads", None) or {}).items():
             spec = head.spec
-            net = _Head(_float32_copy(head)).eval()
+            net = _Head(float32_copy(head)).eval()
             x = torch.randn(3, spec.in_dim, generator=rng)
             path = out / f"head-{name}.onnx"
-            _export(net, (x[:1],), path, ["features"], ["outputs"], opset)
+            export_graph(net, (x[:1],), path, ["features"], ["outputs"], opset)
             with torch.no_grad():
-                _check(path, {"features": x.numpy()}, [net(x).numpy()], atol)
+                check_graph(path, {"features": x.numpy()}, [net(x).numpy()], atol)
             heads[name] = {"file": path.name, "task": spec.task, "features": list(spec.features),
                            "input_size": spec.input_size, "interpolation": spec.interpolation,
                            "in_dim": spec.in_dim, "out_dim": spec.out_dim,
@@ -127,37 +106,6 @@ def export_onnx(model: PCLModel, out_dir: str | os.PathLike, *, overwrite: bool 
         card = model_card(meta)
         atomic_write(out / CARD_FILE, lambda p: Path(p).write_text(card, encoding="utf-8"))
     return out
-
-
-def _float32_copy(module: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(module).float().to("cpu", memory_format=torch.contiguous_format)
-
-
-def _export(net: nn.Module, example: tuple, path: Path, inputs: list[str], outputs: list[str], opset: int) -> None:
-    def write(tmp: str) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(net, example, tmp, dynamo=False, opset_version=opset, input_names=inputs,
-                              output_names=outputs, dynamic_axes={n: {0: "batch"} for n in inputs + outputs})
-
-    try:
-        atomic_write(path, write)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write the ONNX file ({e.strerror}); free space or choose another "
-                          "folder") from None
-
-
-def _check(path: Path, feed: dict[str, np.ndarray], expected: list[np.ndarray], atol: float) -> None:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, feed)
-    worst = max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True))
-    if not worst <= atol:
-        raise RuntimeError(f"{path}: ONNX Runtime's outputs differ from PyTorch's by {worst:.3g} (> {atol:g}); "
-                           "the export is not faithful, do not use it")
 
 
 def model_card(meta: dict[str, Any]) -> str:

@@ -88,9 +88,11 @@ def test_exact_path_runs_the_models_own_modules(random_pcl_model, face_photos):
         crops = emb.crop(face_photos[1], res.kps)
         direct = random_pcl_model.encoder(crops_to_input(crops, emb.preprocess, "cpu"))
     np.testing.assert_array_equal(res.face, direct.face.numpy())  # bit for bit
-    assert emb._runner._module is None  # no copy was made
+    assert emb._encoder._torch._module is None  # no copy was made
+    assert emb._encoder.choice.chosen_by == "rule"  # the exact mode is the reference network, in torch
     assert res.info["accel"] == {"mode": "exact", "exact": True,
-                                 "encoder": {"dtype": "float32", "channels_last": False, "compile": False},
+                                 "encoder": {"dtype": "float32", "channels_last": False, "compile": False,
+                                             "runtime": "torch"},
                                  "detector": {"dtype": "float32", "channels_last": False, "compile": False,
                                               "runtime": "torch", "canvas_step": 32, "rescue_threshold": 0.2}}
 
@@ -117,7 +119,8 @@ def test_reduced_precision_works_on_a_copy(random_pcl_model, face_photos):
     res = emb.embed(face_photos[1])
     assert res.info["dtype"] == "bfloat16"
     assert res.face.dtype == np.float32
-    copy = emb._runner._module
+    assert emb._encoder.choice.runtime == "torch"  # a torch dtype: torch runs it
+    copy = emb._encoder._torch._module
     assert next(copy.parameters()).dtype == torch.bfloat16
     assert copy.trunk.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
     for k, v in random_pcl_model.state_dict().items():  # the user's model is untouched
@@ -154,8 +157,8 @@ def test_encoder_plans_keep_cosine_on_real_faces(random_pcl_model, face_photos, 
         crops = np.concatenate([exact.crop(face_photos[i], res.kps[res.image_index == i])
                                 for i in range(len(face_photos))])
         ref = exact.encode(crops)
-        fast = FaceEmbedder(model, device="cpu")
-        fast._runner = _accel.EncoderRunner(model.encoder, torch.device("cpu"), plan)
+        fast = FaceEmbedder(model, device="cpu", encoder_runtime="torch")
+        fast._encoder._torch = _accel.EncoderRunner(model.encoder, torch.device("cpu"), plan)
         got = fast.encode(crops)
         for k in ("face", "pose", "trunk"):
             cos = _cosine(ref[k], got[k])
@@ -376,10 +379,10 @@ def test_torch_keeps_every_core_while_embedding(random_pcl_model, face_photos, m
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
     for detect, inputs in ((False, [np.zeros((64, 64, 3), np.uint8)] * 3), (True, face_photos[:2])):
-        emb = FaceEmbedder(random_pcl_model, device="cpu", detect=detect, num_workers=2)
+        emb = FaceEmbedder(random_pcl_model, device="cpu", detect=detect, num_workers=2, encoder_runtime="torch")
         seen: list[int] = []
-        runner = emb._runner
-        emb._runner = lambda x, runner=runner, seen=seen: (seen.append(torch.get_num_threads()), runner(x))[1]
+        runner = emb._encoder._torch
+        emb._encoder._torch = lambda x, runner=runner, seen=seen: (seen.append(torch.get_num_threads()), runner(x))[1]
         emb.embed(inputs)
         assert seen, (detect, seen)
         assert set(seen) == {before}, (detect, seen)

@@ -27,8 +27,12 @@ def test_encoder_benchmark_measures_every_path(tmp_path: Path) -> None:
     # --no-compile: the compiled encoder is tested in tests/test_accel.py (it costs 15 s to compile again here)
     result = _run("encoder.py", tmp_path, "--sizes", "64", "--batches", "2", "--no-compile")
     paths = {r["path"]: r for r in result["rows"]}
-    assert set(paths) == {"reference", "fast"}
+    assert set(paths) == {"reference", "fast", "onnxruntime", "onnxruntime-int8"}
+    assert paths["onnxruntime-int8"]["dtype"] == "int8"
     assert paths["reference"]["ratio"] == pytest.approx(1.0)
+    auto = result["auto"]["64"]  # what encoder_runtime="auto" picked, from its own measurement in this run
+    assert auto["chosen_by"] == "measurement"
+    assert auto["runtime"] == min(auto["seconds"], key=auto["seconds"].get)
     assert all(r["images_per_s"] > 0 for r in result["rows"])
     assert all(r["gflops"] > 0 for r in result["rows"])
 

@@ -132,6 +132,11 @@ def add_parser(sub) -> None:
     e.add_argument("--compile", dest="compile", action="store_true", default=None,
                    help="torch.compile the encoder (one compilation serves every batch size); pays off on long "
                         "runs where encoding dominates, e.g. with --no-detect")
+    e.add_argument("--encoder-runtime", dest="encoder_runtime",
+                   choices=("auto", "torch", "onnxruntime", "onnxruntime-int8"), default=None,
+                   help="what runs the fast encoder on a CPU: auto (default: the fastest of torch, ONNX Runtime "
+                        "float32 and, where bf16 is not native and the model carries a calibration that passed its "
+                        "gate, ONNX Runtime int8; measured once per CPU and model), or one of them (docs/embedding.md)")
     e.add_argument("--crop-size", dest="crop_size", type=int, default=None,
                    help="aligned crop side in pixels (default: the model config's)")
     e.add_argument("--no-detect", dest="detect", action="store_false", default=None,

@@ -23,6 +23,8 @@ def collect() -> dict:
     from .._utils.paths import facepcl_home, hf_home
     from .._utils.version import __version__
     from ..hub import default_model_name
+    from ..runtime._accel import native_bf16
+    from ..runtime._encoders import recorded_choices
 
     def version(dist: str) -> str | None:
         # From the installed package's metadata: importing torchvision alone takes over a second
@@ -50,6 +52,8 @@ def collect() -> dict:
         "cpu_capability": cpu,
         "cpu_bf16": bool({"avx512_bf16", "amx_bf16"} & flags),
         "cpu_amx": "amx_tile" in flags,
+        "cpu_native_bf16": native_bf16("cpu"),  # what the fast path uses: torch's oneDNN, within ONEDNN_MAX_CPU_ISA
+        "encoder_runtime_choices": recorded_choices(),
         "torch_cuda_build": torch.version.cuda,
         "cuda_available": torch.cuda.is_available(),
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],

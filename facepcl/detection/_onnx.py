@@ -9,20 +9,16 @@ convolution taking RGB) with an NHWC input, at first use, into
 weights: nothing is downloaded, nothing is written into site-packages, and
 changed weights get a new file.
 
-ONNX Runtime's threads follow the process's OpenMP settings: as many
-intra-op threads as torch has (``OMP_NUM_THREADS`` when set), and no
-spinning unless ``OMP_WAIT_POLICY=ACTIVE`` (see :mod:`facepcl.runtime._threads`).
+ONNX Runtime's threads follow the process's OpenMP settings
+(:func:`facepcl.runtime._onnx.session_options`).
 """
 
 from __future__ import annotations
 
-import atexit
 import copy
 import hashlib
-import os
 import threading
 import warnings
-import weakref
 from pathlib import Path
 
 import numpy as np
@@ -30,20 +26,12 @@ import torch
 from torch import nn
 
 from .._utils.atomic import atomic_write
+from ..runtime._onnx import session_options, track_session
 from ._retinaface import detector_dir
 
 #: Bump when the exported graph changes (input layout, opset, wrapper), so old cache files are not reused.
 FORMAT = "rgb-nhwc-v1"
 _LOCK = threading.Lock()
-_OPEN: weakref.WeakSet = weakref.WeakSet()
-
-
-@atexit.register
-def _close_sessions() -> None:
-    # Release sessions (and their thread pools) while the interpreter still runs: left to the end of
-    # interpreter teardown, an interrupted process aborted there ("terminate called without an active exception").
-    for net in list(_OPEN):
-        net.session = None
 
 
 class _NHWCInput(nn.Module):
@@ -93,21 +81,6 @@ def exported(name: str, fast_net: nn.Module) -> Path:
     return path
 
 
-def session_options(threads: int | None = None):
-    """ONNX Runtime options that follow the process's OpenMP thread count and wait policy."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads or torch.get_num_threads())
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if os.environ.get("OMP_WAIT_POLICY", "").upper() != "ACTIVE":
-        # Spinning threads hold up a busy machine's other work, and this process's own decoding threads.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return opts
-
-
 class OrtNetwork:
     """Calls the exported network like the torch one: ``(loc, conf, landmarks)`` float32 tensors.
 
@@ -120,7 +93,7 @@ class OrtNetwork:
 
         self.path = path
         self.session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
-        _OPEN.add(self)
+        track_session(self)
 
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``batch``: ``(B, 3, H, W)`` float32 in channels_last memory (an NHWC buffer, as the pipeline builds it)."""

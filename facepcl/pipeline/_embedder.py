@@ -40,7 +40,8 @@ from ..io.prefetch import default_workers, prefetch
 from ..model import PCLFeatures, PCLModel
 from ..preprocess import Transform, fit_crop
 from ..results import EmbeddingResult, Failure
-from ..runtime._accel import EncoderRunner, check_mode, encoder_plan
+from ..runtime._accel import check_mode, encoder_plan
+from ..runtime._encoders import EncoderRuntime
 from ._info import EmbedderInfo
 from ._options import cache_key, check_options, detector_options, model_device, resolve_model, split_options
 from ._stream import as_stream, chunks
@@ -67,9 +68,10 @@ class FaceEmbedder(EmbedderInfo):
             hardware computes it natively (CUDA, or a CPU with
             AVX512-BF16/AMX; else float32), channels_last, and the fast
             detector (BatchNorm folded, float32; on a CPU run by ONNX
-            Runtime). Embeddings of real faces stay within cosine similarity
-            0.999 of the exact mode, with the same faces and landmarks
-            within 0.5 px. "exact": the model's own float32 encoder
+            Runtime), the encoder's runtime picked by ``encoder_runtime``.
+            Embeddings of real faces stay within cosine similarity 0.999 of
+            the exact mode (0.995 with the int8 encoder), with the same faces
+            and landmarks within 0.5 px. "exact": the model's own float32 encoder
             and the detector network as published, eager, NCHW, in torch.
             ``dtype`` (and the detector's ``dtype``), when given, override
             the mode's choice; ``result.info["accel"]`` records what ran.
@@ -82,6 +84,15 @@ class FaceEmbedder(EmbedderInfo):
             features are returned as float32 either way.
         compile: ``torch.compile`` the encoder copy (inductor; one
             compilation serves every batch size).
+        encoder_runtime: What runs the fast encoder on a CPU
+            (:mod:`facepcl.runtime._encoders`): "auto" (default: the fastest
+            of torch, ONNX Runtime float32 and, where bf16 is not native and
+            the model carries a calibration that passed its faithfulness
+            gate, ONNX Runtime int8, measured once per CPU, encoder and crop
+            size), "torch", "onnxruntime" or "onnxruntime-int8". With
+            ``mode="exact"``, on CUDA, or with ``dtype``/``compile`` only
+            torch runs (naming ONNX Runtime then: ValueError); a forced int8
+            runtime without a valid calibration: StaleCalibrationError.
         crop_size: Aligned crop side in pixels (default: the config's, 64 for
             PCL); any side from 16 to 1024 (e.g. 100, the paper's expression
             probe: D = 6272). The template scales with it.
@@ -113,7 +124,8 @@ class FaceEmbedder(EmbedderInfo):
     def __init__(self, model: PCLModel | str | os.PathLike | None = None, *,
                  detector: FaceDetector | str | Mapping[str, Any] | None = None, mode: str = "fast",
                  device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                 compile: bool = False, crop_size: int | None = None, detect: bool = True, on_no_face: str = "skip",
+                 compile: bool = False, encoder_runtime: str = "auto", crop_size: int | None = None,
+                 detect: bool = True, on_no_face: str = "skip",
                  color_order: str = "RGB", return_crops: bool = False, batch_size: int = 64, chunk_size: int = 32,
                  num_workers: int | None = None) -> None:
         check_mode(mode, "FaceEmbedder")
@@ -125,9 +137,12 @@ class FaceEmbedder(EmbedderInfo):
         self.plan = encoder_plan(self.device, mode=mode, dtype=dtype, compile=compile)
         self.dtype = self.plan.dtype
         self.compile = self.plan.compile
-        self._runner = EncoderRunner(self.model.encoder, self.device, self.plan)
         config: PCLConfig = self.model.config
         size = check_crop_size(config.preprocess.crop_size if crop_size is None else crop_size)
+        self.encoder_runtime = encoder_runtime
+        self.batch_size = int(batch_size)
+        self._encoder = EncoderRuntime(self.model, self.device, self.plan, encoder_runtime, crop_size=size,
+                                       torch_options=dtype is not None or bool(compile))
         self.preprocess: PreprocessConfig = (config.preprocess if size == config.preprocess.crop_size
                                              else config.preprocess.resized(size))
         self.crop_size = size
@@ -137,7 +152,6 @@ class FaceEmbedder(EmbedderInfo):
         self.on_no_face = on_no_face
         self.color_order = color_order.upper()
         self.return_crops = bool(return_crops)
-        self.batch_size = int(batch_size)
         self.chunk_size = int(chunk_size)
         self.num_workers = default_workers() if num_workers is None else int(num_workers)
         self._detector = detector if isinstance(detector, FaceDetector) else None
@@ -234,8 +248,8 @@ class FaceEmbedder(EmbedderInfo):
         out = {k: np.zeros((len(crops), self.dim), np.float32) for k in FEATURES}
         for start in range(0, len(crops), self.batch_size):
             x = self.transform.batch(crops[start:start + self.batch_size], self.device,
-                                     channels_last=self.plan.channels_last)
-            feats = self._runner(x)
+                                     channels_last=self._encoder.channels_last)
+            feats = self._encoder(x)
             for k in FEATURES:
                 out[k][start:start + len(x)] = getattr(feats, k).cpu().numpy()
         return out

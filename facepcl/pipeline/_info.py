@@ -21,7 +21,7 @@ class EmbedderInfo:
             "config_hash": prov.get("config_hash") or self.model.config.hash(),
             "crop_size": self.crop_size, "template": self.template.tolist(), "detect": self.detect,
             "detector": self.detector_option("name") if self.detect else None,
-            "on_no_face": self.on_no_face, "dtype": str(self.dtype).removeprefix("torch."),
+            "on_no_face": self.on_no_face, "dtype": self._encoder.describe()["dtype"],
             "accel": self.accel_info(), "facepcl_version": __version__,
             "decode": {"min_side": self.decode_min_side, "reduce_above_pixels": images.REDUCE_ABOVE_PIXELS},
         }
@@ -36,6 +36,8 @@ class EmbedderInfo:
             (:mod:`facepcl._utils.digest`), ``model_name``, ``model_license``,
             ``facepcl_version``, ``preprocess``, ``crop_size``,
             ``input_size``, ``feature_dim``, ``dtype``, ``accel``,
+            ``encoder_runtime`` (:class:`~facepcl.runtime._encoders.RuntimeChoice`:
+            the runtime, how it was chosen, the measured seconds),
             ``detect``, ``detector`` (the detector's
             :meth:`~facepcl.detection.FaceDetector.settings`, None without
             detection), ``decode`` (how huge JPEGs are decoded),
@@ -49,7 +51,8 @@ class EmbedderInfo:
             "encoder_sha256": encoder_digest(self.model), "model_name": config.name, "model_license": config.license,
             "facepcl_version": info["facepcl_version"], "preprocess": dataclasses.asdict(self.preprocess),
             "crop_size": self.crop_size, "input_size": config.input_size, "feature_dim": self.dim,
-            "dtype": info["dtype"], "accel": info["accel"], "detect": self.detect, "detector": detector,
+            "dtype": info["dtype"], "accel": info["accel"], "encoder_runtime": self._encoder.choice.describe(),
+            "detect": self.detect, "detector": detector,
             "decode": info["decode"], "on_no_face": self.on_no_face,
             "max_faces": detector["max_faces"] if detector else None,
         }
@@ -58,7 +61,7 @@ class EmbedderInfo:
         """Which path ran.
 
         Returns:
-            ``{"mode", "exact", "encoder": {dtype, channels_last, compile},
+            ``{"mode", "exact", "encoder": {dtype, channels_last, compile, runtime},
             "detector": {dtype, channels_last, compile, runtime, canvas_step,
             rescue_threshold} or None}``; ``exact`` is True when both networks
             ran the exact path.
@@ -69,14 +72,18 @@ class EmbedderInfo:
             detector = {**det.plan.describe(), "runtime": det.runtime, "canvas_step": det.canvas_step,
                         "rescue_threshold": det.rescue_threshold}
         return {"mode": self.mode, "exact": self.plan.exact and (detector is None or det.plan.exact),
-                "encoder": self.plan.describe(), "detector": detector}
+                "encoder": self._encoder.describe(), "detector": detector}
 
     def __repr__(self) -> str:
         prov = getattr(self.model, "provenance", None) or {}
         name = prov.get("model_id") or self.model.config.name
         plan = "exact" if self.plan.exact else "fast"
-        encoder = f"{plan} ({str(self.dtype).removeprefix('torch.')}" + (", channels_last" if self.plan.channels_last
-                                                                       else "") + ")"
+        if self._encoder.resolved is None:  # a repr never measures
+            encoder = f"{plan} (encoder_runtime={self.encoder_runtime!r}, chosen at first use)"
+        else:
+            enc = self._encoder.describe()
+            layout = ", channels_last" if enc["channels_last"] else ""
+            encoder = f"{plan} ({enc['runtime']}, {enc['dtype']}{layout})"
         if self.detect:
             opt = self.detector_option
             detection = (f"detect=True, detector={opt('name')!r}, det_threshold={opt('det_threshold')}, "
