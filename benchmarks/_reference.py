@@ -163,11 +163,20 @@ class NaiveFacexlibPipeline:
 
     def __init__(self, model: PCLModel, template: np.ndarray, crop_size: int = 64, max_size: int = 640,
                  conf_threshold: float = 0.8, nms_threshold: float = 0.4, device: torch.device | str = "cpu") -> None:
-        from facepcl.detection import _retinaface
+        import warnings
+
+        from facexlib.detection.retinaface import RetinaFace
+        from safetensors.torch import load_file
+
+        from facepcl._utils.paths import BUNDLED_WEIGHTS
 
         # facexlib's RetinaFace network with the weights facepcl bundles (facexlib would download them).
         self.device = torch.device(device)
-        self.net = _retinaface.build("retinaface_mobile0.25").to(self.device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torchvision's notices about facexlib's model constructors
+            self.net = RetinaFace(network_name="mobile0.25", device=torch.device("cpu")).eval()
+        self.net.load_state_dict(load_file(str(BUNDLED_WEIGHTS / "retinaface_mobile0.25.safetensors")), strict=True)
+        self.net = self.net.to(self.device)
         self.net.device = self.device  # facexlib keeps its device and mean in plain attributes
         self.net.mean_tensor = self.net.mean_tensor.to(self.device)
         self.model = model
