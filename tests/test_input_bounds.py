@@ -313,6 +313,29 @@ def test_embedding_a_huge_jpeg_reports_the_files_pixels(huge_face_jpeg, random_p
     assert cos > 0.99
 
 
+def test_the_fast_path_decodes_any_jpeg_at_reduced_scale_when_its_faces_allow(huge_face_jpeg, random_pcl_model):
+    # 2048 px is far below REDUCE_ABOVE_PIXELS: the exact path decodes it whole, the fast one at the smallest
+    # DCT scale that keeps decode_min_side (every face the detector can find keeps its crop's pixels)
+    from facepcl.detection import FaceDetector
+    from facepcl.pipeline import FaceEmbedder
+
+    common = {"detector": FaceDetector(device="cpu", max_size=128), "num_workers": 0}
+    exact = FaceEmbedder(random_pcl_model, mode="exact", **common)
+    fast = FaceEmbedder(random_pcl_model, **common)
+    assert not isinstance(exact.load(str(huge_face_jpeg)), images.ReducedImage)
+    image = fast.load(str(huge_face_jpeg))
+    assert isinstance(image, images.ReducedImage)
+    assert (image.scale, image.shape) == (4, (512, 512, 3))
+    a, b = exact.embed(str(huge_face_jpeg)), fast.embed(str(huge_face_jpeg))
+    assert a.info["decode"]["reduce_above_pixels"] == images.REDUCE_ABOVE_PIXELS
+    assert b.info["decode"]["reduce_above_pixels"] == 0
+    assert len(a) == len(b) == 1
+    np.testing.assert_allclose(b.bbox, a.bbox, atol=4)  # in the file's pixels
+    for k in ("face", "pose", "trunk"):
+        cos = (getattr(a, k) * getattr(b, k)).sum() / np.linalg.norm(getattr(a, k)) / np.linalg.norm(getattr(b, k))
+        assert cos > 0.99, k
+
+
 def test_a_whole_image_box_stays_within_the_file(huge_face_jpeg, random_pcl_model, monkeypatch) -> None:
     from facepcl.pipeline import FaceEmbedder
 
@@ -338,7 +361,7 @@ def test_an_export_of_a_huge_jpeg_records_file_pixels_and_the_decoding(huge_face
     out = tmp_path / "out"
     assert main(["embed", str(huge_face_jpeg), "-o", str(out), "--model", str(random_model_dir), "-q",
                  "--no-progress", "--device", "cpu"]) == 0
-    assert read_metadata(out)["decode"] == {"min_side": 512, "reduce_above_pixels": 1_000_000}
+    assert read_metadata(out)["decode"] == {"min_side": 512, "reduce_above_pixels": 0}  # the fast default
     bbox = column_to_numpy(read_embeddings(out), "bbox")
     assert len(bbox) == 1
     assert 1024 < bbox[0, 2] <= 2048  # the file's pixels (2048 px), not the decoded 512

@@ -139,6 +139,12 @@ class ReducedImage(np.ndarray):
         super().__setstate__(base)
 
 
+def reduce_above(reduce_any: bool) -> int | None:
+    """JPEGs over this many pixels may decode at reduced scale: 0 with ``reduce_any`` (see :func:`load_image`),
+    else :data:`REDUCE_ABOVE_PIXELS`; None (reduced decoding off) either way when that is None."""
+    return 0 if reduce_any and REDUCE_ABOVE_PIXELS is not None else REDUCE_ABOVE_PIXELS
+
+
 def to_original(image: np.ndarray, bbox: np.ndarray, kps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Boxes and landmarks found on ``image`` in the pixels of the file it was decoded from.
 
@@ -200,7 +206,7 @@ def to_decoded(image: np.ndarray, bbox: np.ndarray, kps: np.ndarray) -> tuple[np
 
 
 def load_image(source: Any, *, color_order: str = "RGB", name: str | None = None,
-               min_side: int | None = None) -> np.ndarray:
+               min_side: int | None = None, reduce_any: bool = False) -> np.ndarray:
     """Turn one input into a canonical RGB image.
 
     Args:
@@ -214,6 +220,11 @@ def load_image(source: Any, *, color_order: str = "RGB", name: str | None = None
             (path or bytes) over :data:`REDUCE_ABOVE_PIXELS` pixels is then
             decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose longer
             side is at least this. None (default): always full size.
+        reduce_any: With ``min_side``, decode *any* JPEG at reduced scale when
+            its longer side allows it, not only those over
+            :data:`REDUCE_ABOVE_PIXELS` (the fast path's choice: decoding at
+            1/2 scale takes about a quarter of the time). ``REDUCE_ABOVE_PIXELS = None``
+            still turns reduced decoding off.
 
     Returns:
         A C-contiguous ``uint8`` array of shape ``(H, W, 3)``, RGB, upright;
@@ -228,9 +239,9 @@ def load_image(source: Any, *, color_order: str = "RGB", name: str | None = None
         raise ValueError(f"color_order must be one of {COLOR_ORDERS}, got {color_order!r}")
     label = name or describe(source)
     if isinstance(source, (str, os.PathLike)):
-        return _decoded(_open_bytes(read_file(source, label), label, min_side), label)
+        return _decoded(_open_bytes(read_file(source, label), label, min_side, reduce_any), label)
     if isinstance(source, _BYTES):
-        return _decoded(_open_bytes(bytes(source), label, min_side), label)
+        return _decoded(_open_bytes(bytes(source), label, min_side, reduce_any), label)
     if isinstance(source, Image.Image):
         return _from_pil(_upright(source, label), label)
     if isinstance(source, np.ndarray):
@@ -319,7 +330,8 @@ def _too_large(label: str, size: int, limit: int) -> ImageLoadError:
                           "`facepcl.io.images.MAX_FILE_BYTES = <bytes>` (None disables the check)")
 
 
-def _open_bytes(data: bytes, label: str, min_side: int | None = None) -> tuple[Image.Image, tuple | None]:
+def _open_bytes(data: bytes, label: str, min_side: int | None = None,
+                reduce_any: bool = False) -> tuple[Image.Image, tuple | None]:
     """The decoded, upright image, and its reduced-scale mapping ``(scale, origin, original_size)`` or None."""
     if not data:
         raise ImageLoadError(f"{label}: empty file (0 bytes); the file was not fully written or is not an image")
@@ -334,7 +346,7 @@ def _open_bytes(data: bytes, label: str, min_side: int | None = None) -> tuple[I
             fmt = img.format
             stored = img.size
             orientation = img.getexif().get(_ORIENTATION, 1) if fmt == "JPEG" else 1
-            scale = _draft(img, min_side)
+            scale = _draft(img, min_side, reduce_above(reduce_any))
             img.load()
             # exif_transpose reads the EXIF orientation tag and returns an upright copy.
             img = ImageOps.exif_transpose(img)
@@ -356,9 +368,11 @@ def _open_bytes(data: bytes, label: str, min_side: int | None = None) -> tuple[I
     return img, None if scale == 1 else _mapping(scale, stored, img.size, orientation)
 
 
-def _draft(img: Image.Image, min_side: int | None) -> int:
-    """Ask the JPEG decoder for the smallest DCT scale keeping the longer side >= ``min_side``; the scale set."""
-    limit = REDUCE_ABOVE_PIXELS
+def _draft(img: Image.Image, min_side: int | None, limit: int | None) -> int:
+    """Ask the JPEG decoder for the smallest DCT scale keeping the longer side >= ``min_side``; the scale set.
+
+    Only for JPEGs of more than ``limit`` pixels (None: never).
+    """
     w, h = img.size
     if min_side is None or limit is None or img.format != "JPEG" or w * h <= limit:
         return 1

@@ -194,12 +194,16 @@ class FaceEmbedder(EmbedderInfo):
     def load(self, source: Any, name: str | None = None) -> np.ndarray:
         """Step 1: decode one input to an ``(H, W, 3)`` uint8 RGB array (raises ImageLoadError naming ``name``).
 
-        A JPEG over ``facepcl.io.images.REDUCE_ABOVE_PIXELS`` pixels is
-        decoded at reduced scale, keeping a longer side of at least
-        :attr:`decode_min_side` pixels (a :class:`~facepcl.io.images.ReducedImage`);
-        :meth:`embed_loaded` reports its boxes and landmarks in the file's pixels.
+        A JPEG is decoded at reduced scale (1/2, 1/4 or 1/8: DCT scaling, a
+        :class:`~facepcl.io.images.ReducedImage`) when it keeps a longer side
+        of at least :attr:`decode_min_side` pixels, which leaves every face
+        the detector can find at least as many pixels as its crop has: in
+        ``mode="fast"`` any such JPEG, in ``mode="exact"`` only those over
+        ``facepcl.io.images.REDUCE_ABOVE_PIXELS`` pixels (the memory bound).
+        :meth:`embed_loaded` reports boxes and landmarks in the file's pixels.
         """
-        return load_image(source, color_order=self.color_order, min_side=self.decode_min_side, name=name)
+        return load_image(source, color_order=self.color_order, min_side=self.decode_min_side, name=name,
+                          reduce_any=self.mode == "fast")
 
     def prepare(self, image: np.ndarray) -> Prepared | Detections | None:
         """The per-image part of detection, for worker threads; hand the results to :meth:`embed_loaded`.

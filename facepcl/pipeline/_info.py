@@ -23,7 +23,8 @@ class EmbedderInfo:
             "detector": self.detector_option("name") if self.detect else None,
             "on_no_face": self.on_no_face, "dtype": self._encoder.describe()["dtype"],
             "accel": self.accel_info(), "facepcl_version": __version__,
-            "decode": {"min_side": self.decode_min_side, "reduce_above_pixels": images.REDUCE_ABOVE_PIXELS},
+            "decode": {"min_side": self.decode_min_side,
+                       "reduce_above_pixels": images.reduce_above(self.mode == "fast")},
         }
 
     def provenance(self) -> dict[str, Any]:
