@@ -50,16 +50,17 @@ from .errors import ImageLoadError, NoFaceError
 from .export import BATCH_SIZE, Cursor, EmbedOptions, ExportStateError, InputItem
 from .io import describe
 from .io.images import MAX_FILE_BYTES
-from .io.inputs import ListingInterrupted
+from .io.inputs import ListingInterrupted, media_kind
 from .io.prefetch import prefetch
 from .io.storage import StorageCredentialsError, StorageError, is_url, read_url
-from .io.stream import Unit, file_stamp
+from .io.stream import Unit, file_stamp, iter_units
 from .results import EmbeddingResult
+from .tracking import box_sharpness, colour_histogram
 
 if TYPE_CHECKING:
     from .io.ranks import DistInfo
 
-__all__ = ["WINDOW", "EmbedFaces", "RayEngine", "require_ray"]
+__all__ = ["WINDOW", "DetectFaces", "EmbedFaces", "EncodeFaces", "RayEngine", "require_ray"]
 
 #: Fewest inputs the Ray engine sends through one Ray Data pipeline (each window starts the actor pool anew).
 WINDOW = 16384
@@ -83,37 +84,306 @@ def require_ray() -> Any:
     return ray
 
 
+def _embedder(model: str | None, revision: str | None, options: dict[str, Any]) -> Any:
+    """A :class:`~facepcl.FaceEmbedder` for a stage, its detector built (a missing one fails here, once)."""
+    from . import hub
+    from .pipeline import FaceEmbedder
+
+    loaded = hub.load(model, revision=revision, device=options.get("device"))
+    embedder = FaceEmbedder(loaded, **options)
+    if embedder.detect:
+        embedder.detector  # noqa: B018
+    return embedder
+
+
+def _check_features(name: str, features: Sequence[str]) -> list[str]:
+    bad = sorted(set(features) - set(FEATURES))
+    if bad or not features:
+        raise ValueError(f"{name}: features must be a non-empty subset of {', '.join(FEATURES)}; got "
+                         f"{list(features)}")
+    return [f for f in FEATURES if f in features]
+
+
+class _Record:
+    """One image or video frame of a stage-1 batch (or a video's end), before it becomes rows."""
+
+    __slots__ = ("error", "frame", "image", "input", "prepared", "status", "timestamp")
+
+    def __init__(self, input: int, frame: int = -1, timestamp: float = math.nan, image: np.ndarray | None = None,
+                 prepared: Any = None, error: str = "", status: str = "unreadable") -> None:
+        self.input, self.frame, self.timestamp, self.image = input, frame, timestamp, image
+        self.prepared, self.error, self.status = prepared, error, status
+
+
+class DetectFaces:
+    """Stage 1 for ``ray.data.Dataset.map_batches`` (CPU actors): decode, detect and align; one row per face.
+
+    Each instance (one per Ray actor) loads the model's configuration and
+    the detector once; the encoder never runs here. A call decodes its
+    batch's still images in ``num_workers`` threads, detects and aligns them
+    exactly as :meth:`facepcl.FaceEmbedder.embed_loaded` does
+    (:meth:`~facepcl.FaceEmbedder.align_loaded`), and returns the rows of
+    every input in input order. A video (a path with a video extension, or
+    a ``kind`` column saying "video": a video file or a folder of frames) is
+    read whole by the call that gets it, every ``every``-th frame, in frame
+    order; its rows end with one row of status "end" (or "truncated" /
+    "unreadable" with the reason). Feed the rows to :class:`EncodeFaces`.
+
+    Args:
+        model: A ``facepcl.load`` name, Hub id or folder (None: the default model).
+        revision: Hub revision to pin.
+        column: The input column: paths or object-store URLs (str), encoded image
+            bytes, or decoded ``(H, W, 3)`` uint8 RGB arrays (the embedder's ``color_order``).
+            Optional columns: ``kind`` ("image" or "video") and ``after_frame`` (a video's
+            frames up to this index are skipped; -1: none).
+        every: Keep every ``every``-th video frame.
+        storage_options: fsspec filesystem arguments for URL inputs (None: the
+            filesystem's own configuration, e.g. ``AWS_*`` variables).
+        **options: :class:`~facepcl.FaceEmbedder` options (``mode``,
+            ``detector={...}``, ``on_no_face``, ``num_workers``, ...); ``device``
+            defaults to "cpu".
+
+    Returns (per call): a dict of equal-length columns, one row per face, plus one
+    row per image or frame without a face (``on_no_face="skip"``) or that could not be read,
+    plus a video's last row:
+
+    - every input column except ``column``, repeated for each of the input's rows;
+    - ``source`` (str): the path, or a description of bytes/arrays;
+    - ``frame`` (int64): the video frame, -1 for still images and a video's last row;
+      ``timestamp`` (float64): the frame's time in seconds, NaN for still images;
+    - ``status`` (str): "face", "no_face", "unreadable", or on a video's last row "end",
+      "truncated" (it ended early; its frames before are in) or "unreadable";
+      ``error`` (str): why ("" for faces and "end");
+    - ``face_index`` (int32): the face's number within its image (score order), -1 without a face;
+    - ``width``, ``height`` (int32): the decoded image's size (-1 without an image);
+    - ``bbox`` ``(4,)``, ``kps`` ``(5, 2)``, ``det_score`` (float32), in the image's pixels; NaN without a face;
+    - ``histogram`` ``(16, 8)`` float32: a video frame's :func:`facepcl.tracking.colour_histogram` (shot
+      cuts), ``sharpness`` (float32): a video face's :func:`facepcl.tracking.box_sharpness`; NaN otherwise;
+    - ``crop`` ``(S, S, 3)`` uint8: the aligned face (zeros without a face), S the model's crop size.
+
+    Attributes:
+        embedder: The :class:`~facepcl.FaceEmbedder` (its encoder unused).
+
+    Raises:
+        NoFaceError: (per call) ``on_no_face="error"`` and an image has no face.
+    """
+
+    def __init__(self, model: str | None = None, *, revision: str | None = None, column: str = "image",
+                 every: int = 1, storage_options: dict[str, Any] | None = None, **options: Any) -> None:
+        if every < 1:
+            raise ValueError(f"DetectFaces: every must be at least 1, got {every}")
+        self._setup(_embedder(model, revision, {"device": "cpu", **options}), column, every, storage_options)
+
+    def _setup(self, embedder: Any, column: str, every: int, storage_options: dict[str, Any] | None) -> None:
+        self.embedder = embedder
+        self.column = column
+        self.every = every
+        self.storage_options = storage_options
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Rows of one batch of inputs (see the class docstring)."""
+        if self.column not in batch:
+            raise KeyError(f"{type(self).__name__}: the batch has no {self.column!r} column (it has {sorted(batch)}); "
+                           "pass column=NAME for the column holding paths, bytes or images")
+        sources = batch[self.column]
+        n = len(sources)
+        emb = self.embedder
+        kinds = [str(batch["kind"][i]) if "kind" in batch else
+                 (media_kind(sources[i]) or "image") if isinstance(sources[i], str) else "image" for i in range(n)]
+
+        def decode(i: int) -> _Record:
+            src = sources[i]
+            try:
+                if isinstance(src, str) and is_url(src):
+                    image = emb.load(read_url(src, self.storage_options, MAX_FILE_BYTES)[0], name=src)
+                else:
+                    image = emb.load(src)
+            except (ImageLoadError, StorageError) as e:
+                if isinstance(e, StorageCredentialsError):
+                    raise  # not this input's fault: every other object would fail alike
+                return _Record(i, error=str(e))
+            except Exception as e:  # a decoder bug on a hostile file fails that input only
+                return _Record(i, error=f"{describe(src)}: could not be decoded ({type(e).__name__}: {e})")
+            return _Record(i, image=image, prepared=emb.prepare(image) if emb.detect else None)
+
+        stills = [i for i in range(n) if kinds[i] != "video"]
+        decoded = dict(zip(stills, prefetch(decode, stills, workers=emb.num_workers, lookahead=max(1, n)),
+                           strict=True))
+        names = [describe(src) for src in sources]
+        parts: list[dict[str, np.ndarray]] = []
+        pending: list[_Record] = []
+        for i in range(n):
+            if kinds[i] != "video":
+                pending.append(decoded[i])
+                continue
+            parts.append(self._rows(pending, names))
+            pending = []
+            after = int(batch["after_frame"][i]) if "after_frame" in batch else -1
+            parts.extend(self._video(i, str(sources[i]), names, after))
+        parts.append(self._rows(pending, names))
+        out = _concat([p for p in parts if len(p["status"])] or parts[-1:])
+        idx = out.pop("input")
+        out.update({k: np.asarray(v)[idx] for k, v in batch.items() if k != self.column})
+        return out
+
+    def _video(self, i: int, path: str, names: list[str], after: int) -> Iterator[dict[str, np.ndarray]]:
+        """The rows of one video, in chunks of ``batch_size`` frames."""
+        emb = self.embedder
+        item = InputItem(i, path, "video", "")
+        units = iter_units([item], emb.load, every=self.every, workers=1, lookahead=emb.batch_size,
+                           partial=(i, after) if after >= 0 else None,
+                           prepare=emb.prepare if emb.detect else None, storage_options=self.storage_options)
+        chunk: list[_Record] = []
+        with contextlib.closing(units):
+            for unit in units:
+                if unit.end:
+                    status = "end" if unit.error is None else unit.error_kind
+                    chunk.append(_Record(i, error=unit.error or "", status=status))
+                else:
+                    chunk.append(_Record(i, unit.frame, unit.timestamp, unit.image, unit.prepared, unit.error or ""))
+                if len(chunk) >= emb.batch_size or unit.end:
+                    yield self._rows(chunk, names)
+                    chunk = []
+
+    def _rows(self, records: list[_Record], names: list[str]) -> dict[str, np.ndarray]:
+        """The rows of ``records`` (images and frames of one batch, a video's end), in order."""
+        emb = self.embedder
+        ok = [j for j, r in enumerate(records) if r.image is not None]
+        size = emb.crop_size
+        if ok:
+            label = [names[records[j].input] if records[j].frame < 0
+                     else f"{names[records[j].input]} frame {records[j].frame}" for j in ok]
+            found = emb.align_loaded([records[j].image for j in ok], indices=ok, names=label,
+                                     prepared=[records[j].prepared for j in ok] if emb.detect else None)
+            image_index = found.image_index
+        else:
+            found, image_index = None, np.zeros(0, np.int64)
+        take, face_index, status, error, counts = [], [], [], [], np.zeros(len(records), np.int64)
+        for j, r in enumerate(records):
+            at = np.flatnonzero(image_index == j)
+            if len(at) == 0:  # no image, or no face and on_no_face="skip"
+                take.append(-1)
+                face_index.append(-1)
+                status.append(r.status if r.image is None else "no_face")
+                error.append(r.error if r.image is None else f"{label[ok.index(j)]}: no face found")
+                counts[j] = 1
+                continue
+            take.extend(at.tolist())
+            face_index.extend(range(len(at)))
+            status.extend(["face"] * len(at))
+            error.extend([""] * len(at))
+            counts[j] = len(at)
+        take_a = np.asarray(take, np.int64)
+        has = take_a >= 0
+        src = np.repeat(np.arange(len(records)), counts)
+
+        def pick(values: np.ndarray | None, shape: tuple[int, ...], fill: Any = np.nan, dtype: Any = np.float32):
+            col = np.full((len(take_a), *shape), fill, dtype)
+            if values is not None and has.any():
+                col[has] = values[take_a[has]].reshape(-1, *shape)
+            return col
+
+        sizes = np.array([(-1, -1) if r.image is None else r.image.shape[:2] for r in records],
+                         np.int32).reshape(-1, 2)
+        # what tracking measures on a video frame's pixels, measured here where the frame is
+        hist = np.full((len(records), 16, 8), np.nan, np.float32)
+        for j, r in enumerate(records):
+            if r.image is not None and r.frame >= 0:
+                hist[j] = colour_histogram(r.image)
+        bbox = pick(None if found is None else found.bbox, (4,))
+        sharp = np.array([box_sharpness(records[j].image, b) if t >= 0 and records[j].frame >= 0 else np.nan
+                          for j, t, b in zip(src, take_a, bbox, strict=True)], np.float32)
+        return {
+            "input": np.array([records[j].input for j in src], np.int64),
+            "source": np.array([names[records[j].input] for j in src], dtype=object),
+            "frame": np.array([records[j].frame for j in src], np.int64),
+            "timestamp": np.array([records[j].timestamp for j in src], np.float64),
+            "status": np.array(status, dtype=object),
+            "error": np.array(error, dtype=object),
+            "face_index": np.asarray(face_index, np.int32),
+            "width": sizes[src, 1],
+            "height": sizes[src, 0],
+            "bbox": bbox,
+            "kps": pick(None if found is None else found.kps, (5, 2)),
+            "det_score": pick(None if found is None else found.det_score, ()),
+            "histogram": hist[src],
+            "sharpness": sharp,
+            "crop": pick(None if found is None else found.crops, (size, size, 3), 0, np.uint8),
+        }
+
+
+class EncodeFaces:
+    """Stage 2 for ``ray.data.Dataset.map_batches`` (the model's actors, a GPU each where there are GPUs).
+
+    Each instance loads the model once and encodes the ``crop`` of every row of
+    :class:`DetectFaces` whose ``status`` is "face" with
+    :meth:`facepcl.FaceEmbedder.encode`, in batches of ``batch_size`` crops.
+
+    Args:
+        model: A ``facepcl.load`` name, Hub id or folder (None: the default model); the one
+            :class:`DetectFaces` used (its crop size and template).
+        revision: Hub revision to pin.
+        features: Which of ``face``, ``pose``, ``trunk`` to return.
+        **options: :class:`~facepcl.FaceEmbedder` options (``mode``, ``device``, ``batch_size``, ...).
+
+    Returns (per call): the rows of :class:`DetectFaces` without ``crop``, plus one
+    ``(D,)`` float32 column per feature (NaN without a face) and ``encoder_sha256``
+    (str): the encoder's weights digest (:mod:`facepcl._utils.digest`).
+
+    Attributes:
+        embedder: The :class:`~facepcl.FaceEmbedder`.
+        provenance: :meth:`~facepcl.FaceEmbedder.provenance` of the embedder.
+
+    Raises:
+        KeyError: (per call) the batch has no ``crop`` column.
+    """
+
+    def __init__(self, model: str | None = None, *, revision: str | None = None,
+                 features: Sequence[str] = FEATURES, **options: Any) -> None:
+        features = _check_features("EncodeFaces", features)
+        self._setup(_embedder(model, revision, options), features)
+
+    def _setup(self, embedder: Any, features: list[str]) -> None:
+        self.embedder = embedder
+        self.features = features
+        self.provenance = embedder.provenance()
+        self._sha = self.provenance["encoder_sha256"]
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Rows of one batch of :class:`DetectFaces` rows, encoded (see the class docstring)."""
+        if "crop" not in batch:
+            raise KeyError(f"EncodeFaces: the batch has no 'crop' column (it has {sorted(batch)}); feed it the "
+                           "rows of DetectFaces")
+        out = {k: np.asarray(v) for k, v in batch.items() if k != "crop"}
+        n = len(out["status"])
+        faces = np.flatnonzero(out["status"] == "face")
+        feats = self.embedder.encode(np.asarray(batch["crop"])[faces]) if len(faces) else None
+        for f in self.features:
+            col = np.full((n, self.embedder.dim), np.nan, np.float32)
+            if feats is not None:
+                col[faces] = feats[f]
+            out[f] = col
+        out["encoder_sha256"] = np.full(n, self._sha, dtype=object)
+        return out
+
+
 class EmbedFaces:
     """A callable class for ``ray.data.Dataset.map_batches``: inputs in, one row per face out.
 
-    Each instance (one per Ray actor) loads the model and the detector once.
-    A call decodes its batch's inputs in ``num_workers`` threads, detects,
-    aligns and encodes them exactly as :meth:`facepcl.FaceEmbedder.embed_loaded`
-    does, and returns the rows of every input in input order.
+    :class:`DetectFaces` then :class:`EncodeFaces` in one actor, which loads the
+    model and the detector once: the rows are those of :class:`EncodeFaces`
+    (the codes :meth:`facepcl.FaceEmbedder.embed_loaded` gives). Use the two
+    stages as two ``map_batches`` to detect on CPU actors and encode on GPU actors.
 
     Args:
         model: A ``facepcl.load`` name, Hub id or folder (None: the default model).
         revision: Hub revision to pin.
         features: Which of ``face``, ``pose``, ``trunk`` to return.
-        column: The input column: paths or object-store URLs (str), encoded image
-            bytes, or decoded ``(H, W, 3)`` uint8 RGB arrays (the embedder's ``color_order``).
-        storage_options: fsspec filesystem arguments for URL inputs (None: the
-            filesystem's own configuration, e.g. ``AWS_*`` variables).
-        **options: :class:`~facepcl.FaceEmbedder` options (``mode``,
+        column: The input column (see :class:`DetectFaces`).
+        every: Keep every ``every``-th video frame.
+        storage_options: fsspec filesystem arguments for URL inputs.
+        **options: :class:`~facepcl.FaceEmbedder` options (``mode``, ``device``,
             ``detector={...}``, ``batch_size``, ``on_no_face``, ``num_workers``, ...).
-
-    Returns (per call): a dict of equal-length columns, one row per face, plus one
-    row per input without a face (``on_no_face="skip"``) or that could not be read:
-
-    - every input column except ``column``, repeated for each of the input's rows;
-    - ``source`` (str): the path, or a description of bytes/arrays;
-    - ``status`` (str): "face", "no_face" or "unreadable"; ``error`` (str): why
-      ("" for faces);
-    - ``face_index`` (int32): the face's number within its input (score order), -1 without a face;
-    - ``width``, ``height`` (int32): the decoded image's size (-1 when unreadable);
-    - ``bbox`` ``(4,)``, ``kps`` ``(5, 2)``, ``det_score`` (float32), in the image's pixels; NaN without a face;
-    - one ``(D,)`` float32 column per feature (NaN without a face);
-    - ``encoder_sha256`` (str): the encoder's weights digest (:mod:`facepcl._utils.digest`).
 
     Attributes:
         embedder: The :class:`~facepcl.FaceEmbedder`.
@@ -124,106 +394,22 @@ class EmbedFaces:
     """
 
     def __init__(self, model: str | None = None, *, revision: str | None = None,
-                 features: Sequence[str] = FEATURES, column: str = "image",
+                 features: Sequence[str] = FEATURES, column: str = "image", every: int = 1,
                  storage_options: dict[str, Any] | None = None, **options: Any) -> None:
-        from . import hub
-        from .pipeline import FaceEmbedder
-
-        bad = sorted(set(features) - set(FEATURES))
-        if bad or not features:
-            raise ValueError(f"EmbedFaces: features must be a non-empty subset of {', '.join(FEATURES)}; got "
-                             f"{list(features)}")
-        self.features = [f for f in FEATURES if f in features]
-        self.column = column
-        self.storage_options = storage_options
-        loaded = hub.load(model, revision=revision, device=options.get("device"))
-        self.embedder = FaceEmbedder(loaded, **options)
-        self.provenance = self.embedder.provenance()  # builds the detector: a missing one fails here, once
-        self._sha = self.provenance["encoder_sha256"]
+        features = _check_features("EmbedFaces", features)
+        if every < 1:
+            raise ValueError(f"EmbedFaces: every must be at least 1, got {every}")
+        embedder = _embedder(model, revision, options)
+        self.detect_faces = DetectFaces.__new__(DetectFaces)
+        self.detect_faces._setup(embedder, column, every, storage_options)
+        self.encode_faces = EncodeFaces.__new__(EncodeFaces)
+        self.encode_faces._setup(embedder, features)
+        self.embedder = embedder
+        self.provenance = self.encode_faces.provenance
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:
-        """Rows of one batch of inputs (see the class docstring)."""
-        if self.column not in batch:
-            raise KeyError(f"EmbedFaces: the batch has no {self.column!r} column (it has {sorted(batch)}); "
-                           "pass column=NAME for the column holding paths, bytes or images")
-        sources = batch[self.column]
-        n = len(sources)
-        emb = self.embedder
-
-        def decode(i: int) -> tuple[np.ndarray | None, Any, str]:
-            src = sources[i]
-            try:
-                if isinstance(src, str) and is_url(src):
-                    image = emb.load(read_url(src, self.storage_options, MAX_FILE_BYTES)[0], name=src)
-                else:
-                    image = emb.load(src)
-            except (ImageLoadError, StorageError) as e:
-                if isinstance(e, StorageCredentialsError):
-                    raise  # not this input's fault: every other object would fail alike
-
-                return None, None, str(e)
-            except Exception as e:  # a decoder bug on a hostile file fails that input only
-                return None, None, f"{describe(src)}: could not be decoded ({type(e).__name__}: {e})"
-            return image, emb.prepare(image) if emb.detect else None, ""
-
-        decoded = list(prefetch(decode, range(n), workers=emb.num_workers, lookahead=max(1, n)))
-        ok = [i for i in range(n) if decoded[i][0] is not None]
-        names = [describe(sources[i]) for i in range(n)]
-        faces = None
-        if ok:
-            faces = emb.embed_loaded([decoded[i][0] for i in ok], indices=ok, names=[names[i] for i in ok],
-                                     prepared=[decoded[i][1] for i in ok] if emb.detect else None)
-        return self._rows(batch, n, decoded, names, faces)
-
-    def _rows(self, batch: dict[str, Any], n: int, decoded: list, names: list[str],
-              faces: EmbeddingResult | None) -> dict[str, np.ndarray]:
-        dim = self.embedder.dim
-        image_index = faces.image_index if faces is not None else np.zeros(0, np.int64)
-        take, face_index, status, error = [], [], [], []  # per output row: its face in ``faces`` (-1: none)
-        counts = np.zeros(n, np.int64)
-        for i in range(n):
-            image, _, why = decoded[i]
-            at = np.flatnonzero(image_index == i)
-            if len(at) == 0:  # unreadable, or no face and on_no_face="skip"
-                take.append(-1)
-                face_index.append(-1)
-                status.append("unreadable" if image is None else "no_face")
-                error.append(why if image is None else f"{names[i]}: no face found")
-                counts[i] = 1
-                continue
-            take.extend(at.tolist())
-            face_index.extend(range(len(at)))
-            status.extend(["face"] * len(at))
-            error.extend([""] * len(at))
-            counts[i] = len(at)
-        take_a = np.asarray(take, np.int64)
-        has = take_a >= 0
-        src = np.repeat(np.arange(n), counts)
-        out: dict[str, np.ndarray] = {k: np.repeat(np.asarray(v), counts, axis=0)
-                                      for k, v in batch.items() if k != self.column}
-
-        def pick(values: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
-            col = np.full((len(take_a), *shape), np.nan, np.float32)
-            if values is not None and has.any():
-                col[has] = values[take_a[has]].reshape(-1, *shape)
-            return col
-
-        sizes = np.array([(-1, -1) if d[0] is None else d[0].shape[:2] for d in decoded], np.int32).reshape(n, 2)
-        out.update({
-            "source": np.array([names[i] for i in src], dtype=object),
-            "status": np.array(status, dtype=object),
-            "error": np.array(error, dtype=object),
-            "face_index": np.asarray(face_index, np.int32),
-            "width": sizes[src, 1],
-            "height": sizes[src, 0],
-            "bbox": pick(None if faces is None else faces.bbox, (4,)),
-            "kps": pick(None if faces is None else faces.kps, (5, 2)),
-            "det_score": pick(None if faces is None else faces.det_score, ()),
-        })
-        for f in self.features:
-            out[f] = pick(None if faces is None else getattr(faces, f), (dim,))
-        out["encoder_sha256"] = np.full(len(take_a), self._sha, dtype=object)
-        return out
+        """Rows of one batch of inputs (see :class:`DetectFaces` and :class:`EncodeFaces`)."""
+        return self.encode_faces(self.detect_faces(batch))
 
 
 def _local_cluster(ray: Any) -> bool:
@@ -256,10 +442,14 @@ class RayEngine:
         window: Inputs per Ray Data pipeline (None: :data:`WINDOW` or 8192 per actor, whichever is more).
             Each window starts the actor pool anew (each actor loads the model), and its last batches leave
             actors idle, so a window should hold many batches per actor.
+        split: Two stages, :class:`DetectFaces` on a pool of one-CPU actors then :class:`EncodeFaces` on the
+            embedding actors (the detector then runs on CPU); False: :class:`EmbedFaces`, both in each
+            embedding actor. None: split when the embedding actors have GPUs.
     """
 
     def __init__(self, address: str | None = None, *, actors: int | None = None,
-                 cpus_per_actor: float | None = None, window: int | None = None) -> None:
+                 cpus_per_actor: float | None = None, window: int | None = None,
+                 split: bool | None = None) -> None:
         if actors is not None and actors < 1:
             raise ValueError(f"RayEngine: actors must be at least 1, got {actors}")
         if window is not None and window < 1:
@@ -268,6 +458,8 @@ class RayEngine:
         self.actors = actors
         self.cpus_per_actor = cpus_per_actor
         self.window = window
+        self.split = split
+        self.detect_pool: dict[str, Any] = {}
         self._started_ray = False
         self.constructor: dict[str, Any] = {}
         self.actor_options: dict[str, Any] = {}
@@ -292,14 +484,11 @@ class RayEngine:
         """Connect to Ray, size the actor pool, and get the provenance from where the actors run.
 
         Raises:
-            ValueError: torchrun, ``--sequences``, a CUDA device on a cluster without GPUs.
+            ValueError: torchrun, a CUDA device on a cluster without GPUs.
             ImportError: Ray is not installed.
         """
         if info.distributed:
             raise ValueError("--engine ray runs as one process (Ray spreads the work): start it without torchrun")
-        if opts.sequences:
-            raise ValueError("--engine ray embeds still images only: --sequences (tracked frame folders) needs the "
-                             "local engine; run the same command without --engine ray")
         ray = require_ray()
         if not ray.is_initialized():
             ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False,
@@ -315,7 +504,15 @@ class RayEngine:
             raise ValueError(f"--device {device}: the Ray cluster has no GPU; pass --device cpu or leave --device "
                              "out")
         cpus = max(1.0, float(resources.get("CPU", 1)))
-        if gpus:
+        self.split = bool(gpus) if self.split is None else self.split
+        if gpus and self.split:  # the detector runs in the CPU actors of stage 1
+            per = self.cpus_per_actor or 1.0
+            self.pool = {"size": self.actors or gpus, "num_cpus": per, "num_gpus": 1}
+            options["device"] = "cuda"
+            detector = options.get("detector")
+            detector = {"name": detector} if isinstance(detector, str) else dict(detector or {})
+            options["detector"] = {"device": "cpu", **detector}
+        elif gpus:
             per = self.cpus_per_actor or max(1.0, min(8.0, cpus // gpus))
             self.pool = {"size": self.actors or gpus, "num_cpus": per, "num_gpus": 1}
             options["device"] = "cuda"
@@ -323,11 +520,16 @@ class RayEngine:
             per = self.cpus_per_actor or 1.0
             self.pool = {"size": self.actors or max(1, int(cpus // per)), "num_cpus": per, "num_gpus": 0}
             options.setdefault("device", "cpu")
-        options.setdefault("num_workers", opts.num_workers or max(1, int(per)))
+        if self.split:
+            spare = cpus - self.pool["size"] * self.pool["num_cpus"]
+            self.detect_pool = {"size": max(1, int(spare)), "num_cpus": 1.0}
+            options.setdefault("num_workers", opts.num_workers or 1)
+        else:
+            options.setdefault("num_workers", opts.num_workers or max(1, int(per)))
         self.batch_size = int(options["batch_size"])
         self.window_size = self.window or max(WINDOW, 8192 * self.pool["size"])
         self.constructor = {"model": opts.model, "revision": opts.revision, "features": list(opts.features),
-                            "storage_options": opts.storage_options, **options}
+                            "every": opts.every, "storage_options": opts.storage_options, **options}
         # on_no_face="error": the actors record faceless images and the driver raises, in input order (an
         # exception raised in an actor reaches the driver as Ray's, without the NoFaceError)
         self.no_face_error = options.get("on_no_face") == "error"
@@ -346,14 +548,13 @@ class RayEngine:
                 resume_at: Cursor) -> Iterator[tuple[list[Unit], EmbeddingResult | None]]:
         """See :meth:`facepcl.export.Engine.batches`: windows of inputs through Ray Data, regrouped in order.
 
+        A video continued part way (``resume_at`` not complete) starts after its last frame done, as locally.
+
         Raises:
-            ValueError: An input is a video (or a video to continue part way).
             ExportStateError: An actor's model is not the one the run started with (its ``encoder_sha256``).
             NoFaceError: ``on_no_face="error"`` and an image has no face (its batch is not written).
         """
-        if not resume_at.complete:
-            raise ValueError(f"{resume_at.path} is a video that a local run stopped part way through; --engine ray "
-                             "does not embed videos: continue with the same command without --engine ray")
+        after = {} if resume_at.complete else {resume_at.item: resume_at.frame}
         dim = self.dim
         batch: list[Unit] = []
         rows: list[dict[str, np.ndarray] | None] = []
@@ -363,8 +564,7 @@ class RayEngine:
                 window = list(itertools.islice(items, self.window_size))
                 if not window:
                     break
-                video = next((i for i, item in enumerate(window) if item.kind == "video"), None)
-                with contextlib.closing(self._window(window[:video])) as units:
+                with contextlib.closing(self._window(window, after)) as units:
                     for unit, got in units:
                         batch.append(unit)
                         rows.append(got)
@@ -372,13 +572,6 @@ class RayEngine:
                         if images >= self.batch_size or len(batch) >= 4 * self.batch_size:
                             yield batch, _faces(rows, dim)
                             batch, rows, images = [], [], 0
-                if video is not None:
-                    if batch:  # the inputs before the video are written
-                        yield batch, _faces(rows, dim)
-                    raise ValueError(f"{window[video].path} is a video: --engine ray embeds still images only "
-                                     "(tracking needs a video's frames in order in one place). The inputs before it "
-                                     "are saved; the same command without --engine ray, with --resume, continues "
-                                     "this folder, videos included")
         except ListingInterrupted:
             if batch:
                 yield batch, _faces(rows, dim)
@@ -388,30 +581,36 @@ class RayEngine:
 
     # -- internals ---------------------------------------------------------------------------------------
 
-    def _window(self, window: list[InputItem]) -> Iterator[tuple[Unit, dict[str, np.ndarray] | None]]:
-        """Each input of ``window`` (still images) as a unit with the rows of its faces, in order."""
+    def _window(self, window: list[InputItem],
+                after: dict[int, int]) -> Iterator[tuple[Unit, dict[str, np.ndarray] | None]]:
+        """Each unit of ``window`` (images; a video's frames and end) with the rows of its faces, in order."""
         todo = [item for item in window if item.error is None]
         stamps = {item.index: file_stamp(item.path, self.constructor["storage_options"]) for item in todo}
-        results = self._run(todo) if todo else iter(())
-        by_item = _group(results)
+        results = self._run(todo, after) if todo else iter(())
+        groups = _group(results)
         try:
             for item in window:
                 if item.error is not None:
                     yield Unit(item, error=f"{item.path}: {item.error}"), None
                     continue
-                index, got = next(by_item, (None, None))
-                if index != item.index or got is None:
-                    raise RuntimeError(f"Ray returned the faces of input {index} where input {item.index} "
-                                       f"({item.path}) was expected; the pipeline lost its order (a bug: report it)")
-                yield self._unit(item, got, stamps[item.index])
+                while True:
+                    index, frame, got = next(groups, (None, None, None))
+                    if index != item.index or got is None:
+                        raise RuntimeError(f"Ray returned the faces of input {index} where input {item.index} "
+                                           f"({item.path}) was expected; the pipeline lost its order (a bug: "
+                                           "report it)")
+                    unit = self._unit(item, frame, got, stamps[item.index])
+                    yield unit
+                    if unit[0].end:
+                        break
         finally:  # stop Ray Data's iterator now, not when garbage collection gets to it (Ray may be shut down)
-            by_item.close()
+            groups.close()
             if hasattr(results, "close"):
                 results.close()
 
-    def _unit(self, item: InputItem, got: dict[str, np.ndarray],
+    def _unit(self, item: InputItem, frame: int, got: dict[str, np.ndarray],
               stamp: tuple[int, int] | None) -> tuple[Unit, dict[str, np.ndarray] | None]:
-        """The unit of one input from its rows (see :class:`EmbedFaces`), checked against the run's settings."""
+        """The unit of one image, frame or video end from its rows (see :class:`EmbedFaces`), checked."""
         if got["encoder_sha256"][0] != self.encoder_sha256:
             raise ExportStateError(
                 f"{item.path} was embedded by a model whose encoder_sha256 is {got['encoder_sha256'][0]}, but this "
@@ -419,18 +618,30 @@ class RayEngine:
                 f"{self.constructor['model']!r} (another revision in a node's cache, another folder at that path). "
                 "Make every node load the same model (pin --revision, or use a folder on a shared filesystem), then "
                 "run the same command with --resume")
-        status = got["status"][0]
+        status, error = str(got["status"][0]), str(got["error"][0])
+        video = item.kind == "video"
+        if video and frame < 0:  # the video's end
+            if status == "end":
+                return Unit(item, stamp=stamp), None
+            if status == "truncated":
+                return Unit(item, error=error, stamp=stamp, error_kind="truncated"), None
+            return Unit(item, error=error), None
+        timestamp = float(got["timestamp"][0])
         if status == "no_face" and self.no_face_error:
-            raise NoFaceError(f"{got['error'][0]} (--on-no-face error); pass --on-no-face skip or full_image, "
+            raise NoFaceError(f"{error} (--on-no-face error); pass --on-no-face skip or full_image, "
                               "a lower --det-threshold, or --no-detect if the inputs are aligned face crops")
         if status == "unreadable":
-            return Unit(item, error=str(got["error"][0])), None
+            return Unit(item, frame, timestamp, error=error, end=not video), None
         h, w = int(got["height"][0]), int(got["width"][0])
         shape_only = np.broadcast_to(np.zeros((), np.uint8), (h, w, 3))  # the rows need the image's size only
+        if video:
+            sharpness = np.asarray(got["sharpness"], np.float32) if status == "face" else None
+            return Unit(item, frame, timestamp, shape_only, end=False, histogram=np.asarray(got["histogram"][0]),
+                        sharpness=sharpness), got
         return Unit(item, image=shape_only, stamp=stamp), got
 
-    def _run(self, todo: list[InputItem]) -> Iterator[dict[str, np.ndarray]]:
-        """The output blocks of ``map_batches(EmbedFaces)`` over ``todo``, in input order."""
+    def _run(self, todo: list[InputItem], after: dict[int, int]) -> Iterator[dict[str, np.ndarray]]:
+        """The output blocks of the pipeline over ``todo``, in input order."""
         ray = require_ray()
         from ray.data import ActorPoolStrategy, DataContext
 
@@ -439,33 +650,46 @@ class RayEngine:
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         blocks = max(1, math.ceil(len(todo) / self.batch_size))
-        ds = ray.data.from_items([{"image": item.path, "item": item.index} for item in todo],
+        ds = ray.data.from_items([{"image": item.path, "item": item.index, "kind": item.kind,
+                                   "after_frame": after.get(item.index, -1)} for item in todo],
                                  override_num_blocks=blocks)
-        ds = ds.map_batches(EmbedFaces, fn_constructor_kwargs=self.actor_options, batch_size=self.batch_size,
-                            batch_format="numpy", compute=ActorPoolStrategy(size=min(self.pool["size"], blocks)),
-                            num_cpus=self.pool["num_cpus"], num_gpus=self.pool["num_gpus"])
+        if not self.split:
+            ds = ds.map_batches(EmbedFaces, fn_constructor_kwargs=self.actor_options, batch_size=self.batch_size,
+                                batch_format="numpy", compute=ActorPoolStrategy(size=min(self.pool["size"], blocks)),
+                                num_cpus=self.pool["num_cpus"], num_gpus=self.pool["num_gpus"])
+        else:
+            stage1 = {k: v for k, v in self.actor_options.items() if k != "features"} | {"device": "cpu"}
+            stage2 = {k: v for k, v in self.actor_options.items() if k not in ("every", "storage_options")}
+            ds = ds.map_batches(DetectFaces, fn_constructor_kwargs=stage1, batch_size=self.batch_size,
+                                batch_format="numpy",
+                                compute=ActorPoolStrategy(size=min(self.detect_pool["size"], blocks)),
+                                num_cpus=self.detect_pool["num_cpus"], num_gpus=0)
+            ds = ds.map_batches(EncodeFaces, fn_constructor_kwargs=stage2, batch_size=self.batch_size,
+                                batch_format="numpy", compute=ActorPoolStrategy(size=min(self.pool["size"], blocks)),
+                                num_cpus=self.pool["num_cpus"], num_gpus=self.pool["num_gpus"])
         yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2)
 
 
-def _group(blocks: Iterator[dict[str, np.ndarray]]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    """``(item, rows)`` for each run of consecutive rows of one input, across blocks."""
-    current: int | None = None
+def _group(blocks: Iterator[dict[str, np.ndarray]]) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
+    """``(item, frame, rows)`` for each run of consecutive rows of one image or frame, across blocks."""
+    current: tuple[int, int] | None = None
     parts: list[dict[str, np.ndarray]] = []
     for block in blocks:
         items = np.asarray(block["item"])
         if len(items) == 0:
             continue
-        cuts = np.flatnonzero(np.diff(items)) + 1
+        frames = np.asarray(block["frame"])
+        cuts = np.flatnonzero((np.diff(items) != 0) | (np.diff(frames) != 0)) + 1
         for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(items)], strict=True):
-            index = int(items[lo])
+            key = (int(items[lo]), int(frames[lo]))
             piece = {k: v[lo:hi] for k, v in block.items()}
-            if current is not None and index != current:
-                yield current, _concat(parts)
+            if current is not None and key != current:
+                yield (*current, _concat(parts))
                 parts = []
-            current = index
+            current = key
             parts.append(piece)
     if current is not None:
-        yield current, _concat(parts)
+        yield (*current, _concat(parts))
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -124,39 +124,54 @@ def test_the_ray_engine_says_how_to_install_ray(data, tmp_path, capsys, monkeypa
     assert not (tmp_path / "o").exists()
 
 
-def test_videos_stay_with_the_local_engine(ray_cluster, random_model_dir, tmp_path, capsys):
+@pytest.mark.parametrize("stages", ["1", "2"])
+def test_ray_export_with_a_video_equals_local_and_resumes_inside_it(ray_cluster, random_model_dir, tmp_path, stages):
     inputs = tmp_path / "in"
     inputs.mkdir()
-    shutil.copy(_samples.pyfeat("single_face.mp4"), inputs / "a.mp4")
+    shutil.copy(_samples.pyfeat("single_face.mp4"), inputs / "a.mp4")  # 72 frames: 6 kept
     shutil.copy(_samples.pyfeat(GOOD[1]), inputs / "b.jpg")
-    out = tmp_path / "out"
-    args = ["embed", str(inputs), "-o", str(out), "--model", str(random_model_dir), *OPTIONS, "--every", "24"]
-    assert main([*args, "--engine", "ray"]) == 1
-    err = capsys.readouterr().err
-    assert "a.mp4 is a video" in err and "without --engine ray" in err
-    with torch_threads(1):
-        assert main([*args, "--resume"]) == 0  # the local engine continues the Ray run's folder
-    paths = read_embeddings(out)["path"].to_pylist()
-    assert [p.rsplit("/", 1)[-1] for p in paths] == ["a.mp4"] * (len(paths) - 1) + ["b.jpg"]
+    extra = ["--every", "12", "--shard-size", "2"]
+    local = local_export(inputs, tmp_path / "local", random_model_dir, *extra)
+    out = tmp_path / "ray"
+    args = ["embed", str(inputs), "-o", str(out), "--model", str(random_model_dir), *OPTIONS, *extra,
+            "--engine", "ray", "--ray-stages", stages]
+    assert main(args) == 0
+    assert_same_export(local, out)
+    table = read_embeddings(out)
+    assert table["frame"].to_pylist()[:6] == [0, 12, 24, 36, 48, 60]
+    assert table["track_id"].to_pylist()[0] >= 0 and table["track_id"].to_pylist()[-1] == -1
+    # as if the run had stopped after its first shard: the resumed run continues the video after frame 12
+    manifests = sorted((out / "_manifests").glob("part-*.json"))
+    for m in manifests[1:]:
+        m.unlink()
+    assert main([*args, "--resume"]) == 0
+    assert_same_export(local, out)
 
 
-def test_embed_faces_in_a_user_pipeline(ray_cluster, data, random_model_dir):
+@pytest.mark.parametrize("stages", [1, 2])
+def test_embed_faces_in_a_user_pipeline(ray_cluster, data, random_model_dir, stages):
     from ray.data import ActorPoolStrategy
 
-    from facepcl.ray import EmbedFaces
+    from facepcl.ray import DetectFaces, EmbedFaces, EncodeFaces
 
     paths = [str(data / n) for n in [*GOOD, NO_FACE, "empty.jpg"]]
     items = [{"image": p, "key": i} for i, p in enumerate(paths)]
     items.append({"image": (data / GOOD[0]).read_bytes(), "key": len(paths)})  # encoded bytes work too
-    ds = ray.data.from_items(items).map_batches(
-        EmbedFaces, fn_constructor_kwargs={"model": str(random_model_dir), "device": "cpu", "mode": "exact",
-                                           "features": ["face", "trunk"]},
-        batch_size=3, compute=ActorPoolStrategy(size=1), num_cpus=1)
+    options = {"model": str(random_model_dir), "device": "cpu", "mode": "exact"}
+    ds = ray.data.from_items(items)
+    if stages == 1:
+        ds = ds.map_batches(EmbedFaces, fn_constructor_kwargs={**options, "features": ["face", "trunk"]},
+                            batch_size=3, compute=ActorPoolStrategy(size=1), num_cpus=1)
+    else:  # detect on one actor, encode on another, in batches of other sizes
+        ds = ds.map_batches(DetectFaces, fn_constructor_kwargs=options, batch_size=3,
+                            compute=ActorPoolStrategy(size=1), num_cpus=1)
+        ds = ds.map_batches(EncodeFaces, fn_constructor_kwargs={**options, "features": ["face", "trunk"]},
+                            batch_size=4, compute=ActorPoolStrategy(size=1), num_cpus=1)
     rows = ds.take_all()
     expected = facepcl.embed([*paths, items[-1]["image"]], model=str(random_model_dir), device="cpu", mode="exact")
     faces = [r for r in rows if r["status"] == "face"]
     assert len(faces) == len(expected.face)
-    assert "pose" not in rows[0] and "image" not in rows[0]
+    assert "pose" not in rows[0] and "image" not in rows[0] and "crop" not in rows[0]
     for r, face, trunk, index in zip(faces, expected.face, expected.trunk, expected.image_index, strict=True):
         assert r["key"] == index
         np.testing.assert_allclose(r["face"], face, atol=1e-4, rtol=1e-4)

@@ -22,7 +22,7 @@ credentials come from the filesystem's own configuration (AWS_* variables) or --
 
 resume: a killed or interrupted run loses at most the shard in flight; run the same command with --resume.
 scale out: torchrun --nproc-per-node N -m facepcl embed ... (each process takes every N-th input), or
---engine ray [--ray-address ADDR] on a Ray cluster (still images; docs/ray.md).
+--engine ray [--ray-address ADDR] on a Ray cluster (docs/ray.md).
 exit codes: 0 done (skipped inputs included), 1 fatal error, 2 usage error, 130/143 interrupted (resumable).
 See docs/cli.md for details."""
 
@@ -107,10 +107,13 @@ def add_parser(sub) -> None:
                         "docs/object-stores.md")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local (default): decode threads and the model in this process (torchrun for more "
-                        "processes); ray: the same export on a Ray cluster, an actor pool embedding still images "
+                        "processes); ray: the same export on a Ray cluster, images and videos, on actor pools "
                         '(pip install "facepcl[ray]"; see docs/ray.md)')
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="--engine ray: the cluster to join (default: a running Ray, else a new local one)")
+    p.add_argument("--ray-stages", default="auto", choices=("auto", "1", "2"),
+                   help="--engine ray: 2: decode and detect on CPU actors, then encode on the model's actors (a GPU "
+                        "each); 1: all in the model's actors; auto (default): 2 when the cluster has GPUs")
     x.add_argument("--num-workers", dest="num_workers", type=int, default=None,
                    help="decoding threads per process (default: cores / processes on this machine, at most 4)")
     x.add_argument("--no-progress", dest="progress", action="store_false",
@@ -188,8 +191,10 @@ def run(args: argparse.Namespace) -> int:
     embedder = owned(args, "embedder") | ({"detector": detector} if detector else {})
     opts = EmbedOptions(inputs=list(args.inputs), out=args.out, embedder=embedder, **owned(args, "export"))
     if args.engine == "local":
-        if args.ray_address is not None:
-            raise ValueError("--ray-address works with --engine ray only; add --engine ray or drop --ray-address")
+        for flag, value, default in (("--ray-address", args.ray_address, None), ("--ray-stages", args.ray_stages,
+                                                                                  "auto")):
+            if value != default:
+                raise ValueError(f"{flag} works with --engine ray only; add --engine ray or drop {flag}")
         return run_embed(opts)
     from ..ray import RayEngine, require_ray
 
@@ -197,5 +202,6 @@ def run(args: argparse.Namespace) -> int:
         require_ray()
     except ImportError as e:  # a usage problem with a fix, not a crash
         raise ValueError(f"--engine ray: {e}") from None
-    with RayEngine(args.ray_address) as engine:
+    split = None if args.ray_stages == "auto" else args.ray_stages == "2"
+    with RayEngine(args.ray_address, split=split) as engine:
         return run_embed(opts, engine)

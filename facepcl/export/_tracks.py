@@ -79,7 +79,7 @@ class ExportTracker:
                 self.item = u.item.index
                 self.video = VideoTracker(self.options, first_id=u.item.index << TRACK_BITS)
             lo, hi = np.searchsorted(image_index, [j, j + 1])
-            ids[lo:hi] = self.video.frame(u.frame, u.image, bbox[lo:hi], face[lo:hi])
+            ids[lo:hi] = self.video.frame(u.frame, u.image, bbox[lo:hi], face[lo:hi], histogram=u.histogram)
             if self.video.tracker.next_id - (u.item.index << TRACK_BITS) >= 1 << TRACK_BITS:
                 raise ValueError(f"{u.item.path}: more than {1 << TRACK_BITS} tracks in one video; embed it with "
                                  "--no-track")
@@ -91,10 +91,13 @@ def row_columns(pictures: Sequence[Any], image_index: np.ndarray, bbox: np.ndarr
     """The tracking columns of one batch's rows: ``yaw``, ``pitch``, ``roll``, ``sharpness``, ``track_id``.
 
     Sharpness is measured on video frames only (it chooses a track's representative frame); NaN for still images.
+    A unit that carries its faces' ``sharpness`` (measured where it was decoded) gives it instead.
     """
     angles = head_angles(kps.reshape(-1, 5, 2)) if len(kps) else np.zeros((0, 3), np.float32)
-    sharp = np.array([box_sharpness(pictures[j].image, b) if pictures[j].frame >= 0 else np.nan
-                      for j, b in zip(image_index, bbox, strict=True)], np.float32)
+    within = np.arange(len(image_index)) - np.searchsorted(image_index, image_index, side="left")
+    sharp = np.array([np.nan if pictures[j].frame < 0 else box_sharpness(pictures[j].image, b)
+                      if pictures[j].sharpness is None else pictures[j].sharpness[k]
+                      for j, k, b in zip(image_index, within, bbox, strict=True)], np.float32)
     return {"yaw": angles[:, 0], "pitch": angles[:, 1], "roll": angles[:, 2], "sharpness": sharp,
             "track_id": tracker.assign(pictures, image_index, bbox, face)}
 

@@ -50,6 +50,10 @@ class Unit:
         error_kind: What ``error`` is: "unreadable" (nothing or not this of
             the input could be read) or "truncated" (a video that ended early;
             its frames before the damage were handed over).
+        histogram: A video frame's :func:`facepcl.tracking.colour_histogram`, when measured where the
+            frame was decoded (the Ray engine's units hold the image's shape only); None: measured from ``image``.
+        sharpness: ``(faces,)`` :func:`facepcl.tracking.box_sharpness` of a video frame's faces, in the same
+            case; None: measured from ``image``.
     """
 
     item: InputItem
@@ -61,6 +65,8 @@ class Unit:
     prepared: Any = None
     stamp: tuple[int, int] | None = None
     error_kind: str = "unreadable"
+    histogram: np.ndarray | None = None
+    sharpness: np.ndarray | None = None
 
 
 def file_stamp(path: str, storage_options: dict[str, Any] | None = None) -> tuple[int, int] | None:

@@ -7,6 +7,6 @@ packages (:mod:`facepcl.io`, :mod:`facepcl.detection`, :mod:`facepcl.align`,
 """
 
 from ..results import EmbeddingResult, Failure
-from ._embedder import FaceEmbedder, embed
+from ._embedder import Aligned, FaceEmbedder, embed
 
-__all__ = ["EmbeddingResult", "FaceEmbedder", "Failure", "embed"]
+__all__ = ["Aligned", "EmbeddingResult", "FaceEmbedder", "Failure", "embed"]

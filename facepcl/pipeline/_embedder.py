@@ -23,7 +23,7 @@ import inspect
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -46,7 +46,29 @@ from ._info import EmbedderInfo
 from ._options import cache_key, check_options, detector_options, model_device, resolve_model, split_options
 from ._stream import as_stream, chunks
 
-__all__ = ["EmbeddingResult", "FaceEmbedder", "Failure", "embed"]
+__all__ = ["Aligned", "EmbeddingResult", "FaceEmbedder", "Failure", "embed"]
+
+
+class Aligned(NamedTuple):
+    """The faces of decoded images, detected and aligned but not encoded (:meth:`FaceEmbedder.align_loaded`).
+
+    Attributes:
+        crops: ``(N, S, S, 3)`` uint8 RGB aligned crops, S the embedder's ``crop_size``.
+        bbox: ``(N, 4)`` float32 boxes ``x1, y1, x2, y2`` in the file's pixels (a whole-image face: the image).
+        kps: ``(N, 5, 2)`` float32 landmarks in the file's pixels (NaN for a whole-image face).
+        det_score: ``(N,)`` float32 detector scores (NaN for a whole-image face).
+        image_index: ``(N,)`` int64 the ``indices`` entry of each face's image.
+        no_face: The ``indices`` of the images without a face.
+        sources: ``(image, landmarks or None)`` per image with crops, for task heads at other sizes.
+    """
+
+    crops: np.ndarray
+    bbox: np.ndarray
+    kps: np.ndarray
+    det_score: np.ndarray
+    image_index: np.ndarray
+    no_face: list[int]
+    sources: list[tuple[np.ndarray, np.ndarray | None]]
 
 
 class FaceEmbedder(EmbedderInfo):
@@ -279,6 +301,39 @@ class FaceEmbedder(EmbedderInfo):
             An :class:`EmbeddingResult` with ``num_images == len(images)``.
         """
         images = list(images)
+        aligned = self.align_loaded(images, indices=indices, names=names, prepared=prepared)
+        info = self.info()
+        if not len(aligned.crops):
+            return EmbeddingResult.empty(self.dim, self.crop_size if self.return_crops else None,
+                                         no_face=aligned.no_face, num_images=len(images), info=info)
+        feats = self.encode(aligned.crops)
+        preds = self._predict_heads(aligned.sources, aligned.crops, feats)
+        return EmbeddingResult(**feats, predictions=preds, bbox=aligned.bbox, kps=aligned.kps,
+                               det_score=aligned.det_score, image_index=aligned.image_index,
+                               crops=aligned.crops if self.return_crops else None,
+                               no_face=aligned.no_face, num_images=len(images), info=info)
+
+    def align_loaded(self, images: Sequence[np.ndarray], *, indices: Sequence[int] | None = None,
+                     names: Sequence[str] | None = None,
+                     prepared: Sequence[Prepared | Detections] | None = None) -> Aligned:
+        """Steps 2 and 3 on decoded images: detect and align, everything :meth:`embed_loaded` does but encode.
+
+        ``embed_loaded(images)`` is ``encode(align_loaded(images).crops)`` with the boxes, landmarks and
+        scores of this result (and the task heads' predictions), so a pipeline may detect in one place and
+        encode in another (``facepcl.ray``'s stages) and get the same codes.
+
+        Args:
+            images, indices, names, prepared: As for :meth:`embed_loaded`.
+
+        Returns:
+            An :class:`Aligned`: the faces in image order (score order within an image), with
+            ``on_no_face="full_image"`` a whole-image crop for each faceless image.
+
+        Raises:
+            NoFaceError: ``on_no_face="error"`` and an image has no face.
+            ValueError: ``indices`` or ``prepared`` do not match ``images`` in length.
+        """
+        images = list(images)
         indices = list(range(len(images))) if indices is None else [int(i) for i in indices]
         if len(indices) != len(images):
             raise ValueError(f"got {len(images)} images but {len(indices)} indices")
@@ -321,18 +376,14 @@ class FaceEmbedder(EmbedderInfo):
             kps.append(np.full((1, 5, 2), np.nan, np.float32))
             scores.append(np.full((1,), np.nan, np.float32))
             index.append(np.array([gi], np.int64))
-        info = self.info()
+        size = self.crop_size
         if not crops:
-            return EmbeddingResult.empty(self.dim, self.crop_size if self.return_crops else None,
-                                         no_face=no_face, num_images=len(images), info=info)
-        all_crops = np.concatenate(crops)
-        feats = self.encode(all_crops)
-        preds = self._predict_heads(sources, all_crops, feats)
-        return EmbeddingResult(**feats, predictions=preds, bbox=np.concatenate(boxes).astype(np.float32),
-                               kps=np.concatenate(kps).astype(np.float32),
-                               det_score=np.concatenate(scores).astype(np.float32),
-                               image_index=np.concatenate(index), crops=all_crops if self.return_crops else None,
-                               no_face=no_face, num_images=len(images), info=info)
+            return Aligned(np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 4), np.float32),
+                           np.zeros((0, 5, 2), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
+                           no_face, sources)
+        return Aligned(np.concatenate(crops), np.concatenate(boxes).astype(np.float32),
+                       np.concatenate(kps).astype(np.float32), np.concatenate(scores).astype(np.float32),
+                       np.concatenate(index), no_face, sources)
 
     def _predict_heads(self, sources: list[tuple[np.ndarray, np.ndarray | None]],
                        crops: np.ndarray, feats: dict[str, np.ndarray]) -> dict[str, Any]:

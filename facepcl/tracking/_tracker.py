@@ -224,9 +224,14 @@ class VideoTracker:
     def options(self) -> TrackerOptions:
         return self.tracker.options
 
-    def frame(self, number: int, image: np.ndarray, boxes: np.ndarray, codes: np.ndarray | None) -> np.ndarray:
-        """Track ids of one frame's faces (``image`` is the frame, for cut detection)."""
-        hist = colour_histogram(image)
+    def frame(self, number: int, image: np.ndarray | None, boxes: np.ndarray, codes: np.ndarray | None,
+              histogram: np.ndarray | None = None) -> np.ndarray:
+        """Track ids of one frame's faces.
+
+        ``image`` is the frame, for cut detection; or ``histogram``, its :func:`colour_histogram` measured
+        where the frame was decoded (``image`` then unused).
+        """
+        hist = colour_histogram(image) if histogram is None else histogram
         if is_cut(self.previous, hist, self.options.cut_threshold):
             self.tracker.cut()
         self.previous = hist
