@@ -2,7 +2,7 @@
 
 Copies the sample photos ``--repeat`` times into a temporary folder, starts
 one local Ray (``ray.init(num_cpus=CORES)``) in this process, and runs the real command in subprocesses, in interleaved
-rounds: local, ray, local, ray, ... (``--ray-address`` of that Ray, so the
+rounds: local, ray, ray in two stages (``--ray-stages 2``), local, ... (``--ray-address`` of that Ray, so the
 ray runs do not pay for starting a cluster, as on a real one). Each run's
 summary line gives its loop time (for Ray: from the first window's actor
 start to the last row written); the wall time adds imports and model
@@ -104,7 +104,8 @@ def run(repeat: int, rounds: int, cores: int, min_time: float) -> dict[str, Any]
         for f in files[: max(1, len(files) // 10)]:
             shutil.copyfile(f, small / f.name)
         common = ["--model", "pcl-demo", "--device", "cpu", "--no-progress"]  # the bundled model: real codes
-        engines = {"local": [], "ray": ["--engine", "ray", "--ray-address", address]}
+        engines = {"local": [], "ray": ["--engine", "ray", "--ray-address", address],
+                   "ray-2-stages": ["--engine", "ray", "--ray-address", address, "--ray-stages", "2"]}
         runs: dict[str, list[dict[str, Any]]] = {k: [] for k in engines}
         for r in range(rounds):
             for name, extra in engines.items():
@@ -141,6 +142,7 @@ def run(repeat: int, rounds: int, cores: int, min_time: float) -> dict[str, Any]
     return {
         "images": len(files), "cores": cores, "rounds": rounds, "runs": runs, "median": med,
         "ratio_loop": med["ray"]["images_per_s"] / med["local"]["images_per_s"],
+        "ratio_loop_2_stages": med["ray-2-stages"]["images_per_s"] / med["local"]["images_per_s"],
         "ratio_wall": med["local"]["wall_s"] / med["ray"]["wall_s"],
         "ray_fixed_s": fixed, "ray_ms_per_image": 1e3 * per_image, "driver_cpu_ms_per_image": driver_ms,
         "local_ms_per_image": 1e3 * med["local"]["loop_s"] / len(files),
@@ -154,10 +156,11 @@ def run(repeat: int, rounds: int, cores: int, min_time: float) -> dict[str, Any]
 
 def markdown(res: dict[str, Any]) -> str:
     med = res["median"]
-    rows = [[name, med[name]["images_per_s"], med[name]["loop_s"], med[name]["wall_s"]] for name in ("local", "ray")]
+    rows = [[name, med[name]["images_per_s"], med[name]["loop_s"], med[name]["wall_s"]] for name in med]
     text = _bench.table(["engine", "images/s (loop)", "loop s", "wall s"], rows)
     text += (f"\n\n{res['images']} photos, {res['cores']} cores, median of {res['rounds']} interleaved rounds. "
-             f"Ray / local: **{res['ratio_loop']:.2f}x** (loop throughput), {res['ratio_wall']:.2f}x (wall). "
+             f"Ray / local: **{res['ratio_loop']:.2f}x** (loop throughput), {res['ratio_wall']:.2f}x (wall); "
+             f"Ray in two stages / local: **{res['ratio_loop_2_stages']:.2f}x** (loop). "
              f"Ray run = {res['ray_fixed_s']:.1f} s start-up + {res['ray_ms_per_image']:.1f} ms per image "
              f"(local: {res['local_ms_per_image']:.1f} ms per image, start-up included). The Ray driver (listing, "
              f"regrouping, writing) used {res['driver_cpu_ms_per_image']:.2f} ms of CPU per image.\n\n")

@@ -1,12 +1,16 @@
-"""facepcl on Ray Data: :class:`EmbedFaces` for your pipelines, :class:`RayEngine` for ``facepcl embed --engine ray``.
+"""facepcl on Ray Data: stages for your pipelines, :class:`RayEngine` for ``facepcl embed --engine ray``.
 
-:class:`EmbedFaces` is a callable class for ``Dataset.map_batches``: each
-actor loads the model once, and each batch of inputs (an ``image`` column of
-paths, encoded bytes or decoded ``(H, W, 3)`` RGB arrays) becomes one row
-per face with its ``face``, ``pose`` and ``trunk`` codes, box, landmarks,
-detector score, the input's other columns, its ``source`` and face index,
-and the model's ``encoder_sha256``. An unreadable or faceless input gives
-one row with a ``status`` and an ``error`` reason instead of a crash::
+The stages are callable classes for ``Dataset.map_batches``. :class:`DetectFaces`
+(CPU actors, the detector loaded once per actor) decodes each input of an
+``image`` column (paths, object-store URLs, encoded bytes or decoded
+``(H, W, 3)`` RGB arrays; a video is read whole, every ``every``-th frame, in
+frame order), detects and aligns, and returns one row per face with its
+aligned ``crop``, box, landmarks and detector score in the file's pixels.
+:class:`EncodeFaces` (the model's actors, a GPU each where there are GPUs)
+encodes those crops into ``face``, ``pose`` and ``trunk``. :class:`EmbedFaces`
+is both in one actor. The codes are :meth:`facepcl.FaceEmbedder.embed_loaded`'s.
+An unreadable or faceless input gives one row with a ``status`` and an
+``error`` reason instead of a crash::
 
     import ray
     from facepcl.ray import EmbedFaces
@@ -16,19 +20,18 @@ one row with a ``status`` and an ``error`` reason instead of a crash::
                            batch_size=32, compute=ray.data.ActorPoolStrategy(size=4))
 
 :class:`RayEngine` is the :class:`~facepcl.export.Engine` behind
-``facepcl embed INPUT -o OUT --engine ray [--ray-address ADDR]``: the driver
-(the one process that writes) lists the inputs in windows, sends each window
-through ``map_batches(EmbedFaces)`` on an actor pool (one model per actor, one
-GPU per actor when the cluster has GPUs), gets the faces back in input order
-(``preserve_order``) and writes them with the export's own shard writer, so
-shards, manifests, ``_errors.jsonl``, ``_run.json`` and ``--resume`` are
-those of a local run: a Ray run resumes a local run's folder and the other
-way round. Actors restart and their tasks are retried when a worker dies;
-the driver writes each input once whatever Ray retried. Videos (and
-``--sequences``) are not embedded by the Ray engine: tracking needs the
-frames of a video in order in one place; embed them with the local engine
-(``facepcl embed ... --resume`` without ``--engine`` continues a Ray run's
-folder). See docs/ray.md.
+``facepcl embed INPUT -o OUT --engine ray [--ray-address ADDR] [--ray-stages N]``:
+the driver (the one process that writes) lists the inputs in windows, sends
+each window through ``map_batches(DetectFaces)`` then
+``map_batches(EncodeFaces)`` (two stages: the default when the cluster has
+GPUs) or through ``map_batches(EmbedFaces)`` (one stage), gets the rows back
+in input order (``preserve_order``), a video's frames in frame order, and
+writes them with the export's own shard writer and tracker, so shards,
+manifests, track ids, ``_tracks.parquet``, ``_errors.jsonl``, ``_run.json``
+and ``--resume`` (inside a video too) are those of a local run: a Ray run
+resumes a local run's folder and the other way round. Actors restart and
+their tasks are retried when a worker dies; the driver writes each input
+once whatever Ray retried. See docs/ray.md.
 
 Ray is an optional dependency (``pip install "facepcl[ray]"``); this module
 imports without it and says so when a Ray feature is used.
@@ -65,8 +68,8 @@ __all__ = ["WINDOW", "DetectFaces", "EmbedFaces", "EncodeFaces", "RayEngine", "r
 #: Fewest inputs the Ray engine sends through one Ray Data pipeline (each window starts the actor pool anew).
 WINDOW = 16384
 
-#: Values of the ``status`` column of :class:`EmbedFaces`.
-STATUSES = ("face", "no_face", "unreadable")
+#: Values of the ``status`` column of :class:`DetectFaces` (and so of :class:`EmbedFaces`).
+STATUSES = ("face", "no_face", "unreadable", "end", "truncated")
 
 
 def require_ray() -> Any:
