@@ -146,7 +146,7 @@ class DetectFaces:
             ``detector={...}``, ``on_no_face``, ``num_workers``, ...); ``device``
             defaults to "cpu".
 
-    Returns (per call): a dict of equal-length columns, one row per face, plus one
+    Yields (per call): dicts of equal-length columns, one row per face, plus one
     row per image or frame without a face (``on_no_face="skip"``) or that could not be read,
     plus a video's last row:
 
@@ -183,8 +183,12 @@ class DetectFaces:
         self.every = every
         self.storage_options = storage_options
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:
-        """Rows of one batch of inputs (see the class docstring)."""
+    def __call__(self, batch: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
+        """Rows of one batch of inputs (see the class docstring), in order, in parts.
+
+        The still images before each video make one part, then the video's frames ``batch_size`` at a time,
+        which bounds what a long video holds in memory.
+        """
         if self.column not in batch:
             raise KeyError(f"{type(self).__name__}: the batch has no {self.column!r} column (it has {sorted(batch)}); "
                            "pass column=NAME for the column holding paths, bytes or images")
@@ -213,21 +217,25 @@ class DetectFaces:
         decoded = dict(zip(stills, prefetch(decode, stills, workers=emb.num_workers, lookahead=max(1, n)),
                            strict=True))
         names = [describe(src) for src in sources]
-        parts: list[dict[str, np.ndarray]] = []
+
+        def finish(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            idx = part.pop("input")
+            part.update({k: np.asarray(v)[idx] for k, v in batch.items() if k != self.column})
+            return part
+
         pending: list[_Record] = []
         for i in range(n):
             if kinds[i] != "video":
                 pending.append(decoded[i])
                 continue
-            parts.append(self._rows(pending, names))
-            pending = []
+            if pending:
+                yield finish(self._rows(pending, names))
+                pending = []
             after = int(batch["after_frame"][i]) if "after_frame" in batch else -1
-            parts.extend(self._video(i, str(sources[i]), names, after))
-        parts.append(self._rows(pending, names))
-        out = _concat([p for p in parts if len(p["status"])] or parts[-1:])
-        idx = out.pop("input")
-        out.update({k: np.asarray(v)[idx] for k, v in batch.items() if k != self.column})
-        return out
+            for part in self._video(i, str(sources[i]), names, after):
+                yield finish(part)
+        if pending or n == 0:
+            yield finish(self._rows(pending, names))
 
     def _video(self, i: int, path: str, names: list[str], after: int) -> Iterator[dict[str, np.ndarray]]:
         """The rows of one video, in chunks of ``batch_size`` frames."""
@@ -410,9 +418,10 @@ class EmbedFaces:
         self.embedder = embedder
         self.provenance = self.encode_faces.provenance
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:
-        """Rows of one batch of inputs (see :class:`DetectFaces` and :class:`EncodeFaces`)."""
-        return self.encode_faces(self.detect_faces(batch))
+    def __call__(self, batch: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
+        """Rows of one batch of inputs, in parts (see :class:`DetectFaces` and :class:`EncodeFaces`)."""
+        for part in self.detect_faces(batch):
+            yield self.encode_faces(part)
 
 
 def _local_cluster(ray: Any) -> bool:

@@ -112,9 +112,10 @@ def test_on_no_face_error_stops_a_ray_run_as_a_local_one(ray_cluster, data, rand
     assert f"{NO_FACE}: no face found" in capsys.readouterr().err
 
 
-def test_ray_address_needs_the_ray_engine(data, tmp_path, capsys):
-    assert main(["embed", str(data), "-o", str(tmp_path / "o"), "--ray-address", "auto"]) == 1
-    assert "--engine ray" in capsys.readouterr().err
+@pytest.mark.parametrize("flag", [["--ray-address", "auto"], ["--ray-stages", "2"]])
+def test_ray_flags_need_the_ray_engine(data, tmp_path, capsys, flag):
+    assert main(["embed", str(data), "-o", str(tmp_path / "o"), *flag]) == 1
+    assert f"{flag[0]} works with --engine ray only" in capsys.readouterr().err
 
 
 def test_the_ray_engine_says_how_to_install_ray(data, tmp_path, capsys, monkeypatch):
