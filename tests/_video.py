@@ -133,3 +133,23 @@ def label_tracks(tracks, frames: list[list[tuple[int, float, float]]], size: int
     truth = [[p for p, _ in per_frame.get(i, [])] for i in range(len(frames))]
     ids = [[tid for _, tid in per_frame.get(i, [])] for i in range(len(frames))]
     return truth, ids
+
+
+def remux_avi(source: Path, dest: Path) -> int:
+    """Re-encode a video as MJPG AVI (whose header declares the frame count); returns the frames written."""
+    cap = cv2.VideoCapture(str(source))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    writer = None
+    n = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if writer is None:
+            writer = cv2.VideoWriter(str(dest), cv2.VideoWriter_fourcc(*"MJPG"), fps,
+                                     (frame.shape[1], frame.shape[0]))
+        writer.write(frame)
+        n += 1
+    cap.release()
+    writer.release()
+    return n

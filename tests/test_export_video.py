@@ -10,6 +10,7 @@ import pytest
 
 from facepcl.io.video import VideoReadError, VideoTruncatedError, iter_frames
 from tests import _samples
+from tests._video import remux_avi
 
 FPS = 12.0
 # BGR colours as OpenCV writes them: blue, green, red, repeated
@@ -68,26 +69,6 @@ def test_broken_videos(tmp_path: Path, synthetic_video) -> None:
         list(iter_frames(str(tmp_path / "missing.mp4")))
     with pytest.raises(ValueError, match="every"):
         list(iter_frames(str(synthetic_video), every=0))
-
-
-def remux_avi(source: Path, dest: Path) -> int:
-    """Re-encode a video as MJPG AVI (whose header declares the frame count); returns the frames written."""
-    cap = cv2.VideoCapture(str(source))
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    writer = None
-    n = 0
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        if writer is None:
-            writer = cv2.VideoWriter(str(dest), cv2.VideoWriter_fourcc(*"MJPG"), fps,
-                                     (frame.shape[1], frame.shape[0]))
-        writer.write(frame)
-        n += 1
-    cap.release()
-    writer.release()
-    return n
 
 
 @pytest.mark.photos

@@ -27,6 +27,7 @@ from facepcl.export import read_embeddings, read_errors
 from tests import _samples
 
 from ._threads import torch_threads
+from ._video import remux_avi
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
@@ -131,6 +132,10 @@ def test_ray_export_with_a_video_equals_local_and_resumes_inside_it(ray_cluster,
     inputs.mkdir()
     shutil.copy(_samples.pyfeat("single_face.mp4"), inputs / "a.mp4")  # 72 frames: 6 kept
     shutil.copy(_samples.pyfeat(GOOD[1]), inputs / "b.jpg")
+    whole = remux_avi(_samples.pyfeat("single_face.mp4"), tmp_path / "whole.avi")
+    data = (tmp_path / "whole.avi").read_bytes()
+    (inputs / "c-cut.avi").write_bytes(data[: len(data) // 2])  # truncated: its first frames, then a record
+    (inputs / "d-cut.mp4").write_bytes(_samples.pyfeat("single_face.mp4").read_bytes()[:100_000])  # unreadable
     extra = ["--every", "12", "--shard-size", "2"]
     local = local_export(inputs, tmp_path / "local", random_model_dir, *extra)
     out = tmp_path / "ray"
@@ -140,7 +145,10 @@ def test_ray_export_with_a_video_equals_local_and_resumes_inside_it(ray_cluster,
     assert_same_export(local, out)
     table = read_embeddings(out)
     assert table["frame"].to_pylist()[:6] == [0, 12, 24, 36, 48, 60]
-    assert table["track_id"].to_pylist()[0] >= 0 and table["track_id"].to_pylist()[-1] == -1
+    assert whole == 72 and table["track_id"].to_pylist()[0] >= 0 and -1 in table["track_id"].to_pylist()
+    kinds = {(r["path"].rsplit("/", 1)[-1], r["kind"]) for r in read_errors(out)}
+    assert kinds == {("c-cut.avi", "truncated"), ("d-cut.mp4", "unreadable")}
+    assert "c-cut.avi" in {p.rsplit("/", 1)[-1] for p in table["path"].to_pylist()}
     # as if the run had stopped after its first shard: the resumed run continues the video after frame 12
     manifests = sorted((out / "_manifests").glob("part-*.json"))
     for m in manifests[1:]:
