@@ -23,9 +23,10 @@ import pytest
 
 import facepcl
 from facepcl.cli import main
-from facepcl.export import read_embeddings, read_errors
+from facepcl.export import read_embeddings, read_errors, read_tracks
 from tests import _samples
 
+from . import _video
 from ._threads import torch_threads
 from ._video import remux_avi
 
@@ -155,6 +156,25 @@ def test_ray_export_with_a_video_equals_local_and_resumes_inside_it(ray_cluster,
         m.unlink()
     assert main([*args, "--resume"]) == 0
     assert_same_export(local, out)
+
+
+def test_ray_export_of_frame_folders_with_sequences_equals_local(ray_cluster, random_model_dir, tmp_path):
+    from PIL import Image
+
+    frames, scenes = _video.scenario("crossing", n=8)
+    clip = tmp_path / "shots" / "clip1"
+    clip.mkdir(parents=True)
+    for i, image in enumerate(_video.compose(frames, scenes, _video.face_patches())):
+        Image.fromarray(image).save(clip / f"frame{i:03d}.png")
+    extra = ["--sequences", "--every", "2", "--shard-size", "3"]
+    local = local_export(tmp_path / "shots", tmp_path / "local", random_model_dir, *extra)
+    out = tmp_path / "ray"
+    assert main(["embed", str(tmp_path / "shots"), "-o", str(out), "--model", str(random_model_dir), *OPTIONS,
+                 *extra, "--engine", "ray", "--ray-stages", "2"]) == 0
+    assert_same_export(local, out)
+    assert sorted(set(read_embeddings(out)["frame"].to_pylist())) == [0, 2, 4, 6]
+    tracks = [read_tracks(x).select(["track_id", "rows"]).to_pylist() for x in (local, out)]
+    assert tracks[0] == tracks[1] and tracks[0]
 
 
 @pytest.mark.parametrize("stages", [1, 2])

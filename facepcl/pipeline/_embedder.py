@@ -323,7 +323,10 @@ class FaceEmbedder(EmbedderInfo):
         encode in another (``facepcl.ray``'s stages) and get the same codes.
 
         Args:
-            images, indices, names, prepared: As for :meth:`embed_loaded`.
+            images: ``(H, W, 3)`` uint8 RGB arrays (from :meth:`load`).
+            indices: The ``image_index`` of each image (default ``0..n-1``).
+            names: How to call each image in errors (default: ``image <index>``).
+            prepared: :meth:`prepare` of each image, when already computed.
 
         Returns:
             An :class:`Aligned`: the faces in image order (score order within an image), with
