@@ -52,11 +52,10 @@ from ._utils.constants import FEATURES
 from .errors import ImageLoadError, NoFaceError
 from .export import BATCH_SIZE, Cursor, EmbedOptions, ExportStateError, InputItem
 from .io import describe
-from .io.images import MAX_FILE_BYTES
 from .io.inputs import ListingInterrupted, media_kind
 from .io.prefetch import prefetch
-from .io.storage import StorageCredentialsError, StorageError, is_url, read_url
-from .io.stream import Unit, file_stamp, iter_units
+from .io.storage import StorageCredentialsError, StorageError
+from .io.stream import Unit, file_stamp, iter_units, read_input
 from .results import EmbeddingResult
 from .tracking import box_sharpness, colour_histogram
 
@@ -201,13 +200,10 @@ class DetectFaces:
         def decode(i: int) -> _Record:
             src = sources[i]
             try:
-                if isinstance(src, str) and is_url(src):
-                    image = emb.load(read_url(src, self.storage_options, MAX_FILE_BYTES)[0], name=src)
-                else:
-                    image = emb.load(src)
+                image = read_input(emb.load, src, self.storage_options)[0]
+            except StorageCredentialsError:
+                raise  # not this input's fault: every other object would fail alike
             except (ImageLoadError, StorageError) as e:
-                if isinstance(e, StorageCredentialsError):
-                    raise  # not this input's fault: every other object would fail alike
                 return _Record(i, error=str(e))
             except Exception as e:  # a decoder bug on a hostile file fails that input only
                 return _Record(i, error=f"{describe(src)}: could not be decoded ({type(e).__name__}: {e})")

@@ -156,22 +156,35 @@ class _Stopped(Exception):
     """The consumer stopped while a video was being decoded."""
 
 
+def read_input(load: Callable[..., np.ndarray], source: Any,
+               storage_options: dict[str, Any] | None = None) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """Decode one input with ``load``: an object-store URL is fetched first (one GET, bounded by
+    :data:`facepcl.io.images.MAX_FILE_BYTES`); paths, bytes and arrays go to ``load`` as they are.
+
+    Returns:
+        The image, and the URL's stamp (size, ETag fingerprint) from that GET; None for other inputs.
+
+    Raises:
+        ImageLoadError: The input is not a readable image.
+        StorageError: The object cannot be fetched (:class:`~facepcl.io.storage.StorageCredentialsError`
+            when no credential works: every other object would fail alike).
+    """
+    if isinstance(source, str) and is_url(source):
+        data, stamp = read_url(source, storage_options, images.MAX_FILE_BYTES)
+        return load(data, name=source), stamp
+    return load(source), None
+
+
 def _decode(load: Callable[..., np.ndarray], prepare: Callable[[np.ndarray], Any] | None,
             storage_options: dict[str, Any] | None, item: InputItem) -> Unit:
     try:
-        if is_url(item.path):
-            try:
-                data, stamp = read_url(item.path, storage_options, images.MAX_FILE_BYTES)
-            except StorageCredentialsError:
-                raise  # not this input's fault: every other object would fail alike
-            except StorageError as e:
-                return Unit(item, error=str(e))
-            image = load(data, name=item.path)
-        else:
-            stamp = file_stamp(item.path)
-            image = load(item.path)
-        return Unit(item, image=image, prepared=prepare(image) if prepare is not None else None, stamp=stamp)
-    except ImageLoadError as e:
+        stamp = None if is_url(item.path) else file_stamp(item.path)  # before reading: a later change shows
+        image, fetched = read_input(load, item.path, storage_options)
+        return Unit(item, image=image, prepared=prepare(image) if prepare is not None else None,
+                    stamp=fetched or stamp)
+    except StorageCredentialsError:
+        raise  # not this input's fault: every other object would fail alike
+    except (ImageLoadError, StorageError) as e:
         return Unit(item, error=str(e))
     except Exception as e:  # e.g. a decoder bug on a hostile file: record it, keep going
         return Unit(item, error=f"{item.path}: could not be decoded ({type(e).__name__}: {e})")
