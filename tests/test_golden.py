@@ -118,14 +118,19 @@ def test_api_exact_path_matches_golden(api_result, golden):
         assert_golden(getattr(api_result, field), golden[f"api_{field}"], f"api_{field}")
 
 
+def assert_rows_golden(rows: dict, golden, prefix: str, what: str) -> None:
+    """Every golden column named ``prefix + column`` is in ``rows`` and matches."""
+    expected = {k.removeprefix(prefix): v for k, v in golden.items() if k.startswith(prefix)}
+    missing = set(expected) - set(rows)
+    assert not missing, f"{what} lost columns {sorted(missing)}"
+    for column, value in expected.items():
+        assert_golden(rows[column], value, f"{prefix}{column}")
+
+
 def test_export_exact_rows_match_golden(export_dir, golden):
     assert read_metadata(export_dir)["accel"]["exact"] is True
     rows = read_rows(str(export_dir))
-    expected = {k.removeprefix("export_"): v for k, v in golden.items() if k.startswith("export_")}
-    missing = set(expected) - set(rows)
-    assert not missing, f"the export lost columns {sorted(missing)}"
-    for column, value in expected.items():
-        assert_golden(rows[column], value, f"export_{column}")
+    assert_rows_golden(rows, golden, "export_", "the export")
     for code in CODES:  # the export computes the API's codes (make_golden checked it in the reference)
         assert_golden(rows[code], golden[f"api_{code}"], f"export_{code}")
 
@@ -134,12 +139,7 @@ def test_export_no_detect_rows_match_golden(tmp_path, golden, threads):
     crops = [str(IMAGES / name) for name in NO_DETECT_IMAGES]  # whole images as aligned crops: resized
     out = tmp_path / "crops"
     assert main(["embed", *crops, "-o", str(out), *exact_cli_flags(), "--no-detect", "--device", "cpu", "-q"]) == 0
-    rows = read_rows(str(out))
-    expected = {k.removeprefix("nodetect_"): v for k, v in golden.items() if k.startswith("nodetect_")}
-    missing = set(expected) - set(rows)
-    assert not missing, f"the --no-detect export lost columns {sorted(missing)}"
-    for column, value in expected.items():
-        assert_golden(rows[column], value, f"nodetect_{column}")
+    assert_rows_golden(read_rows(str(out)), golden, "nodetect_", "the --no-detect export")
 
 
 def test_golden_comparison_detects_a_one_ulp_change(golden):
