@@ -278,7 +278,7 @@ class FaceDetector:
             return strong
         merged = Detections(*(np.concatenate([getattr(d, f) for d in (strong, *added)])
                               for f in ("boxes", "kps", "scores")))
-        keep = _nms(torch.from_numpy(merged.boxes), torch.from_numpy(merged.scores), self.nms_threshold)
+        keep = nms(torch.from_numpy(merged.boxes), torch.from_numpy(merged.scores), self.nms_threshold)
         return _take(merged, keep.numpy())
 
     def _detect(self, prepared: Sequence[Prepared]) -> list[Detections]:
@@ -317,7 +317,7 @@ class FaceDetector:
             keep = torch.nonzero(scores[b] > threshold).squeeze(1)
             bx, pt = _retinaface.decode(loc[b, keep].float(), landmarks[b, keep].float(), anchors[keep])
             bx, pt, sc = bx * scale.repeat(2), pt * scale, scores[b, keep]
-            order = _nms(bx, sc, self.nms_threshold)  # sorted by decreasing score
+            order = nms(bx, sc, self.nms_threshold)  # sorted by decreasing score
             outs.append((bx[order].cpu().numpy(), pt[order].cpu().numpy(), sc[order].cpu().numpy()))
         return outs
 
@@ -412,5 +412,3 @@ def _plain(value: Any) -> Any:
 def _take(det: Detections, index: np.ndarray) -> Detections:
     return Detections(det.boxes[index], det.kps[index], det.scores[index])
 
-
-_nms = nms
