@@ -272,9 +272,9 @@ class FaceEmbedder(EmbedderInfo):
             ``{"face", "pose", "trunk"}``, each ``(N, D)`` float32.
         """
         out = {k: np.zeros((len(crops), self.dim), np.float32) for k in FEATURES}
+        channels_last = self._encoder.channels_last  # once: it resolves the runtime (a walk over the weights)
         for start in range(0, len(crops), self.batch_size):
-            x = self.transform.batch(crops[start:start + self.batch_size], self.device,
-                                     channels_last=self._encoder.channels_last)
+            x = self.transform.batch(crops[start:start + self.batch_size], self.device, channels_last=channels_last)
             feats = self._encoder(x)
             for k in FEATURES:
                 out[k][start:start + len(x)] = getattr(feats, k).cpu().numpy()

@@ -16,13 +16,14 @@ class EmbedderInfo:
     def info(self) -> dict[str, Any]:
         """Provenance recorded with every result."""
         prov = getattr(self.model, "provenance", None) or {}
+        accel = self.accel_info()
         return {
             "model_id": prov.get("model_id"), "revision": prov.get("revision"),
             "config_hash": prov.get("config_hash") or self.model.config.hash(),
             "crop_size": self.crop_size, "template": self.template.tolist(), "detect": self.detect,
             "detector": self.detector_option("name") if self.detect else None,
-            "on_no_face": self.on_no_face, "dtype": self._encoder.describe()["dtype"],
-            "accel": self.accel_info(), "facepcl_version": __version__,
+            "on_no_face": self.on_no_face, "dtype": accel["encoder"]["dtype"],
+            "accel": accel, "facepcl_version": __version__,
             "decode": {"min_side": self.decode_min_side,
                        "reduce_above_pixels": images.reduce_above(self.mode == "fast")},
         }
