@@ -107,28 +107,29 @@ def _per_rank(shards: list[Shard]) -> list[list[Shard]]:
     return list(ranks.values())
 
 
-def iter_errors(out: str | Store, verify: bool = False) -> Iterator[dict]:
-    """Every error record of the committed shards of all ranks, ordered by (item, frame)."""
+def iter_errors(out: str | Store, verify: bool = False, shards: list[Shard] | None = None) -> Iterator[dict]:
+    """Every error record of the committed shards of all ranks (``shards`` when given), ordered by (item, frame)."""
 
     def rank_errors(shards: list[Shard]) -> Iterator[tuple[int, int, dict]]:
         for s in shards:
             for rec in s.manifest.get("errors", []):
                 yield rec["item"], rec.get("frame", -1), rec
 
-    streams = [rank_errors(r) for r in _per_rank(committed_shards(out, verify))]
+    shards = committed_shards(out, verify) if shards is None else shards
+    streams = [rank_errors(r) for r in _per_rank(shards)]
     for _, _, rec in heapq.merge(*streams, key=lambda t: (t[0], t[1])):
         yield rec
 
 
-def write_errors(out: str | Store) -> int:
-    """Rebuild ``_errors.jsonl`` from the manifests; returns the number of records."""
+def write_errors(out: str | Store, shards: list[Shard] | None = None) -> int:
+    """Rebuild ``_errors.jsonl`` from the manifests (of ``shards`` when given); returns the number of records."""
     store = open_store(out)
     n = 0
 
     def write(tmp: str) -> None:
         nonlocal n
         with open(tmp, "w", encoding="utf-8") as f:
-            for rec in iter_errors(store):
+            for rec in iter_errors(store, shards=shards):
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 n += 1
 
@@ -145,8 +146,9 @@ def dataset_totals(out: str | Store) -> tuple[Stats, int]:
     return stats, rows
 
 
-def write_index(out: str | Store, fmt: str) -> None:
-    """Write ``index.csv`` (file, row, item, path, frame, timestamp, face_index) for npz/safetensors shards."""
+def write_index(out: str | Store, fmt: str, shards: list[Shard] | None = None) -> None:
+    """Write ``index.csv`` (file, row, item, path, frame, timestamp, face_index) for npz/safetensors shards
+    (the committed ones, or ``shards`` when given)."""
     import csv
 
     store = open_store(out)
@@ -165,7 +167,8 @@ def write_index(out: str | Store, fmt: str) -> None:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             w = csv.writer(f)
             w.writerow(["file", "row", "item", "path", "frame", "timestamp", "face_index"])
-            streams = [rank_rows(r) for r in _per_rank(committed_shards(store, verify=False))]
+            listed = committed_shards(store, verify=False) if shards is None else shards
+            streams = [rank_rows(r) for r in _per_rank(listed)]
             for *_, row in heapq.merge(*streams, key=lambda t: t[:3]):
                 w.writerow(row)
 

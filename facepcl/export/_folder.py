@@ -94,9 +94,6 @@ class ExportFolder:
     def data_path(self, shard: int) -> str:
         return self.store.url(self.data_name(shard))
 
-    def manifest_path(self, shard: int) -> str:
-        return self.store.url(self.manifest_name(shard))
-
     def _prefix(self) -> str:
         return shard_name(self.rank, 0)[: len("part-r00000-")]
 
@@ -385,10 +382,11 @@ class ExportFolder:
         if self.rank != 0:
             return
         try:
-            write_errors(self.store)
+            shards = committed_shards(self.store, verify=False)  # one listing (one GET per manifest) for all three
+            write_errors(self.store, shards)
             if self.format.name != "parquet":
-                write_index(self.store, self.format.name)
-            write_summary(self.store, committed_shards(self.store, verify=False))
+                write_index(self.store, self.format.name, shards)
+            write_summary(self.store, shards)
         except StorageError as e:
             raise ExportStateError(str(e)) from e
         except OSError as e:

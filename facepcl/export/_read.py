@@ -24,11 +24,7 @@ def _shard_files(store: Store, verify: bool = True) -> tuple[list[Shard], str]:
     if not store.object_store and not os.path.isdir(store.location):
         raise FileNotFoundError(f"{store.location}: no such folder; pass the OUT folder of `facepcl embed`")
     shards = committed_shards(store, verify=verify)
-    # An object-store export has _run.json before its first data object, whose manifest may never have come
-    # (the upload died): those objects are not rows.
-    bookkeeping = ((store.exists(RUN_FILE) or bool(store.names(MANIFESTS))) if store.object_store
-                   else os.path.isdir(store.url(MANIFESTS)))
-    if not shards and not bookkeeping:
+    if not shards and not _has_bookkeeping(store):
         # shards copied somewhere without their bookkeeping: every shard file is a finished one
         shards = [Shard(-1, -1, store.url(n), {"file": n}, store) for n in store.names()
                   if n.startswith("part-r") and os.path.splitext(n)[1] in (".parquet", ".npz", ".safetensors")]
@@ -37,6 +33,17 @@ def _shard_files(store: Store, verify: bool = True) -> tuple[list[Shard], str]:
             raise FileNotFoundError(f"{store.location} is not a facepcl embed output folder (it has no {RUN_FILE})")
         return [], _run_format(store)
     return shards, os.path.splitext(shards[0].path)[1].lstrip(".")
+
+
+def _has_bookkeeping(store: Store) -> bool:
+    """Whether ``store`` holds an export's own files, not only copied shards.
+
+    An object-store export has ``_run.json`` before its first data object, whose manifest may never have come
+    (the upload died): those objects are not rows.
+    """
+    if store.object_store:
+        return store.exists(RUN_FILE) or bool(store.names(MANIFESTS))
+    return os.path.isdir(store.url(MANIFESTS))
 
 
 def _run_format(store: Store) -> str:

@@ -590,11 +590,7 @@ class ObjectStore(Store):
             raise
 
     def exists(self, name: str) -> bool:
-        return self._size(name) is not None
-
-    def _size(self, name: str) -> int | None:
-        info = self._info(name)
-        return None if info is None else int(info.get("size") or 0)
+        return self._info(name) is not None
 
     def _info(self, name: str) -> dict[str, Any] | None:
         """The object's fresh metadata (one HEAD request, retried), or None when it does not exist."""
