@@ -58,6 +58,12 @@ def atomic_write(dest: str | os.PathLike, write: Callable[[str], object], *, dur
 _NO_DIR_FSYNC = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EISDIR, errno.EACCES}
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` as UTF-8 (the writer handed to :func:`atomic_write` and stores for text files)."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def fsync_path(path: str | os.PathLike, directory: bool = False) -> None:
     """fsync a file, or a folder with ``directory=True`` (so that a rename inside it is durable).
 

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .atomic import atomic_write
+from .atomic import atomic_write, write_text
 
 
 class SettingsError(ValueError):
@@ -89,11 +89,8 @@ def guard_settings(path: str | os.PathLike, settings: Mapping[str, Any], *, comp
                 raise differ(diff)
             return
     if write is None:
-        atomic_write(path, lambda tmp: _write_text(tmp, text))
+        atomic_write(path, lambda tmp: write_text(tmp, text))
     else:
-        write(lambda tmp: _write_text(tmp, text))
+        write(lambda tmp: write_text(tmp, text))
 
 
-def _write_text(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)

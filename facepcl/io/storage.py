@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from .._utils.atomic import _FILE_MODE, atomic_write, fsync_path
+from .._utils.atomic import _FILE_MODE, atomic_write, fsync_path, write_text
 from .._utils.folders import FolderLock, check_file, file_record
 from ..errors import OutputError
 
@@ -400,11 +400,8 @@ class Store(abc.ABC):
         """Create ``folder`` (local folders; object stores have no folders)."""
 
     @abc.abstractmethod
-    def write_file(self, name: str, write: Callable[[str], object]) -> dict[str, Any]:
+    def write_file(self, name: str, write: Callable[[str], object]) -> None:
         """Write ``name`` whole or not at all; ``write`` writes it to the local path it is given.
-
-        Returns:
-            The file's :func:`file_record`.
 
         Raises:
             OSError: (local) the write failed; nothing replaced ``name``.
@@ -481,15 +478,8 @@ class LocalStore(Store):
     def makedirs(self, folder: str) -> None:
         os.makedirs(self.url(folder) if folder else self.location, exist_ok=True)
 
-    def write_file(self, name: str, write: Callable[[str], object]) -> dict[str, Any]:
-        record: dict[str, Any] = {}
-
-        def written(tmp: str) -> None:
-            write(tmp)
-            record.update(file_record(tmp))
-
-        atomic_write(self.url(name), written)
-        return record
+    def write_file(self, name: str, write: Callable[[str], object]) -> None:
+        atomic_write(self.url(name), write)
 
     def commit(self, data: str, write: Callable[[str], object], manifest: str,
                describe: Callable[[dict[str, Any]], str], check: Callable[[], None] | None = None) -> None:
@@ -511,7 +501,7 @@ class LocalStore(Store):
             text = describe(file_record(tmp))
             if check is not None:
                 check()
-            atomic_write(manifest_path, lambda t: _write_text(t, text))
+            atomic_write(manifest_path, lambda t: write_text(t, text))
             wrote_manifest = True
             os.replace(tmp, dest)
             fsync_path(folder, directory=True)
@@ -552,10 +542,6 @@ class LocalStore(Store):
         folder, base = os.path.split(self.url(name))
         return FolderLock(folder, what, name=base)
 
-
-def _write_text(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
 
 
 class ObjectStore(Store):
@@ -617,12 +603,10 @@ class ObjectStore(Store):
 
         return retry(put, url, "upload")
 
-    def write_file(self, name: str, write: Callable[[str], object]) -> dict[str, Any]:
+    def write_file(self, name: str, write: Callable[[str], object]) -> None:
         with _scratch(name) as tmp:
             write(tmp)
-            record = file_record(tmp)
-            self._upload(tmp, name, record["size"])
-        return record
+            self._upload(tmp, name, os.path.getsize(tmp))
 
     def commit(self, data: str, write: Callable[[str], object], manifest: str,
                describe: Callable[[dict[str, Any]], str], check: Callable[[], None] | None = None) -> None:
@@ -641,7 +625,7 @@ class ObjectStore(Store):
         try:
             if check is not None:
                 check()
-            self.write_file(manifest, lambda t: _write_text(t, text))
+            self.write_file(manifest, lambda t: write_text(t, text))
         except BaseException:
             with contextlib.suppress(Exception):
                 self.delete(data)
