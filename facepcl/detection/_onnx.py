@@ -15,18 +15,15 @@ ONNX Runtime's threads follow the process's OpenMP settings
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._utils.atomic import atomic_write
-from ..runtime._onnx import session_options, track_session
+from ..runtime._onnx import export_graph, float32_copy, open_session
 from ._retinaface import detector_dir
 
 #: Bump when the exported graph changes (input layout, opset, wrapper), so old cache files are not reused.
@@ -67,17 +64,8 @@ def exported(name: str, fast_net: nn.Module) -> Path:
     with _LOCK:
         if path.is_file():
             return path
-        net = _NHWCInput(copy.deepcopy(fast_net).float().to("cpu", memory_format=torch.contiguous_format)).eval()
-        example = torch.zeros(1, 64, 64, 3)
-
-        def write(tmp: str) -> None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-                torch.onnx.export(net, (example,), tmp, dynamo=False, opset_version=17, input_names=["image"],
-                                  output_names=["loc", "conf", "landmarks"],
-                                  dynamic_axes={"image": {0: "batch", 1: "height", 2: "width"}})
-
-        atomic_write(path, write)
+        export_graph(_NHWCInput(float32_copy(fast_net)).eval(), (torch.zeros(1, 64, 64, 3),), path, ["image"],
+                     ["loc", "conf", "landmarks"], dynamic_axes={"image": {0: "batch", 1: "height", 2: "width"}})
     return path
 
 
@@ -89,11 +77,7 @@ class OrtNetwork:
     """
 
     def __init__(self, path: Path) -> None:
-        import onnxruntime as ort
-
-        self.path = path
-        self.session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
-        track_session(self)
+        open_session(self, path)
 
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``batch``: ``(B, 3, H, W)`` float32 in channels_last memory (an NHWC buffer, as the pipeline builds it)."""

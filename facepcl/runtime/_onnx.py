@@ -58,6 +58,16 @@ def track_session(holder: Any) -> None:
     _OPEN.add(holder)
 
 
+def open_session(holder: Any, path: Path) -> None:
+    """Give ``holder`` ``.path`` and a CPU ``.session`` of the graph at ``path`` (:func:`session_options`), closed
+    at interpreter exit (:func:`track_session`)."""
+    import onnxruntime as ort
+
+    holder.path = Path(path)
+    holder.session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
+    track_session(holder)
+
+
 def session_options(threads: int | None = None):
     """ONNX Runtime options that follow the process's OpenMP thread count and wait policy."""
     import onnxruntime as ort
@@ -91,8 +101,9 @@ def float32_copy(module: nn.Module) -> nn.Module:
 
 
 def export_graph(net: nn.Module, example: tuple, path: Path, inputs: list[str], outputs: list[str],
-                 opset: int = OPSET) -> None:
-    """Export ``net`` to ``path`` (atomically), every input and output with a dynamic batch dimension.
+                 opset: int = OPSET, dynamic_axes: dict[str, dict[int, str]] | None = None) -> None:
+    """Export ``net`` to ``path`` (atomically); ``dynamic_axes`` default: every input and output with a
+    dynamic batch dimension.
 
     Raises:
         OutputError: The file cannot be written.
@@ -101,7 +112,8 @@ def export_graph(net: nn.Module, example: tuple, path: Path, inputs: list[str], 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             torch.onnx.export(net, example, tmp, dynamo=False, opset_version=opset, input_names=inputs,
-                              output_names=outputs, dynamic_axes={n: {0: "batch"} for n in inputs + outputs})
+                              output_names=outputs,
+                              dynamic_axes=dynamic_axes or {n: {0: "batch"} for n in inputs + outputs})
 
     try:
         atomic_write(path, write)
@@ -178,11 +190,7 @@ class OrtEncoder:
     """
 
     def __init__(self, path: Path) -> None:
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
-        track_session(self)
+        open_session(self, path)
 
     def __call__(self, x: torch.Tensor):
         """Encode ``(B, 3, S, S)`` float network input (any memory format, on the CPU)."""
@@ -194,4 +202,4 @@ class OrtEncoder:
 
 
 __all__ = ["ATOL", "OPSET", "EncoderGraph", "OrtEncoder", "check_graph", "encoder_onnx", "encoders_dir",
-           "export_encoder", "export_graph", "float32_copy", "session_options", "track_session"]
+           "export_encoder", "export_graph", "float32_copy", "open_session", "session_options", "track_session"]
