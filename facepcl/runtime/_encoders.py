@@ -243,16 +243,18 @@ class EncoderRuntime:
             return RuntimeChoice("torch", _dtype_name(self.plan.dtype), "forced"), self._torch
         digest = encoder_digest(self.model.encoder)
         if self.requested == "onnxruntime":
-            return RuntimeChoice("onnxruntime", "float32", "forced"), self._ort_fp32(digest)
+            return RuntimeChoice("onnxruntime", "float32", "forced"), OrtEncoder(self._ort_fp32(digest))
         if self.requested == "onnxruntime-int8":
-            return RuntimeChoice("onnxruntime-int8", "int8", "forced"), self._ort_int8(digest, forced=True)
+            return (RuntimeChoice("onnxruntime-int8", "int8", "forced"),
+                    OrtEncoder(self._ort_int8(digest, forced=True)))  # type: ignore[arg-type]
         return self._auto(digest)
 
-    def _ort_fp32(self, digest: str) -> OrtEncoder:
-        return OrtEncoder(encoder_onnx(self.model, self.crop_size, digest))
+    def _ort_fp32(self, digest: str) -> Path:
+        """The float32 graph (exported and checked on first use)."""
+        return encoder_onnx(self.model, self.crop_size, digest)
 
-    def _ort_int8(self, digest: str, forced: bool) -> OrtEncoder | str:
-        """The int8 encoder, or (unless ``forced``, which raises instead) why there is none."""
+    def _ort_int8(self, digest: str, forced: bool) -> Path | str:
+        """The int8 graph, or (unless ``forced``, which raises instead) why there is none."""
         try:
             calibration, path = model_calibration(self.model)
             if calibration is None:
@@ -264,17 +266,17 @@ class EncoderRuntime:
                 raise StaleCalibrationError(f"{path}: the int8 calibration failed its faithfulness gate on "
                                             f"held-out faces ({calibration.heldout}); the int8 encoder is not "
                                             "used: recalibrate (tools/calibrate_int8.py) or use another runtime")
-            return OrtEncoder(int8_onnx(self.model, calibration, digest))
+            return int8_onnx(self.model, calibration, digest)
         except (StaleCalibrationError, RuntimeError, OutputError) as e:
             if forced:
                 raise
             return str(e)
 
     def _auto(self, digest: str) -> tuple[RuntimeChoice, Callable[[torch.Tensor], Any]]:
-        runners: dict[str, Callable[[torch.Tensor], Any]] = {"torch": self._torch}
+        graphs: dict[str, Path] = {}  # the ONNX Runtime candidates; sessions are opened only to run them
         excluded: dict[str, str] = {}
         try:
-            runners["onnxruntime"] = self._ort_fp32(digest)
+            graphs["onnxruntime"] = self._ort_fp32(digest)
         except (RuntimeError, OutputError) as e:  # an unfaithful export or an unwritable cache: not a candidate
             excluded["onnxruntime"] = str(e)
         if native_bf16(self.device):
@@ -286,14 +288,15 @@ class EncoderRuntime:
             if isinstance(int8, str):
                 excluded["onnxruntime-int8"] = int8
             else:
-                runners["onnxruntime-int8"] = int8
+                graphs["onnxruntime-int8"] = int8
         dtypes = {"torch": _dtype_name(self.plan.dtype), "onnxruntime": "float32", "onnxruntime-int8": "int8"}
         sig = {**cpu_signature(), "encoder_sha256": digest, "crop_size": self.crop_size, "batch": self.batch,
-               "torch_plan": self.plan.describe(), "candidates": sorted(runners)}
+               "torch_plan": self.plan.describe(), "candidates": sorted(["torch", *graphs])}
         key = hashlib.sha256(json.dumps(sig, sort_keys=True, default=str).encode()).hexdigest()[:24]
         with _CHOICES_LOCK:
             choice = _CHOICES.get(key) or _read_choice(key)
             if choice is None:
+                runners = {"torch": self._torch, **{k: OrtEncoder(g) for k, g in graphs.items()}}
                 size = (self.batch, 3, self.crop_size, self.crop_size)
                 x = torch.rand(size, generator=torch.Generator().manual_seed(0))
                 inputs = {k: x for k in runners}
@@ -304,8 +307,10 @@ class EncoderRuntime:
                 choice = RuntimeChoice(best, dtypes[best], "measurement",
                                        {k: round(v, 5) for k, v in seconds.items()}, self.batch, excluded)
                 _write_choice(key, sig, choice)
+                _CHOICES[key] = choice
+                return choice, runners[choice.runtime]
             _CHOICES[key] = choice
-        return choice, runners[choice.runtime]
+        return choice, self._torch if choice.runtime == "torch" else OrtEncoder(graphs[choice.runtime])
 
 
 def _choices_dir() -> Path:
