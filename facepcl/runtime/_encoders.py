@@ -137,10 +137,6 @@ def measure(calls: Mapping[str, Callable[[], Any]], rounds: int = MEASURE_ROUNDS
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
 class EncoderRuntime:
     """The fast encoder as :class:`~facepcl.FaceEmbedder` runs it: a runtime resolved once, then called.
 
@@ -236,11 +232,11 @@ class EncoderRuntime:
             self._version = version
 
     def _decide(self) -> tuple[RuntimeChoice, Callable[[torch.Tensor], Any]]:
-        torch_choice = RuntimeChoice("torch", _dtype_name(self.plan.dtype), "rule")
+        torch_choice = RuntimeChoice("torch", self.plan.describe()["dtype"], "rule")
         if self._only_torch:
             return torch_choice, self._torch
         if self.requested == "torch":
-            return RuntimeChoice("torch", _dtype_name(self.plan.dtype), "forced"), self._torch
+            return RuntimeChoice("torch", self.plan.describe()["dtype"], "forced"), self._torch
         digest = encoder_digest(self.model.encoder)
         if self.requested == "onnxruntime":
             return RuntimeChoice("onnxruntime", "float32", "forced"), OrtEncoder(self._ort_fp32(digest))
@@ -289,7 +285,7 @@ class EncoderRuntime:
                 excluded["onnxruntime-int8"] = int8
             else:
                 graphs["onnxruntime-int8"] = int8
-        dtypes = {"torch": _dtype_name(self.plan.dtype), "onnxruntime": "float32", "onnxruntime-int8": "int8"}
+        dtypes = {"torch": self.plan.describe()["dtype"], "onnxruntime": "float32", "onnxruntime-int8": "int8"}
         sig = {**cpu_signature(), "encoder_sha256": digest, "crop_size": self.crop_size, "batch": self.batch,
                "torch_plan": self.plan.describe(), "candidates": sorted(["torch", *graphs])}
         key = hashlib.sha256(json.dumps(sig, sort_keys=True, default=str).encode()).hexdigest()[:24]

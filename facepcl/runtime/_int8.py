@@ -221,11 +221,11 @@ def int8_onnx(model: nn.Module, calibration: Int8Calibration, digest: str | None
     """
     digest = digest or encoder_digest(getattr(model, "encoder", model))
     check_calibration(calibration, digest, calibration.crop_size, "int8 encoder")
-    fp32 = encoder_onnx(model, calibration.crop_size, digest)
     path = encoders_dir() / f"{digest[:16]}-{calibration.crop_size}px-int8-{calibration.digest()[:16]}.onnx"
     with _LOCK:
         if path.is_file():
             return path
+        fp32 = encoder_onnx(model, calibration.crop_size, digest)  # what it is quantised from: only when needed
         missing = sorted(set(calibration.ranges) - _graph_tensors(fp32))
         if missing:
             raise StaleCalibrationError(f"the int8 calibration names tensors the exported encoder graph does not "
