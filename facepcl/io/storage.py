@@ -266,21 +266,21 @@ def _s3_get(fs: Any, path: str, url: str, limit: int | None) -> tuple[bytes, tup
 
 
 @contextlib.contextmanager
-def local_copy(url: str, options: Mapping[str, Any] | None, limit: int | None = None) -> Iterator[str]:
-    """Download an object to a temporary file (deleted afterwards), for readers that need a path (OpenCV)."""
+def local_copy(url: str, options: Mapping[str, Any] | None,
+               limit: int | None = None) -> Iterator[tuple[str, tuple[int, int]]]:
+    """Download an object to a temporary file (deleted afterwards), for readers that need a path (OpenCV).
+
+    Yields:
+        The file's path, and the object's stamp (as :func:`stat_url` gives it, from the same request).
+    """
     fs, path = filesystem(url, options)
     info = retry(lambda: fs.info(path), url, "read")
     size = int(info.get("size") or 0)
     if limit is not None and size > limit:
         raise StorageError(f"{url}: object too large to copy ({size:,} bytes; limit {limit:,})")
-    fd, tmp = tempfile.mkstemp(prefix="facepcl-", suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    try:
+    with _scratch(path) as tmp:
         retry(lambda: fs.get_file(path, tmp), url, "download")
-        yield tmp
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        yield tmp, _stamp(info)
 
 
 def list_folder(url: str, options: Mapping[str, Any] | None = None) -> Iterator[tuple[str, bool]] | None:
@@ -668,7 +668,7 @@ class ObjectStore(Store):
 
     @contextlib.contextmanager
     def local(self, name: str) -> Iterator[str]:
-        with local_copy(self.url(name), self.options) as path:
+        with local_copy(self.url(name), self.options) as (path, _):
             yield path
 
     def lock(self, name: str, what: str) -> ObjectLock:
@@ -692,7 +692,7 @@ def _alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def _scratch(name: str) -> Iterator[str]:
-    fd, tmp = tempfile.mkstemp(prefix="facepcl-upload-", suffix=os.path.splitext(name)[1])
+    fd, tmp = tempfile.mkstemp(prefix="facepcl-", suffix=os.path.splitext(name)[1])
     os.close(fd)
     try:
         yield tmp

@@ -109,12 +109,12 @@ class _VideoJob:
         return False
 
     def _run(self) -> None:
-        stamp = file_stamp(self.item.path, self.storage_options)
+        path = self.item.path
+        stamp = None if is_url(path) else file_stamp(path)
         try:
             with contextlib.ExitStack() as stack:
-                path = self.item.path
-                if is_url(path):  # OpenCV reads local files: a bounded temporary copy
-                    path = stack.enter_context(local_copy(path, self.storage_options, MAX_COPY_BYTES))
+                if is_url(path):  # OpenCV reads local files: a bounded temporary copy (its stamp from the same HEAD)
+                    path, stamp = stack.enter_context(local_copy(path, self.storage_options, MAX_COPY_BYTES))
                 self._frames(path)
             self._put(Unit(self.item, stamp=stamp))
         except VideoTruncatedError as e:  # its frames were kept: the input is finished, with a record
