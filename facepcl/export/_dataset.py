@@ -54,6 +54,12 @@ class Shard:
             return read_shard(path, columns)
 
 
+def damaged_shard(path: str, problem: str) -> ExportStateError:
+    """The error of a shard whose data does not match its manifest (it names the fix: ``--resume``)."""
+    return ExportStateError(f"{path} is damaged ({problem}); run the same facepcl embed command with --resume to "
+                            "redo it (and every later shard of its rank)")
+
+
 def committed_shards(out: str | os.PathLike | Store, verify: bool = True) -> list[Shard]:
     """The committed shards of every rank, ordered by (rank, number).
 
@@ -94,8 +100,7 @@ def committed_shards(out: str | os.PathLike | Store, verify: bool = True) -> lis
             else:
                 problem = None
             if problem is not None:
-                raise ExportStateError(f"{data} is damaged ({problem}); run the same facepcl embed command with "
-                                       "--resume to redo it (and every later shard of its rank)")
+                raise damaged_shard(data, problem)
             shards.append(Shard(rank, number, data, man, store))
     return shards
 

@@ -184,13 +184,13 @@ class ExportFolder:
             ExportStateError: A file cannot be deleted (the message names it).
         """
         doomed: list[str] = []
-        for name in ([n for n in self.store.names() if n.startswith("part-r")]
+        top = self.store.names()
+        for name in ([n for n in top if n.startswith("part-r")]
                      + [f"{MANIFESTS}/{n}" for n in self.store.names(MANIFESTS) if n.startswith("part-r")]):
             m = SHARD_RE.match(os.path.basename(name))
             if m and (int(m.group(1)) == self.rank or (self.rank == 0 and int(m.group(1)) >= self.world_size)):
                 doomed.append(name)
         if self.rank == 0:
-            top = set(self.store.names())
             doomed += [n for n in (RUN_FILE, ERRORS_FILE, INDEX_FILE, TRACKS_FILE) if n in top]
         for name in doomed:
             try:

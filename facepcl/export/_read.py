@@ -8,10 +8,9 @@ from typing import Any
 
 from .._utils.folders import check_file
 from ..io.storage import Store, open_store
-from ._dataset import Shard, committed_shards, iter_errors
+from ._dataset import Shard, committed_shards, damaged_shard, iter_errors
 from ._formats import FEATURES, RowBuffer, from_arrow, get_format, to_arrow
 from ._layout import MANIFESTS, RUN_FILE, read_json
-from ._types import ExportStateError
 
 
 def _shard_files(store: Store, verify: bool = True) -> tuple[list[Shard], str]:
@@ -107,8 +106,7 @@ def read_embeddings(out: str | os.PathLike, columns: Sequence[str] | None = None
                 # the downloaded copy is the one checked and read
                 problem = check_file(path, shard.manifest)
                 if problem is not None:
-                    raise ExportStateError(f"{shard.path} is damaged ({problem}); run the same facepcl embed "
-                                           "command with --resume to redo it (and every later shard of its rank)")
+                    raise damaged_shard(shard.path, problem)
             if fmt == "parquet":
                 tables.append(pq.read_table(path, columns=read_cols))
             else:
