@@ -22,6 +22,13 @@ def _read_umask() -> int:
 _FILE_MODE = 0o666 & ~_read_umask()
 
 
+def temp_path(dest: str | os.PathLike) -> str:
+    """The temporary name a file is written under before it is renamed to ``dest``:
+    ``.<name>.tmp-<pid>-<random>`` in the same folder (see :func:`atomic_write`)."""
+    folder, name = os.path.split(os.fspath(dest))
+    return os.path.join(folder, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
 def atomic_write(dest: str | os.PathLike, write: Callable[[str], object], *, durable: bool = True) -> None:
     """Write a file so that readers see either the old file, or the whole new one, never half of it.
 
@@ -37,9 +44,9 @@ def atomic_write(dest: str | os.PathLike, write: Callable[[str], object], *, dur
             of the machine, not only of the process.
     """
     dest = os.fspath(dest)
-    folder, name = os.path.split(dest)
+    folder = os.path.dirname(dest)
     os.makedirs(folder or ".", exist_ok=True)
-    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp = temp_path(dest)
     try:
         write(tmp)
         # Some writers (safetensors) create owner-only files; give the result the mode a plain open() would.

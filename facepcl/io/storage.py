@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from .._utils.atomic import _FILE_MODE, atomic_write, fsync_path, write_text
+from .._utils.atomic import _FILE_MODE, atomic_write, fsync_path, temp_path, write_text
 from .._utils.folders import FolderLock, check_file, file_record
 from ..errors import OutputError
 
@@ -490,8 +490,8 @@ class LocalStore(Store):
         a manifest is never left by this order.
         """
         dest = self.url(data)
-        folder, base = os.path.split(dest)
-        tmp = os.path.join(folder, f".{base}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        folder = os.path.dirname(dest)
+        tmp = temp_path(dest)
         manifest_path = self.url(manifest)
         wrote_manifest = False
         try:
